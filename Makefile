@@ -1,0 +1,33 @@
+# verbcal: `make demo` runs the main job end to end, `make test` runs the whole suite.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS ?= test
+
+.PHONY: venv test lint demo bench clean
+
+$(BIN)/verbcal: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	touch $(BIN)/verbcal
+
+venv: $(BIN)/verbcal
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+demo: venv
+	$(BIN)/verbcal demo
+
+bench: venv
+	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/python benchmarks/bench_calibrate.py
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,41 @@
+"""Bin assignment shared by metrics and histogram binning, with one fixed edge convention.
+
+Equal-width bins over [0, 1] are right-closed: bin b (0-based) holds confidences in
+(b/B, (b+1)/B]. A confidence within ``EDGE_TOLERANCE`` of an edge k/B belongs to the
+lower bin, so 0.8 from a 0.05 grid lands in the same bin whether it was stored as
+0.8 or 0.8000000000000002. Confidence 0 belongs to the first bin, 1.0 to the last.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+EDGE_TOLERANCE = 1e-9
+
+
+def equal_width_bins(confidence: ArrayLike, n_bins: int) -> NDArray[np.int64]:
+    """Index in [0, n_bins) of each confidence under the right-closed edge convention."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    scaled = np.asarray(confidence, dtype=np.float64) * n_bins
+    index = np.ceil(scaled - EDGE_TOLERANCE * n_bins).astype(np.int64) - 1
+    return np.clip(index, 0, n_bins - 1)
+
+
+def equal_mass_edges(confidence: ArrayLike, n_bins: int) -> NDArray[np.float64]:
+    """Upper edges of up to ``n_bins`` bins holding about equally many confidences.
+
+    Edges are the (b/B)-quantiles of the confidences (linear interpolation), duplicates
+    dropped, so equal values always share a bin: coarse verbalized grids give fewer bins.
+    """
+    values = np.asarray(confidence, dtype=np.float64)
+    quantiles = np.quantile(values, np.arange(1, n_bins + 1) / n_bins)
+    return np.unique(quantiles)
+
+
+def bins_from_edges(confidence: ArrayLike, upper_edges: NDArray[np.float64]) -> NDArray[np.int64]:
+    """Right-closed bins given ascending upper edges (within ``EDGE_TOLERANCE`` goes lower)."""
+    values = np.asarray(confidence, dtype=np.float64)
+    index = np.searchsorted(upper_edges, values - EDGE_TOLERANCE, side="left")
+    return np.clip(index, 0, len(upper_edges) - 1).astype(np.int64)

@@ -1,0 +1,14 @@
+"""verbcal's command-line interface: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+from verbcal.cli import calibrate as _calibrate  # noqa: F401  (registers commands)
+from verbcal.cli.app import app
+
+
+def main() -> None:
+    """Entry point of the ``verbcal`` command."""
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,321 @@
+"""Predictions files: the one contract between verbcal's stages.
+
+JSON Lines, one record per item::
+
+    {"id": "t1", "probs": {"negative": 0.1, "positive": 0.9}, "label": "positive"}
+
+``label`` (the gold label) may be absent or null; any other key is kept and passed
+through. A record whose ``probs`` is null (an unparsable or failed LLM reply) is kept
+but not scored. CSV files hold the columns ``id``, ``label`` and one ``p_<label>``
+per class. Rows that do not sum to 1 are normalised and counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+SUM_TOLERANCE = 1e-6
+"""A row whose sum differs from 1 by more than this is counted as renormalised."""
+
+
+class PredictionsError(ValueError):
+    """A predictions file that cannot be used as it is: says where and what to do."""
+
+    def __init__(self, path: str | Path, line: int | None, field: str | None, problem: str, fix: str):
+        self.path, self.line, self.field, self.problem, self.fix = str(path), line, field, problem, fix
+        where = str(path) + (f", line {line}" if line is not None else "")
+        where += f", field {field!r}" if field else ""
+        super().__init__(f"{where}: {problem}. {fix}")
+
+
+@dataclass
+class Predictions:
+    """Verbalized distributions with their gold labels, aligned with the records they came from.
+
+    ``probs`` has one row per usable record (normalised to sum 1, in ``labels`` order);
+    ``y`` holds the gold label index per row, or -1 where the record has none.
+    ``records`` holds every record read, usable or not, for pass-through on output.
+    """
+
+    labels: tuple[str, ...]
+    probs: NDArray[np.float64]
+    y: NDArray[np.int64]
+    ids: list[str]
+    records: list[dict[str, Any]]
+    rows: NDArray[np.int64]
+    """Index into ``records`` of each row of ``probs``."""
+    source: str = "<memory>"
+    n_renormalised: int = 0
+    max_sum_error: float = 0.0
+    n_unusable: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def has_gold(self) -> bool:
+        return bool(len(self.y)) and bool(np.all(self.y >= 0))
+
+    def labelled(self) -> Predictions:
+        """The rows that carry a gold label."""
+        return self.subset(np.flatnonzero(self.y >= 0))
+
+    def subset(self, index: NDArray[np.int64] | Sequence[int]) -> Predictions:
+        """The rows at ``index`` (the records are shared, not copied)."""
+        idx = np.asarray(index, dtype=np.int64)
+        return Predictions(
+            labels=self.labels,
+            probs=self.probs[idx],
+            y=self.y[idx],
+            ids=[self.ids[i] for i in idx],
+            records=self.records,
+            rows=self.rows[idx],
+            source=self.source,
+        )
+
+    def require_gold(self, action: str) -> None:
+        """Raise a clear error unless every usable row has a gold label."""
+        missing = int(np.sum(self.y < 0))
+        if missing:
+            raise PredictionsError(
+                self.source,
+                None,
+                "label",
+                f"{missing} of {len(self.y)} records have no gold label, which {action} needs",
+                "Add a 'label' to every record, or filter the unlabelled ones out first",
+            )
+
+    def describe(self) -> str:
+        """One line on what was read and what was adjusted."""
+        text = f"{len(self)} predictions over {len(self.labels)} labels from {self.source}"
+        if self.n_renormalised:
+            text += (
+                f"; {self.n_renormalised} rows did not sum to 1 and were normalised"
+                f" (largest deviation {self.max_sum_error:.3g})"
+            )
+        if self.n_unusable:
+            text += f"; {self.n_unusable} records without a distribution were skipped"
+        return text
+
+
+def from_arrays(
+    probs: NDArray[np.float64] | Sequence[Sequence[float]],
+    y: NDArray[np.int64] | Sequence[int] | None,
+    labels: Sequence[str],
+    ids: Sequence[str] | None = None,
+) -> Predictions:
+    """Build predictions from arrays (rows are normalised like file input)."""
+    labels = tuple(labels)
+    matrix = np.asarray(probs, dtype=np.float64)
+    n = matrix.shape[0]
+    ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
+    gold = np.full(n, -1, dtype=np.int64) if y is None else np.asarray(y, dtype=np.int64)
+    records: list[dict[str, Any]] = []
+    for i in range(n):
+        record: dict[str, Any] = {"id": ids[i], "probs": dict(zip(labels, map(float, matrix[i]), strict=True))}
+        if gold[i] >= 0:
+            record["label"] = labels[gold[i]]
+        records.append(record)
+    normalised, n_off, max_err = _normalise(matrix)
+    return Predictions(labels, normalised, gold, ids, records, np.arange(n), "<arrays>", n_off, max_err)
+
+
+def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> Predictions:
+    """Read a JSONL or CSV predictions file (by extension); errors name file, line and field."""
+    path = Path(path)
+    if not path.exists():
+        raise PredictionsError(path, None, None, "file not found", "Check the path")
+    reader = _read_csv if path.suffix.lower() == ".csv" else _read_jsonl
+    records = list(reader(path))
+    if not records:
+        raise PredictionsError(path, None, None, "the file holds no records", "Write one record per line")
+    return _assemble(path, records, tuple(labels) if labels else None)
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open("rb") as handle:
+        content = handle.read()
+    text = content.decode("utf-8", errors="strict")
+    lines = text.split("\n")
+    last = len(lines) - (1 if lines[-1] == "" else 0)
+    for number, line in enumerate(lines[:last], start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == last and not text.endswith("\n"):
+                raise PredictionsError(
+                    path,
+                    number,
+                    None,
+                    f"the last line is truncated ({exc.msg})",
+                    "The file was probably cut off mid-write: delete that line, or re-run the step that wrote it",
+                ) from exc
+            raise PredictionsError(
+                path, number, None, f"not valid JSON ({exc.msg} at column {exc.colno})", "Fix or delete the line"
+            ) from exc
+        if not isinstance(record, dict):
+            raise PredictionsError(path, number, None, "a record must be a JSON object", "Write one object per line")
+        yield number, record
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        prob_columns = [c for c in columns if c.startswith("p_")]
+        if not prob_columns:
+            raise PredictionsError(path, 1, None, "no p_<label> columns", "Name one column p_<label> per class")
+        for number, row in enumerate(reader, start=2):
+            probs: dict[str, Any] = {}
+            for column in prob_columns:
+                cell = (row.get(column) or "").strip()
+                try:
+                    probs[column[2:]] = float(cell) if cell else None
+                except ValueError as exc:
+                    raise PredictionsError(
+                        path, number, column, f"{cell!r} is not a number", "Write a probability in [0, 1]"
+                    ) from exc
+            record: dict[str, Any] = {k: v for k, v in row.items() if k not in prob_columns and k is not None}
+            record["probs"] = probs
+            record["label"] = record.get("label") or None
+            yield number, record
+
+
+def _assemble(path: Path, records: list[tuple[int, dict[str, Any]]], labels: tuple[str, ...] | None) -> Predictions:
+    kept: list[dict[str, Any]] = [record for _, record in records]
+    rows: list[list[float]] = []
+    gold: list[int] = []
+    ids: list[str] = []
+    row_index: list[int] = []
+    for position, (number, record) in enumerate(records):
+        probs = record.get("probs")
+        if probs is None:
+            continue
+        if not isinstance(probs, dict):
+            raise PredictionsError(path, number, "probs", "must be an object {label: probability}", "Fix the record")
+        if labels is None:
+            labels = tuple(str(k) for k in probs)
+            if len(labels) < 2:
+                raise PredictionsError(path, number, "probs", "needs at least two labels", "List every class")
+        index = {label: k for k, label in enumerate(labels)}
+        rows.append(_parse_row(path, number, probs, labels, index))
+        gold.append(_parse_gold(path, number, record.get("label"), index))
+        ids.append(str(record.get("id", number)))
+        row_index.append(position)
+    if labels is None or not rows:
+        raise PredictionsError(path, None, "probs", "no record has a distribution", "Check the input")
+    matrix = np.asarray(rows, dtype=np.float64)
+    normalised, n_off, max_err = _normalise(matrix)
+    return Predictions(
+        labels=labels,
+        probs=normalised,
+        y=np.asarray(gold, dtype=np.int64),
+        ids=ids,
+        records=kept,
+        rows=np.asarray(row_index, dtype=np.int64),
+        source=str(path),
+        n_renormalised=n_off,
+        max_sum_error=max_err,
+        n_unusable=len(records) - len(rows),
+    )
+
+
+def _parse_row(
+    path: Path, number: int, probs: dict[str, Any], labels: tuple[str, ...], index: dict[str, int]
+) -> list[float]:
+    unknown = [key for key in probs if key not in index]
+    if unknown:
+        raise PredictionsError(
+            path,
+            number,
+            f"probs.{unknown[0]}",
+            f"unknown label {unknown[0]!r} (labels are {list(labels)})",
+            "Pass the full label set with --labels, or fix the record",
+        )
+    missing = [label for label in labels if label not in probs]
+    if missing:
+        raise PredictionsError(
+            path,
+            number,
+            f"probs.{missing[0]}",
+            f"label {missing[0]!r} is missing",
+            "Give every label a probability (0 is allowed)",
+        )
+    row: list[float] = []
+    for label in labels:
+        value = probs[label]
+        field_name = f"probs.{label}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PredictionsError(path, number, field_name, f"{value!r} is not a number", "Write a number")
+        if not math.isfinite(value):
+            raise PredictionsError(path, number, field_name, f"{value} is not finite", "Write a number in [0, 1]")
+        if value < 0:
+            raise PredictionsError(path, number, field_name, f"{value} is negative", "Write a number in [0, 1]")
+        row.append(float(value))
+    if sum(row) <= 0:
+        raise PredictionsError(
+            path, number, "probs", "every probability is 0", "Drop the record or set probs to null to skip it"
+        )
+    return row
+
+
+def _parse_gold(path: Path, number: int, label: Any, index: dict[str, int]) -> int:
+    if label is None or label == "":
+        return -1
+    if str(label) not in index:
+        raise PredictionsError(
+            path,
+            number,
+            "label",
+            f"gold label {label!r} is not one of {list(index)}",
+            "Fix the label, or pass the full label set with --labels",
+        )
+    return index[str(label)]
+
+
+def _normalise(matrix: NDArray[np.float64]) -> tuple[NDArray[np.float64], int, float]:
+    sums = matrix.sum(axis=1)
+    deviation = np.abs(sums - 1.0)
+    off = deviation > SUM_TOLERANCE
+    return matrix / sums[:, None], int(off.sum()), float(deviation.max(initial=0.0))
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write records as JSON Lines atomically: a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    )
+    try:
+        with handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def with_probs(predictions: Predictions, probs: NDArray[np.float64]) -> list[dict[str, Any]]:
+    """The input records with ``probs`` replaced by ``probs`` (the original kept as ``verbalized_probs``)."""
+    out = [dict(record) for record in predictions.records]
+    for row, position in enumerate(predictions.rows):
+        record = out[position]
+        record["verbalized_probs"] = record.get("probs")
+        record["probs"] = {label: float(p) for label, p in zip(predictions.labels, probs[row], strict=True)}
+    return out
