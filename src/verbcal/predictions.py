@@ -32,8 +32,16 @@ SUM_TOLERANCE = 1e-6
 class PredictionsError(ValueError):
     """A predictions file that cannot be used as it is: says where and what to do."""
 
-    def __init__(self, path: str | Path, line: int | None, field: str | None, problem: str, fix: str):
-        self.path, self.line, self.field, self.problem, self.fix = str(path), line, field, problem, fix
+    def __init__(
+        self, path: str | Path, line: int | None, field: str | None, problem: str, fix: str
+    ):
+        self.path, self.line, self.field, self.problem, self.fix = (
+            str(path),
+            line,
+            field,
+            problem,
+            fix,
+        )
         where = str(path) + (f", line {line}" if line is not None else "")
         where += f", field {field!r}" if field else ""
         super().__init__(f"{where}: {problem}. {fix}")
@@ -124,12 +132,17 @@ def from_arrays(
     gold = np.full(n, -1, dtype=np.int64) if y is None else np.asarray(y, dtype=np.int64)
     records: list[dict[str, Any]] = []
     for i in range(n):
-        record: dict[str, Any] = {"id": ids[i], "probs": dict(zip(labels, map(float, matrix[i]), strict=True))}
+        record: dict[str, Any] = {
+            "id": ids[i],
+            "probs": dict(zip(labels, map(float, matrix[i]), strict=True)),
+        }
         if gold[i] >= 0:
             record["label"] = labels[gold[i]]
         records.append(record)
     normalised, n_off, max_err = _normalise(matrix)
-    return Predictions(labels, normalised, gold, ids, records, np.arange(n), "<arrays>", n_off, max_err)
+    return Predictions(
+        labels, normalised, gold, ids, records, np.arange(n), "<arrays>", n_off, max_err
+    )
 
 
 def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> Predictions:
@@ -140,7 +153,9 @@ def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> P
     reader = _read_csv if path.suffix.lower() == ".csv" else _read_jsonl
     records = list(reader(path))
     if not records:
-        raise PredictionsError(path, None, None, "the file holds no records", "Write one record per line")
+        raise PredictionsError(
+            path, None, None, "the file holds no records", "Write one record per line"
+        )
     return _assemble(path, records, tuple(labels) if labels else None)
 
 
@@ -165,10 +180,16 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     "The file was probably cut off mid-write: delete that line, or re-run the step that wrote it",
                 ) from exc
             raise PredictionsError(
-                path, number, None, f"not valid JSON ({exc.msg} at column {exc.colno})", "Fix or delete the line"
+                path,
+                number,
+                None,
+                f"not valid JSON ({exc.msg} at column {exc.colno})",
+                "Fix or delete the line",
             ) from exc
         if not isinstance(record, dict):
-            raise PredictionsError(path, number, None, "a record must be a JSON object", "Write one object per line")
+            raise PredictionsError(
+                path, number, None, "a record must be a JSON object", "Write one object per line"
+            )
         yield number, record
 
 
@@ -178,7 +199,9 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         columns = reader.fieldnames or []
         prob_columns = [c for c in columns if c.startswith("p_")]
         if not prob_columns:
-            raise PredictionsError(path, 1, None, "no p_<label> columns", "Name one column p_<label> per class")
+            raise PredictionsError(
+                path, 1, None, "no p_<label> columns", "Name one column p_<label> per class"
+            )
         for number, row in enumerate(reader, start=2):
             probs: dict[str, Any] = {}
             for column in prob_columns:
@@ -187,15 +210,23 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     probs[column[2:]] = float(cell) if cell else None
                 except ValueError as exc:
                     raise PredictionsError(
-                        path, number, column, f"{cell!r} is not a number", "Write a probability in [0, 1]"
+                        path,
+                        number,
+                        column,
+                        f"{cell!r} is not a number",
+                        "Write a probability in [0, 1]",
                     ) from exc
-            record: dict[str, Any] = {k: v for k, v in row.items() if k not in prob_columns and k is not None}
+            record: dict[str, Any] = {
+                k: v for k, v in row.items() if k not in prob_columns and k is not None
+            }
             record["probs"] = probs
             record["label"] = record.get("label") or None
             yield number, record
 
 
-def _assemble(path: Path, records: list[tuple[int, dict[str, Any]]], labels: tuple[str, ...] | None) -> Predictions:
+def _assemble(
+    path: Path, records: list[tuple[int, dict[str, Any]]], labels: tuple[str, ...] | None
+) -> Predictions:
     kept: list[dict[str, Any]] = [record for _, record in records]
     rows: list[list[float]] = []
     gold: list[int] = []
@@ -206,18 +237,24 @@ def _assemble(path: Path, records: list[tuple[int, dict[str, Any]]], labels: tup
         if probs is None:
             continue
         if not isinstance(probs, dict):
-            raise PredictionsError(path, number, "probs", "must be an object {label: probability}", "Fix the record")
+            raise PredictionsError(
+                path, number, "probs", "must be an object {label: probability}", "Fix the record"
+            )
         if labels is None:
             labels = tuple(str(k) for k in probs)
             if len(labels) < 2:
-                raise PredictionsError(path, number, "probs", "needs at least two labels", "List every class")
+                raise PredictionsError(
+                    path, number, "probs", "needs at least two labels", "List every class"
+                )
         index = {label: k for k, label in enumerate(labels)}
         rows.append(_parse_row(path, number, probs, labels, index))
         gold.append(_parse_gold(path, number, record.get("label"), index))
         ids.append(str(record.get("id", number)))
         row_index.append(position)
     if labels is None or not rows:
-        raise PredictionsError(path, None, "probs", "no record has a distribution", "Check the input")
+        raise PredictionsError(
+            path, None, "probs", "no record has a distribution", "Check the input"
+        )
     matrix = np.asarray(rows, dtype=np.float64)
     normalised, n_off, max_err = _normalise(matrix)
     return Predictions(
@@ -260,15 +297,25 @@ def _parse_row(
         value = probs[label]
         field_name = f"probs.{label}"
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise PredictionsError(path, number, field_name, f"{value!r} is not a number", "Write a number")
+            raise PredictionsError(
+                path, number, field_name, f"{value!r} is not a number", "Write a number"
+            )
         if not math.isfinite(value):
-            raise PredictionsError(path, number, field_name, f"{value} is not finite", "Write a number in [0, 1]")
+            raise PredictionsError(
+                path, number, field_name, f"{value} is not finite", "Write a number in [0, 1]"
+            )
         if value < 0:
-            raise PredictionsError(path, number, field_name, f"{value} is negative", "Write a number in [0, 1]")
+            raise PredictionsError(
+                path, number, field_name, f"{value} is negative", "Write a number in [0, 1]"
+            )
         row.append(float(value))
     if sum(row) <= 0:
         raise PredictionsError(
-            path, number, "probs", "every probability is 0", "Drop the record or set probs to null to skip it"
+            path,
+            number,
+            "probs",
+            "every probability is 0",
+            "Drop the record or set probs to null to skip it",
         )
     return row
 
@@ -298,17 +345,17 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     """Write records as JSON Lines atomically: a crash never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
+    with tempfile.NamedTemporaryFile(
         "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
+    ) as handle:
+        try:
             for record in records:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+        except BaseException:
+            handle.close()
+            Path(handle.name).unlink(missing_ok=True)
+            raise
+    os.replace(handle.name, path)
 
 
 def with_probs(predictions: Predictions, probs: NDArray[np.float64]) -> list[dict[str, Any]]:
@@ -317,5 +364,7 @@ def with_probs(predictions: Predictions, probs: NDArray[np.float64]) -> list[dic
     for row, position in enumerate(predictions.rows):
         record = out[position]
         record["verbalized_probs"] = record.get("probs")
-        record["probs"] = {label: float(p) for label, p in zip(predictions.labels, probs[row], strict=True)}
+        record["probs"] = {
+            label: float(p) for label, p in zip(predictions.labels, probs[row], strict=True)
+        }
     return out
