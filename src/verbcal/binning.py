@@ -26,12 +26,20 @@ def equal_width_bins(confidence: ArrayLike, n_bins: int) -> NDArray[np.int64]:
 def equal_mass_edges(confidence: ArrayLike, n_bins: int) -> NDArray[np.float64]:
     """Upper edges of up to ``n_bins`` bins holding about equally many confidences.
 
-    Edges are the (b/B)-quantiles of the confidences (linear interpolation), duplicates
-    dropped, so equal values always share a bin: coarse verbalized grids give fewer bins.
+    Edges are the (b/B)-quantiles of the confidences by the inverted empirical CDF (each
+    edge is a confidence that occurs, so no bin is empty). Duplicate edges, and edges within
+    ``EDGE_TOLERANCE`` of the previous one, are dropped, so equal values always share a bin:
+    coarse verbalized grids and small n give fewer bins.
     """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
     values = np.asarray(confidence, dtype=np.float64)
-    quantiles = np.quantile(values, np.arange(1, n_bins + 1) / n_bins)
-    return np.unique(quantiles)
+    if values.size == 0:
+        raise ValueError("equal-mass edges need at least one confidence")
+    quantiles = np.quantile(values, np.arange(1, n_bins + 1) / n_bins, method="inverted_cdf")
+    edges = np.unique(quantiles)
+    keep = np.concatenate(([True], np.diff(edges) > EDGE_TOLERANCE))
+    return np.asarray(edges[keep], dtype=np.float64)
 
 
 def bins_from_edges(confidence: ArrayLike, upper_edges: NDArray[np.float64]) -> NDArray[np.int64]:
