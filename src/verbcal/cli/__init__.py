@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from verbcal.cli import calibrate as _calibrate  # noqa: F401  (registers commands)
+from verbcal.cli import demo as _demo  # noqa: F401
 from verbcal.cli.app import app
 
 

@@ -12,5 +12,10 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
 )
+MIN_WIDTH = 150
+"""Tables are wide: output that is not a terminal (pipes, CI logs) gets at least this width."""
 console = Console()
 err_console = Console(stderr=True)
+for _console in (console, err_console):
+    if not _console.is_terminal:
+        _console.width = max(_console.width, MIN_WIDTH)

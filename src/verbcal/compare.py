@@ -1,0 +1,120 @@
+"""Compare calibrators on repeated stratified calibration/test splits (the paper's table, extended)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from verbcal.calibrate import Calibrator, make_calibrator, normalise
+from verbcal.metrics import DEFAULT_BINS, METRICS, summary
+
+IntArray = NDArray[np.int64]
+
+
+def stratified_split(
+    y: IntArray, calib: float | int, rng: np.random.Generator
+) -> tuple[IntArray, IntArray]:
+    """Random calibration/test indices keeping each label's share.
+
+    ``calib`` is a fraction in (0, 1) or a number of calibration items. Each label with
+    at least two items keeps one in each part; the count per label is rounded so the
+    total matches the requested size as closely as possible.
+    """
+    n = len(y)
+    size = round(calib * n) if isinstance(calib, float) and calib < 1 else int(calib)
+    if not 0 < size < n:
+        raise ValueError(f"calibration size must leave items on both sides: got {size} of {n}")
+    labels, counts = np.unique(y, return_counts=True)
+    quota = _apportion(counts, size)
+    calib_idx, test_idx = [], []
+    for label, take in zip(labels, quota, strict=True):
+        members = rng.permutation(np.flatnonzero(y == label))
+        calib_idx.append(members[:take])
+        test_idx.append(members[take:])
+    return np.sort(np.concatenate(calib_idx)), np.sort(np.concatenate(test_idx))
+
+
+def _apportion(counts: IntArray, size: int) -> IntArray:
+    """Per-label calibration counts summing to ``size`` (largest remainders), 1 <= c < n where possible."""
+    exact = counts * size / counts.sum()
+    quota = np.floor(exact).astype(np.int64)
+    for index in np.argsort(-(exact - quota), kind="stable")[: size - quota.sum()]:
+        quota[index] += 1
+    low, high = np.minimum(1, counts - 1), np.maximum(counts - 1, 0)
+    return np.clip(quota, low, high)
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """Scores of one method on the test part of one split."""
+
+    method: str
+    repeat: int
+    metrics: dict[str, float]
+    params: dict[str, Any]
+
+
+def score_split(
+    probs: NDArray[np.float64],
+    y: IntArray,
+    calib_idx: IntArray,
+    test_idx: IntArray,
+    methods: Sequence[str],
+    labels: Sequence[str],
+    n_bins: int = DEFAULT_BINS,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, tuple[dict[str, float], Calibrator]]:
+    """Fit every method on ``calib_idx`` and score it on ``test_idx``."""
+    out = {}
+    for method in methods:
+        calibrator = make_calibrator(method, **(options or {}).get(method, {}))
+        calibrator.fit(probs[calib_idx], y[calib_idx], labels=labels)
+        q = calibrator.predict_proba(probs[test_idx])
+        out[method] = (summary(q, y[test_idx], n_bins=n_bins), calibrator)
+    return out
+
+
+def compare(
+    probs: NDArray[np.float64],
+    y: IntArray,
+    labels: Sequence[str],
+    methods: Sequence[str],
+    calib: float | int = 0.5,
+    repeats: int = 20,
+    seed: int = 0,
+    n_bins: int = DEFAULT_BINS,
+    on_repeat: Callable[[int], None] | None = None,
+) -> list[SplitResult]:
+    """Every method scored on ``repeats`` random stratified splits (seeded)."""
+    probs = normalise(probs)
+    rng = np.random.default_rng(seed)
+    results = []
+    for repeat in range(repeats):
+        calib_idx, test_idx = stratified_split(y, calib, rng)
+        scored = score_split(probs, y, calib_idx, test_idx, methods, labels, n_bins)
+        for method, (metrics, calibrator) in scored.items():
+            params = dict(calibrator.params)
+            params["floor"] = calibrator.floor.value
+            results.append(SplitResult(method, repeat, metrics, params))
+        if on_repeat is not None:
+            on_repeat(repeat)
+    return results
+
+
+def summarise(results: Sequence[SplitResult]) -> list[dict[str, Any]]:
+    """Mean and sample sd (ddof = 1; 0 for one repeat) per (method, metric), in method order."""
+    rows = []
+    methods = list(dict.fromkeys(r.method for r in results))
+    for method in methods:
+        mine = [r.metrics for r in results if r.method == method]
+        for metric in METRICS:
+            values = np.array([m[metric] for m in mine], dtype=np.float64)
+            values = values[~np.isnan(values)]
+            mean = float(values.mean()) if len(values) else float("nan")
+            sd = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            rows.append({"method": method, "metric": metric, "mean": mean, "sd": sd})
+    return rows
