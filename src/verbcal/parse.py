@@ -202,7 +202,8 @@ def _load_span(raw: str) -> tuple[Any, list[str]] | None:
         value, issues = strict
     else:
         value, issues = json_repair.loads(raw), ["json_repaired"]
-    if isinstance(value, dict | list) and value:
+    kind = dict if raw.startswith("{") else list
+    if isinstance(value, kind) and value:
         return value, issues
     return None
 
@@ -366,10 +367,10 @@ def _why_nothing(text: str, labels: tuple[str, ...], found: list[_Candidate]) ->
     objects = [c.value for c in found if isinstance(c.value, dict)]
     if objects:
         return ["no_task_label", *_extra_issues([str(k) for k in objects[-1]])]
-    if found:
-        return ["no_task_label"]
-    whole = _loads_strict(text)
-    issues = ["not_an_object"] if whole is not None else ["no_json_found"]
+    if _loads_strict(text) is not None:
+        issues = ["not_an_object"]
+    else:
+        issues = ["no_task_label"] if found else ["no_json_found"]
     if _REFUSAL.search(text):
         issues.append("refusal")
     if _label_only(text, labels):
