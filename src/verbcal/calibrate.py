@@ -417,7 +417,7 @@ def fit_floor(data: Counts, mode: FloorMode, fit_temperature: bool) -> float:
 
     Searches a grid of floors every ``FLOOR_GRID_STEP`` decades from 1e-12 up to the
     mode's bound, then refines around the best grid point with a bounded scalar search.
-    Ties (no row below the floor) go to the smallest floor.
+    Ties (e.g. clip floors below every entry, which change nothing) go to the smallest.
     """
     upper = np.log10(Floor(None, mode).upper_bound(data.rows.shape[1]))
     grid = np.arange(np.log10(SMALLEST_FLOOR), upper + 1e-12, FLOOR_GRID_STEP)
@@ -427,7 +427,13 @@ def fit_floor(data: Counts, mode: FloorMode, fit_temperature: bool) -> float:
         beta = fit_inverse_temperature(z, data.counts) if fit_temperature else 1.0
         return weighted_nll(beta * z, data.counts)
 
-    values = np.array([profile(g) for g in grid])
+    # Clip floors below every entry leave the data unchanged: one evaluation covers them.
+    inactive = grid < np.log10(data.rows.min()) if mode == "clip" else np.zeros(len(grid), bool)
+    active = np.flatnonzero(~inactive)
+    values = np.empty(len(grid))
+    values[active] = [profile(g) for g in grid[active]]
+    if inactive.any():
+        values[inactive] = profile(float(grid[inactive][-1]))
     best = int(np.argmin(values))
     if best == 0 or np.isclose(values.min(), values.max(), rtol=1e-12, atol=0.0):
         return float(10.0 ** grid[best])
