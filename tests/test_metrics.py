@@ -1,0 +1,463 @@
+"""Metrics against hand computations and independent implementations (sklearn, relplot)."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+from relplot.metrics import binnedECE
+from relplot.metrics import binning as relplot_binning
+from sklearn.metrics import (
+    accuracy_score,
+    brier_score_loss,
+    f1_score,
+    log_loss,
+    roc_auc_score,
+)
+
+from verbcal import metrics as m
+from verbcal.binning import equal_width_bins
+
+Array = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+TOL = 1e-9
+
+
+def random_case(n: int, k: int, seed: int, grid: bool = False) -> tuple[Array, IntArray]:
+    """Dirichlet rows, or with ``grid`` rows of exact multiples k/20 (a 0.05 grid)."""
+    rng = np.random.default_rng(seed)
+    q = rng.dirichlet(np.ones(k), size=n)
+    if grid:
+        q = np.array([rng.multinomial(20, row) for row in q]) / 20
+    return q, rng.integers(0, k, n)
+
+
+def calibrated_binary(n: int, seed: int) -> tuple[Array, IntArray]:
+    """Top-label confidence uniform on [0.5, 1], correct with exactly that probability."""
+    rng = np.random.default_rng(seed)
+    p1 = rng.uniform(0.0, 1.0, n)
+    y = (rng.uniform(size=n) < p1).astype(np.int64)
+    return np.column_stack([1 - p1, p1]), y
+
+
+def reference_ece(
+    conf: Array, correct: Array, n_bins: int, closed: Literal["right", "left"] = "right"
+) -> float:
+    """Plain numpy ECE with exact float edges b/B and no tolerance.
+
+    ``right``: bins (b/B, (b+1)/B], 0 in the first. ``left``: bins [b/B, (b+1)/B) and 1.0
+    in an extra bin of its own (relplot's convention on exact grid values).
+    """
+    edges = np.arange(1, n_bins + 1) / n_bins
+    if closed == "right":
+        idx = np.minimum(np.searchsorted(edges, conf, side="left"), n_bins - 1)
+    else:
+        idx = np.searchsorted(edges, conf, side="right")
+    total = 0.0
+    for b in range(n_bins + 1):
+        inside = idx == b
+        if inside.any():
+            total += inside.mean() * abs(correct[inside].mean() - conf[inside].mean())
+    return total
+
+
+def top_label(q: Array, y: IntArray) -> tuple[Array, Array]:
+    pred = q.argmax(axis=1)
+    return q.max(axis=1), (pred == y).astype(np.float64)
+
+
+@st.composite
+def cases(draw: st.DrawFn, min_n: int = 1, max_n: int = 60) -> tuple[Array, IntArray]:
+    """Rows of integer weights 0..20 normalised: grid-like values, ties and zeros."""
+    n = draw(st.integers(min_n, max_n))
+    k = draw(st.integers(2, 5))
+    weights = np.array(
+        draw(
+            st.lists(st.lists(st.integers(0, 20), min_size=k, max_size=k), min_size=n, max_size=n)
+        ),
+        dtype=np.float64,
+    )
+    weights[weights.sum(axis=1) == 0] = 1.0
+    y = np.array(draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)), dtype=np.int64)
+    return weights / weights.sum(axis=1, keepdims=True), y
+
+
+# ---------------------------------------------------------------- input checks
+
+
+@pytest.mark.parametrize(
+    "func",
+    [m.accuracy, m.macro_f1, m.nll, m.brier, m.auroc, m.ece, m.mce, m.classwise_ece, m.summary],
+)
+def test_no_items_is_a_clear_error(func: object) -> None:
+    with pytest.raises(ValueError, match="n = 0"):
+        func(np.zeros((0, 3)), np.zeros(0, dtype=np.int64))  # type: ignore[operator]
+
+
+def test_bad_inputs() -> None:
+    q = np.array([[0.5, 0.5]])
+    with pytest.raises(ValueError, match="2-d"):
+        m.accuracy(np.array([0.5, 0.5]), np.array([0]))
+    with pytest.raises(ValueError, match="shape"):
+        m.accuracy(q, np.array([0, 1]))
+    with pytest.raises(ValueError, match="integer"):
+        m.accuracy(q, np.array([0.0]))
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        m.accuracy(q, np.array([2]))
+    with pytest.raises(ValueError, match="binning"):
+        m.ece(q, np.array([0]), binning="quantile")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown metrics"):
+        m.bootstrap_ci(q, np.array([0]), metrics=["f2"])
+
+
+# ---------------------------------------------------------------- hand computations
+
+
+def test_argmax_ties_go_to_the_first_label() -> None:
+    q = np.array([[0.4, 0.4, 0.2], [0.2, 0.4, 0.4], [0.5, 0.0, 0.5]])
+    assert m.predicted(q).tolist() == [0, 1, 0]
+    assert m.accuracy(q, np.array([0, 2, 2])) == pytest.approx(1 / 3, abs=1e-15)
+
+
+def test_brier_by_hand() -> None:
+    q = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    # (0.09 + 0.04 + 0.01 + 0.01 + 0.09 + 0.16) / 2
+    assert m.brier(q, np.array([0, 2])) == pytest.approx(0.2, abs=1e-15)
+    assert m.brier(np.array([[0.0, 1.0]]), np.array([0])) == 2.0
+
+
+def test_nll_clips_at_1e_12() -> None:
+    q = np.array([[0.0, 1.0], [0.5, 0.5]])
+    assert m.NLL_CLIP == 1e-12
+    assert m.nll(q, np.array([0, 0])) == pytest.approx(
+        (-np.log(1e-12) - np.log(0.5)) / 2, abs=1e-12
+    )
+
+
+def test_macro_f1_counts_unseen_labels_as_zero() -> None:
+    # K = 3, label 2 never predicted and never gold: F1 = (1 + 0 + 0) / 3 for labels 0, 1, 2.
+    q = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0]])
+    assert m.macro_f1(q, np.array([0, 0])) == pytest.approx(1 / 3, abs=1e-15)
+
+
+def test_auroc_binary_by_hand_with_ties() -> None:
+    q1 = np.array([0.1, 0.4, 0.4, 0.8])
+    y = np.array([0, 0, 1, 1])
+    # pairs (pos, neg): (0.4, 0.1) 1, (0.4, 0.4) 0.5, (0.8, 0.1) 1, (0.8, 0.4) 1 -> 3.5 / 4
+    assert m.auroc(np.column_stack([1 - q1, q1]), y) == 0.875
+
+
+def test_auroc_undefined_is_nan() -> None:
+    q = np.array([[0.3, 0.7], [0.6, 0.4]])
+    assert np.isnan(m.auroc(q, np.array([1, 1])))
+    assert np.isnan(m.auroc(np.full((2, 3), 1 / 3), np.array([2, 2])))
+
+
+def test_ece_mce_reliability_by_hand() -> None:
+    # 10 bins: 0.6 x2 (both right) in (0.5, 0.6]; 0.65 x2 (one right) in (0.6, 0.7].
+    q1 = np.array([0.6, 0.6, 0.65, 0.65])
+    q = np.column_stack([1 - q1, q1])
+    y = np.array([1, 1, 1, 0])
+    assert m.ece(q, y, n_bins=10) == pytest.approx(0.5 * 0.4 + 0.5 * 0.15, abs=1e-15)
+    assert m.mce(q, y, n_bins=10) == pytest.approx(0.4, abs=1e-15)
+    bins = m.reliability(q, y, n_bins=10)
+    assert len(bins) == 10
+    assert [b.count for b in bins] == [0, 0, 0, 0, 0, 2, 1 + 1, 0, 0, 0]
+    assert (bins[5].lower, bins[5].upper) == (0.5, 0.6)
+    assert bins[5].confidence == pytest.approx(0.6) and bins[5].accuracy == 1.0
+    assert bins[6].confidence == pytest.approx(0.65) and bins[6].accuracy == 0.5
+    assert np.isnan(bins[0].confidence) and np.isnan(bins[0].accuracy)
+
+
+def test_right_closed_vs_left_closed_on_a_0_05_grid() -> None:
+    # Same data as above: left-closed [0.6, 0.7) would pool all four rows.
+    q1 = np.array([0.6, 0.6, 0.65, 0.65])
+    q = np.column_stack([1 - q1, q1])
+    y = np.array([1, 1, 1, 0])
+    conf, correct = top_label(q, y)
+    right = reference_ece(conf, correct, 10, "right")
+    left = reference_ece(conf, correct, 10, "left")
+    assert right == pytest.approx(0.275, abs=1e-15)
+    assert left == pytest.approx(0.125, abs=1e-15)
+    assert m.ece(q, y, n_bins=10) == pytest.approx(right, abs=1e-15)
+
+
+def test_0_8_edge_with_15_bins() -> None:
+    # 0.8 = 12/15: as 0.8, 0.8000000000000002 or 0.7999999999 it sits in bin (11/15, 12/15].
+    q1 = np.array([0.8, 0.8000000000000002, 0.7999999999, 0.81])
+    q = np.column_stack([1 - q1, q1])
+    y = np.array([1, 1, 1, 0])
+    counts = [b.count for b in m.reliability(q, y, n_bins=15)]
+    assert counts[11] == 3 and counts[12] == 1
+    expected = 0.75 * abs(1 - (0.8 + 0.8000000000000002 + 0.7999999999) / 3) + 0.25 * 0.81
+    assert m.ece(q, y, n_bins=15) == pytest.approx(expected, abs=1e-15)
+
+
+def test_zero_and_one_confidences() -> None:
+    q = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    y = np.array([0, 1, 1])
+    bins = m.reliability(q, y, n_bins=15)
+    assert bins[14].count == 3 and bins[14].accuracy == pytest.approx(2 / 3)
+    assert m.ece(q, y) == pytest.approx(1 / 3, abs=1e-15)
+    # classwise: column value 0 lands in the first bin, 1 in the last
+    assert m.classwise_ece(q, y) == pytest.approx(1 / 3, abs=1e-15)
+
+
+def test_classwise_ece_against_reference() -> None:
+    q, y = random_case(500, 4, seed=7)
+    expected = np.mean([reference_ece(q[:, c], (y == c).astype(np.float64), 15) for c in range(4)])
+    assert m.classwise_ece(q, y) == pytest.approx(expected, abs=TOL)
+
+
+def test_equal_mass_ece_against_sorted_chunks() -> None:
+    q, y = random_case(1500, 3, seed=8)
+    conf, correct = top_label(q, y)
+    order = np.argsort(conf)
+    expected = sum(
+        len(c) / 1500 * abs(correct[c].mean() - conf[c].mean()) for c in np.split(order, 15)
+    )
+    assert m.ece(q, y, binning="equal_mass") == pytest.approx(expected, abs=TOL)
+    assert len(m.reliability(q, y, binning="equal_mass")) == 15
+
+
+def test_summary_keys_and_values() -> None:
+    q, y = random_case(200, 5, seed=1)
+    result = m.summary(q, y)
+    assert tuple(result) == m.METRICS
+    assert m.METRICS == ("accuracy", "macro_f1", "ece", "mce", "nll", "brier", "auroc")
+    assert result["ece"] == m.ece(q, y) and result["auroc"] == m.auroc(q, y)
+
+
+# ---------------------------------------------------------------- independent implementations
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+@pytest.mark.parametrize("grid", [False, True])
+def test_agrees_with_sklearn(k: int, grid: bool) -> None:
+    q, y = random_case(400, k, seed=k, grid=grid)
+    labels = list(range(k))
+    pred = q.argmax(axis=1)
+    assert m.accuracy(q, y) == pytest.approx(accuracy_score(y, pred), abs=TOL)
+    f1 = f1_score(y, pred, average="macro", labels=labels, zero_division=0)
+    assert m.macro_f1(q, y) == pytest.approx(f1, abs=TOL)
+    assert m.brier(q, y) == pytest.approx(
+        brier_score_loss(y, q, labels=labels, scale_by_half=False), abs=TOL
+    )
+    if k == 2:
+        assert m.auroc(q, y) == pytest.approx(roc_auc_score(y, q[:, 1]), abs=TOL)
+    else:
+        ovr = roc_auc_score(y, q, multi_class="ovr", average="macro", labels=labels)
+        assert m.auroc(q, y) == pytest.approx(ovr, abs=TOL)
+    if not grid:  # no zeros: the clipping conventions agree
+        assert m.nll(q, y) == pytest.approx(log_loss(y, q, labels=labels), abs=TOL)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases(min_n=2))
+def test_agrees_with_sklearn_on_arbitrary_grids(case: tuple[Array, IntArray]) -> None:
+    q, y = case
+    k = q.shape[1]
+    pred = q.argmax(axis=1)
+    f1 = f1_score(y, pred, average="macro", labels=list(range(k)), zero_division=0)
+    assert m.macro_f1(q, y) == pytest.approx(f1, abs=TOL)
+    assert m.accuracy(q, y) == pytest.approx(accuracy_score(y, pred), abs=TOL)
+    if k == 2 and len(set(y.tolist())) == 2:
+        assert m.auroc(q, y) == pytest.approx(roc_auc_score(y, q[:, 1]), abs=TOL)
+
+
+def test_sklearn_brier_halves_binary() -> None:
+    # Convention difference: sklearn's default scale_by_half="auto" halves the K = 2 score.
+    q, y = random_case(300, 2, seed=5)
+    assert brier_score_loss(y, q[:, 1]) == pytest.approx(m.brier(q, y) / 2, abs=TOL)
+
+
+def test_sklearn_log_loss_clips_at_machine_epsilon() -> None:
+    # Convention difference: sklearn clips at float64 eps (2.2e-16), verbcal at 1e-12.
+    q = np.array([[0.0, 1.0], [0.5, 0.5]])
+    y = np.array([0, 1])
+    eps = np.finfo(np.float64).eps
+    assert log_loss(y, q) == pytest.approx((-np.log(eps) - np.log(0.5)) / 2, abs=TOL)
+    assert m.nll(q, y) == pytest.approx((-np.log(1e-12) - np.log(0.5)) / 2, abs=TOL)
+    assert log_loss(y, q) - m.nll(q, y) == pytest.approx(np.log(1e-12 / eps) / 2, abs=TOL)
+
+
+def test_subsets_missing_a_class() -> None:
+    q, y = random_case(300, 5, seed=11)
+    keep = y < 3  # classes 3 and 4 absent from the gold labels
+    q, y = q[keep], y[keep]
+    result = m.summary(q, y)
+    assert all(np.isfinite(v) for v in result.values())
+    f1 = f1_score(y, q.argmax(axis=1), average="macro", labels=list(range(5)), zero_division=0)
+    assert result["macro_f1"] == pytest.approx(f1, abs=TOL)
+    present = [roc_auc_score(y == c, q[:, c]) for c in range(3)]
+    assert result["auroc"] == pytest.approx(np.mean(present), abs=TOL)
+    assert np.isfinite(m.classwise_ece(q, y))
+    ci = m.bootstrap_ci(q, y, n_boot=200)
+    assert all(lo <= hi for lo, hi in ci.values())
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_ece_agrees_with_numpy_reference(k: int) -> None:
+    q, y = random_case(2000, k, seed=k, grid=True)
+    conf, correct = top_label(q, y)
+    for n_bins in (10, 15, 20):
+        assert m.ece(q, y, n_bins) == pytest.approx(reference_ece(conf, correct, n_bins), abs=TOL)
+
+
+def test_ece_agrees_with_relplot_off_the_edges() -> None:
+    q, y = random_case(5000, 4, seed=2)
+    conf, correct = top_label(q, y)
+    scaled = conf * 15
+    assert np.min(np.abs(scaled - np.round(scaled))) > 1e-6 and conf.max() < 1.0
+    assert m.ece(q, y) == pytest.approx(binnedECE(conf, correct, nbins=15), abs=TOL)
+
+
+def relplot_bin(value: float, n_bins: int) -> int:
+    """Bin relplot's binnedECE puts one value in (probe with one item, label 0)."""
+    sums = relplot_binning(np.array([value]), np.array([0.0]), bin_size=1.0 / n_bins)
+    return int(np.flatnonzero(sums)[0])
+
+
+@pytest.mark.parametrize(
+    ("n_bins", "differing"),
+    [
+        # relplot bins by int(f / (1/B)): left-closed where the division rounds up to the
+        # edge, right-closed by accident where it rounds down (0.3, 0.6, 0.7 at B = 10),
+        # and 1.0 in an extra bin B of its own.
+        (10, [0.1, 0.2, 0.4, 0.5, 0.8, 0.9, 1.0]),
+        (15, [0.2, 0.4, 0.6, 0.8, 1.0]),
+    ],
+)
+def test_relplot_bins_0_05_grid_edges_differently(n_bins: int, differing: list[float]) -> None:
+    grid = np.arange(1, 21) / 20
+    ours = equal_width_bins(grid, n_bins)
+    theirs = np.array([relplot_bin(v, n_bins) for v in grid])
+    assert grid[ours != theirs].tolist() == differing
+    assert relplot_bin(1.0, n_bins) == n_bins  # bin index B: past our last bin B - 1
+
+
+def test_relplot_ece_differs_only_through_edge_values() -> None:
+    q, _ = random_case(3000, 4, seed=4, grid=True)
+    rng = np.random.default_rng(0)
+    y = (rng.uniform(size=(3000, 1)) > np.cumsum(q, axis=1)).sum(axis=1)  # y ~ q: mixed gaps
+    conf, correct = top_label(q, y)
+    ours, theirs = m.ece(q, y), binnedECE(conf, correct, nbins=15)
+    assert np.isin([0.4, 0.6, 0.8, 1.0], conf).all()  # top label of K = 4: >= 0.25
+    assert abs(ours - theirs) > 1e-3
+    assert ours == pytest.approx(reference_ece(conf, correct, 15, "right"), abs=TOL)
+    assert theirs == pytest.approx(reference_ece(conf, correct, 15, "left"), abs=TOL)
+    off_edge = ~np.isin(conf, [0.2, 0.4, 0.6, 0.8, 1.0])
+    q_off, y_off = q[off_edge], y[off_edge]
+    c_off, r_off = top_label(q_off, y_off)
+    assert m.ece(q_off, y_off) == pytest.approx(binnedECE(c_off, r_off, nbins=15), abs=TOL)
+
+
+# ---------------------------------------------------------------- properties
+
+
+@settings(max_examples=100, deadline=None)
+@given(cases(), st.integers(1, 30), st.sampled_from(["equal_width", "equal_mass"]))
+def test_ece_bounds(case: tuple[Array, IntArray], n_bins: int, binning: m.Binning) -> None:
+    q, y = case
+    ece = m.ece(q, y, n_bins, binning)
+    mce = m.mce(q, y, n_bins, binning)
+    assert 0.0 <= ece <= 1.0
+    assert ece <= mce + 1e-12 <= 1.0 + 1e-12
+    assert 0.0 <= m.classwise_ece(q, y, n_bins, binning) <= 1.0
+    bins = m.reliability(q, y, n_bins, binning)
+    assert sum(b.count for b in bins) == len(y)
+    from_bins = sum(b.count * abs(b.accuracy - b.confidence) for b in bins if b.count) / len(y)
+    assert from_bins == pytest.approx(ece, abs=1e-12)
+    assert 0.0 <= m.brier(q, y) <= 2.0
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_calibrated_data_has_small_ece(seed: int) -> None:
+    q, y = calibrated_binary(50_000, seed)
+    assert m.ece(q, y) < 0.015
+    assert m.classwise_ece(q, y) < 0.015
+
+
+def test_miscalibrated_data_has_large_ece() -> None:
+    q, y = calibrated_binary(50_000, 0)
+    sharpened = q**4 / np.sum(q**4, axis=1, keepdims=True)
+    assert m.ece(sharpened, y) > 0.1
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_is_seeded() -> None:
+    q, y = random_case(300, 3, seed=3, grid=True)
+    a = m.bootstrap_ci(q, y, n_boot=300, seed=42)
+    assert a == m.bootstrap_ci(q, y, n_boot=300, seed=42)
+    assert a != m.bootstrap_ci(q, y, n_boot=300, seed=43)
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_bootstrap_matches_a_loop_over_resamples(k: int) -> None:
+    q, y = random_case(150, k, seed=k, grid=True)
+    ci = m.bootstrap_ci(q, y, n_boot=200, level=0.9, seed=5)
+    idx = np.concatenate(list(m.bootstrap_indices(150, 200, 5)))
+    assert idx.shape == (200, 150)
+    values = [m.summary(q[rows], y[rows]) for rows in idx]
+    for name in m.METRICS:
+        column = np.array([v[name] for v in values])
+        expected = np.percentile(column[~np.isnan(column)], [5.0, 95.0])
+        assert ci[name] == pytest.approx(tuple(expected), abs=TOL), name
+
+
+def test_bootstrap_ci_contains_point_estimate() -> None:
+    q, y = random_case(1000, 4, seed=9, grid=True)
+    point = m.summary(q, y)
+    ci = m.bootstrap_ci(q, y)
+    for name in m.METRICS:
+        lo, hi = ci[name]
+        if name == "mce":  # a max over bins: its bootstrap distribution is skewed
+            assert lo <= hi
+            continue
+        assert lo < point[name] < hi, name
+
+
+def test_bootstrap_all_nan_metric() -> None:
+    q = np.array([[0.3, 0.7], [0.6, 0.4]])
+    ci = m.bootstrap_ci(q, np.array([1, 1]), metrics=["auroc", "accuracy"], n_boot=50)
+    assert np.isnan(ci["auroc"][0]) and np.isnan(ci["auroc"][1])
+    assert 0.0 <= ci["accuracy"][0] <= ci["accuracy"][1] <= 1.0
+
+
+def test_bootstrap_is_fast() -> None:
+    q, y = random_case(1000, 5, seed=0, grid=True)
+    start = time.perf_counter()
+    m.bootstrap_ci(q, y, n_boot=1000)
+    assert time.perf_counter() - start < 2.0
+
+
+def bincount_ece(q: Array, y: IntArray, n_bins: int = 15) -> float:
+    conf = q.max(axis=1)
+    correct = (q.argmax(axis=1) == y).astype(np.float64)
+    idx = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
+    acc_sum = np.bincount(idx, weights=correct, minlength=n_bins)
+    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
+    return float(np.abs(acc_sum - conf_sum).sum() / len(y))
+
+
+def test_ece_as_fast_as_numpy_bincount() -> None:
+    q, y = random_case(1_000_000, 4, seed=0)
+
+    def best(func: object) -> float:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            func(q, y)  # type: ignore[operator]
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    assert m.ece(q, y) == pytest.approx(bincount_ece(q, y), abs=1e-9)  # no edge values
+    assert best(m.ece) <= 1.2 * best(bincount_ece)
