@@ -47,6 +47,9 @@ OK_SUM_TOLERANCE = 0.01
 PERCENT_SUM_RANGE = (90.0, 110.0)
 """Values above 1 whose sum falls in this range are read as percentages."""
 
+MAX_DEPTH = 64
+"""JSON spans nested deeper than this are not read (they are never answers, and cost time)."""
+
 MAX_KEY_ISSUES = 10
 """At most this many ``extra_key`` issues are listed; the rest are counted."""
 
@@ -160,21 +163,25 @@ def _outside(text: str, spans: list[tuple[int, int, bool]]) -> str:
 
 
 def _spans(text: str) -> Iterator[tuple[int, int, bool]]:
-    """Top-level ``{...}`` (and ``[{...}]``) spans: (start, end, closed), strings respected."""
+    """Top-level ``{...}`` (and ``[{...}]``) spans: (start, end, closed), strings respected.
+
+    Spans nested deeper than :data:`MAX_DEPTH` are skipped: no answer looks like that.
+    """
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
         if ch == "{" or (ch == "[" and _ARRAY_OF_OBJECTS.match(text, i)):
-            end, closed = _match(text, i)
-            yield i, end, closed
+            end, closed, depth = _match(text, i)
+            if depth <= MAX_DEPTH:
+                yield i, end, closed
             i = end
         else:
             i += 1
 
 
-def _match(text: str, start: int) -> tuple[int, bool]:
-    """End of the bracketed value opening at ``start``, and whether it was closed."""
-    depth, in_string, escaped = 0, False, False
+def _match(text: str, start: int) -> tuple[int, bool, int]:
+    """End of the bracketed value opening at ``start``, whether it closed, its deepest level."""
+    depth, deepest, in_string, escaped = 0, 0, False, False
     for i in range(start, len(text)):
         ch = text[i]
         if in_string:
@@ -188,11 +195,12 @@ def _match(text: str, start: int) -> tuple[int, bool]:
             in_string = True
         elif ch in "{[":
             depth += 1
+            deepest = max(deepest, depth)
         elif ch in "}]":
             depth -= 1
             if depth == 0:
-                return i + 1, True
-    return len(text), False
+                return i + 1, True, deepest
+    return len(text), False, deepest
 
 
 def _load_span(raw: str) -> tuple[Any, list[str]] | None:
@@ -201,7 +209,10 @@ def _load_span(raw: str) -> tuple[Any, list[str]] | None:
     if strict is not None:
         value, issues = strict
     else:
-        value, issues = json_repair.loads(raw), ["json_repaired"]
+        try:
+            value, issues = json_repair.loads(raw), ["json_repaired"]
+        except Exception:  # json-repair gives up on some inputs: then this span is not JSON
+            return None
     kind = dict if raw.startswith("{") else list
     if isinstance(value, kind) and value:
         return value, issues
@@ -355,7 +366,8 @@ def _key_values(text: str, labels: tuple[str, ...]) -> _Mapping:
         if not words:
             continue
         name = r"[\s_-]+".join(words)
-        pattern = rf"(?<![\w-])[\"'*`]*{name}[\"'*`]*\s*[:=]\s*[\"'*`]*({_NUMBER}\s*%?)"
+        quote = "[\"'*`]{0,3}"
+        pattern = rf"(?<![\w-]){quote}{name}{quote}[ \t]{{0,8}}[:=]\s{{0,8}}{quote}({_NUMBER}\s*%?)"
         hits = re.findall(pattern, text, re.IGNORECASE)
         if hits:
             mapping[label] = (label, hits[-1])
