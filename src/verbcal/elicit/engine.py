@@ -1,0 +1,200 @@
+"""The async engine: bounded concurrency, rate limits, retries with backoff, a store write per reply."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from verbcal.elicit.backends import Backend, BackendError, Reply, Request
+from verbcal.elicit.redact import redact
+from verbcal.elicit.store import Row, Store
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request to make: where its reply goes (key, item, sample) and what to send."""
+
+    key: str
+    item_id: str
+    sample: int
+    request: Request
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Concurrency, rate limits (per minute; None = unlimited) and the retry policy."""
+
+    concurrency: int = 8
+    rpm: float | None = None
+    tpm: float | None = None
+    max_retries: int = 6
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    retry_after_max: float = 600.0
+
+
+@dataclass
+class EngineStats:
+    """What the engine did: requests sent, retries, errors by kind, tokens used."""
+
+    requests: int = 0
+    retries: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    retry_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class RateLimiter:
+    """A token bucket refilled at ``per_minute / 60`` per second; costs may overdraw it."""
+
+    def __init__(self, per_minute: float) -> None:
+        if per_minute <= 0:
+            raise ValueError("a rate limit must be positive")
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate)
+        self.level = self.capacity
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    async def acquire(self, cost: float = 1.0) -> None:
+        """Wait until ``cost`` (or a full bucket, for large costs) is available, then take it."""
+        async with self._lock:
+            while True:
+                self._refill()
+                need = min(cost, self.capacity)
+                if self.level >= need:
+                    self.level -= cost
+                    return
+                await asyncio.sleep((need - self.level) / self.rate)
+
+    def settle(self, delta: float) -> None:
+        """Charge (or refund, if negative) the difference between actual and estimated cost."""
+        self.level -= delta
+
+
+def estimate_tokens(request: Request) -> int:
+    """A rough token count for rate limiting: 4 characters a token plus the reply budget."""
+    return len(request.prompt) // 4 + request.max_tokens
+
+
+def backoff_delay(attempt: int, retry_after: float | None, config: EngineConfig) -> float:
+    """Exponential backoff with full jitter; a server's Retry-After is a lower bound."""
+    ceiling = min(config.backoff_max, config.backoff_base * 2 ** (attempt - 1))
+    delay = random.uniform(0, ceiling)
+    if retry_after is not None:
+        delay = min(retry_after, config.retry_after_max) + random.uniform(0, 0.1 * ceiling)
+    return delay
+
+
+class Engine:
+    """Runs jobs against one backend and commits each outcome to the store as it arrives."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        store: Store,
+        config: EngineConfig,
+        on_done: Callable[[Job, Row], None] | None = None,
+    ) -> None:
+        self.backend, self.store, self.config = backend, store, config
+        self.on_done = on_done
+        self.stats = EngineStats()
+        self._rpm = RateLimiter(config.rpm) if config.rpm else None
+        self._tpm = RateLimiter(config.tpm) if config.tpm else None
+
+    async def run(self, jobs: Sequence[Job]) -> EngineStats:
+        """Run every job; each ends as a stored reply or a stored error, none is dropped."""
+        queue: asyncio.Queue[Job] = asyncio.Queue()
+        for job in jobs:
+            queue.put_nowait(job)
+        workers = [
+            asyncio.create_task(self._worker(queue))
+            for _ in range(max(1, min(self.config.concurrency, len(jobs))))
+        ]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for worker in workers:
+                worker.cancel()
+        return self.stats
+
+    async def _worker(self, queue: asyncio.Queue[Job]) -> None:
+        while True:
+            try:
+                job = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            row = await self._attempt(job)
+            self.store.put(self.backend.name, self.backend.model, row)
+            if self.on_done is not None:
+                self.on_done(job, row)
+
+    async def _attempt(self, job: Job) -> Row:
+        started = time.time()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                reply = await self._send(job.request)
+            except BackendError as exc:
+                if not exc.retryable or attempt > self.config.max_retries:
+                    note = "" if not exc.retryable else f" (gave up after {attempt} attempts)"
+                    return self._error_row(job, f"{exc}{note}", attempt, started)
+                self._count_retry(str(exc))
+                await asyncio.sleep(backoff_delay(attempt, exc.retry_after, self.config))
+            except Exception as exc:  # an SDK surprise: record it, never lose the item
+                message = f"unexpected {type(exc).__name__}: {exc}"
+                return self._error_row(job, message, attempt, started)
+            else:
+                return Row(
+                    key=job.key,
+                    item_id=job.item_id,
+                    sample=job.sample,
+                    status="reply",
+                    raw=reply.text,
+                    mode=reply.mode,
+                    logprobs=reply.logprobs,
+                    input_tokens=reply.input_tokens,
+                    output_tokens=reply.output_tokens,
+                    attempts=attempt,
+                    started=started,
+                )
+
+    async def _send(self, request: Request) -> Reply:
+        estimate = estimate_tokens(request)
+        if self._rpm is not None:
+            await self._rpm.acquire()
+        if self._tpm is not None:
+            await self._tpm.acquire(estimate)
+        self.stats.requests += 1
+        reply = await self.backend.complete(request)
+        self.stats.input_tokens += reply.input_tokens
+        self.stats.output_tokens += reply.output_tokens
+        if self._tpm is not None and (reply.input_tokens or reply.output_tokens):
+            self._tpm.settle(reply.input_tokens + reply.output_tokens - estimate)
+        return reply
+
+    def _count_retry(self, message: str) -> None:
+        self.stats.retries += 1
+        reason = message.split(":")[0][:60]
+        self.stats.retry_reasons[reason] = self.stats.retry_reasons.get(reason, 0) + 1
+
+    @staticmethod
+    def _error_row(job: Job, message: str, attempts: int, started: float) -> Row:
+        return Row(
+            key=job.key,
+            item_id=job.item_id,
+            sample=job.sample,
+            status="error",
+            error=redact(message),
+            attempts=attempts,
+            started=started,
+        )

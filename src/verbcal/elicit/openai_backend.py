@@ -1,0 +1,142 @@
+"""The ``openai`` backend: the official SDK, for OpenAI and every OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from verbcal.elicit.backends import BackendError, Reply, Request, status_error
+
+
+def _import_openai() -> Any:
+    try:
+        import openai
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise BackendError(
+            "the openai package is missing; run: pip install 'verbcal[elicit]'", retryable=False
+        ) from exc
+    return openai
+
+
+def label_logprobs(top: list[tuple[str, float]], labels: tuple[str, ...]) -> dict[str, float]:
+    """Each label's log-probability from the first token's alternatives.
+
+    A token counts for a label when, stripped and lower-cased, it is a prefix of the label;
+    a label takes its best such token. Labels no listed token starts are left out.
+    """
+    scores: dict[str, float] = {}
+    for label in labels:
+        name = label.strip().lower()
+        hits = [lp for tok, lp in top if tok.strip() and name.startswith(tok.strip().lower())]
+        if hits:
+            scores[label] = max(hits)
+    return scores
+
+
+class OpenAIBackend:
+    """Chat completions through ``openai.AsyncOpenAI``; JSON-schema output where supported."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        *,
+        timeout: float = 120.0,
+        structured: bool = True,
+        name: str = "openai",
+    ) -> None:
+        openai = _import_openai()
+        self.name, self.model, self.structured = name, model, structured
+        self.notes: list[str] = []
+        self._openai = openai
+        key = os.environ.get("OPENAI_API_KEY")
+        if key is None and base_url is not None:
+            key = "not-needed"  # local OpenAI-compatible servers ignore the key
+        if key is None:
+            raise BackendError(
+                "no OpenAI API key: set OPENAI_API_KEY, or pass --base-url for a server"
+                " that needs none",
+                retryable=False,
+            )
+        self._where = base_url or "api.openai.com"
+        self._client = openai.AsyncOpenAI(
+            api_key=key, base_url=base_url, timeout=timeout, max_retries=0
+        )
+
+    async def complete(self, request: Request) -> Reply:
+        """Send one chat completion; fall back to plain prompting if the schema is refused."""
+        if request.logprob_labels is not None:
+            return await self._logprobs(request, request.logprob_labels)
+        if request.schema is not None and self.structured:
+            try:
+                return await self._chat(request, mode="json_schema")
+            except BackendError as exc:
+                if exc.retryable:
+                    raise
+                self.structured = False
+                self.notes.append(f"structured output refused, using plain prompts: {exc}")
+        return await self._chat(request, mode="plain")
+
+    def _base_args(self, request: Request) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": request.prompt}],
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+        }
+        if request.seed is not None:
+            args["seed"] = request.seed
+        return args
+
+    async def _chat(self, request: Request, mode: str) -> Reply:
+        args = self._base_args(request)
+        if mode == "json_schema" and request.schema is not None:
+            args["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "distribution", "schema": request.schema, "strict": True},
+            }
+        response = await self._call(args)
+        text = response.choices[0].message.content or "" if response.choices else ""
+        return Reply(text, *self._usage(response), mode=mode)
+
+    async def _logprobs(self, request: Request, labels: tuple[str, ...]) -> Reply:
+        args = self._base_args(request)
+        args.update(logprobs=True, top_logprobs=20, max_tokens=3, temperature=0.0)
+        response = await self._call(args)
+        choice = response.choices[0] if response.choices else None
+        content = getattr(getattr(choice, "logprobs", None), "content", None) or []
+        if not content:
+            raise BackendError(
+                f"{self._where} returned no logprobs; drop --label-logprobs for this server",
+                retryable=False,
+            )
+        top = [(t.token, float(t.logprob)) for t in content[0].top_logprobs or []]
+        scores = {k: v for k, v in label_logprobs(top, labels).items() if math.isfinite(v)}
+        text = (choice.message.content or "") if choice is not None else ""
+        return Reply(text, *self._usage(response), mode="logprobs", logprobs=scores)
+
+    async def _call(self, args: dict[str, Any]) -> Any:
+        openai = self._openai
+        try:
+            return await self._client.chat.completions.create(**args)
+        except openai.APITimeoutError as exc:
+            raise BackendError(f"timeout waiting for {self._where}", retryable=True) from exc
+        except openai.APIConnectionError as exc:
+            raise BackendError(
+                f"connection to {self._where} failed: {exc}", retryable=True
+            ) from exc
+        except openai.APIStatusError as exc:
+            headers = dict(exc.response.headers) if exc.response is not None else None
+            raise status_error(exc.status_code, str(exc.message), self._where, headers) from exc
+
+    @staticmethod
+    def _usage(response: Any) -> tuple[int, int]:
+        usage = getattr(response, "usage", None)
+        if usage is None:
+            return 0, 0
+        return int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.close()

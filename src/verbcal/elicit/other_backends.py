@@ -1,0 +1,157 @@
+"""The ``anthropic`` (official SDK) and ``bedrock`` (boto3 Converse) backends."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from verbcal.elicit.backends import BackendError, Reply, Request, status_error
+
+_RETRY_CODES = {
+    "ThrottlingException",
+    "ServiceUnavailableException",
+    "InternalServerException",
+    "ModelNotReadyException",
+    "ModelTimeoutException",
+    "TooManyRequestsException",
+}
+
+
+class AnthropicBackend:
+    """Messages through ``anthropic.AsyncAnthropic`` (the key comes from ANTHROPIC_API_KEY)."""
+
+    def __init__(self, model: str, base_url: str | None = None, *, timeout: float = 120.0) -> None:
+        try:
+            import anthropic
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise BackendError(
+                "the anthropic package is missing; run: pip install 'verbcal[elicit]'",
+                retryable=False,
+            ) from exc
+        self.name, self.model, self._sdk = "anthropic", model, anthropic
+        self._where = base_url or "api.anthropic.com"
+        try:
+            self._client = anthropic.AsyncAnthropic(
+                base_url=base_url, timeout=timeout, max_retries=0
+            )
+        except anthropic.AnthropicError as exc:
+            raise BackendError(
+                "no Anthropic API key: set ANTHROPIC_API_KEY in the environment", retryable=False
+            ) from exc
+
+    async def complete(self, request: Request) -> Reply:
+        """Send one message and return the text of its reply."""
+        if request.logprob_labels is not None:
+            raise BackendError("the anthropic API returns no logprobs", retryable=False)
+        sdk = self._sdk
+        try:
+            message = await self._client.messages.create(
+                model=self.model,
+                max_tokens=request.max_tokens,
+                messages=[{"role": "user", "content": request.prompt}],
+                extra_body={"temperature": request.temperature},
+            )
+        except sdk.APITimeoutError as exc:
+            raise BackendError(f"timeout waiting for {self._where}", retryable=True) from exc
+        except sdk.APIConnectionError as exc:
+            raise BackendError(
+                f"connection to {self._where} failed: {exc}", retryable=True
+            ) from exc
+        except sdk.APIStatusError as exc:
+            headers = dict(exc.response.headers) if exc.response is not None else None
+            raise status_error(exc.status_code, str(exc.message), self._where, headers) from exc
+        text = "".join(getattr(block, "text", "") for block in message.content)
+        usage = message.usage
+        return Reply(text, int(usage.input_tokens), int(usage.output_tokens), mode="plain")
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.close()
+
+
+class BedrockBackend:
+    """The Bedrock Converse API through boto3 (credentials from the AWS config chain)."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        *,
+        timeout: float = 120.0,
+        concurrency: int = 8,
+    ) -> None:
+        try:
+            import boto3
+            import botocore.config
+            import botocore.exceptions
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise BackendError(
+                "boto3 is missing; run: pip install 'verbcal[elicit]'", retryable=False
+            ) from exc
+        self.name, self.model, self._exc = "bedrock", model, botocore.exceptions
+        self._where = base_url or "Bedrock"
+        config = botocore.config.Config(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            read_timeout=timeout,
+            connect_timeout=min(timeout, 30.0),
+            max_pool_connections=max(10, concurrency),
+        )
+        try:
+            self._client = boto3.client("bedrock-runtime", endpoint_url=base_url, config=config)
+        except botocore.exceptions.NoRegionError as exc:
+            raise BackendError(
+                "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION)", retryable=False
+            ) from exc
+        self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+
+    async def complete(self, request: Request) -> Reply:
+        """Run one Converse call in a worker thread."""
+        if request.logprob_labels is not None:
+            raise BackendError("the Bedrock Converse API returns no logprobs", retryable=False)
+        loop = asyncio.get_running_loop()
+        response = await loop.run_in_executor(self._pool, self._converse, request)
+        blocks = response["output"]["message"]["content"]
+        text = "".join(block.get("text", "") for block in blocks)
+        usage = response.get("usage", {})
+        return Reply(text, int(usage.get("inputTokens", 0)), int(usage.get("outputTokens", 0)))
+
+    def _converse(self, request: Request) -> dict[str, Any]:
+        exc_mod = self._exc
+        try:
+            result: dict[str, Any] = self._client.converse(
+                modelId=self.model,
+                messages=[{"role": "user", "content": [{"text": request.prompt}]}],
+                inferenceConfig={
+                    "maxTokens": request.max_tokens,
+                    "temperature": request.temperature,
+                },
+            )
+            return result
+        except exc_mod.ClientError as exc:
+            raise self._client_error(exc) from exc
+        except exc_mod.NoCredentialsError as exc:
+            raise BackendError(
+                "no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+                retryable=False,
+            ) from exc
+        except (exc_mod.ReadTimeoutError, exc_mod.ConnectTimeoutError) as exc:
+            raise BackendError(f"timeout waiting for {self._where}", retryable=True) from exc
+        except (exc_mod.EndpointConnectionError, exc_mod.ConnectionClosedError) as exc:
+            raise BackendError(f"connection to {self._where} failed", retryable=True) from exc
+        except exc_mod.HTTPClientError as exc:
+            raise BackendError(f"connection to {self._where} failed", retryable=True) from exc
+
+    def _client_error(self, exc: Any) -> BackendError:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        meta = exc.response.get("ResponseMetadata", {})
+        status = int(meta.get("HTTPStatusCode", 400))
+        detail = f"{code}: {error.get('Message', '')}"
+        if code in _RETRY_CODES:
+            return BackendError(f"{detail} from {self._where}", retryable=True)
+        return status_error(status, detail, self._where, meta.get("HTTPHeaders"))
+
+    async def aclose(self) -> None:
+        """Shut the worker threads down."""
+        self._pool.shutdown(wait=False)

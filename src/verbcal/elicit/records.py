@@ -1,0 +1,100 @@
+"""Turn stored rows into output records: parse, average samples, write JSONL in input order."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from verbcal.elicit.store import Row
+from verbcal.parse import parse_reply
+
+
+@dataclass(frozen=True)
+class ItemPlan:
+    """One input item and the store keys of its samples (and of its logprob request)."""
+
+    item: dict[str, Any]
+    keys: tuple[str, ...]
+    logprob_key: str | None = None
+
+
+def sample_status(row: Row, labels: Sequence[str]) -> str:
+    """The status one stored row counts as on the progress bar."""
+    if row.status == "error":
+        return "error"
+    if row.logprobs is not None or row.mode == "logprobs":
+        return "logprobs"
+    return parse_reply(row.raw or "", labels).status
+
+
+def _single(
+    row: Row | None, labels: Sequence[str]
+) -> tuple[str, dict[str, float] | None, list[str]]:
+    if row is None:
+        return "error", None, ["no reply stored (the run was interrupted); re-run to resume"]
+    if row.status == "error":
+        return "error", None, [f"request failed: {row.error}"]
+    parsed = parse_reply(row.raw or "", labels)
+    return parsed.status, parsed.probs, list(parsed.issues)
+
+
+def _combine(
+    results: list[tuple[str, dict[str, float] | None, list[str]]], labels: Sequence[str]
+) -> tuple[str, dict[str, float] | None, list[str]]:
+    """Average the usable samples; ``ok`` only if every sample was clean."""
+    usable = [probs for status, probs, _ in results if probs is not None and status != "failed"]
+    issues = [f"sample {i}: {issue}" for i, (_, _, found) in enumerate(results) for issue in found]
+    if not usable:
+        every_error = all(status == "error" for status, _, _ in results)
+        return ("error" if every_error else "failed"), None, issues
+    if len(usable) < len(results):
+        issues.append(f"{len(results) - len(usable)} of {len(results)} samples unusable")
+    mean = {label: sum(p.get(label, 0.0) for p in usable) / len(usable) for label in labels}
+    clean = all(status == "ok" for status, _, _ in results)
+    return ("ok" if clean else "repaired"), mean, issues
+
+
+def softmax_logprobs(
+    scores: dict[str, float] | None, labels: Sequence[str]
+) -> dict[str, float] | None:
+    """Label probabilities from first-token log-probabilities (unlisted labels get 0)."""
+    if not scores:
+        return None
+    top = max(scores.values())
+    weights = {label: math.exp(scores[label] - top) if label in scores else 0.0 for label in labels}
+    total = sum(weights.values())
+    return {label: weight / total for label, weight in weights.items()}
+
+
+def build_record(plan: ItemPlan, rows: dict[str, Row], labels: Sequence[str]) -> dict[str, Any]:
+    """The output record of one item: id, probs, label, status, issues, raw (+ extras)."""
+    found = [rows.get(key) for key in plan.keys]
+    results = [_single(row, labels) for row in found]
+    status, probs, issues = results[0] if len(results) == 1 else _combine(results, labels)
+    raws = [row.raw if row is not None else None for row in found]
+    record: dict[str, Any] = {"id": plan.item["id"], "probs": probs}
+    if plan.item.get("label") is not None:
+        record["label"] = plan.item["label"]
+    record.update(status=status, issues=issues, raw=raws[0] if len(raws) == 1 else raws)
+    if len(results) > 1:
+        record["sample_probs"] = [probs_i for _, probs_i, _ in results]
+    if plan.logprob_key is not None:
+        lp_row = rows.get(plan.logprob_key)
+        record["logprob_probs"] = softmax_logprobs(lp_row.logprobs if lp_row else None, labels)
+    return record
+
+
+def write_jsonl(path: str | Path, records: Sequence[dict[str, Any]]) -> None:
+    """Write records atomically (a temporary file renamed over the target)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(target.name + ".tmp")
+    with temp.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(temp, target)
