@@ -92,9 +92,15 @@ def test_extra_keys_are_capped() -> None:
     assert "extra_keys_more:15" in result.issues
 
 
-def test_deeply_nested_input_does_not_raise() -> None:
-    result = parse_reply("[" * 5000 + "]" * 5000, ["no", "yes"])
+@pytest.mark.parametrize(
+    "reply",
+    ["[" * 5000 + "]" * 5000, "{" * 20000, "[{" * 5000, '"' * 10000 + "{", ":" * 50000],
+    ids=["brackets", "open_braces", "open_arrays", "quotes", "colons"],
+)
+def test_pathological_input_fails_quietly(reply: str) -> None:
+    result = parse_reply(reply, ["no", "yes"])
     assert result.status == "failed"
+    assert not any(issue.startswith("internal_error") for issue in result.issues)
 
 
 # --- properties ------------------------------------------------------------------------

@@ -16,15 +16,17 @@ Status rules (and the issue codes each rule adds):
 * ``repaired``: a usable distribution after fixes, each listed in ``issues``: ``fenced``,
   ``prose_around_json``, ``json_repaired``, ``truncated``, ``multiple_json:N`` (the last
   object holding a task label is used), ``duplicate_key:K``, ``nested:PATH``,
-  ``label_records``, ``key_value_text``, ``case_drift:K``, ``whitespace_drift:K``,
+  ``label_records``, ``key_value_text`` (``label: 0.8`` or ``P(label) = 0.8`` in plain text),
+  ``json_in_string`` (the whole reply is a JSON string holding the object), ``case_drift:K``, ``whitespace_drift:K``,
   ``label_drift:K``, ``duplicate_label:L``, ``extra_key:K``, ``missing_label:L`` (counted
   as 0), ``null_value:L`` (counted as 0), ``string_number:L``, ``percentages`` (a ``%``
   sign, or values above 1 summing to between 90 and 110), ``renormalised:sum=S``.
 * ``failed``: no usable distribution; ``probs`` is None and ``issues`` says why:
   ``empty_reply``, ``no_labels``, ``no_json_found``, ``not_an_object`` (valid JSON but a
   bare number, string or list), ``refusal``, ``label_only`` (the reply names one label and
-  gives no numbers: no distribution is invented), ``no_task_label`` (JSON without any task
-  label; its keys follow as ``extra_key``), ``bad_value:L`` (not a number), ``non_finite:L``,
+  gives no numbers, or a JSON object such as ``{"answer": L, "confidence": 0.9}``: no
+  distribution is invented), ``no_task_label`` (JSON without any task label; its keys follow
+  as ``extra_key``), ``bad_value:L`` (not a number), ``non_finite:L``,
   ``negative:L``, ``all_zero``, ``internal_error:E``.
 """
 
@@ -134,6 +136,10 @@ def _candidates(text: str) -> list[_Candidate]:
     whole = _loads_strict(text)
     if whole is not None and isinstance(whole[0], dict | list):
         return [_Candidate(whole[0], whole[1])]
+    if whole is not None and isinstance(whole[0], str):  # JSON encoded twice
+        inner = _loads_strict(whole[0].strip())
+        if inner is not None and isinstance(inner[0], dict | list):
+            return [_Candidate(inner[0], ["json_in_string", *inner[1]])]
     spans = list(_spans(text))
     outside = _outside(text, spans)
     fenced = "```" in text
@@ -367,7 +373,8 @@ def _key_values(text: str, labels: tuple[str, ...]) -> _Mapping:
             continue
         name = r"[\s_-]+".join(words)
         quote = "[\"'*`]{0,3}"
-        pattern = rf"(?<![\w-]){quote}{name}{quote}[ \t]{{0,8}}[:=]\s{{0,8}}{quote}({_NUMBER}\s*%?)"
+        key = rf"(?<![\w-])(?:P\(\s?)?{quote}{name}{quote}\)?"
+        pattern = rf"{key}[ \t]{{0,8}}[:=]\s{{0,8}}{quote}({_NUMBER}\s*%?)"
         hits = re.findall(pattern, text, re.IGNORECASE)
         if hits:
             mapping[label] = (label, hits[-1])
@@ -378,7 +385,10 @@ def _why_nothing(text: str, labels: tuple[str, ...], found: list[_Candidate]) ->
     """Issues for a reply with no task label anywhere."""
     objects = [c.value for c in found if isinstance(c.value, dict)]
     if objects:
-        return ["no_task_label", *_extra_issues([str(k) for k in objects[-1]])]
+        names = {_norm(label) for label in labels}
+        named = any(isinstance(v, str) and _norm(v) in names for v in objects[-1].values())
+        keys = _extra_issues([str(k) for k in objects[-1]])
+        return ["no_task_label", *keys, *(["label_only"] if named else [])]
     if _loads_strict(text) is not None:
         issues = ["not_an_object"]
     else:
