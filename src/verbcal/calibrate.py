@@ -428,7 +428,9 @@ def fit_floor(data: Counts, mode: FloorMode, fit_temperature: bool) -> float:
         return weighted_nll(beta * z, data.counts)
 
     # Clip floors below every entry leave the data unchanged: one evaluation covers them.
-    inactive = grid < np.log10(data.rows.min()) if mode == "clip" else np.zeros(len(grid), bool)
+    with np.errstate(divide="ignore"):  # a zero entry gives log10 = -inf: every floor acts
+        smallest = np.log10(data.rows.min())
+    inactive = grid < smallest if mode == "clip" else np.zeros(len(grid), bool)
     active = np.flatnonzero(~inactive)
     values = np.empty(len(grid))
     values[active] = [profile(g) for g in grid[active]]
