@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from verbcal.cli import calibrate as _calibrate  # noqa: F401  (registers commands)
 from verbcal.cli import demo as _demo  # noqa: F401
+from verbcal.cli import elicit as _elicit  # noqa: F401
 from verbcal.cli.app import app
 
 

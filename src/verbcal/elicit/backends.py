@@ -45,10 +45,18 @@ class Reply:
 class BackendError(Exception):
     """A failed request: ``retryable`` says whether waiting and trying again can help."""
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(redact(message))
         self.retryable = retryable
         self.retry_after = retry_after
+        self.status = status
 
 
 class Backend(Protocol):
@@ -96,6 +104,7 @@ def status_error(
             f"HTTP {status} from {where}: {detail}",
             retryable=True,
             retry_after=parse_retry_after(headers),
+            status=status,
         )
     fixes = {
         400: "the server rejected the request; check --model and the task's prompt size",
@@ -105,7 +114,9 @@ def status_error(
         422: "the server could not process the request; check --model and parameters",
     }
     fix = fixes.get(status, "check the request parameters")
-    return BackendError(f"HTTP {status} from {where}: {fix} ({detail})", retryable=False)
+    return BackendError(
+        f"HTTP {status} from {where}: {fix} ({detail})", retryable=False, status=status
+    )
 
 
 def make_backend(

@@ -72,10 +72,14 @@ class OpenAIBackend:
             try:
                 return await self._chat(request, mode="json_schema")
             except BackendError as exc:
-                if exc.retryable:
+                if exc.status not in (400, 422):  # only a bad request can be the schema's fault
                     raise
+                refusal = exc
+            reply = await self._chat(request, mode="plain")  # raises if the prompt is the problem
+            if self.structured:  # plain worked where the schema did not: stop sending it
                 self.structured = False
-                self.notes.append(f"structured output refused, using plain prompts: {exc}")
+                self.notes.append(f"structured output refused, using plain prompts: {refusal}")
+            return reply
         return await self._chat(request, mode="plain")
 
     def _base_args(self, request: Request) -> dict[str, Any]:

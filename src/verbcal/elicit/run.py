@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,8 @@ from verbcal.elicit.records import ItemPlan, build_record, sample_status, write_
 from verbcal.elicit.store import Row, Store, request_key
 from verbcal.task import Task, load_task, read_items
 
+_SAMPLE_PREFIX = re.compile(r"^sample \d+: ")
+
 
 class ElicitError(ValueError):
     """Options that cannot work together; the message says what to change."""
@@ -37,7 +40,7 @@ class ElicitError(ValueError):
 class ElicitOptions:
     """Everything ``verbcal elicit`` can be told (see the CLI for each option's meaning)."""
 
-    backend: str = "openai"
+    backend: str = "local"
     model: str | None = None
     base_url: str | None = None
     store: str | Path | None = None
@@ -192,7 +195,7 @@ def elicit(
         store=store_path,
         n_items=len(records),
         status_counts=Counter(r["status"] for r in records),
-        issue_counts=Counter(i.split(": ", 1)[-1] for r in records for i in r["issues"]),
+        issue_counts=_parse_issues(records),
         stats=stats,
         n_requests_planned=len(jobs),
         n_from_store=len(done),
@@ -202,6 +205,15 @@ def elicit(
         model=model,
         notes=notes,
     )
+
+
+def _parse_issues(records: Sequence[dict[str, Any]]) -> Counter[str]:
+    """How often each parse issue occurs (request errors are counted by status instead)."""
+    found: Counter[str] = Counter()
+    for record in records:
+        if record["status"] != "error":
+            found.update(_SAMPLE_PREFIX.sub("", issue) for issue in record["issues"])
+    return found
 
 
 def _run_pending(

@@ -1,0 +1,127 @@
+"""``verbcal elicit``: ask an LLM for a label distribution per item, durably and resumably."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from verbcal.cli.app import app, console, err_console
+from verbcal.elicit import BackendError, ElicitError, ElicitOptions, ElicitResult, elicit
+from verbcal.elicit.redact import redact
+from verbcal.task import TaskError
+
+STATUS_ORDER = ("ok", "repaired", "failed", "error")
+
+
+@app.command("elicit")
+def elicit_command(
+    task: Annotated[Path, typer.Option(help="Task spec (YAML): labels, instruction, fields.")],
+    input: Annotated[Path, typer.Option("--input", help="Items to classify (JSONL or CSV).")],
+    out: Annotated[Path, typer.Option(help="Predictions JSONL to write (input order).")],
+    backend: Annotated[
+        str, typer.Option(help="openai | anthropic | bedrock | local (embedded SmolLM2).")
+    ] = "local",
+    model: Annotated[str | None, typer.Option(help="Model name (default per backend).")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible server URL, or Bedrock endpoint.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
+    rpm: Annotated[float | None, typer.Option(help="Requests per minute limit.")] = None,
+    tpm: Annotated[float | None, typer.Option(help="Tokens per minute limit (estimated).")] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="SQLite store (default: <out>.store.sqlite).")
+    ] = None,
+    samples: Annotated[int, typer.Option(help="Sampled replies per item, averaged.")] = 1,
+    temperature: Annotated[
+        float | None, typer.Option(help="Sampling temperature (default 0, or 0.7 with --samples).")
+    ] = None,
+    label_logprobs: Annotated[
+        bool, typer.Option(help="Also score labels by first-token log-probability.")
+    ] = False,
+    max_items: Annotated[int | None, typer.Option(help="Only the first N items.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Reply length limit in tokens.")] = 256,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for one reply.")] = 120.0,
+    retries: Annotated[int, typer.Option(help="Retries on 429, 5xx, timeouts, drops.")] = 6,
+    structured: Annotated[
+        bool, typer.Option(help="Ask for JSON-schema output where the server supports it.")
+    ] = True,
+    prices: Annotated[
+        Path | None, typer.Option(help='Price table JSON {"model": {"input": $, "output": $}}.')
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """Ask an LLM for a probability per label for every item; write predictions JSONL.
+
+    Each reply is committed to the SQLite store as it arrives: re-run the same command after
+    a crash and only the missing requests are sent. Keys come from the environment
+    (OPENAI_API_KEY, ANTHROPIC_API_KEY, AWS credentials) and are never written anywhere.
+
+    Example: verbcal elicit --task sentiment.yaml --input items.jsonl --out preds.jsonl
+    --backend openai --model gpt-4o-mini --concurrency 16
+    """
+    options = ElicitOptions(
+        backend=backend,
+        model=model,
+        base_url=base_url,
+        store=store,
+        concurrency=concurrency,
+        rpm=rpm,
+        tpm=tpm,
+        samples=samples,
+        temperature=temperature,
+        label_logprobs=label_logprobs,
+        max_items=max_items,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        retries=retries,
+        structured=structured,
+        prices=prices,
+    )
+    try:
+        result = elicit(task, input, out, options, console=err_console, progress=progress)
+    except (TaskError, ElicitError, BackendError, ValueError, OSError, RuntimeError) as exc:
+        err_console.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False)
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        where = store or out.with_name(out.stem + ".store.sqlite")
+        err_console.print(
+            f"interrupted: every finished reply is in {where}; re-run the same command to resume"
+        )
+        raise typer.Exit(130) from None
+    print_summary(result)
+
+
+def print_summary(result: ElicitResult) -> None:
+    """Counts per status, top parse issues, tokens, cost and time."""
+    table = Table(title=f"verbcal elicit: {result.backend} / {result.model}", show_header=True)
+    table.add_column("status")
+    table.add_column("items", justify="right")
+    table.add_column("share", justify="right")
+    total = max(1, result.n_items)
+    for status in STATUS_ORDER:
+        count = result.status_counts.get(status, 0)
+        table.add_row(status, str(count), f"{count / total:.1%}")
+    console.print(table)
+    stats = result.stats
+    cost = (
+        "unknown (no price for this model; pass --prices)"
+        if result.cost is None
+        else (f"${result.cost:.4f} (estimate)")
+    )
+    lines = [
+        f"items: {result.n_items}; requests: {result.n_requests_planned} planned, "
+        f"{result.n_from_store} from the store, {stats.requests} sent, {stats.retries} retries",
+        f"tokens this run: {stats.input_tokens} in, {stats.output_tokens} out; cost: {cost}",
+        f"time: {result.seconds:.1f} s; output: {result.out}; store: {result.store}",
+    ]
+    for line in lines:
+        console.print(line, highlight=False)
+    if result.issue_counts:
+        console.print("top parse issues:")
+        for issue, count in result.issue_counts.most_common(5):
+            console.print(f"  {count:>6}  {issue}", highlight=False, markup=False)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
