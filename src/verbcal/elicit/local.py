@@ -73,6 +73,7 @@ def local_server(parallel: int = 2, ctx_per_slot: int = 2048) -> Iterator[str]:
     params.port = port
     params.n_parallel = max(1, parallel)
     params.n_ctx = ctx_per_slot * params.n_parallel
+    params.verbosity = 0  # errors only: keep llama.cpp from drowning the progress bar
     server: Any = xlc.Server(params)
     try:
         root = f"http://127.0.0.1:{port}"

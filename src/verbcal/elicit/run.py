@@ -144,9 +144,13 @@ def _endpoint(opts: ElicitOptions, console: Console | None) -> Iterator[str | No
     status = (
         console.status("Loading the embedded model SmolLM2-135M-Instruct...") if console else None
     )
+    loading = time.monotonic()
     with status or nullcontext():
         server = local_server(parallel=min(opts.concurrency, 4))
         url = server.__enter__()
+    if console is not None:
+        seconds = time.monotonic() - loading
+        console.print(f"Embedded model ready at {url} (loaded in {seconds:.1f} s)", highlight=False)
     try:
         yield url
     finally:
