@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from verbcal.cli.app import app, console, err_console
-from verbcal.elicit import BackendError, ElicitError, ElicitOptions, ElicitResult, elicit
-from verbcal.elicit.redact import redact
-from verbcal.task import TaskError
+
+if TYPE_CHECKING:
+    from verbcal.elicit import ElicitResult
 
 STATUS_ORDER = ("ok", "repaired", "failed", "error")
 
@@ -62,6 +62,13 @@ def elicit_command(
     Example: verbcal elicit --task sentiment.yaml --input items.jsonl --out preds.jsonl
     --backend openai --model gpt-4o-mini --concurrency 16
     """
+    try:  # imported here so that the other commands work without the elicit extra
+        from verbcal.elicit import BackendError, ElicitError, ElicitOptions, elicit
+        from verbcal.elicit.redact import redact
+        from verbcal.task import TaskError
+    except ImportError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}; run: pip install 'verbcal[elicit]'")
+        raise typer.Exit(2) from exc
     options = ElicitOptions(
         backend=backend,
         model=model,
