@@ -42,10 +42,20 @@ def _apportion(counts: IntArray, size: int) -> IntArray:
     """Per-label calibration counts summing to ``size`` (largest remainders), 1 <= c < n where possible."""
     exact = counts * size / counts.sum()
     quota = np.floor(exact).astype(np.int64)
-    for index in np.argsort(-(exact - quota), kind="stable")[: size - quota.sum()]:
+    order = np.argsort(-(exact - quota), kind="stable")
+    for index in order[: size - quota.sum()]:
         quota[index] += 1
     low, high = np.minimum(1, counts - 1), np.maximum(counts - 1, 0)
-    return np.clip(quota, low, high)
+    quota = np.clip(quota, low, high)
+    # Clipping can move the total off size: hand the difference to labels with room,
+    # largest remainder first when adding, smallest first when taking away.
+    while quota.sum() < size and np.any(quota < high):
+        index = next(i for i in order if quota[i] < high[i])
+        quota[index] += 1
+    while quota.sum() > size and np.any(quota > low):
+        index = next(i for i in order[::-1] if quota[i] > low[i])
+        quota[index] -= 1
+    return quota
 
 
 @dataclass(frozen=True)
