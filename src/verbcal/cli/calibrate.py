@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -47,7 +48,11 @@ def friendly_errors() -> Iterator[None]:
     try:
         yield
     except (PredictionsError, CalibratorError, ValueError, OSError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # soft_wrap: the message stays one line however long the path, for logs and grep
+        # escape: paths and labels with [brackets] are text, not rich markup
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(2) from exc
 
 
