@@ -1,0 +1,519 @@
+"""Decisions from calibrated probabilities: per-class thresholds with a margin, selective prediction.
+
+Every function takes ``probs``, an (n, K) array of (calibrated) probabilities, and ``y``,
+an (n,) array of gold label indices in [0, K), and raises ``ValueError`` on bad input.
+
+Conventions, fixed for all functions:
+
+* **Predicted ``cls`` at threshold t**: an item counts as predicted ``cls`` when
+  ``probs[i, cls] >= t`` (one-vs-rest; an item may be predicted for several classes).
+* **Operating points**: one per distinct score (scores within ``TIE_TOLERANCE`` = 1e-9 of
+  each other count as one; the group's threshold is its smallest member). Lowering t past a score adds every item
+  holding that score at once (ties are never split), so a coarse verbalized grid (0.05,
+  0.1 ...) gives few operating points, and a target may fall between two of them.
+* **Precision** at t = TP / (items predicted ``cls``); **recall** = TP / (items whose
+  gold label is ``cls``); **support** = the number of items whose gold label is ``cls``.
+* **Clopper-Pearson lower bound** at confidence c for k successes out of m trials: the
+  one-sided exact bound ``Beta.ppf(1 - c, k, m - k + 1)`` (0 when k = 0), the ``low`` end
+  of ``scipy.stats.binomtest(k, m, alternative="greater").proportion_ci(c)``. For a
+  *fixed* threshold, the true precision is below the bound with probability at most 1 - c.
+* **Selective prediction**: the model answers with its argmax and abstains when its
+  confidence ``max_k probs[i, k]`` is below a threshold; **coverage** = share of items
+  kept, **risk** = error rate among the kept items, **selective accuracy** = 1 - risk.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.stats import beta
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+Target = Literal["precision", "recall"]
+
+TIE_TOLERANCE = 1e-9
+"""Scores closer than this count as tied: normalising a row leaves float noise such as
+0.6200000000000001 next to 0.62, which must not make a second operating point."""
+
+COARSE_GRID = 25
+"""Fewer distinct scores than this earn a note that the grid limits the operating points."""
+
+
+# ---------------------------------------------------------------------------- inputs and bounds
+
+
+def _check(probs: ArrayLike, y: ArrayLike) -> tuple[FloatArray, IntArray]:
+    p = np.asarray(probs, dtype=np.float64)
+    y_raw = np.asarray(y)
+    if p.ndim != 2:
+        raise ValueError(f"probs must be a 2-d (n, K) array, got shape {p.shape}")
+    n, k = p.shape
+    if n == 0 or k == 0:
+        raise ValueError(f"probs is empty (shape {p.shape}): decisions need labelled items")
+    if y_raw.shape != (n,):
+        raise ValueError(f"y must have shape ({n},) to match probs, got {y_raw.shape}")
+    if y_raw.dtype.kind not in "iu":
+        raise ValueError(f"y must hold integer label indices, got dtype {y_raw.dtype}")
+    y_arr = y_raw.astype(np.int64, copy=False)
+    if y_arr.min() < 0 or y_arr.max() >= k:
+        raise ValueError(f"labels in y must lie in [0, {k}), got {y_arr.min()}..{y_arr.max()}")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("probs holds NaN or infinite values; drop or repair those rows first")
+    return p, y_arr
+
+
+def _check_unit(name: str, value: float) -> float:
+    if not (isinstance(value, int | float) and 0.0 < float(value) < 1.0):
+        raise ValueError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def clopper_pearson_lower(
+    successes: ArrayLike, trials: ArrayLike, confidence: float = 0.95
+) -> FloatArray:
+    """One-sided Clopper-Pearson lower bound on a binomial proportion (vectorised).
+
+    ``L = Beta.ppf(1 - confidence, k, m - k + 1)`` for k successes in m trials, 0 when
+    k = 0 and nan when m = 0. ``P(p < L) <= 1 - confidence`` for every true p.
+    """
+    confidence = _check_unit("confidence", confidence)
+    k = np.asarray(successes, dtype=np.float64)
+    m = np.asarray(trials, dtype=np.float64)
+    k, m = np.broadcast_arrays(k, m)
+    out = np.full(k.shape, np.nan)
+    ok = m > 0
+    positive = ok & (k > 0)
+    out[ok & (k == 0)] = 0.0
+    out[positive] = beta.ppf(1.0 - confidence, k[positive], m[positive] - k[positive] + 1.0)
+    return out
+
+
+def items_needed(target: float, confidence: float = 0.95) -> int:
+    """The fewest items, all correct, whose Clopper-Pearson lower bound reaches ``target``.
+
+    With m items and no error the bound is ``(1 - confidence) ** (1 / m)``; it reaches the
+    target once ``m >= log(1 - confidence) / log(target)`` (59 for 0.95 at confidence 0.95).
+    """
+    target = _check_unit("target", target)
+    confidence = _check_unit("confidence", confidence)
+    return math.ceil(math.log(1.0 - confidence) / math.log(target) - 1e-9)
+
+
+def _group_ends(descending: FloatArray) -> IntArray:
+    """Last index of each group of tied values in a descending array (ties within the tolerance)."""
+    gaps = descending[:-1] - descending[1:]
+    return np.flatnonzero(np.r_[gaps > TIE_TOLERANCE, True]).astype(np.int64)
+
+
+# -------------------------------------------------------------------------- precision / recall
+
+
+@dataclass(frozen=True)
+class PRCurve:
+    """The precision-recall operating points of one class, highest threshold first.
+
+    ``thresholds[j]`` is the j-th largest distinct score ``probs[:, cls]``; at it, the items
+    with score ``>= thresholds[j]`` count as predicted ``cls``. ``n_predicted[j]`` of them
+    are predicted, ``true_positives[j]`` of those carry the gold label ``cls``.
+    ``precision = true_positives / n_predicted``; ``recall = true_positives / support``
+    (nan when ``support`` = 0); ``support`` = items whose gold label is ``cls``.
+    """
+
+    cls: int
+    thresholds: FloatArray
+    precision: FloatArray
+    recall: FloatArray
+    n_predicted: IntArray
+    true_positives: IntArray
+    support: int
+    n_items: int
+    note: str
+
+    @property
+    def n_operating_points(self) -> int:
+        """Number of distinct thresholds (= distinct scores of the class)."""
+        return len(self.thresholds)
+
+
+def pr_curve(probs: ArrayLike, y: ArrayLike, cls: int) -> PRCurve:
+    """Precision and recall of class ``cls`` at every distinct score, highest threshold first.
+
+    An item counts as predicted ``cls`` when ``probs[i, cls] >= threshold``; tied scores
+    enter together, so there is exactly one operating point per distinct score. The
+    ``note`` says how many operating points there are, and warns when a coarse grid of
+    verbalized values leaves few to choose from.
+    """
+    p, y_arr = _check(probs, y)
+    if not (isinstance(cls, int | np.integer) and 0 <= int(cls) < p.shape[1]):
+        raise ValueError(f"cls must be a class index in [0, {p.shape[1]}), got {cls!r}")
+    cls = int(cls)
+    score = p[:, cls]
+    positive = y_arr == cls
+    order = np.argsort(-score, kind="stable")
+    s, hit = score[order], positive[order]
+    last = _group_ends(s)  # the group's threshold is its smallest score, so >= keeps it whole
+    n_pred = (last + 1).astype(np.int64)
+    tp = np.cumsum(hit, dtype=np.int64)[last]
+    support = int(positive.sum())
+    precision = tp / n_pred
+    recall = tp / support if support else np.full(len(tp), np.nan)
+    n_points = len(last)
+    note = f"{n_points} operating point{'s' if n_points != 1 else ''} (one per distinct score)"
+    if n_points < COARSE_GRID:
+        note += (
+            "; the scores sit on a coarse grid, so a target can fall between two points and"
+            " the threshold jumps to the next one"
+        )
+    return PRCurve(
+        cls=cls,
+        thresholds=s[last],
+        precision=precision.astype(np.float64),
+        recall=recall.astype(np.float64),
+        n_predicted=n_pred,
+        true_positives=tp,
+        support=support,
+        n_items=len(y_arr),
+        note=note,
+    )
+
+
+@dataclass(frozen=True)
+class ThresholdResult:
+    """A threshold chosen for a target, with what it gives on the data it was chosen on.
+
+    ``reachable`` False means no operating point met the target: then ``threshold`` is
+    None and the other numbers describe, for information, the operating point that came
+    closest (highest lower bound of the target metric); ``note`` says what to do.
+    ``precision_lower_bound`` / ``recall_lower_bound`` are one-sided Clopper-Pearson bounds at
+    ``confidence``; ``support`` is the number of items whose gold label is ``cls``;
+    ``n_predicted`` the number predicted ``cls`` at the threshold.
+    """
+
+    cls: int
+    metric: Target
+    target: float
+    confidence: float
+    reachable: bool
+    threshold: float | None
+    precision: float | None
+    precision_lower_bound: float | None
+    recall: float | None
+    recall_lower_bound: float | None
+    support: int
+    n_predicted: int
+    true_positives: int
+    n_operating_points: int
+    note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (nan becomes None)."""
+        return {k: _plain(v) for k, v in asdict(self).items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def threshold_for(
+    probs: ArrayLike,
+    y: ArrayLike,
+    cls: int,
+    precision: float | None = None,
+    recall: float | None = None,
+    confidence: float = 0.95,
+) -> ThresholdResult:
+    """Pick a threshold for class ``cls`` that meets a precision or a recall target, with a margin.
+
+    Give exactly one of ``precision`` and ``recall`` (if neither, precision 0.95).
+
+    **Precision target**: the *smallest* threshold (so the largest recall) whose one-sided
+    Clopper-Pearson lower bound on precision, at ``confidence``, computed from the items
+    predicted ``cls`` at that threshold, reaches the target. A bound rather than the point
+    precision, because with a few hundred labelled items the point estimate at the chosen
+    threshold is biased upwards (the threshold is picked where precision *looks* high).
+
+    Honest caveat (multiple testing): the bound holds at confidence c for one threshold fixed
+    in advance. Scanning every operating point and keeping the smallest that passes is a
+    data-dependent choice, so the guarantee for the chosen threshold is not exactly c: with
+    many operating points near the target, one whose true precision is slightly below the
+    target can pass by chance. Simulations in ``tests/test_decide.py`` measure how often the
+    realised precision on fresh data falls below the target (calibrated and miscalibrated
+    scores); it stays near 1 - c there, while the point-estimate threshold fails about half
+    of the time. The bound does not rely on the probabilities being calibrated: it uses the
+    gold labels only, so miscalibration costs recall, not validity.
+
+    **Recall target**: the *largest* threshold (so the highest precision) whose one-sided
+    Clopper-Pearson lower bound on recall, counting the true positives among the ``support``
+    items of class ``cls``, reaches the target. Recall only grows as the threshold falls and
+    its bound rises with it, so this is the first crossing; no scan penalty applies beyond
+    the tiny one of data-dependent thresholds.
+
+    An unreachable target is reported as such (``reachable=False``, ``threshold=None``) with
+    a ``note`` saying why and what would help, never as a silent best effort.
+    """
+    if precision is not None and recall is not None:
+        raise ValueError("give a precision target or a recall target, not both")
+    metric: Target = "recall" if recall is not None else "precision"
+    value = recall if recall is not None else (0.95 if precision is None else precision)
+    target = _check_unit(metric, value)
+    confidence = _check_unit("confidence", confidence)
+    curve = pr_curve(probs, y, cls)
+    if metric == "recall" and curve.support == 0:
+        raise ValueError(
+            f"class {cls} has no items in the data, so recall is undefined; "
+            "label items of that class first"
+        )
+    p_low = clopper_pearson_lower(curve.true_positives, curve.n_predicted, confidence)
+    r_low = (
+        clopper_pearson_lower(curve.true_positives, np.full(len(p_low), curve.support), confidence)
+        if curve.support
+        else np.full(len(p_low), np.nan)
+    )
+    if metric == "precision":
+        passing = np.flatnonzero(p_low >= target)
+        chosen = int(passing[-1]) if len(passing) else None  # smallest threshold
+        closest = int(np.nanargmax(p_low))
+    else:
+        passing = np.flatnonzero(r_low >= target)
+        chosen = int(passing[0]) if len(passing) else None  # largest threshold
+        closest = int(np.nanargmax(r_low))
+    j = closest if chosen is None else chosen
+    bound_word = "precision" if metric == "precision" else "recall"
+    bound = float(p_low[j] if metric == "precision" else r_low[j])
+    if chosen is not None:
+        note = (
+            f"at threshold {curve.thresholds[j]:.6g}, {curve.n_predicted[j]} items are predicted, "
+            f"and with confidence {confidence:g} the {bound_word} is at least {bound:.4f} "
+            f"(one-sided Clopper-Pearson on these {curve.n_items} items); {curve.note}"
+        )
+    else:
+        note = _unreachable_note(curve, metric, target, confidence, j, bound)
+    return ThresholdResult(
+        cls=curve.cls,
+        metric=metric,
+        target=target,
+        confidence=confidence,
+        reachable=chosen is not None,
+        threshold=float(curve.thresholds[j]) if chosen is not None else None,
+        precision=float(curve.precision[j]),
+        precision_lower_bound=float(p_low[j]),
+        recall=_plain(float(curve.recall[j])),
+        recall_lower_bound=_plain(float(r_low[j])),
+        support=curve.support,
+        n_predicted=int(curve.n_predicted[j]),
+        true_positives=int(curve.true_positives[j]),
+        n_operating_points=curve.n_operating_points,
+        note=note,
+    )
+
+
+def _unreachable_note(
+    curve: PRCurve, metric: Target, target: float, confidence: float, j: int, bound: float
+) -> str:
+    head = (
+        f"no threshold reaches {metric} {target:g} at confidence {confidence:g}: the best "
+        f"lower bound is {bound:.4f} (threshold {curve.thresholds[j]:.6g}, "
+        f"{curve.n_predicted[j]} items predicted, {curve.true_positives[j]} correct)"
+    )
+    need = items_needed(target, confidence)
+    if metric == "precision":
+        fix = (
+            f"; even a threshold keeping items that are all correct needs at least {need} of "
+            f"them, so label more items (especially confident ones of this class), lower the "
+            f"target or the confidence, or use a stronger calibrator"
+        )
+    else:
+        fix = (
+            f"; the class has {curve.support} items and a recall bound of {target:g} needs at "
+            f"least {need} of them even if all are found, so label more items of this class "
+            f"or lower the target or the confidence"
+        )
+    return f"{head}{fix}. {curve.note[0].upper()}{curve.note[1:]}"
+
+
+# ------------------------------------------------------------------------- selective prediction
+
+
+@dataclass(frozen=True)
+class RiskCoverage:
+    """The risk-coverage curve: keep the items whose confidence is ``>= thresholds[j]``.
+
+    Confidence = ``max_k probs[i, k]``; the kept items are answered with their argmax.
+    ``coverage[j]`` = share of items kept, ``risk[j]`` = error rate of the kept items,
+    ``n_kept[j]`` their number. Thresholds are the distinct confidences, highest first, so
+    tied items are kept or dropped together.
+    """
+
+    thresholds: FloatArray
+    coverage: FloatArray
+    risk: FloatArray
+    n_kept: IntArray
+    n_correct: IntArray
+    n_items: int
+
+    @property
+    def n_operating_points(self) -> int:
+        """Number of distinct confidence values."""
+        return len(self.thresholds)
+
+    @property
+    def accuracy(self) -> FloatArray:
+        """Selective accuracy ``1 - risk`` at each operating point."""
+        return 1.0 - self.risk
+
+
+def risk_coverage(probs: ArrayLike, y: ArrayLike) -> RiskCoverage:
+    """Risk-coverage curve: sort by confidence (max probability), keep ties together.
+
+    The predicted label is the argmax (ties to the first label, as in :mod:`verbcal.metrics`).
+    """
+    p, y_arr = _check(probs, y)
+    conf = p.max(axis=1)
+    correct = np.argmax(p, axis=1) == y_arr
+    order = np.argsort(-conf, kind="stable")
+    c, ok = conf[order], correct[order]
+    last = _group_ends(c)
+    kept = (last + 1).astype(np.int64)
+    n_correct = np.cumsum(ok, dtype=np.int64)[last]
+    n = len(y_arr)
+    return RiskCoverage(
+        thresholds=c[last],
+        coverage=kept / n,
+        risk=1.0 - n_correct / kept,
+        n_kept=kept,
+        n_correct=n_correct,
+        n_items=n,
+    )
+
+
+def aurc(probs: ArrayLike, y: ArrayLike) -> float:
+    """Area under the risk-coverage curve (lower is better).
+
+    ``AURC = sum_j (coverage[j] - coverage[j-1]) * risk[j]`` with ``coverage[-1] = 0``: the
+    area under the step curve of :func:`risk_coverage`. Without ties this is the usual
+    ``(1/n) sum_{m=1..n} risk(m most confident items)``; with ties each tied group carries
+    the risk of keeping the whole group (the convention of :mod:`verbcal.plots`).
+    """
+    rc = risk_coverage(probs, y)
+    widths = np.diff(np.r_[0.0, rc.coverage])
+    return float(np.sum(widths * rc.risk))
+
+
+def accuracy_at_coverage(probs: ArrayLike, y: ArrayLike, coverage: float) -> float:
+    """Accuracy of the ``ceil(coverage * n)`` most confident items.
+
+    Where the cut falls inside a group of tied confidences, the group is shared out evenly:
+    the value is the expected accuracy when the tie is broken at random (m of the group's g
+    items are kept and contribute ``m * correct_g / g``), so the answer is deterministic and
+    the coverage exact. ``coverage`` must lie in (0, 1].
+    """
+    if not (isinstance(coverage, int | float) and 0.0 < float(coverage) <= 1.0):
+        raise ValueError(f"coverage must lie in (0, 1], got {coverage!r}")
+    rc = risk_coverage(probs, y)
+    keep = max(1, math.ceil(float(coverage) * rc.n_items - 1e-9))
+    j = int(np.searchsorted(rc.n_kept, keep))  # first group reaching `keep`
+    prev_kept = int(rc.n_kept[j - 1]) if j else 0
+    prev_correct = int(rc.n_correct[j - 1]) if j else 0
+    group = int(rc.n_kept[j]) - prev_kept
+    group_correct = int(rc.n_correct[j]) - prev_correct
+    taken = keep - prev_kept
+    return (prev_correct + taken * group_correct / group) / keep
+
+
+@dataclass(frozen=True)
+class SelectiveResult:
+    """A confidence threshold for a target selective accuracy, judged by a lower bound.
+
+    Keep (answer) the items with ``max probability >= threshold``, abstain on the rest.
+    ``reachable`` False: ``threshold`` is None and the numbers describe the closest
+    operating point (highest bound), for information; ``note`` says what to do.
+    """
+
+    target: float
+    confidence: float
+    reachable: bool
+    threshold: float | None
+    accuracy: float
+    accuracy_lower_bound: float
+    coverage: float
+    n_kept: int
+    n_items: int
+    n_operating_points: int
+    note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {k: _plain(v) for k, v in asdict(self).items()}
+
+
+def selective_threshold(
+    probs: ArrayLike, y: ArrayLike, accuracy: float = 0.9, confidence: float = 0.95
+) -> SelectiveResult:
+    """The smallest confidence threshold whose kept items reach a target accuracy, with a margin.
+
+    Among the operating points of :func:`risk_coverage`, the smallest threshold (so the
+    largest coverage) whose one-sided Clopper-Pearson lower bound (at ``confidence``) on the
+    accuracy of the kept items reaches ``accuracy``. The same multiple-testing caveat as
+    :func:`threshold_for` applies: the bound is exact for a fixed threshold, and the scan
+    over operating points makes it approximate for the chosen one.
+    """
+    target = _check_unit("accuracy", accuracy)
+    confidence = _check_unit("confidence", confidence)
+    rc = risk_coverage(probs, y)
+    low = clopper_pearson_lower(rc.n_correct, rc.n_kept, confidence)
+    passing = np.flatnonzero(low >= target)
+    reachable = len(passing) > 0
+    j = int(passing[-1]) if reachable else int(np.argmax(low))
+    pts = f"{rc.n_operating_points} operating point{'s' if rc.n_operating_points != 1 else ''}"
+    if reachable:
+        note = (
+            f"keeping the {rc.n_kept[j]} of {rc.n_items} items with confidence >= "
+            f"{rc.thresholds[j]:.6g}: with confidence {confidence:g} their accuracy is at least "
+            f"{low[j]:.4f} (one-sided Clopper-Pearson); {pts}"
+        )
+    else:
+        note = (
+            f"no confidence threshold reaches accuracy {target:g} at confidence {confidence:g}: "
+            f"the best lower bound is {low[j]:.4f} (keeping {rc.n_kept[j]} items, "
+            f"{rc.n_correct[j]} correct); even all-correct kept items would need at least "
+            f"{items_needed(target, confidence)} of them, so label more items or lower the "
+            f"target or the confidence ({pts})"
+        )
+    return SelectiveResult(
+        target=target,
+        confidence=confidence,
+        reachable=reachable,
+        threshold=float(rc.thresholds[j]) if reachable else None,
+        accuracy=float(rc.accuracy[j]),
+        accuracy_lower_bound=float(low[j]),
+        coverage=float(rc.coverage[j]),
+        n_kept=int(rc.n_kept[j]),
+        n_items=rc.n_items,
+        n_operating_points=rc.n_operating_points,
+        note=note,
+    )
+
+
+__all__ = [
+    "PRCurve",
+    "RiskCoverage",
+    "SelectiveResult",
+    "ThresholdResult",
+    "accuracy_at_coverage",
+    "aurc",
+    "clopper_pearson_lower",
+    "items_needed",
+    "pr_curve",
+    "risk_coverage",
+    "selective_threshold",
+    "threshold_for",
+]
