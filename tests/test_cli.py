@@ -200,6 +200,26 @@ def test_compare_table(tmp_path: Path) -> None:
         assert method in out
 
 
+def test_paths_with_brackets_are_shown_as_written(tmp_path: Path) -> None:
+    (tmp_path / "run[").mkdir()
+    source = tmp_path / "run[" / "]preds.jsonl"  # the path holds "[/]", rich's closing tag
+    assert "[/]" in str(source)
+    preds = datasets.load("recorded:tweets")
+    write_jsonl(source, preds.records[:40])
+    calibrator, out_path = tmp_path / "ts[v2].json", tmp_path / "run[" / "]out.jsonl"
+    code, out, err = invoke("fit", "--method", "temperature", "--data", source, "--out", calibrator)
+    assert code == 0, err
+    assert f"from {source}" in err and f"saved to {calibrator}" in out
+    code, out, err = invoke(
+        "apply", "--calibrator", calibrator, "--data", source, "--out", out_path
+    )
+    assert code == 0, err
+    assert f"to {out_path}" in out
+    code, out, err = invoke("evaluate", "--data", source, "--calibrator", calibrator, "--boot", "9")
+    assert code == 0, err
+    assert str(source) in "".join(out.split())  # the table title may wrap anywhere
+
+
 def one_error_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]

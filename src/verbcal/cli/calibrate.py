@@ -60,7 +60,7 @@ def load_labelled(data: str, labels: str | None, action: str) -> Predictions:
     """Read predictions, report adjustments, keep the rows with a gold label."""
     label_list = [s.strip() for s in labels.split(",")] if labels else None
     predictions = datasets.load(data, label_list)
-    err_console.print(predictions.describe(), highlight=False)
+    err_console.print(predictions.describe(), highlight=False, markup=False)
     labelled = predictions.labelled()
     if len(labelled) == 0:
         predictions.require_gold(action)
@@ -105,7 +105,7 @@ def evaluate(
         out["ci"] = {m: list(v) for m, v in ci.items()}
         print(json.dumps(out))
         return
-    title = f"{predictions.source}: " + (
+    title = f"{escape(predictions.source)}: " + (
         f"{fitted.method} calibrator ({fitted.floor.describe()})"
         if fitted
         else "verbalized (uncalibrated)"
@@ -152,7 +152,7 @@ def fit(
     console.print(
         f"NLL on the fitting data: {info['nll_before']:.4f} (verbalized) → {info['nll_after']:.4f}"
     )
-    console.print(f"saved to {out}")
+    console.print(f"saved to {out}", markup=False)
 
 
 @app.command()
@@ -168,10 +168,12 @@ def apply(
     with friendly_errors():
         fitted = Calibrator.load(calibrator)
         predictions = datasets.load(data, fitted.labels)
-        err_console.print(predictions.describe(), highlight=False)
+        err_console.print(predictions.describe(), highlight=False, markup=False)
         q = fitted.predict_proba(predictions.probs)
         write_jsonl(out, with_probs(predictions, q))
-    console.print(f"wrote {len(predictions.records)} records to {out} ({len(q)} calibrated)")
+    console.print(
+        f"wrote {len(predictions.records)} records to {out} ({len(q)} calibrated)", markup=False
+    )
 
 
 @app.command()
@@ -231,7 +233,7 @@ def show_compare(
     """The comparison table, one row per method, best mean per metric in bold."""
     n_calib = round(calib_frac * len(predictions))
     table = Table(
-        title=f"{predictions.source}: {repeats} stratified splits, "
+        title=f"{escape(predictions.source)}: {repeats} stratified splits, "
         f"~{n_calib} calibration / {len(predictions) - n_calib} test items (mean ± sd)",
         caption=METRIC_NOTES.format(bins=bins),
     )
