@@ -1,0 +1,198 @@
+"""`verbcal threshold` and `verbcal selective` through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from verbcal import datasets
+from verbcal.calibrate import make_calibrator
+from verbcal.cli import app
+from verbcal.decide import accuracy_at_coverage, aurc, threshold_for
+
+runner = CliRunner(env={"COLUMNS": "200"})
+THRESHOLD_KEYS = {
+    "threshold",
+    "precision",
+    "precision_lower_bound",
+    "recall",
+    "support",
+    "reachable",
+}
+
+
+def invoke(*args: str | Path) -> tuple[int, str, str]:
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def write_blocks(path: Path, *parts: tuple[float, int, int]) -> Path:
+    """A predictions file from (P(yes), n items, n labelled yes) blocks."""
+    lines = []
+    for score, n, pos in parts:
+        for i in range(n):
+            probs = {"no": round(1 - score, 6), "yes": score}
+            lines.append(
+                json.dumps(
+                    {"id": f"{score}-{i}", "probs": probs, "label": "yes" if i < pos else "no"}
+                )
+            )
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def blocks_file(tmp_path: Path) -> Path:
+    return write_blocks(tmp_path / "p.jsonl", (0.9, 100, 100), (0.5, 50, 25), (0.1, 50, 0))
+
+
+@pytest.mark.parametrize("command", ["threshold", "selective"])
+def test_help_has_an_example(command: str) -> None:
+    code, out, _ = invoke(command, "--help")
+    assert code == 0
+    assert f"Example: verbcal {command}" in out
+
+
+def test_threshold_json_by_hand(blocks_file: Path) -> None:
+    code, out, _ = invoke(
+        "threshold", "--data", blocks_file, "--class", "yes", "--precision", "0.95", "--json"
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert set(result) >= THRESHOLD_KEYS
+    assert result["reachable"] is True
+    assert result["threshold"] == 0.9
+    assert result["precision"] == 1.0
+    assert result["precision_lower_bound"] == pytest.approx(0.05 ** (1 / 100))
+    assert result["recall"] == pytest.approx(0.8)
+    assert result["support"] == 125
+    assert result["class"] == "yes" and result["n_operating_points"] == 3
+
+
+def test_threshold_recall_and_people_output(blocks_file: Path) -> None:
+    code, out, _ = invoke(
+        "threshold", "--data", blocks_file, "--class", "yes", "--recall", "0.9", "--json"
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert result["metric"] == "recall" and result["threshold"] == 0.5 and result["recall"] == 1.0
+    code, out, _ = invoke(
+        "threshold", "--data", blocks_file, "--class", "yes", "--precision", "0.95"
+    )
+    assert code == 0
+    assert "3 operating points" in out
+    assert "threshold 0.9" in out and "lower bound" in out
+    assert "with 0.95 confidence" in out  # what the bound means
+
+
+def test_threshold_unreachable_says_so(tmp_path: Path) -> None:
+    data = write_blocks(tmp_path / "small.jsonl", (0.9, 40, 39), (0.3, 60, 10))
+    code, out, _ = invoke(
+        "threshold", "--data", data, "--class", "yes", "--precision", "0.95", "--json"
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert result["reachable"] is False and result["threshold"] is None
+    assert "label more items" in result["note"]
+    code, out, _ = invoke("threshold", "--data", data, "--class", "yes", "--precision", "0.95")
+    assert code == 0
+    assert "no threshold reaches precision >= 0.95" in out
+    assert "at least 59" in out
+
+
+def test_threshold_with_a_calibrator_matches_the_api(tmp_path: Path) -> None:
+    predictions = datasets.load("recorded:tweets")
+    labelled = predictions.labelled()
+    calibrator = make_calibrator("temperature").fit(
+        labelled.probs, labelled.y, labels=labelled.labels
+    )
+    path = tmp_path / "ts.json"
+    calibrator.save(path)
+    code, out, _ = invoke(
+        "threshold", "--data", "recorded:tweets", "--calibrator", path, "--class", "negative",
+        "--precision", "0.8", "--json",
+    )  # fmt: skip
+    assert code == 0
+    cls = labelled.labels.index("negative")
+    expected = threshold_for(
+        calibrator.predict_proba(labelled.probs), labelled.y, cls, precision=0.8
+    )
+    result = json.loads(out)
+    assert result["reachable"] == expected.reachable
+    assert result["threshold"] == expected.threshold
+    assert result["precision_lower_bound"] == pytest.approx(expected.precision_lower_bound)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--class", "maybe"], "unknown class 'maybe'"),
+        (["--class", "yes", "--precision", "0.9", "--recall", "0.9"], "not both"),
+        (["--class", "yes", "--precision", "1.5"], "strictly between 0 and 1"),
+        (["--class", "yes", "--confidence", "0"], "confidence"),
+    ],
+)
+def test_threshold_errors_exit_2_with_advice(
+    blocks_file: Path, args: list[str], message: str
+) -> None:
+    code, _, err = invoke("threshold", "--data", blocks_file, *args)
+    assert code == 2
+    assert message in err
+    if "unknown class" in message:
+        assert "no, yes" in err  # the labels to choose from
+
+
+def test_threshold_missing_file_exits_2(tmp_path: Path) -> None:
+    code, _, err = invoke("threshold", "--data", tmp_path / "nope.jsonl", "--class", "yes")
+    assert code == 2 and "not found" in err
+
+
+def test_selective_json_matches_the_api() -> None:
+    code, out, _ = invoke(
+        "selective", "--data", "recorded:tweets", "--coverage", "0.7", "--accuracy", "0.8", "--json"
+    )
+    assert code == 0
+    result = json.loads(out)
+    labelled = datasets.load("recorded:tweets").labelled()
+    assert result["aurc"] == pytest.approx(aurc(labelled.probs, labelled.y))
+    assert result["accuracy_at_coverage"] == pytest.approx(
+        accuracy_at_coverage(labelled.probs, labelled.y, 0.7)
+    )
+    assert result["coverage"] == 0.7
+    assert result["curve"]["coverage"][-1] == 1.0
+    assert len(result["curve"]["threshold"]) == result["n_operating_points"]
+    assert {"threshold", "accuracy", "accuracy_lower_bound", "coverage", "reachable"} <= set(
+        result["target"]
+    )
+
+
+def test_selective_people_output(blocks_file: Path) -> None:
+    code, out, _ = invoke("selective", "--data", blocks_file, "--accuracy", "0.9")
+    assert code == 0
+    assert "operating points" in out and "AURC" in out
+    assert "answer when confidence >= 0.9" in out
+    code, out, _ = invoke("selective", "--data", blocks_file, "--accuracy", "0.999")
+    assert code == 0 and "no confidence threshold reaches accuracy 0.999" in out
+
+
+@pytest.mark.parametrize("coverage", ["0", "1.5"])
+def test_selective_bad_coverage_exits_2(blocks_file: Path, coverage: str) -> None:
+    code, _, err = invoke("selective", "--data", blocks_file, "--coverage", coverage)
+    assert code == 2 and "--coverage" in err
+
+
+def test_selective_without_gold_labels_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "nogold.jsonl"
+    path.write_text(json.dumps({"id": "a", "probs": {"no": 0.2, "yes": 0.8}}) + "\n")
+    code, _, err = invoke("selective", "--data", path)
+    assert code == 2 and "gold label" in err
+
+
+def test_blocks_file_round_trip(blocks_file: Path) -> None:
+    predictions = datasets.load(blocks_file)
+    assert predictions.labels == ("no", "yes")
+    np.testing.assert_allclose(np.unique(predictions.probs[:, 1]), [0.1, 0.5, 0.9])

@@ -1,0 +1,427 @@
+"""verbcal.decide: hand-checked PR curves and thresholds, Clopper-Pearson against scipy,
+selective prediction, and the threshold guarantee measured in simulation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from scipy.stats import binomtest
+
+from verbcal.decide import (
+    accuracy_at_coverage,
+    aurc,
+    clopper_pearson_lower,
+    items_needed,
+    pr_curve,
+    risk_coverage,
+    selective_threshold,
+    threshold_for,
+)
+
+Array = NDArray[np.float64]
+
+
+def binary(scores: list[float] | Array) -> Array:
+    """(n, 2) probabilities whose class-1 column is ``scores``."""
+    s = np.asarray(scores, dtype=np.float64)
+    return np.c_[1.0 - s, s]
+
+
+def blocks(*parts: tuple[float, int, int]) -> tuple[Array, NDArray[np.int64]]:
+    """Binary data from (score, n items, n positives) blocks."""
+    scores: list[float] = []
+    y: list[int] = []
+    for score, n, pos in parts:
+        scores += [score] * n
+        y += [1] * pos + [0] * (n - pos)
+    return binary(scores), np.array(y, dtype=np.int64)
+
+
+def scipy_lower(k: int, n: int, confidence: float) -> float:
+    ci = binomtest(k, n, alternative="greater").proportion_ci(
+        confidence_level=confidence, method="exact"
+    )
+    return float(ci.low)
+
+
+# ------------------------------------------------------------------------------------ PR curve
+
+
+def test_pr_curve_by_hand() -> None:
+    probs = binary([0.3, 0.9, 0.6, 0.9, 0.8])
+    y = np.array([0, 1, 1, 0, 1])
+    curve = pr_curve(probs, y, 1)
+    np.testing.assert_allclose(curve.thresholds, [0.9, 0.8, 0.6, 0.3])
+    np.testing.assert_array_equal(curve.n_predicted, [2, 3, 4, 5])
+    np.testing.assert_array_equal(curve.true_positives, [1, 2, 3, 3])
+    np.testing.assert_allclose(curve.precision, [1 / 2, 2 / 3, 3 / 4, 3 / 5])
+    np.testing.assert_allclose(curve.recall, [1 / 3, 2 / 3, 1, 1])
+    assert curve.support == 3
+    assert curve.n_operating_points == 4
+    assert "4 operating points" in curve.note and "coarse grid" in curve.note
+    # the other class: its own scores, its own positives
+    other = pr_curve(probs, y, 0)
+    np.testing.assert_allclose(other.thresholds, [0.7, 0.4, 0.2, 0.1])
+    assert other.support == 2
+
+
+def test_pr_curve_ties_within_float_noise_are_one_operating_point() -> None:
+    probs = binary([0.62, 0.6200000000000001, 0.62 - 1e-12, 0.5])
+    curve = pr_curve(probs, np.array([1, 0, 1, 1]), 1)
+    assert curve.n_operating_points == 2
+    np.testing.assert_array_equal(curve.n_predicted, [3, 4])
+    # the group's threshold is its smallest member, so ">=" keeps the whole group
+    assert np.sum(probs[:, 1] >= curve.thresholds[0]) == 3
+
+
+def test_pr_curve_many_points_no_coarse_warning() -> None:
+    rng = np.random.default_rng(0)
+    curve = pr_curve(binary(rng.random(100)), rng.integers(0, 2, 100), 1)
+    assert curve.n_operating_points == 100 and "coarse" not in curve.note
+
+
+@pytest.mark.parametrize(
+    ("probs", "y", "cls", "match"),
+    [
+        (np.ones(3), np.zeros(3, dtype=int), 0, "2-d"),
+        (binary([0.5, 0.5]), np.array([0, 1, 1]), 0, "shape"),
+        (binary([0.5, 0.5]), np.array([0.0, 1.0]), 0, "integer"),
+        (binary([0.5, 0.5]), np.array([0, 2]), 0, r"\[0, 2\)"),
+        (binary([0.5, np.nan]), np.array([0, 1]), 0, "NaN"),
+        (binary([0.5, 0.5]), np.array([0, 1]), 2, "class index"),
+    ],
+)
+def test_bad_inputs_raise(probs: Array, y: NDArray[np.int64], cls: int, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        pr_curve(probs, y, cls)
+
+
+# ----------------------------------------------------------------------------- Clopper-Pearson
+
+
+@pytest.mark.parametrize("confidence", [0.8, 0.9, 0.95, 0.99])
+def test_clopper_pearson_matches_scipy_binomtest(confidence: float) -> None:
+    cases = [(k, n) for n in (1, 2, 5, 17, 59, 200, 1000) for k in {0, 1, n // 3, n - 1, n}]
+    ks, ns = np.array(cases).T
+    ours = clopper_pearson_lower(ks, ns, confidence)
+    ref = [scipy_lower(int(k), int(n), confidence) for k, n in cases]
+    np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-12)
+
+
+def test_clopper_pearson_edge_values() -> None:
+    low = clopper_pearson_lower([0, 5, 0], [10, 5, 0], 0.95)
+    assert low[0] == 0.0
+    assert low[1] == pytest.approx(0.05 ** (1 / 5))  # all successes: (1 - c)^(1/n)
+    assert np.isnan(low[2])
+    with pytest.raises(ValueError, match="confidence"):
+        clopper_pearson_lower([1], [2], 1.0)
+
+
+def test_items_needed_is_the_first_n_whose_all_correct_bound_reaches_the_target() -> None:
+    for target, confidence in [(0.95, 0.95), (0.9, 0.95), (0.99, 0.9), (0.8, 0.99)]:
+        n = items_needed(target, confidence)
+        assert clopper_pearson_lower(n, n, confidence) >= target
+        assert clopper_pearson_lower(n - 1, n - 1, confidence) < target
+    assert items_needed(0.95, 0.95) == 59
+
+
+# ------------------------------------------------------------------------------ threshold_for
+
+
+def test_precision_threshold_by_hand() -> None:
+    # 100 items at 0.9, all positive: bound 0.05^(1/100) = 0.9705 >= 0.95
+    # then 50 at 0.5 with 25 positive: 125/150 = 0.833, bound below 0.95
+    probs, y = blocks((0.9, 100, 100), (0.5, 50, 25), (0.1, 50, 0))
+    result = threshold_for(probs, y, 1, precision=0.95)
+    assert result.reachable and result.metric == "precision"
+    assert result.threshold == 0.9
+    assert result.precision == 1.0
+    assert result.precision_lower_bound == pytest.approx(0.05 ** (1 / 100))
+    assert result.recall == pytest.approx(100 / 125)
+    assert result.recall_lower_bound == pytest.approx(scipy_lower(100, 125, 0.95))
+    assert result.support == 125 and result.n_predicted == 100 and result.true_positives == 100
+    assert result.n_operating_points == 3
+    # a lower target moves to the smallest threshold that passes, the 0.5 block
+    lower = threshold_for(probs, y, 1, precision=0.75)
+    assert lower.threshold == 0.5
+    assert lower.precision == pytest.approx(125 / 150)
+    assert lower.precision_lower_bound == pytest.approx(scipy_lower(125, 150, 0.95))
+    assert lower.recall == 1.0
+
+
+def test_precision_threshold_is_the_smallest_passing_one_not_the_first_crossing() -> None:
+    # the top block fails (5 of 10), the next passes once pooled (205 of 210), the last fails
+    probs, y = blocks((0.95, 10, 5), (0.9, 200, 200), (0.4, 100, 10))
+    assert scipy_lower(5, 10, 0.95) < 0.9 <= scipy_lower(205, 210, 0.95)
+    result = threshold_for(probs, y, 1, precision=0.9)
+    assert result.threshold == 0.9
+    assert result.precision == pytest.approx(205 / 210)
+
+
+def test_the_bound_is_stricter_than_the_point_estimate() -> None:
+    # 40 items at 0.9, 39 positive: point precision 0.975 >= 0.95, bound 0.887 < 0.95
+    probs, y = blocks((0.9, 40, 39), (0.3, 60, 10))
+    result = threshold_for(probs, y, 1, precision=0.95)
+    assert not result.reachable
+    assert result.threshold is None
+    assert result.precision == pytest.approx(39 / 40)  # the closest point, for information
+    assert result.precision_lower_bound == pytest.approx(scipy_lower(39, 40, 0.95))
+    assert "no threshold reaches precision 0.95" in result.note
+    assert "59" in result.note and "label more items" in result.note
+    # a lower confidence makes the same data enough
+    assert threshold_for(probs, y, 1, precision=0.95, confidence=0.5).reachable
+
+
+def test_unreachable_when_the_class_never_occurs() -> None:
+    probs, y = blocks((0.9, 10, 0), (0.2, 10, 0))
+    result = threshold_for(probs, y, 1, precision=0.9)
+    assert not result.reachable and result.support == 0
+    assert result.precision_lower_bound == 0.0
+
+
+def test_recall_threshold_by_hand() -> None:
+    # 100 positives: 60 at 0.9, 35 at 0.6, 5 at 0.2; negatives 50 at 0.6, 50 at 0.1
+    probs, y = blocks((0.9, 60, 60), (0.6, 85, 35), (0.2, 5, 5), (0.1, 50, 0))
+    result = threshold_for(probs, y, 1, recall=0.8)
+    assert scipy_lower(60, 100, 0.95) < 0.8 <= scipy_lower(95, 100, 0.95)
+    assert result.reachable and result.metric == "recall"
+    assert result.threshold == 0.6  # the largest threshold whose recall bound passes
+    assert result.recall == pytest.approx(0.95)
+    assert result.recall_lower_bound == pytest.approx(scipy_lower(95, 100, 0.95))
+    assert result.precision == pytest.approx(95 / 145)
+    assert result.precision_lower_bound == pytest.approx(scipy_lower(95, 145, 0.95))
+    # with recall 1 needed the bound says 100 positives are not enough for 0.99
+    strict = threshold_for(probs, y, 1, recall=0.99)
+    assert not strict.reachable
+    assert "label more items of this class" in strict.note
+
+
+def test_recall_unreachable_with_few_positives_and_undefined_without() -> None:
+    probs, y = blocks((0.9, 20, 20), (0.1, 80, 0))
+    result = threshold_for(probs, y, 1, recall=0.9)  # best bound 0.05^(1/20) = 0.861
+    assert not result.reachable and result.threshold is None
+    assert result.recall_lower_bound == pytest.approx(0.05 ** (1 / 20))
+    assert "20 items" in result.note and "at least 29" in result.note
+    with pytest.raises(ValueError, match="recall is undefined"):
+        threshold_for(*blocks((0.9, 5, 0)), 1, recall=0.5)
+
+
+def test_threshold_for_arguments() -> None:
+    probs, y = blocks((0.9, 100, 100), (0.2, 10, 0))
+    assert threshold_for(probs, y, 1).target == 0.95  # default: precision 0.95
+    with pytest.raises(ValueError, match="not both"):
+        threshold_for(probs, y, 1, precision=0.9, recall=0.9)
+    for bad in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            threshold_for(probs, y, 1, precision=bad)
+        with pytest.raises(ValueError, match="confidence"):
+            threshold_for(probs, y, 1, confidence=bad)
+
+
+def test_to_dict_is_json_ready_with_the_promised_keys() -> None:
+    probs, y = blocks((0.9, 100, 100), (0.2, 10, 0))
+    for result in (threshold_for(probs, y, 1), threshold_for(probs, y, 1, precision=0.999)):
+        d = json.loads(json.dumps(result.to_dict()))
+        assert {
+            "threshold",
+            "precision",
+            "precision_lower_bound",
+            "recall",
+            "support",
+            "reachable",
+        } <= set(d)
+    assert d["reachable"] is False and d["threshold"] is None
+
+
+# ------------------------------------------------------------------------ selective prediction
+
+
+def selective_data() -> tuple[Array, NDArray[np.int64]]:
+    # confidences 0.9 (correct), 0.9 (wrong), 0.8 (correct), 0.7 (wrong)
+    probs = np.array([[0.9, 0.1], [0.1, 0.9], [0.2, 0.8], [0.7, 0.3]])
+    return probs, np.array([0, 0, 1, 1])
+
+
+def test_risk_coverage_by_hand_keeps_ties_together() -> None:
+    rc = risk_coverage(*selective_data())
+    np.testing.assert_allclose(rc.thresholds, [0.9, 0.8, 0.7])
+    np.testing.assert_allclose(rc.coverage, [0.5, 0.75, 1.0])
+    np.testing.assert_allclose(rc.risk, [0.5, 1 / 3, 0.5])
+    np.testing.assert_array_equal(rc.n_kept, [2, 3, 4])
+    assert rc.n_operating_points == 3
+    assert aurc(*selective_data()) == pytest.approx(0.5 * 0.5 + 0.25 / 3 + 0.25 * 0.5)
+
+
+def test_aurc_without_ties_is_the_mean_selective_risk() -> None:
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(3), 300)
+    y = rng.integers(0, 3, 300)
+    order = np.argsort(-probs.max(axis=1))
+    wrong = (probs.argmax(axis=1) != y)[order]
+    expected = np.mean(np.cumsum(wrong) / np.arange(1, 301))
+    assert aurc(probs, y) == pytest.approx(expected)
+    # a perfect ranking (errors last) beats the reverse ranking
+    assert aurc(probs, y) >= 0
+
+
+def test_accuracy_at_coverage_shares_a_tie_out_evenly() -> None:
+    probs, y = selective_data()
+    assert accuracy_at_coverage(probs, y, 0.25) == pytest.approx(0.5)  # 1 of the tied pair
+    assert accuracy_at_coverage(probs, y, 0.5) == pytest.approx(0.5)
+    assert accuracy_at_coverage(probs, y, 0.75) == pytest.approx(2 / 3)
+    assert accuracy_at_coverage(probs, y, 1.0) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="coverage"):
+        accuracy_at_coverage(probs, y, 0.0)
+
+
+def test_accuracy_at_coverage_equals_random_tie_breaking_on_average() -> None:
+    rng = np.random.default_rng(5)
+    probs = np.round(rng.dirichlet(np.ones(3), 200) * 10) / 10  # heavy ties
+    probs[:, 0] += 1e-3 * rng.integers(0, 2, 200)  # break argmax ties, keep confidence ties
+    y = rng.integers(0, 3, 200)
+    conf, correct = probs.max(axis=1), probs.argmax(axis=1) == y
+    keep = 130
+    draws = []
+    for _ in range(2000):
+        order = np.lexsort((rng.random(200), -conf))
+        draws.append(correct[order[:keep]].mean())
+    assert accuracy_at_coverage(probs, y, keep / 200) == pytest.approx(np.mean(draws), abs=2e-3)
+
+
+def test_selective_threshold_by_hand() -> None:
+    # 100 items at confidence 0.95 all correct, 100 at 0.6 with 50 correct
+    probs = np.r_[np.tile([0.95, 0.05], (100, 1)), np.tile([0.6, 0.4], (100, 1))]
+    y = np.r_[np.zeros(100), np.zeros(50), np.ones(50)].astype(np.int64)
+    result = selective_threshold(probs, y, accuracy=0.9)
+    assert result.reachable and result.threshold == 0.95
+    assert result.coverage == 0.5 and result.n_kept == 100 and result.accuracy == 1.0
+    assert result.accuracy_lower_bound == pytest.approx(0.05 ** (1 / 100))
+    loose = selective_threshold(probs, y, accuracy=0.65)
+    assert loose.threshold == 0.6 and loose.coverage == 1.0
+    assert loose.accuracy_lower_bound == pytest.approx(scipy_lower(150, 200, 0.95))
+    strict = selective_threshold(probs, y, accuracy=0.99)
+    assert not strict.reachable and strict.threshold is None
+    assert "no confidence threshold reaches accuracy 0.99" in strict.note
+    assert "label more items" in strict.note
+    assert json.loads(json.dumps(strict.to_dict()))["reachable"] is False
+
+
+# -------------------------------------------------------------------- the guarantee, simulated
+
+REPEATS, N_CALIB, N_TEST = 400, 300, 5000
+TARGET, CONFIDENCE = 0.9, 0.95
+MAX_FAIL = 0.08  # 5% nominal plus binomial slack: sd of a 5% rate over 400 repeats is 1.1%
+
+
+SCENARIOS = {
+    # name: (a of the Beta(a, 1) scores, power g in P(y = 1 | s) = s^g)
+    "calibrated": (4.0, 1.0),
+    "overconfident": (6.0, 2.0),
+    "underconfident": (4.0, 0.5),
+}
+
+
+def simulate(
+    rng: np.random.Generator, shape: tuple[int, int], scenario: str, grid: bool
+) -> tuple[Array, NDArray[np.bool_]]:
+    """Scores s = P(class 1) ~ Beta(a, 1) and labels with P(y = 1 | s) = s^g (g = 1: calibrated)."""
+    a, power = SCENARIOS[scenario]
+    s = rng.beta(a, 1.0, shape)
+    if grid:  # a verbalized 0.05 grid: few operating points
+        s = np.round(s * 20) / 20
+    return s, rng.random(shape) < s**power
+
+
+def naive_threshold(scores: Array, y: NDArray[np.int64], target: float) -> float | None:
+    """The smallest threshold whose point (not bounded) precision reaches the target."""
+    curve = pr_curve(binary(scores), y, 1)
+    passing = np.flatnonzero(curve.precision >= target)
+    return float(curve.thresholds[passing[-1]]) if len(passing) else None
+
+
+def realised_precision(test_s: Array, test_y: NDArray[np.bool_], t: Array) -> Array:
+    """Precision on each repeat's fresh test set at its threshold (nan where none chosen)."""
+    chosen = test_s >= np.where(np.isnan(t), np.inf, t)[:, None]
+    kept = chosen.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(kept > 0, (chosen & test_y).sum(axis=1) / kept, np.nan)
+
+
+def realised_recall(test_s: Array, test_y: NDArray[np.bool_], t: Array) -> Array:
+    chosen = test_s >= np.where(np.isnan(t), np.inf, t)[:, None]
+    return (chosen & test_y).sum(axis=1) / test_y.sum(axis=1)
+
+
+@pytest.mark.parametrize("grid", [False, True], ids=["continuous", "grid"])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_precision_guarantee_holds_in_simulation(scenario: str, grid: bool) -> None:
+    rng = np.random.default_rng([2024, len(scenario), grid])
+    cal_s, cal_y = simulate(rng, (REPEATS, N_CALIB), scenario, grid)
+    test_s, test_y = simulate(rng, (REPEATS, N_TEST), scenario, grid)
+    bound_t = np.full(REPEATS, np.nan)
+    naive_t = np.full(REPEATS, np.nan)
+    for r in range(REPEATS):
+        y = cal_y[r].astype(np.int64)
+        result = threshold_for(binary(cal_s[r]), y, 1, precision=TARGET, confidence=CONFIDENCE)
+        if result.reachable:
+            assert result.threshold is not None
+            bound_t[r] = result.threshold
+        naive = naive_threshold(cal_s[r], y, TARGET)
+        naive_t[r] = np.nan if naive is None else naive
+    bound_prec = realised_precision(test_s, test_y, bound_t)
+    naive_prec = realised_precision(test_s, test_y, naive_t)
+    # a repeat fails when it claims a threshold whose precision on fresh data misses the target
+    bound_fail = np.mean(~np.isnan(bound_t) & (bound_prec < TARGET))
+    naive_fail = np.mean(~np.isnan(naive_t) & (naive_prec < TARGET))
+    # not vacuous: the bound finds a threshold in most repeats
+    assert np.mean(~np.isnan(bound_t)) >= 0.7
+    assert bound_fail <= MAX_FAIL, f"bound missed the target in {bound_fail:.1%} of repeats"
+    assert naive_fail >= 0.25, f"naive threshold missed it in only {naive_fail:.1%}"
+    assert naive_fail >= 4 * bound_fail
+    # the margin costs recall: the bounded threshold is never below the naive one
+    both = ~np.isnan(bound_t) & ~np.isnan(naive_t)
+    assert np.all(bound_t[both] >= naive_t[both])
+
+
+@pytest.mark.parametrize("scenario", ["calibrated", "overconfident"])
+def test_recall_guarantee_holds_in_simulation(scenario: str) -> None:
+    rng = np.random.default_rng([7, len(scenario)])
+    cal_s, cal_y = simulate(rng, (REPEATS, N_CALIB), scenario, grid=False)
+    test_s, test_y = simulate(rng, (REPEATS, N_TEST), scenario, grid=False)
+    bound_t = np.full(REPEATS, np.nan)
+    naive_t = np.full(REPEATS, np.nan)
+    for r in range(REPEATS):
+        y = cal_y[r].astype(np.int64)
+        result = threshold_for(binary(cal_s[r]), y, 1, recall=TARGET, confidence=CONFIDENCE)
+        bound_t[r] = np.nan if result.threshold is None else result.threshold
+        curve = pr_curve(binary(cal_s[r]), y, 1)
+        naive_t[r] = curve.thresholds[np.flatnonzero(curve.recall >= TARGET)[0]]
+    bound_fail = np.mean(~np.isnan(bound_t) & (realised_recall(test_s, test_y, bound_t) < TARGET))
+    naive_fail = np.mean(realised_recall(test_s, test_y, naive_t) < TARGET)
+    assert np.mean(~np.isnan(bound_t)) >= 0.95
+    assert bound_fail <= MAX_FAIL
+    assert naive_fail >= 0.25
+
+
+def test_selective_guarantee_holds_in_simulation() -> None:
+    rng = np.random.default_rng(11)
+    cal_s, cal_y = simulate(rng, (REPEATS, N_CALIB), "overconfident", grid=False)
+    test_s, test_y = simulate(rng, (REPEATS, N_TEST), "overconfident", grid=False)
+    # binary: confidence max(s, 1 - s), correct when the argmax matches
+    fails = 0
+    claimed = 0
+    test_conf = np.maximum(test_s, 1 - test_s)
+    test_correct = (test_s >= 0.5) == test_y
+    for r in range(REPEATS):
+        probs = binary(cal_s[r])
+        result = selective_threshold(probs, cal_y[r].astype(np.int64), accuracy=0.85)
+        if result.threshold is None:
+            continue
+        claimed += 1
+        kept = test_conf[r] >= result.threshold
+        fails += test_correct[r][kept].mean() < 0.85
+    assert claimed >= 0.75 * REPEATS
+    assert fails / REPEATS <= MAX_FAIL
