@@ -3,6 +3,8 @@
 A local aiohttp server (in its own process) answers every chat completion after 50 ms;
 2,000 items go through the ``openai`` backend at concurrency 32 with the SQLite store on.
 The ideal rate is concurrency / latency = 640 requests/s; the goal is >= 0.8 of it.
+The timed span is the whole ``elicit()`` call (planning, requests, a store commit per
+reply, the output file) after the SDK has been imported.
 
 Usage: python benchmarks/bench_elicit.py [--json] [--items N] [--concurrency C]
 """
@@ -64,6 +66,10 @@ def serve(port_queue: Any, latency: float) -> None:
 
 def run(n_items: int, concurrency: int) -> dict[str, float]:
     """Elicit ``n_items`` through the fake server; return the achieved rate and its ratio."""
+    import aiohttp  # noqa: F401  (imported up front: import time is not throughput)
+    import httpx  # noqa: F401
+    import openai  # noqa: F401
+
     from verbcal.elicit import ElicitOptions, elicit
     from verbcal.task import Task
 
