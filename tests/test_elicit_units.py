@@ -110,3 +110,15 @@ def test_rate_limiter_paces() -> None:
         return time.monotonic() - start
 
     assert 0.4 <= asyncio.run(go()) < 1.5
+
+
+def test_token_limiter_charges_actual_usage() -> None:
+    async def go() -> float:
+        limiter = RateLimiter(per_minute=6000)  # 100 tokens/s, bucket of 100
+        await limiter.acquire(80)
+        limiter.settle(60)  # the reply used 140 tokens, not 80: the bucket is now -40
+        start = time.monotonic()
+        await limiter.acquire(50)  # needs 50: waits ~0.9 s for the refill
+        return time.monotonic() - start
+
+    assert 0.7 <= asyncio.run(go()) < 1.6
