@@ -1,0 +1,193 @@
+"""A fault-injecting fake LLM server for the elicit tests (aiohttp, loopback only).
+
+Speaks just enough of the OpenAI chat API, the Anthropic messages API and the Bedrock
+Converse API. Markers in the prompt pick the behaviour of each request:
+
+``@429`` (first attempt: 429 with Retry-After), ``@500x2`` (first two attempts: 500),
+``@slow`` (first attempt: sleep past the client timeout), ``@drop`` (first attempt: close the
+connection without a reply), ``@400`` / ``@401`` / ``@always500`` (every attempt),
+``@pct`` (reply in percentages), ``@refuse`` (a refusal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+LABELS = ("positive", "negative")
+logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # dropped connections on purpose
+
+
+class FakeServer:
+    """Run the app on 127.0.0.1 in a background thread; count every request per prompt."""
+
+    def __init__(
+        self,
+        latency: float = 0.0,
+        slow_seconds: float = 3.0,
+        retry_after: float = 0.3,
+        reject_schema: bool = False,
+    ) -> None:
+        self.latency, self.slow_seconds, self.retry_after = latency, slow_seconds, retry_after
+        self.reject_schema = reject_schema
+        self.counts: Counter[str] = Counter()
+        self.log: list[dict[str, Any]] = []
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    def __enter__(self) -> FakeServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._openai)
+        app.router.add_post("/v1/messages", self._anthropic)
+        app.router.add_post("/model/{model_id}/converse", self._bedrock)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    # -- behaviour ---------------------------------------------------------------------------
+    async def _fault(self, request: web.Request, prompt: str) -> web.StreamResponse | None:
+        self.counts[prompt] += 1
+        attempt = self.counts[prompt]
+        self.log.append({"prompt": prompt, "attempt": attempt, "time": time.monotonic()})
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if "@401" in prompt:
+            return web.json_response(
+                {"error": {"message": "Incorrect API key provided"}}, status=401
+            )
+        if "@400" in prompt:
+            return web.json_response({"error": {"message": "bad request"}}, status=400)
+        if "@always500" in prompt or ("@500x2" in prompt and attempt <= 2):
+            return web.json_response({"error": {"message": "boom"}}, status=500)
+        if "@429" in prompt and attempt == 1:
+            headers = {"Retry-After": str(self.retry_after)}
+            return web.json_response(
+                {"error": {"message": "slow down"}}, status=429, headers=headers
+            )
+        if "@slow" in prompt and attempt == 1:
+            await asyncio.sleep(self.slow_seconds)
+        if "@drop" in prompt and attempt == 1:
+            assert request.transport is not None
+            request.transport.abort()
+            raise ConnectionResetError("dropped on purpose")
+        return None
+
+    @staticmethod
+    def reply_text(prompt: str, labels: tuple[str, ...], seed: int | None) -> str:
+        """The reply the markers ask for (clean JSON by default, varied by seed)."""
+        if "@refuse" in prompt:
+            return "I'm sorry, but I cannot help with that request."
+        first = 0.7 if seed is None else 0.5 + 0.1 * (seed % 5)
+        if "@pct" in prompt:
+            return f"{labels[0]}: {first * 100:.0f}%, {labels[1]}: {100 - first * 100:.0f}%"
+        rest = (1 - first) / max(1, len(labels) - 1)
+        return json.dumps({label: first if i == 0 else rest for i, label in enumerate(labels)})
+
+    # -- APIs --------------------------------------------------------------------------------
+    async def _openai(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        prompt = body["messages"][-1]["content"]
+        fault = await self._fault(request, prompt)
+        if fault is not None:
+            return fault
+        if self.reject_schema and "response_format" in body:
+            return web.json_response(
+                {"error": {"message": "response_format unsupported"}}, status=400
+            )
+        schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema")
+        labels = tuple(schema["properties"]) if schema else _labels_in(prompt)
+        message = {
+            "role": "assistant",
+            "content": self.reply_text(prompt, labels, body.get("seed")),
+        }
+        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": "stop"}
+        if body.get("logprobs"):
+            choice["logprobs"] = {"content": [_first_token(labels)]}
+        return web.json_response(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", "fake"),
+                "choices": [choice],
+                "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30},
+            }
+        )
+
+    async def _anthropic(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        prompt = body["messages"][-1]["content"]
+        fault = await self._fault(request, prompt)
+        if fault is not None:
+            return fault
+        text = self.reply_text(prompt, _labels_in(prompt), None)
+        return web.json_response(
+            {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": body["model"],
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": 20, "output_tokens": 10},
+            }
+        )
+
+    async def _bedrock(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        prompt = body["messages"][-1]["content"][0]["text"]
+        fault = await self._fault(request, prompt)
+        if fault is not None:
+            if fault.status == 429:
+                return web.json_response(
+                    {"message": "Too many requests"},
+                    status=429,
+                    headers={"x-amzn-ErrorType": "ThrottlingException"},
+                )
+            return fault
+        text = self.reply_text(prompt, _labels_in(prompt), None)
+        return web.json_response(
+            {
+                "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+                "stopReason": "end_turn",
+                "usage": {"inputTokens": 20, "outputTokens": 10, "totalTokens": 30},
+                "metrics": {"latencyMs": 1},
+            }
+        )
+
+
+def _labels_in(prompt: str) -> tuple[str, ...]:
+    found = [label for label in re.findall(r"[a-z_]+", prompt) if label in LABELS]
+    return tuple(dict.fromkeys(found)) or LABELS
+
+
+def _first_token(labels: tuple[str, ...]) -> dict[str, Any]:
+    tops = [{"token": labels[0][:3], "logprob": -0.2, "bytes": None}]
+    tops += [{"token": " " + label[:3], "logprob": -1.8, "bytes": None} for label in labels[1:]]
+    tops.append({"token": "The", "logprob": -4.0, "bytes": None})
+    return {"token": labels[0][:3], "logprob": -0.2, "bytes": None, "top_logprobs": tops}
