@@ -205,3 +205,98 @@ def test_cli_help_has_examples() -> None:
         result = CliRunner().invoke(app, [command, "--help"])
         assert result.exit_code == 0
         assert "Example: verbcal " + command in result.output
+
+
+# ---------------------------------------------------------------- against a local fake LLM server
+
+
+def test_cli_run_elicits_from_a_local_openai_compatible_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """task + items → fake server → predictions → calibrators → metrics → report; then resume."""
+    pytest.importorskip("openai")
+    pytest.importorskip("aiohttp")
+    from elicit_fakeserver import FakeServer
+
+    class OverconfidentServer(FakeServer):
+        """Replies with the item's 'score' marker, pushed towards 0 and 1 (overconfident)."""
+
+        @staticmethod
+        def reply_text(prompt: str, labels: tuple[str, ...], seed: int | None) -> str:
+            if "@refuse" in prompt:
+                return "I'm sorry, but I cannot help with that request."
+            score = float(prompt.split("score=")[1].split()[0])
+            sharp = score**3 / (score**3 + (1 - score) ** 3)
+            return json.dumps({labels[0]: round(sharp, 2), labels[1]: round(1 - sharp, 2)})
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-FAKEKEY0123456789abcdefXYZ")
+    task = tmp_path / "task.yaml"
+    task.write_text(
+        "name: sentiment\ninstruction: Classify the sentiment of the review.\n"
+        "labels: [positive, negative]\nlabel_field: label\n",
+        encoding="utf-8",
+    )
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(60):
+        score = float(rng.uniform(0.05, 0.95))
+        gold = "positive" if rng.random() < score else "negative"
+        marker = " @refuse" if i in (3, 17) else " @500x2" if i == 5 else ""
+        rows.append({"id": f"r{i}", "text": f"review {i} score={score:.3f}{marker}", "label": gold})
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "run"
+    with OverconfidentServer() as server:
+        args = [
+            "run",
+            "--task",
+            str(task),
+            "--input",
+            str(items),
+            "--backend",
+            "openai",
+            "--model",
+            "fake-model",
+            "--base-url",
+            server.url + "/v1",
+            "--concurrency",
+            "4",
+            "--timeout",
+            "5",
+            "--boot",
+            "100",
+            "--methods",
+            "identity,resoftmax,temperature,platt",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        sent = sum(server.counts.values())
+        assert sent == 60 + 2  # one request per item, two retries of the @500x2 item
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        assert metrics["status_counts"] == {"ok": 58, "failed": 2}
+        assert metrics["n_labelled"] == 58
+        run_info = metrics["run"]
+        assert run_info["mode"] == "elicit"
+        assert (run_info["backend"], run_info["model"]) == ("openai", "fake-model")
+        assert run_info["tokens"] == {"input": 20 * 60, "output": 10 * 60}
+        assert run_info["requests"]["retries"] == 2
+        # Overconfident replies: temperature scaling softens them (T > 1) and lowers NLL on test.
+        assert metrics["methods"]["temperature"]["params"]["temperature"] > 1
+        assert (
+            metrics["methods"]["temperature"]["test"]["nll"]
+            < metrics["methods"]["identity"]["test"]["nll"]
+        )
+        for name in ("predictions.jsonl", "split.json", "report.html", "store.sqlite"):
+            assert (out / name).is_file(), name
+        report = (out / "report.html").read_text(encoding="utf-8")
+        assert "openai / fake-model" in report and "1,200 in, 600 out" in report
+        assert "failed: 2" in report
+        # Resume: the same command again sends nothing new (every reply is in the store).
+        again = CliRunner().invoke(app, [*args, "--overwrite"])
+        assert again.exit_code == 0, again.output
+        assert sum(server.counts.values()) == sent
+        assert "FAKEKEY" not in report
+        assert "FAKEKEY" not in (out / "metrics.json").read_text(encoding="utf-8")
