@@ -79,7 +79,8 @@ class OpenAIBackend:
         import httpx
 
         self._response_type = httpx.Response
-        key = os.environ.get("OPENAI_API_KEY")
+        # the embedded server needs no key: never hand it the user's OpenAI key
+        key = None if name == "local" else os.environ.get("OPENAI_API_KEY")
         if key is None and base_url is not None:
             key = "not-needed"  # local OpenAI-compatible servers ignore the key
         if key is None:
