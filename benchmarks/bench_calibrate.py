@@ -48,6 +48,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -87,7 +88,7 @@ def make_data(n: int, seed: int = 0, k: int = K) -> tuple[FloatArray, IntArray]:
 
 def _softmax(a: FloatArray) -> FloatArray:
     e = np.exp(a - a.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float64)
 
 
 def logits(p: FloatArray, eps: float) -> FloatArray:
@@ -108,7 +109,7 @@ def nll_at(p: FloatArray, y: IntArray, eps: float, temperature: float) -> float:
 
 def ts_verbcal(p: FloatArray, y: IntArray, eps: float) -> float:
     """verbcal: distinct rows with counts, safeguarded Newton on 1/T."""
-    return TemperatureScaling(floor=eps).fit(p, y).temperature
+    return float(TemperatureScaling(floor=eps).fit(p, y).temperature)
 
 
 def ts_sklearn(p: FloatArray, y: IntArray, eps: float) -> float:
@@ -173,7 +174,7 @@ def ece_bincount(q: FloatArray, y: IntArray, n_bins: int = N_BINS) -> float:
 
 
 def ece_verbcal(q: FloatArray, y: IntArray, n_bins: int = N_BINS) -> float:
-    return verbcal_ece(q, y, n_bins=n_bins)
+    return float(verbcal_ece(q, y, n_bins=n_bins))
 
 
 def ece_relplot(q: FloatArray, y: IntArray, n_bins: int = N_BINS) -> float:
@@ -354,7 +355,7 @@ def run(
     for name in TS_REFS:
         if name not in wanted or name in skipped:
             continue
-        med, t, times = timed(lambda f=TS_FUNCS[name]: f(p, y, floor), repeats, warmup)
+        med, t, times = timed(partial(TS_FUNCS[name], p, y, floor), repeats, warmup)
         res.ts[name] = {
             "time_s": med,
             "times": times,
@@ -366,7 +367,7 @@ def run(
         if name not in wanted or name in skipped:
             continue
         fn = ECE_FUNCS[name]
-        med, value, times = timed(lambda f=fn: f(p, y, N_BINS), repeats, warmup)
+        med, value, times = timed(partial(fn, p, y, N_BINS), repeats, warmup)
         res.ece[name] = {
             "time_s": med,
             "times": times,
