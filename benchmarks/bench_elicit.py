@@ -123,6 +123,11 @@ def main() -> None:
     )
     print(f"achieved {numbers['requests_per_s']:.1f} requests/s; ideal {ideal:.0f}/s")
     print(f"ratio to ideal: {numbers['ratio_to_ideal']:.3f} (goal >= 0.8)")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"machine: {os.cpu_count()} cores, 1-min load average {load:.2f} at the end"
+        " (other processes on few cores lower the ratio: client and server share them)"
+    )
     sys.stdout.flush()
 
 

@@ -248,7 +248,8 @@ def _run_pending(
         with StatusProgress(len(pending), console, enabled=progress) as bar:
 
             def on_done(job: Job, row: Row) -> None:
-                bar.advance(sample_status(row, task.labels))
+                # parse only to show live counts; the output is parsed from the store anyway
+                bar.advance(sample_status(row, task.labels) if progress else row.status)
 
             engine = Engine(backend, store, config, on_done)
             stats = asyncio.run(_drive(engine, backend, pending))
