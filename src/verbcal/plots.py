@@ -278,10 +278,18 @@ def risk_coverage_plot(
     )
     ax.plot(coverage, risk, "o", markersize=2.5, color=colour or ACCENT)
     ax.set_xlim(0, 1.02)
-    ax.set_ylim(bottom=0)
+    top = max(ax.get_ylim()[1] if ax.lines[:-2] else 0.0, float(risk.max()) * 1.08 + 0.01)
+    ax.set_ylim(0, min(1.05, top))
     ax.set_xlabel("coverage (share of items kept)", fontsize=9)
     ax.set_ylabel("risk (error rate of kept items)", fontsize=9)
-    ax.legend(loc="upper left", fontsize=7, frameon=False)
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
+        ncol=2,
+        fontsize=7,
+        frameon=False,
+        handlelength=1.5,
+    )
     return ax
 
 

@@ -439,7 +439,8 @@ def _selective(metrics: dict[str, Any], figures: dict[str, Any]) -> str:
         "<h2>Selective prediction</h2><div class='grid two'>"
         f"<figure class='card'><img alt='risk-coverage curves' src='{figures['risk']}'>"
         "<figcaption>Keep the most confident items, abstain on the rest: error rate of the kept "
-        "items against the share kept.</figcaption></figure>"
+        "items against the share kept. Methods that rank the items alike draw the same "
+        "curve.</figcaption></figure>"
         "<div class='card'><h3>on the test part</h3><div class='scroll'><table>"
         f"<tr><th class='l'>method</th><th>AURC&thinsp;↓</th>{head}</tr>{''.join(rows)}</table></div>"
         "<p class='sub'>AURC: area under the risk-coverage curve. Accuracy at a coverage: of the "
@@ -452,9 +453,11 @@ def _param_text(params: dict[str, Any]) -> str:
     for key, value in params.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             parts.append(f"{_e(key)} = {_num(value, 4)}")
-        elif isinstance(value, list):
+        elif isinstance(value, list) and all(isinstance(v, int | float | list) for v in value):
             shape = np.asarray(value, dtype=object).shape
-            parts.append(f"{_e(key)}: {'×'.join(map(str, shape)) or 'list'} values")
+            parts.append(f"{_e(key)}: {'×'.join(map(str, shape))} values")
+        elif isinstance(value, list):
+            parts.append(f"{_e(key)}: {len(value)} fitted map{'s' if len(value) != 1 else ''}")
         else:
             parts.append(f"{_e(key)}: {_e(value)[:60]}")
     return "<br>".join(parts) or "—"
@@ -505,7 +508,10 @@ def _facts(metrics: dict[str, Any]) -> str:
     tokens = run.get("tokens")
     if tokens:
         facts.append(
-            ("tokens", _e(f"{tokens.get('input', 0):,} in, {tokens.get('output', 0):,} out"))
+            (
+                "tokens sent in this run",
+                _e(f"{tokens.get('input', 0):,} in, {tokens.get('output', 0):,} out"),
+            )
         )
     if "cost_usd" in run:
         cost = run["cost_usd"]
