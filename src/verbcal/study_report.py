@@ -1,0 +1,589 @@
+"""Plots and the findings page of ``verbcal study`` (see :mod:`verbcal.study`).
+
+Every number in ``findings.md`` comes from the :class:`~verbcal.study.StudyResult` it is
+given, so rerunning the command printed at the top of the page regenerates it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from verbcal.calibrate import Calibrator, softmax
+from verbcal.compare import stratified_split
+from verbcal.study import (
+    RULES,
+    UNCALIBRATED,
+    StudyResult,
+    by_key,
+    fit_variants,
+    paired,
+    parse_variant,
+    split_rng,
+    threshold_summary,
+)
+
+FloatArray = NDArray[np.float64]
+SummaryKey = tuple[str, str, int, str]
+COMPARE_METRICS = ("ece", "mce", "nll", "brier", "accuracy")
+SIZE_METRICS = ("ece", "nll", "brier", "mce")
+RELIABILITY_METHODS = (UNCALIBRATED, "resoftmax", "temperature")
+MAP_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def _index(rows: Sequence[dict[str, Any]]) -> dict[SummaryKey, dict[str, Any]]:
+    return {(r["dataset"], r["method"], r["size"], r["metric"]): r for r in rows}
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _cell(row: Mapping[str, Any] | None, digits: int = 3) -> str:
+    if row is None or math.isnan(row["mean"]):
+        return "–"
+    return f"{row['mean']:.{digits}f} [{row['lo']:.{digits}f}, {row['hi']:.{digits}f}]"
+
+
+def _signed(d: Mapping[str, float], digits: int = 3) -> str:
+    if math.isnan(d["mean"]):
+        return "–"
+    return f"{d['mean']:+.{digits}f} [{d['lo']:+.{digits}f}, {d['hi']:+.{digits}f}]"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _base_methods(methods: Sequence[str]) -> list[str]:
+    """Variants with the method's default options (no brackets), the baseline first."""
+    return [m for m in methods if "[" not in m]
+
+
+def _full_size(result: StudyResult, dataset: str) -> int:
+    """The 'all' size (n // 2) when it is in the grid, else the largest size run."""
+    info = result.info[dataset]
+    return info.n // 2 if info.n // 2 in info.sizes else max(info.sizes)
+
+
+def _command(result: StudyResult) -> str:
+    source = result.config.source
+    config = "" if source == "default grid" else f" --config {source}"
+    return f"verbcal study{config} --out study-out"
+
+
+# ---------------------------------------------------------------- cross-fitted predictions
+
+
+def cross_fit(result: StudyResult, dataset: str, methods: Sequence[str]) -> dict[str, FloatArray]:
+    """Out-of-sample predictions for every item: split 0 at the 'all' size, each half
+    fitted on the other (two-fold cross-fitting), so each item is predicted once."""
+    probs, y = result.data[dataset]
+    size = _full_size(result, dataset)
+    rng = split_rng(result.config.seed, dataset, size, 0)
+    a, b = stratified_split(y, size, rng)
+    variants = [parse_variant(m) for m in methods]
+    out = {m: np.empty_like(probs) for m in methods}
+    for fit_idx, predict_idx in ((a, b), (b, a)):
+        fitted: dict[str, Calibrator] = fit_variants(variants, probs[fit_idx], y[fit_idx])
+        for m in methods:
+            out[m][predict_idx] = fitted[m].predict_proba(probs[predict_idx])
+    return out
+
+
+def best_method(
+    result: StudyResult, summary: Mapping[SummaryKey, Mapping[str, Any]], dataset: str
+) -> str | None:
+    """Lowest mean test NLL at the 'all' size, among the variants other than the baselines."""
+    size = _full_size(result, dataset)
+    scored = [
+        (summary[(dataset, m, size, "nll")]["mean"], m)
+        for m in result.config.methods
+        if m not in RELIABILITY_METHODS and (dataset, m, size, "nll") in summary
+    ]
+    return min(scored)[1] if scored else None
+
+
+# ---------------------------------------------------------------- plots
+
+
+def write_plots(result: StudyResult, rows: Sequence[dict[str, Any]], out: Path) -> dict[str, Path]:
+    """PNG files: metric vs size, floor sensitivity and reliability diagrams, per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from verbcal.plots import PALETTE, reliability_diagram, style_axes
+
+    summary = _index(rows)
+    files: dict[str, Path] = {}
+    for dataset, info in result.info.items():
+        methods = _base_methods(result.config.methods)
+        fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), dpi=100, layout="constrained")
+        for ax, metric in zip(axes.ravel(), SIZE_METRICS, strict=True):
+            style_axes(ax, f"{dataset}: test {metric.upper()}")
+            for j, method in enumerate(methods):
+                keys = [(dataset, method, s, metric) for s in info.sizes]
+                points = [summary[k] for k in keys if k in summary]
+                if not points:
+                    continue
+                x = np.array([p["size"] for p in points], dtype=float) * (
+                    1 + 0.012 * (j - len(methods) / 2)
+                )
+                mean = np.array([p["mean"] for p in points])
+                err = np.maximum(
+                    0.0,
+                    [[p["mean"] - p["lo"] for p in points], [p["hi"] - p["mean"] for p in points]],
+                )
+                ax.errorbar(
+                    x,
+                    mean,
+                    yerr=err,
+                    marker="o",
+                    markersize=3,
+                    linewidth=1.2,
+                    capsize=2,
+                    elinewidth=0.6,
+                    alpha=0.9,
+                    color=PALETTE[j % len(PALETTE)] if j < len(PALETTE) else None,
+                    linestyle="-" if j < len(PALETTE) else "--",
+                    label=method,
+                )
+            ax.set_xscale("log")
+            ax.set_xticks(info.sizes, [str(s) for s in info.sizes])
+            ax.minorticks_off()
+            ax.set_xlabel("calibration-set size (items)", fontsize=9)
+        axes[0, 0].legend(fontsize=7, frameon=False, ncol=2)
+        fig.suptitle(
+            f"{dataset}: mean and 95% percentile interval over {result.config.repeats} splits",
+            fontsize=10,
+        )
+        files[f"size_{dataset}"] = _save(fig, out / f"size_{dataset}.png", plt)
+
+        floors = [m for m in result.config.methods if m.startswith("temperature")]
+        if len(floors) > 1:
+            size = _full_size(result, dataset)
+            fig, axes = plt.subplots(
+                1, 2, figsize=(10, 0.35 * len(floors) + 1.6), dpi=100, layout="constrained"
+            )
+            for ax, metric in zip(axes, ("nll", "ece"), strict=True):
+                style_axes(ax, f"{dataset}: test {metric.upper()} at size {size}")
+                ys = np.arange(len(floors))
+                found: list[Mapping[str, Any] | None] = [
+                    summary.get((dataset, m, size, metric)) for m in floors
+                ]
+                mean = np.array([p["mean"] if p else np.nan for p in found])
+                lo = np.array([p["lo"] if p else np.nan for p in found])
+                hi = np.array([p["hi"] if p else np.nan for p in found])
+                ax.errorbar(
+                    mean,
+                    ys,
+                    xerr=np.maximum(0.0, [mean - lo, hi - mean]),
+                    fmt="o",
+                    capsize=3,
+                    color=PALETTE[0],
+                )
+                ax.set_yticks(ys, floors, fontsize=8)
+                ax.invert_yaxis()
+            files[f"floor_{dataset}"] = _save(fig, out / f"floor_{dataset}.png", plt)
+
+        shown = [m for m in RELIABILITY_METHODS if m in result.config.methods]
+        best = best_method(result, summary, dataset)
+        if best:
+            shown.append(best)
+        if shown:
+            predictions = cross_fit(result, dataset, shown)
+            y = result.data[dataset][1]
+            fig, axes = plt.subplots(
+                1,
+                len(shown),
+                figsize=(4.2 * len(shown), 4.3),
+                dpi=100,
+                layout="constrained",
+                squeeze=False,
+            )
+            for ax, method in zip(axes[0], shown, strict=True):
+                title = f"{method} (best NLL)" if method == best else method
+                reliability_diagram(
+                    ax, predictions[method], y, n_bins=result.config.bins, title=title
+                )
+            fig.suptitle(
+                f"{dataset}: every item predicted once, out of sample (two-fold cross-fit)",
+                fontsize=10,
+            )
+            files[f"reliability_{dataset}"] = _save(fig, out / f"reliability_{dataset}.png", plt)
+    return files
+
+
+def _save(fig: Any, path: Path, plt: Any) -> Path:
+    fig.savefig(path, facecolor="white")
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------- findings.md
+
+
+def findings_markdown(result: StudyResult, rows: Sequence[dict[str, Any]]) -> str:
+    """The findings page: one section per question of the study, tables with intervals."""
+    summary = _index(rows)
+    table = by_key(result.rows)
+    cfg = result.config
+    parts = [
+        "# Findings\n",
+        f"Reproduce every number on this page with `{_command(result)}` "
+        f"({len(cfg.methods)} method variants, sizes {cfg.sizes}, {cfg.repeats} stratified "
+        f"splits per size, seed {cfg.seed}; `all` = n // 2 items, the rest of each split is the "
+        "test part). Intervals are **95% percentile intervals over the repeated splits** "
+        "(2.5th to 97.5th percentile of the per-split values): they show how much a result "
+        "moves from one random calibration set to another, not a standard error. ECE and MCE "
+        f"are top-label with {cfg.bins} equal-width bins (right-closed); NLL clips q at 1e-12. "
+        "`uncalibrated` is the verbalized distribution normalised to sum 1.\n",
+    ]
+    notes = [f"- {name}: {note}" for name, info in result.info.items() for note in info.notes]
+    if notes:
+        parts.append("Sizes skipped:\n" + "\n".join(notes) + "\n")
+    parts.append(_wellformed_section(result))
+    parts.append(_compare_section(result, summary, table))
+    parts.append(_resoftmax_section(result, summary, table))
+    parts.append(_floor_section(result, summary, table))
+    parts.append(_size_section(result, table))
+    parts.append(_threshold_section(result))
+    return "\n".join(parts)
+
+
+def _wellformed_section(result: StudyResult) -> str:
+    header = [
+        "dataset",
+        "items",
+        "K",
+        "rows not summing to 1",
+        "sum range",
+        "exact 0 (entries / rows)",
+        "rows with a 1",
+        "smallest entry",
+        "decimals",
+        "on 0.05 grid",
+        "distinct values",
+        "distinct top-label values",
+        "distinct rows",
+        "mean top",
+        "top ≥ 0.9",
+        "accuracy",
+    ]
+    body = []
+    for name, info in result.info.items():
+        w = info.wellformed
+        body.append(
+            [
+                name,
+                str(w["items"]),
+                str(w["labels"]),
+                str(w["rows_off_sum"]),
+                f"{w['sum_min']:.4g}–{w['sum_max']:.4g}",
+                f"{w['zero_entries']} / {w['rows_with_zero']}",
+                str(w["rows_with_one"]),
+                f"{w['min_entry']:.3g}",
+                str(w["decimals"]),
+                f"{w['share_on_0.05_grid']:.0%}",
+                str(w["distinct_values"]),
+                str(w["distinct_top"]),
+                str(w["distinct_rows"]),
+                f"{w['top_mean']:.3f}",
+                f"{w['share_top_ge_0.9']:.0%}",
+                f"{w['accuracy']:.3f}",
+            ]
+        )
+    return (
+        "## How well-formed are the recorded distributions?\n\n"
+        "Computed on the values as the LLM wrote them (before normalisation). `decimals`: the "
+        "fewest decimals that write every value exactly (2 = a 0.01 grid). Distinct top-label "
+        "values bound the operating points a threshold can choose from.\n\n" + _table(header, body)
+    )
+
+
+def _compare_section(
+    result: StudyResult,
+    summary: Mapping[SummaryKey, Mapping[str, Any]],
+    table: Mapping[tuple[str, str, int, str], dict[int, float]],
+) -> str:
+    methods = _base_methods(result.config.methods)
+    lower = {"ece", "mce", "nll", "brier"}
+    text = [
+        "## Which calibrator? (test part, calibration set = all: n // 2 items)\n",
+        "Mean [95% percentile interval] over the splits; the best mean per column in bold. "
+        "Floors are fitted on the calibration part where a method uses one (variants with "
+        "fixed floors are in the floor section). `T` is the median fitted temperature.\n",
+    ]
+    for dataset in result.info:
+        size = _full_size(result, dataset)
+        best = {}
+        for metric in COMPARE_METRICS:
+            means = [
+                summary[(dataset, m, size, metric)]["mean"]
+                for m in methods
+                if (dataset, m, size, metric) in summary
+            ]
+            if means:
+                best[metric] = min(means) if metric in lower else max(means)
+        body = []
+        for method in methods:
+            cells = []
+            for metric in COMPARE_METRICS:
+                row = summary.get((dataset, method, size, metric))
+                cell = _cell(row)
+                cells.append(f"**{cell}**" if row and row["mean"] == best.get(metric) else cell)
+            t = _median_param(table, dataset, method, size, "temperature")
+            cells.append("" if math.isnan(t) else f"{t:.3g}")
+            body.append([method, *cells])
+        text.append(f"### {dataset} (calibration {size}, test {result.info[dataset].n - size})\n")
+        text.append(_table(["method", *COMPARE_METRICS, "T"], body))
+    return "\n".join(text)
+
+
+def _median_param(
+    table: Mapping[tuple[str, str, int, str], dict[int, float]],
+    dataset: str,
+    method: str,
+    size: int,
+    name: str,
+) -> float:
+    values = list(table.get((dataset, method, size, name), {}).values())
+    return float(np.median(values)) if values else math.nan
+
+
+def _resoftmax_section(
+    result: StudyResult,
+    summary: Mapping[SummaryKey, Mapping[str, Any]],
+    table: Mapping[tuple[str, str, int, str], dict[int, float]],
+) -> str:
+    if not {"resoftmax", "temperature"} <= set(result.config.methods):
+        return ""
+    body, maps = [], []
+    for dataset, info in result.info.items():
+        size = _full_size(result, dataset)
+        k = len(info.labels)
+        t_r = _median_param(table, dataset, "resoftmax", size, "temperature")
+        t_t = _median_param(table, dataset, "temperature", size, "temperature")
+        d_nll = paired(table, dataset, size, "nll", "resoftmax", "temperature")
+        d_ece = paired(table, dataset, size, "ece", "resoftmax", "temperature")
+        body.append(
+            [
+                dataset,
+                f"{math.e / (math.e + k - 1):.3f}",
+                f"{t_r:.3g}",
+                f"{t_t:.3g}",
+                _cell(summary.get((dataset, "resoftmax", size, "nll"))),
+                _cell(summary.get((dataset, "temperature", size, "nll"))),
+                _signed(d_nll),
+                f"{d_nll['share_positive']:.0%}",
+                _signed(d_ece),
+            ]
+        )
+        for level in MAP_LEVELS:
+            p = np.full((1, k), (1 - level) / (k - 1))
+            p[0, 0] = level
+            q_r = softmax(p / t_r)[0, 0]
+            q_t = softmax(np.log(p) / t_t)[0, 0]
+            maps.append([dataset, f"{level:g}", f"{q_r:.3f}", f"{q_t:.3f}", f"{q_r - q_t:+.3f}"])
+    shares = ", ".join(
+        f"{name} {info.wellformed['share_top_ge_0.9']:.0%}" for name, info in result.info.items()
+    )
+    return (
+        "## Re-softmax vs invert softmax: what the fitted T does\n\n"
+        "`resoftmax` is softmax(p / T) on the probabilities; `temperature` is softmax(log p / T), "
+        "i.e. q ∝ p^(1/T). At T = 1 re-softmax cannot output more than e / (e + K − 1) (column "
+        "`cap at T=1`), so its fitted T must be far below 1 to undo the squashing. Between two "
+        "classes the re-softmax log-odds are (p_i − p_j) / T, the invert-softmax log-odds "
+        "log(p_i / p_j) / T: linear in the probability gap versus linear in the log ratio. One "
+        "small T can make the two agree at one confidence level, not at all of them. Paired "
+        "differences resoftmax − temperature per split (positive = re-softmax worse):\n\n"
+        + _table(
+            [
+                "dataset",
+                "cap at T=1",
+                "T resoftmax (median)",
+                "T temperature (median)",
+                "NLL resoftmax",
+                "NLL temperature",
+                "ΔNLL (paired)",
+                "splits resoftmax worse",
+                "ΔECE (paired)",
+            ],
+            body,
+        )
+        + "\nTop-label probability each fitted map (median T) gives a reply with top probability "
+        "p and the rest split evenly. Where the columns agree, re-softmax with its fitted T "
+        "imitates invert softmax; where they differ, it mis-states confidence. Most replies sit at "
+        f"high confidence (share of replies with top ≥ 0.9: {shares}), so the fit makes the maps "
+        "agree there and pays at the other levels:\n\n"
+        + _table(
+            ["dataset", "verbalized top p", "resoftmax q", "temperature q", "difference"], maps
+        )
+    )
+
+
+def _floor_section(
+    result: StudyResult,
+    summary: Mapping[SummaryKey, Mapping[str, Any]],
+    table: Mapping[tuple[str, str, int, str], dict[int, float]],
+) -> str:
+    variants = [m for m in result.config.methods if m.startswith("temperature")]
+    if len(variants) < 2:
+        return ""
+    text = [
+        "## Sensitivity to the floor (temperature scaling, calibration set = all)\n",
+        "`clip` floors take max(p, floor), `mix` floors (1 − a) p + a / K; `fit` chooses the "
+        "floor on the calibration part jointly with T (by NLL). A clip floor below the smallest "
+        "verbalized entry changes nothing. Floor and T: medians over the splits.\n",
+    ]
+    for dataset, info in result.info.items():
+        size = _full_size(result, dataset)
+        body = []
+        for m in variants:
+            body.append(
+                [
+                    m,
+                    f"{_median_param(table, dataset, m, size, 'floor'):.3g}",
+                    f"{_median_param(table, dataset, m, size, 'temperature'):.3g}",
+                    _cell(summary.get((dataset, m, size, "nll"))),
+                    _cell(summary.get((dataset, m, size, "ece"))),
+                    _cell(summary.get((dataset, m, size, "brier"))),
+                ]
+            )
+        text.append(
+            f"### {dataset} (smallest verbalized entry {info.wellformed['min_entry']:.3g})\n"
+        )
+        text.append(_table(["variant", "floor", "T", "NLL", "ECE", "Brier"], body))
+    return "\n".join(text)
+
+
+def _size_section(
+    result: StudyResult, table: Mapping[tuple[str, str, int, str], dict[int, float]]
+) -> str:
+    methods = result.config.methods
+    if not {UNCALIBRATED, "temperature"} <= set(methods):
+        return ""
+    text = [
+        "## How many labelled items? (calibration-set size)\n",
+        "Test: temperature scaling **beats the uncalibrated distribution with 95% confidence** at "
+        "a size when the paired difference uncalibrated − temperature, computed per split on the "
+        "same test part, has its 2.5th percentile over the splits above 0, for ECE and for NLL "
+        "(i.e. temperature scaling wins in at least 97.5% of random calibration sets of that "
+        "size). Cells: mean [2.5th, 97.5th percentile] of the difference (positive = "
+        "temperature better), then the share of splits temperature wins.\n",
+    ]
+    verdicts = []
+    for dataset, info in result.info.items():
+        body, first = [], None
+        for size in info.sizes:
+            d_ece = paired(table, dataset, size, "ece", UNCALIBRATED, "temperature")
+            d_nll = paired(table, dataset, size, "nll", UNCALIBRATED, "temperature")
+            both = d_ece["lo"] > 0 and d_nll["lo"] > 0
+            if both and first is None:
+                first = size
+            body.append(
+                [
+                    str(size),
+                    str(info.n - size),
+                    _signed(d_ece),
+                    f"{d_ece['share_positive']:.0%}",
+                    _signed(d_nll),
+                    f"{d_nll['share_positive']:.0%}",
+                    "yes" if both else "no",
+                ]
+            )
+        verdicts.append(
+            f"- **{dataset}**: "
+            + (f"{first} items" if first else f"not reached up to {max(info.sizes)} items")
+        )
+        text.append(f"### {dataset}\n")
+        text.append(
+            _table(
+                ["calibration", "test", "ΔECE", "ECE wins", "ΔNLL", "NLL wins", "beats with 95%"],
+                body,
+            )
+        )
+    text.append(
+        "Smallest calibration-set size where temperature scaling beats uncalibrated on both:\n"
+    )
+    text.append("\n".join(verdicts) + "\n")
+    richer = [m for m in _base_methods(methods) if m not in (UNCALIBRATED, "temperature")]
+    if richer:
+        text.append(
+            "### Where the richer calibrators overfit\n\n"
+            "Paired test-NLL difference method − temperature per size (positive = worse than "
+            "temperature scaling), mean [percentile interval]; `gap` is the mean test NLL minus "
+            "the NLL on the calibration part itself (large = overfitting).\n"
+        )
+        for dataset, info in result.info.items():
+            body = []
+            for m in richer:
+                cells = []
+                for size in info.sizes:
+                    d = paired(table, dataset, size, "nll", m, "temperature")
+                    test = table.get((dataset, m, size, "nll"), {})
+                    fit = table.get((dataset, m, size, "nll_fit"), {})
+                    common = sorted(set(test) & set(fit))
+                    gap = float(np.mean([test[r] - fit[r] for r in common])) if common else math.nan
+                    cells.append(f"{_signed(d, 2)} · gap {_fmt(gap, 2)}")
+                body.append([m, *cells])
+            text.append(f"#### {dataset}\n")
+            text.append(_table(["method", *(str(s) for s in info.sizes)], body))
+    return "\n".join(text)
+
+
+def _threshold_section(result: StudyResult) -> str:
+    if not result.thresholds:
+        return ""
+    summary = threshold_summary(result.thresholds)
+    index = {
+        (s["dataset"], s["method"], s["size"], s["cls"], s["target"], s["rule"]): s for s in summary
+    }
+    methods = result.config.threshold_methods
+    text = [
+        "## Do thresholds keep their promise?\n",
+        "Per class c and target precision: a threshold t is chosen on the calibration part "
+        "(items with q_c ≥ t count as predicted c) and the precision of the test part at t is "
+        "compared with the target. Rules: `bound` = the smallest t whose one-sided "
+        f"Clopper-Pearson lower bound on precision (confidence {result.config.confidence:g}) "
+        "reaches the target (`verbcal.decide.threshold_for`); `point` = the smallest t whose "
+        "calibration-part precision reaches it (no margin); `prob` = t = the target itself "
+        "(trusting the probability, no labels beyond those used to calibrate). Cells: share of "
+        "splits meeting the target on the test part / splits where a threshold was reachable "
+        "and predicted ≥ 1 test item, then the mean test recall of those. Calibration set = all.\n",
+    ]
+    header = ["class", "target"] + [f"{m} · {rule}" for m in methods for rule in RULES]
+    overall: dict[tuple[str, str], list[float]] = {}
+    for dataset, info in result.info.items():
+        size = _full_size(result, dataset)
+        body = []
+        for cls, label in enumerate(info.labels):
+            for target in result.config.targets:
+                cells = []
+                for m in methods:
+                    for rule in RULES:
+                        s = index.get((dataset, m, size, cls, target, rule))
+                        if s is None or s["defined"] == 0:
+                            cells.append("– / 0")
+                            continue
+                        overall.setdefault((m, rule), []).append(s["kept"])
+                        cells.append(f"{s['kept']:.2f} / {s['defined']} · r {_fmt(s['recall'], 2)}")
+                body.append([label, f"{target:g}", *cells])
+        text.append(f"### {dataset} (calibration {size}, test {info.n - size})\n")
+        text.append(_table(header, body))
+    if overall:
+        lines = [
+            f"- {m} · {rule}: mean share kept {np.mean(v):.2f} over {len(v)} (dataset, class, target) cells"
+            for (m, rule), v in overall.items()
+        ]
+        text.append("Averaged over every dataset, class and target:\n\n" + "\n".join(lines) + "\n")
+    return "\n".join(text)
