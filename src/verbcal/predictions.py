@@ -355,6 +355,9 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
             handle.close()
             Path(handle.name).unlink(missing_ok=True)
             raise
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(handle.name, 0o666 & ~umask)  # temporary files are created private (0600)
     os.replace(handle.name, path)
 
 
