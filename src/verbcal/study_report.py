@@ -32,7 +32,6 @@ FloatArray = NDArray[np.float64]
 SummaryKey = tuple[str, str, int, str]
 COMPARE_METRICS = ("ece", "mce", "nll", "brier", "accuracy")
 SIZE_METRICS = ("ece", "nll", "brier", "mce")
-RELIABILITY_METHODS = (UNCALIBRATED, "resoftmax", "temperature")
 MAP_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
@@ -67,6 +66,14 @@ def _base_methods(methods: Sequence[str]) -> list[str]:
     return [m for m in methods if "[" not in m]
 
 
+def _reference(methods: Sequence[str]) -> str | None:
+    """The temperature-scaling variant the findings compare against: ``temperature`` itself
+    (floor fitted) if listed, else the first temperature variant."""
+    if "temperature" in methods:
+        return "temperature"
+    return next((m for m in methods if parse_variant(m).method == "temperature"), None)
+
+
 def _full_size(result: StudyResult, dataset: str) -> int:
     """The 'all' size (n // 2) when it is in the grid, else the largest size run."""
     info = result.info[dataset]
@@ -75,7 +82,12 @@ def _full_size(result: StudyResult, dataset: str) -> int:
 
 def _command(result: StudyResult) -> str:
     source = result.config.source
-    config = "" if source == "default grid" else f" --config {source}"
+    if source == "default grid":
+        config = ""
+    elif Path(source).suffix in (".yaml", ".yml"):
+        config = f" --config {source}"
+    else:
+        config = " --config <the study YAML>"
     return f"verbcal study{config} --out study-out"
 
 
@@ -101,12 +113,15 @@ def cross_fit(result: StudyResult, dataset: str, methods: Sequence[str]) -> dict
 def best_method(
     result: StudyResult, summary: Mapping[SummaryKey, Mapping[str, Any]], dataset: str
 ) -> str | None:
-    """Lowest mean test NLL at the 'all' size, among the variants other than the baselines."""
+    """Lowest mean test NLL at the 'all' size among the variants other than the baselines
+    (uncalibrated, identity, resoftmax, temperature)."""
     size = _full_size(result, dataset)
     scored = [
         (summary[(dataset, m, size, "nll")]["mean"], m)
         for m in result.config.methods
-        if m not in RELIABILITY_METHODS and (dataset, m, size, "nll") in summary
+        if m not in (UNCALIBRATED, "resoftmax", _reference(result.config.methods))
+        and parse_variant(m).method != "identity"
+        and (dataset, m, size, "nll") in summary
     ]
     return min(scored)[1] if scored else None
 
@@ -195,7 +210,8 @@ def write_plots(result: StudyResult, rows: Sequence[dict[str, Any]], out: Path) 
                 ax.invert_yaxis()
             files[f"floor_{dataset}"] = _save(fig, out / f"floor_{dataset}.png", plt)
 
-        shown = [m for m in RELIABILITY_METHODS if m in result.config.methods]
+        reference = _reference(result.config.methods)
+        shown = [m for m in (UNCALIBRATED, "resoftmax", reference) if m in result.config.methods]
         best = best_method(result, summary, dataset)
         if best:
             shown.append(best)
@@ -211,7 +227,7 @@ def write_plots(result: StudyResult, rows: Sequence[dict[str, Any]], out: Path) 
                 squeeze=False,
             )
             for ax, method in zip(axes[0], shown, strict=True):
-                title = f"{method} (best NLL)" if method == best else method
+                title = f"{method} (best other, by NLL)" if method == best else method
                 reliability_diagram(
                     ax, predictions[method], y, n_bins=result.config.bins, title=title
                 )
@@ -365,16 +381,17 @@ def _resoftmax_section(
     summary: Mapping[SummaryKey, Mapping[str, Any]],
     table: Mapping[tuple[str, str, int, str], dict[int, float]],
 ) -> str:
-    if not {"resoftmax", "temperature"} <= set(result.config.methods):
+    ts = _reference(result.config.methods)
+    if ts is None or "resoftmax" not in result.config.methods:
         return ""
     body, maps = [], []
     for dataset, info in result.info.items():
         size = _full_size(result, dataset)
         k = len(info.labels)
         t_r = _median_param(table, dataset, "resoftmax", size, "temperature")
-        t_t = _median_param(table, dataset, "temperature", size, "temperature")
-        d_nll = paired(table, dataset, size, "nll", "resoftmax", "temperature")
-        d_ece = paired(table, dataset, size, "ece", "resoftmax", "temperature")
+        t_t = _median_param(table, dataset, ts, size, "temperature")
+        d_nll = paired(table, dataset, size, "nll", "resoftmax", ts)
+        d_ece = paired(table, dataset, size, "ece", "resoftmax", ts)
         body.append(
             [
                 dataset,
@@ -382,7 +399,7 @@ def _resoftmax_section(
                 f"{t_r:.3g}",
                 f"{t_t:.3g}",
                 _cell(summary.get((dataset, "resoftmax", size, "nll"))),
-                _cell(summary.get((dataset, "temperature", size, "nll"))),
+                _cell(summary.get((dataset, ts, size, "nll"))),
                 _signed(d_nll),
                 f"{d_nll['share_positive']:.0%}",
                 _signed(d_ece),
@@ -470,11 +487,12 @@ def _size_section(
     result: StudyResult, table: Mapping[tuple[str, str, int, str], dict[int, float]]
 ) -> str:
     methods = result.config.methods
-    if not {UNCALIBRATED, "temperature"} <= set(methods):
+    ts = _reference(methods)
+    if ts is None or UNCALIBRATED not in methods:
         return ""
     text = [
         "## How many labelled items? (calibration-set size)\n",
-        "Test: temperature scaling **beats the uncalibrated distribution with 95% confidence** at "
+        f"Test: temperature scaling (`{ts}`) **beats the uncalibrated distribution with 95% confidence** at "
         "a size when the paired difference uncalibrated − temperature, computed per split on the "
         "same test part, has its 2.5th percentile over the splits above 0, for ECE and for NLL "
         "(i.e. temperature scaling wins in at least 97.5% of random calibration sets of that "
@@ -485,8 +503,8 @@ def _size_section(
     for dataset, info in result.info.items():
         body, first = [], None
         for size in info.sizes:
-            d_ece = paired(table, dataset, size, "ece", UNCALIBRATED, "temperature")
-            d_nll = paired(table, dataset, size, "nll", UNCALIBRATED, "temperature")
+            d_ece = paired(table, dataset, size, "ece", UNCALIBRATED, ts)
+            d_nll = paired(table, dataset, size, "nll", UNCALIBRATED, ts)
             both = d_ece["lo"] > 0 and d_nll["lo"] > 0
             if both and first is None:
                 first = size
@@ -516,7 +534,7 @@ def _size_section(
         "Smallest calibration-set size where temperature scaling beats uncalibrated on both:\n"
     )
     text.append("\n".join(verdicts) + "\n")
-    richer = [m for m in _base_methods(methods) if m not in (UNCALIBRATED, "temperature")]
+    richer = [m for m in _base_methods(methods) if m not in (UNCALIBRATED, ts)]
     if richer:
         text.append(
             "### Where the richer calibrators overfit\n\n"
@@ -529,7 +547,7 @@ def _size_section(
             for m in richer:
                 cells = []
                 for size in info.sizes:
-                    d = paired(table, dataset, size, "nll", m, "temperature")
+                    d = paired(table, dataset, size, "nll", m, ts)
                     test = table.get((dataset, m, size, "nll"), {})
                     fit = table.get((dataset, m, size, "nll_fit"), {})
                     common = sorted(set(test) & set(fit))
