@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from verbcal.calibrate import Calibrator, softmax
+from verbcal.calibrate import Calibrator, apply_floor, softmax
 from verbcal.compare import stratified_split
 from verbcal.study import (
     RULES,
@@ -390,6 +390,8 @@ def _resoftmax_section(
         k = len(info.labels)
         t_r = _median_param(table, dataset, "resoftmax", size, "temperature")
         t_t = _median_param(table, dataset, ts, size, "temperature")
+        floor = _median_param(table, dataset, ts, size, "floor")
+        mode = parse_variant(ts).kwargs["floor_mode"]
         d_nll = paired(table, dataset, size, "nll", "resoftmax", ts)
         d_ece = paired(table, dataset, size, "ece", "resoftmax", ts)
         body.append(
@@ -409,7 +411,8 @@ def _resoftmax_section(
             p = np.full((1, k), (1 - level) / (k - 1))
             p[0, 0] = level
             q_r = softmax(p / t_r)[0, 0]
-            q_t = softmax(np.log(p) / t_t)[0, 0]
+            floored = apply_floor(p, floor, mode) if not math.isnan(floor) else p
+            q_t = softmax(np.log(floored) / t_t)[0, 0]
             maps.append([dataset, f"{level:g}", f"{q_r:.3f}", f"{q_t:.3f}", f"{q_r - q_t:+.3f}"])
     shares = ", ".join(
         f"{name} {info.wellformed['share_top_ge_0.9']:.0%}" for name, info in result.info.items()
@@ -437,11 +440,14 @@ def _resoftmax_section(
             ],
             body,
         )
-        + "\nTop-label probability each fitted map (median T) gives a reply with top probability "
-        "p and the rest split evenly. Where the columns agree, re-softmax with its fitted T "
-        "imitates invert softmax; where they differ, it mis-states confidence. Most replies sit at "
-        f"high confidence (share of replies with top ≥ 0.9: {shares}), so the fit makes the maps "
-        "agree there and pays at the other levels:\n\n"
+        + f"\nTop-label probability each fitted map (median T; `{ts}` with its median floor) "
+        "gives a reply with top probability p and the rest split evenly. Where the columns agree, re-softmax with its fitted T "
+        "imitates invert softmax. Re-softmax can never output a top probability above "
+        "1 / (1 + (K − 1) e^(−1/T)), whatever the reply: it comes close to invert softmax where "
+        "the data themselves want confidence capped (a fitted clip floor caps invert softmax "
+        "too: at most 1 / (1 + (K − 1) floor^(1/T))) or where both maps saturate near 1, and "
+        "falls behind where confident replies deserve probabilities near 1. Share of replies "
+        f"with top ≥ 0.9: {shares}.\n\n"
         + _table(
             ["dataset", "verbalized top p", "resoftmax q", "temperature q", "difference"], maps
         )
@@ -497,17 +503,21 @@ def _size_section(
         "same test part, has its 2.5th percentile over the splits above 0, for ECE and for NLL "
         "(i.e. temperature scaling wins in at least 97.5% of random calibration sets of that "
         "size). Cells: mean [2.5th, 97.5th percentile] of the difference (positive = "
-        "temperature better), then the share of splits temperature wins.\n",
+        "temperature better), then the share of splits temperature wins. The per-split "
+        "difference also carries the noise of the test part (ECE with 15 bins on 50-175 items "
+        "is itself noisy), so the test is conservative.\n",
     ]
     verdicts = []
     for dataset, info in result.info.items():
-        body, first = [], None
+        body: list[list[str]] = []
+        first: dict[str, int | None] = {"both": None, "ece": None, "nll": None}
         for size in info.sizes:
             d_ece = paired(table, dataset, size, "ece", UNCALIBRATED, ts)
             d_nll = paired(table, dataset, size, "nll", UNCALIBRATED, ts)
             both = d_ece["lo"] > 0 and d_nll["lo"] > 0
-            if both and first is None:
-                first = size
+            for key, passed in (("both", both), ("ece", d_ece["lo"] > 0), ("nll", d_nll["lo"] > 0)):
+                if passed and first[key] is None:
+                    first[key] = size
             body.append(
                 [
                     str(size),
@@ -519,9 +529,10 @@ def _size_section(
                     "yes" if both else "no",
                 ]
             )
+        never = f"not reached up to {max(info.sizes)}"
         verdicts.append(
-            f"- **{dataset}**: "
-            + (f"{first} items" if first else f"not reached up to {max(info.sizes)} items")
+            f"- **{dataset}**: both {first['both'] or never}; ECE alone {first['ece'] or never}; "
+            f"NLL alone {first['nll'] or never}"
         )
         text.append(f"### {dataset}\n")
         text.append(
@@ -531,7 +542,8 @@ def _size_section(
             )
         )
     text.append(
-        "Smallest calibration-set size where temperature scaling beats uncalibrated on both:\n"
+        "Smallest calibration-set size (items) where temperature scaling beats "
+        "uncalibrated with 95% confidence:\n"
     )
     text.append("\n".join(verdicts) + "\n")
     richer = [m for m in _base_methods(methods) if m not in (UNCALIBRATED, ts)]
@@ -584,6 +596,16 @@ def _threshold_section(result: StudyResult) -> str:
     for dataset, info in result.info.items():
         size = _full_size(result, dataset)
         body = []
+        for m in methods:
+            for rule in RULES:
+                for target in result.config.targets:
+                    for cls in range(len(info.labels)):
+                        s = index.get((dataset, m, size, cls, target, rule))
+                        if s is not None:
+                            pooled = overall.setdefault((m, rule), [0.0, 0.0, 0.0])
+                            pooled[0] += s["kept"] * s["defined"] if s["defined"] else 0.0
+                            pooled[1] += s["defined"]
+                            pooled[2] += s["repeats"]
         for cls, label in enumerate(info.labels):
             for target in result.config.targets:
                 cells = []
@@ -593,15 +615,22 @@ def _threshold_section(result: StudyResult) -> str:
                         if s is None or s["defined"] == 0:
                             cells.append("– / 0")
                             continue
-                        overall.setdefault((m, rule), []).append(s["kept"])
                         cells.append(f"{s['kept']:.2f} / {s['defined']} · r {_fmt(s['recall'], 2)}")
                 body.append([label, f"{target:g}", *cells])
         text.append(f"### {dataset} (calibration {size}, test {info.n - size})\n")
         text.append(_table(header, body))
     if overall:
         lines = [
-            f"- {m} · {rule}: mean share kept {np.mean(v):.2f} over {len(v)} (dataset, class, target) cells"
-            for (m, rule), v in overall.items()
+            f"| {m} | {rule} | {met / defined if defined else math.nan:.2f} | "
+            f"{defined / trials if trials else math.nan:.0%} | {int(trials)} |"
+            for (m, rule), (met, defined, trials) in overall.items()
         ]
-        text.append("Averaged over every dataset, class and target:\n\n" + "\n".join(lines) + "\n")
+        text.append(
+            "Pooled over every dataset, class, target and split (calibration set = all): share "
+            "of thresholds that kept the promise on the test part, among those reachable with "
+            "≥ 1 test item predicted (`usable`):\n\n"
+            "| probabilities | rule | kept | usable | trials |\n|---|---|---|---|---|\n"
+            + "\n".join(lines)
+            + "\n"
+        )
     return "\n".join(text)
