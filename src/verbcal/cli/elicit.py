@@ -103,7 +103,8 @@ def elicit_command(
 
 def print_summary(result: ElicitResult) -> None:
     """Counts per status, top parse issues, tokens, cost and time."""
-    table = Table(title=f"verbcal elicit: {result.backend} / {result.model}", show_header=True)
+    console.print(f"[bold]verbcal elicit: {result.backend} / {result.model}[/]", highlight=False)
+    table = Table(show_header=True)
     table.add_column("status")
     table.add_column("items", justify="right")
     table.add_column("share", justify="right")
