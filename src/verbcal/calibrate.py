@@ -285,6 +285,8 @@ class Calibrator(ABC):
         self.labels: tuple[str, ...] | None = tuple(labels) if labels is not None else None
         self.floor = Floor.parse(floor, floor_mode) if self.uses_floor else Floor(None, floor_mode)
         self.fit_info: dict[str, float] = {}
+        self.warnings: list[str] = []
+        """Problems of the last fit that a user must hear about (saved with the calibrator)."""
         self.is_fitted = False
 
     # -- public API
@@ -301,6 +303,7 @@ class Calibrator(ABC):
         if np.any(gold < 0) or np.any(gold >= p.shape[1]):
             raise CalibratorError("gold labels must be indices in [0, K)")
         data = count_rows(p, gold)
+        self.warnings = []
         if self.uses_floor and self.floor.value is None:
             self.floor = Floor(self._fit_floor(data), self.floor.mode, fitted=True)
         self._fit(data)
@@ -344,6 +347,7 @@ class Calibrator(ABC):
             },
             "params": self._params(),
             "fit": self.fit_info,
+            "warnings": self.warnings,
         }
 
     @classmethod
@@ -367,6 +371,7 @@ class Calibrator(ABC):
         )
         calibrator._load_params(data["params"])
         calibrator.fit_info = dict(data.get("fit", {}))
+        calibrator.warnings = list(data.get("warnings", []))
         calibrator.is_fitted = True
         return calibrator
 
@@ -511,7 +516,15 @@ class TemperatureScaling(Calibrator):
         return self.logits(rows)
 
     def _fit(self, data: Counts) -> None:
-        self.temperature = 1.0 / fit_inverse_temperature(self._features(data.rows), data.counts)
+        beta = fit_inverse_temperature(self._features(data.rows), data.counts)
+        self.temperature = 1.0 / beta
+        if beta in BETA_BOUNDS:
+            self.warnings.append(
+                f"T = {self.temperature:.3g} is at the edge of the search range: the NLL keeps "
+                "falling as T moves further, so no finite best T exists (typically every "
+                "calibration item is already ranked right, and T -> 0 sharpens to certainty). "
+                "Label more items (including some errors) or prefer another calibrator"
+            )
 
     def _predict(self, rows: Array) -> Array:
         return softmax(self._features(rows) / self.temperature)

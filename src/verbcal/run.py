@@ -268,11 +268,19 @@ def analyse(
                 "describe": calibrator.floor.describe() if calibrator.uses_floor else "not used",
             },
             "fit": calibrator.fit_info,
+            "warnings": calibrator.warnings,
             "cv_nll": cv.get(method, math.nan),
             "test": scores,
             "ci": {m: list(ci[m]) for m in METRICS},
         }
-    eligible = [m for m in methods if m not in BASELINES and not math.isnan(cv.get(m, math.nan))]
+    degenerate = [m for m in methods if results[m]["warnings"]]
+    for method in degenerate:
+        notes.append(f"{method} is not recommended: " + "; ".join(results[method]["warnings"]))
+    eligible = [
+        m
+        for m in methods
+        if m not in BASELINES and m not in degenerate and not math.isnan(cv.get(m, math.nan))
+    ]
     pool = eligible or [m for m in methods if not math.isnan(cv.get(m, math.nan))] or methods
     recommended = min(pool, key=lambda m: (cv.get(m, math.inf), methods.index(m)))
 

@@ -152,6 +152,8 @@ def fit(
     console.print(
         f"NLL on the fitting data: {info['nll_before']:.4f} (verbalized) → {info['nll_after']:.4f}"
     )
+    for warning in calibrator.warnings:
+        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}")
     console.print(f"saved to {out}", markup=False)
 
 
