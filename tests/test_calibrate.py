@@ -605,3 +605,16 @@ def test_fit_info_reports_nll_before_and_after() -> None:
     assert c.fit_info["nll_after"] == pytest.approx(mean_nll(c.predict_proba(p), y), rel=1e-12)
     assert c.fit_info["floored_fraction"] == pytest.approx((normalised < 1e-3).mean(), rel=1e-12)
     assert Counter(type(v) for v in c.fit_info.values()) == Counter({float: 4})
+
+
+def test_temperature_warns_when_no_finite_best_t_exists() -> None:
+    """Every calibration item ranked right: the NLL falls as T -> 0, so T hits its bound."""
+    probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]])
+    y = np.array([0, 1, 0, 1])
+    calibrator = TemperatureScaling(floor=1e-6).fit(probs, y)
+    assert calibrator.temperature == pytest.approx(1e-6)
+    assert len(calibrator.warnings) == 1 and "edge of the search range" in calibrator.warnings[0]
+    reloaded = Calibrator.from_dict(calibrator.to_dict())
+    assert reloaded.warnings == calibrator.warnings
+    mixed = TemperatureScaling(floor=1e-6).fit(probs, np.array([0, 1, 1, 1]))
+    assert mixed.warnings == [] and 1e-3 < mixed.temperature < 1e3
