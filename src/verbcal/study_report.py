@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from verbcal.calibrate import Calibrator, apply_floor, softmax
+from verbcal.calibrate import BETA_BOUNDS, Calibrator, apply_floor, softmax
 from verbcal.compare import stratified_split
 from verbcal.study import (
     RULES,
@@ -337,7 +337,11 @@ def _compare_section(
         "## Which calibrator? (test part, calibration set = all: n // 2 items)\n",
         "Mean [95% percentile interval] over the splits; the best mean per column in bold. "
         "Floors are fitted on the calibration part where a method uses one (variants with "
-        "fixed floors are in the floor section). `T` is the median fitted temperature.\n",
+        "fixed floors are in the floor section). `T` is the median fitted temperature; `T → 0` "
+        "the share of splits where the fit ran to the solver's bound T = 1e-6: when every "
+        "calibration item is classified correctly the NLL keeps falling as T shrinks, the "
+        "calibrated distribution becomes one-hot, and each test error then costs -ln(1e-12) "
+        "= 27.6 nats.\n",
     ]
     for dataset in result.info:
         size = _full_size(result, dataset)
@@ -359,10 +363,24 @@ def _compare_section(
                 cells.append(f"**{cell}**" if row and row["mean"] == best.get(metric) else cell)
             t = _median_param(table, dataset, method, size, "temperature")
             cells.append("" if math.isnan(t) else f"{t:.3g}")
+            bound = _share_at_bound(table, dataset, method, size)
+            cells.append("" if math.isnan(bound) else f"{bound:.0%}")
             body.append([method, *cells])
         text.append(f"### {dataset} (calibration {size}, test {result.info[dataset].n - size})\n")
-        text.append(_table(["method", *COMPARE_METRICS, "T"], body))
+        text.append(_table(["method", *COMPARE_METRICS, "T", "T → 0"], body))
     return "\n".join(text)
+
+
+def _share_at_bound(
+    table: Mapping[tuple[str, str, int, str], dict[int, float]],
+    dataset: str,
+    method: str,
+    size: int,
+) -> float:
+    """Share of splits whose fitted T sits at the solver's lower bound (1 / BETA_BOUNDS[1]):
+    no calibration item was misclassified, so the NLL kept falling as T went to 0."""
+    values = np.array(list(table.get((dataset, method, size, "temperature"), {}).values()))
+    return float(np.mean(values <= 1.0001 / BETA_BOUNDS[1])) if len(values) else math.nan
 
 
 def _median_param(
@@ -527,6 +545,7 @@ def _size_section(
                     _signed(d_nll),
                     f"{d_nll['share_positive']:.0%}",
                     "yes" if both else "no",
+                    f"{_share_at_bound(table, dataset, ts, size):.0%}",
                 ]
             )
         never = f"not reached up to {max(info.sizes)}"
@@ -537,7 +556,16 @@ def _size_section(
         text.append(f"### {dataset}\n")
         text.append(
             _table(
-                ["calibration", "test", "ΔECE", "ECE wins", "ΔNLL", "NLL wins", "beats with 95%"],
+                [
+                    "calibration",
+                    "test",
+                    "ΔECE",
+                    "ECE wins",
+                    "ΔNLL",
+                    "NLL wins",
+                    "beats with 95%",
+                    "T → 0",
+                ],
                 body,
             )
         )
