@@ -142,6 +142,7 @@ def write_plots(result: StudyResult, rows: Sequence[dict[str, Any]], out: Path) 
     files: dict[str, Path] = {}
     for dataset, info in result.info.items():
         methods = _base_methods(result.config.methods)
+        banded = {UNCALIBRATED, _reference(result.config.methods)}
         fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), dpi=100, layout="constrained")
         for ax, metric in zip(axes.ravel(), SIZE_METRICS, strict=True):
             style_axes(ax, f"{dataset}: test {metric.upper()}")
@@ -150,35 +151,39 @@ def write_plots(result: StudyResult, rows: Sequence[dict[str, Any]], out: Path) 
                 points = [summary[k] for k in keys if k in summary]
                 if not points:
                     continue
-                x = np.array([p["size"] for p in points], dtype=float) * (
-                    1 + 0.012 * (j - len(methods) / 2)
-                )
+                x = np.array([p["size"] for p in points], dtype=float)
                 mean = np.array([p["mean"] for p in points])
                 err = np.maximum(
                     0.0,
                     [[p["mean"] - p["lo"] for p in points], [p["hi"] - p["mean"] for p in points]],
                 )
-                ax.errorbar(
+                colour = PALETTE[j % len(PALETTE)]
+                style = "-" if j < len(PALETTE) else "--"
+                ax.plot(
                     x,
                     mean,
-                    yerr=err,
                     marker="o",
                     markersize=3,
-                    linewidth=1.2,
-                    capsize=2,
-                    elinewidth=0.6,
-                    alpha=0.9,
-                    color=PALETTE[j % len(PALETTE)] if j < len(PALETTE) else None,
-                    linestyle="-" if j < len(PALETTE) else "--",
+                    linewidth=1.3,
+                    color=colour,
+                    linestyle=style,
                     label=method,
                 )
+                if method in banded:  # intervals for the two references only, to stay legible
+                    ax.fill_between(
+                        x, mean - err[0], mean + err[1], color=colour, alpha=0.15, linewidth=0
+                    )
             ax.set_xscale("log")
-            ax.set_xticks(info.sizes, [str(s) for s in info.sizes])
+            if metric == "nll":
+                ax.set_yscale("log")
+            ticks = [s for i, s in enumerate(info.sizes) if i == 0 or s > 1.12 * info.sizes[i - 1]]
+            ax.set_xticks(ticks, [str(s) for s in ticks])
             ax.minorticks_off()
             ax.set_xlabel("calibration-set size (items)", fontsize=9)
         axes[0, 0].legend(fontsize=7, frameon=False, ncol=2)
         fig.suptitle(
-            f"{dataset}: mean and 95% percentile interval over {result.config.repeats} splits",
+            f"{dataset}: mean over {result.config.repeats} splits; bands: 95% percentile "
+            "interval (uncalibrated and temperature scaling)",
             fontsize=10,
         )
         files[f"size_{dataset}"] = _save(fig, out / f"size_{dataset}.png", plt)
