@@ -625,7 +625,7 @@ def _threshold_section(result: StudyResult) -> str:
         "and predicted ≥ 1 test item, then the mean test recall of those. Calibration set = all.\n",
     ]
     header = ["class", "target"] + [f"{m} · {rule}" for m in methods for rule in RULES]
-    overall: dict[tuple[str, str], list[float]] = {}
+    overall: dict[tuple[str, str, float], list[float]] = {}
     for dataset, info in result.info.items():
         size = _full_size(result, dataset)
         body = []
@@ -635,7 +635,7 @@ def _threshold_section(result: StudyResult) -> str:
                     for cls in range(len(info.labels)):
                         s = index.get((dataset, m, size, cls, target, rule))
                         if s is not None:
-                            pooled = overall.setdefault((m, rule), [0.0, 0.0, 0.0])
+                            pooled = overall.setdefault((m, rule, target), [0.0, 0.0, 0.0])
                             pooled[0] += s["kept"] * s["defined"] if s["defined"] else 0.0
                             pooled[1] += s["defined"]
                             pooled[2] += s["repeats"]
@@ -654,15 +654,15 @@ def _threshold_section(result: StudyResult) -> str:
         text.append(_table(header, body))
     if overall:
         lines = [
-            f"| {m} | {rule} | {met / defined if defined else math.nan:.2f} | "
+            f"| {m} | {rule} | {target:g} | {met / defined if defined else math.nan:.2f} | "
             f"{defined / trials if trials else math.nan:.0%} | {int(trials)} |"
-            for (m, rule), (met, defined, trials) in overall.items()
+            for (m, rule, target), (met, defined, trials) in overall.items()
         ]
         text.append(
-            "Pooled over every dataset, class, target and split (calibration set = all): share "
+            "Pooled over every dataset, class and split (calibration set = all): share "
             "of thresholds that kept the promise on the test part, among those reachable with "
             "≥ 1 test item predicted (`usable`):\n\n"
-            "| probabilities | rule | kept | usable | trials |\n|---|---|---|---|---|\n"
+            "| probabilities | rule | target | kept | usable | trials |\n|---|---|---|---|---|---|\n"
             + "\n".join(lines)
             + "\n"
         )
