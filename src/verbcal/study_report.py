@@ -135,6 +135,7 @@ def write_plots(result: StudyResult, rows: Sequence[dict[str, Any]], out: Path) 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     from verbcal.plots import PALETTE, reliability_diagram, style_axes
 
@@ -157,8 +158,9 @@ def write_plots(result: StudyResult, rows: Sequence[dict[str, Any]], out: Path) 
                     0.0,
                     [[p["mean"] - p["lo"] for p in points], [p["hi"] - p["mean"] for p in points]],
                 )
-                colour = PALETTE[j % len(PALETTE)]
-                style = "-" if j < len(PALETTE) else "--"
+                colours = (*PALETTE, "#111827", "#a16207", "#be185d")
+                colour = colours[j % len(colours)]
+                style = "-" if j < len(colours) else "--"
                 ax.plot(
                     x,
                     mean,
@@ -176,6 +178,10 @@ def write_plots(result: StudyResult, rows: Sequence[dict[str, Any]], out: Path) 
             ax.set_xscale("log")
             if metric == "nll":
                 ax.set_yscale("log")
+                ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+                ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+                ax.yaxis.set_minor_formatter(NullFormatter())
+                ax.set_ylabel("log scale", fontsize=8)
             ticks = [s for i, s in enumerate(info.sizes) if i == 0 or s > 1.12 * info.sizes[i - 1]]
             ax.set_xticks(ticks, [str(s) for s in ticks])
             ax.minorticks_off()
@@ -654,7 +660,7 @@ def _threshold_section(result: StudyResult) -> str:
         text.append(_table(header, body))
     if overall:
         lines = [
-            f"| {m} | {rule} | {target:g} | {met / defined if defined else math.nan:.2f} | "
+            f"| {m} | {rule} | {target:g} | {_fmt(met / defined if defined else math.nan, 2)} | "
             f"{defined / trials if trials else math.nan:.0%} | {int(trials)} |"
             for (m, rule, target), (met, defined, trials) in overall.items()
         ]
