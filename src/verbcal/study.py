@@ -839,7 +839,7 @@ def write_outputs(result: StudyResult, out: Path) -> dict[str, Path]:
     }
     (out / "study.json").write_text(json.dumps(meta, indent=1) + "\n", "utf-8")
     files.update(write_plots(result, rows, out))
-    (out / "findings.md").write_text(findings_markdown(result, rows), "utf-8")
+    (out / "findings.md").write_text(findings_markdown(result, rows, out), "utf-8")
     files["findings"] = out / "findings.md"
     return files
 

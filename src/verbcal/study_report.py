@@ -80,7 +80,7 @@ def _full_size(result: StudyResult, dataset: str) -> int:
     return info.n // 2 if info.n // 2 in info.sizes else max(info.sizes)
 
 
-def _command(result: StudyResult) -> str:
+def _command(result: StudyResult, out: Path | None = None) -> str:
     source = result.config.source
     if source == "default grid":
         config = ""
@@ -88,7 +88,7 @@ def _command(result: StudyResult) -> str:
         config = f" --config {source}"
     else:
         config = " --config <the study YAML>"
-    return f"verbcal study{config} --out study-out"
+    return f"verbcal study{config} --out {out if out is not None else 'study-out'}"
 
 
 # ---------------------------------------------------------------- cross-fitted predictions
@@ -259,14 +259,16 @@ def _save(fig: Any, path: Path, plt: Any) -> Path:
 # ---------------------------------------------------------------- findings.md
 
 
-def findings_markdown(result: StudyResult, rows: Sequence[dict[str, Any]]) -> str:
+def findings_markdown(
+    result: StudyResult, rows: Sequence[dict[str, Any]], out: Path | None = None
+) -> str:
     """The findings page: one section per question of the study, tables with intervals."""
     summary = _index(rows)
     table = by_key(result.rows)
     cfg = result.config
     parts = [
         "# Findings\n",
-        f"Reproduce every number on this page with `{_command(result)}` "
+        f"Reproduce every number on this page with `{_command(result, out)}` "
         f"({len(cfg.methods)} method variants, sizes {cfg.sizes}, {cfg.repeats} stratified "
         f"splits per size, seed {cfg.seed}; `all` = n // 2 items, the rest of each split is the "
         "test part). Intervals are **95% percentile intervals over the repeated splits** "
