@@ -237,7 +237,8 @@ def fit_inverse_temperature(logits: Array, counts: Array) -> float:
     target = float(np.sum(counts * z))
 
     def gradient(beta: float) -> tuple[float, float]:
-        q = np.exp(log_softmax(beta * z, axis=1))
+        weights = np.exp(beta * z)  # each row's largest entry is exp(0) = 1: no overflow
+        q = weights / weights.sum(axis=1, keepdims=True)
         mean = np.sum(q * z, axis=1)
         var = np.sum(q * z * z, axis=1) - mean * mean
         return float(totals @ mean) - target, float(totals @ np.maximum(var, 0.0))
