@@ -6,6 +6,9 @@ The ideal rate is concurrency / latency = 640 requests/s; the goal is >= 0.8 of 
 The timed span is the whole ``elicit()`` call (planning, requests, a store commit per
 reply, the output file) after the SDK has been imported.
 
+The same run also times the bare ``AsyncOpenAI`` client (no store, no parsing) against the
+same server, as the reference the ratio ``ratio_to_bare_sdk`` is taken against.
+
 Usage: python benchmarks/bench_elicit.py [--json] [--items N] [--concurrency C]
 """
 
@@ -97,13 +100,40 @@ def run(n_items: int, concurrency: int) -> dict[str, float]:
             start = time.perf_counter()
             result = elicit(task, items, Path(tmp) / "out.jsonl", opts, progress=False)
             seconds = time.perf_counter() - start
+        sdk_rate = asyncio.run(bare_sdk_rate(port, n_items, concurrency))
     finally:
         server.kill()
         server.join(5)
     assert result.stats.requests == n_items and result.status_counts["ok"] == n_items
     rate = n_items / seconds
     ideal = concurrency / LATENCY
-    return {"requests_per_s": round(rate, 1), "ratio_to_ideal": round(rate / ideal, 3)}
+    return {
+        "requests_per_s": round(rate, 1),
+        "ratio_to_ideal": round(rate / ideal, 3),
+        "sdk_requests_per_s": round(sdk_rate, 1),
+        "ratio_to_bare_sdk": round(rate / sdk_rate, 3),
+    }
+
+
+async def bare_sdk_rate(port: int, n_items: int, concurrency: int) -> float:
+    """Reference measured in the same run: the plain ``AsyncOpenAI`` client, no store or parsing."""
+    import openai
+
+    client = openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-bench-not-a-real-key", max_retries=0
+    )
+    remaining = iter(range(n_items))
+    prompt = [{"role": "user", "content": "Classify the sentiment of the review. " * 8}]
+
+    async def worker() -> None:
+        for _ in remaining:
+            await client.chat.completions.create(model="bench", messages=prompt)  # type: ignore[arg-type]
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    seconds = time.perf_counter() - start
+    await client.close()
+    return n_items / seconds
 
 
 def main() -> None:
@@ -123,6 +153,11 @@ def main() -> None:
     )
     print(f"achieved {numbers['requests_per_s']:.1f} requests/s; ideal {ideal:.0f}/s")
     print(f"ratio to ideal: {numbers['ratio_to_ideal']:.3f} (goal >= 0.8)")
+    print(
+        f"reference, same run: the bare AsyncOpenAI client (no store, no parsing) reached"
+        f" {numbers['sdk_requests_per_s']:.1f} requests/s; verbcal / bare SDK ="
+        f" {numbers['ratio_to_bare_sdk']:.3f}"
+    )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"machine: {os.cpu_count()} cores, 1-min load average {load:.2f} at the end"
