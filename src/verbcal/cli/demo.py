@@ -79,8 +79,9 @@ def _honest_note(target: Path) -> None:
         f"[bold]What this shows:[/] {len(usable)} of {len(records)} replies gave a usable "
         f"distribution, with only {len(distinct)} distinct distributions among them; always "
         f"answering the most common label would score accuracy {majority:.2f}. A 135M model's "
-        "verbalized probabilities carry little signal: calibration can only make them honest "
-        "(closer to the base rates), not informative. Part 2 shows a capable LLM.",
+        "verbalized probabilities carry little signal: calibration can at best make them honest "
+        "(close to the base rates), not informative, and with so few calibration items a "
+        "flexible calibrator can overfit (compare the test NLL above). Part 2 shows a capable LLM.",
         highlight=False,
     )
 
