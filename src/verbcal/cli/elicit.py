@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 
 if TYPE_CHECKING:
@@ -21,37 +22,27 @@ def elicit_command(
     task: Annotated[Path, typer.Option(help="Task spec (YAML): labels, instruction, fields.")],
     input: Annotated[Path, typer.Option("--input", help="Items to classify (JSONL or CSV).")],
     out: Annotated[Path, typer.Option(help="Predictions JSONL to write (input order).")],
-    backend: Annotated[
-        str, typer.Option(help="openai | anthropic | bedrock | local (embedded SmolLM2).")
-    ] = "local",
-    model: Annotated[str | None, typer.Option(help="Model name (default per backend).")] = None,
-    base_url: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible server URL, or Bedrock endpoint.")
-    ] = None,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
-    rpm: Annotated[float | None, typer.Option(help="Requests per minute limit.")] = None,
-    tpm: Annotated[float | None, typer.Option(help="Tokens per minute limit (estimated).")] = None,
+    backend: opt.Backend = "local",
+    model: opt.Model = None,
+    base_url: opt.BaseUrl = None,
+    concurrency: opt.Concurrency = 8,
+    rpm: opt.Rpm = None,
+    tpm: opt.Tpm = None,
     store: Annotated[
         Path | None, typer.Option(help="SQLite store (default: <out>.store.sqlite).")
     ] = None,
-    samples: Annotated[int, typer.Option(help="Sampled replies per item, averaged.")] = 1,
-    temperature: Annotated[
-        float | None, typer.Option(help="Sampling temperature (default 0, or 0.7 with --samples).")
-    ] = None,
+    samples: opt.Samples = 1,
+    temperature: opt.Temperature = None,
     label_logprobs: Annotated[
         bool, typer.Option(help="Also score labels by first-token log-probability.")
     ] = False,
-    max_items: Annotated[int | None, typer.Option(help="Only the first N items.")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Reply length limit in tokens.")] = 256,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for one reply.")] = 120.0,
-    retries: Annotated[int, typer.Option(help="Retries on 429, 5xx, timeouts, drops.")] = 6,
-    structured: Annotated[
-        bool, typer.Option(help="Ask for JSON-schema output where the server supports it.")
-    ] = True,
-    prices: Annotated[
-        Path | None, typer.Option(help='Price table JSON {"model": {"input": $, "output": $}}.')
-    ] = None,
-    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    max_items: opt.MaxItems = None,
+    max_tokens: opt.MaxTokens = 256,
+    timeout: opt.Timeout = 120.0,
+    retries: opt.Retries = 6,
+    structured: opt.Structured = True,
+    prices: opt.Prices = None,
+    progress: opt.ShowProgress = True,
 ) -> None:
     """Ask an LLM for a probability per label for every item; write predictions JSONL.
 

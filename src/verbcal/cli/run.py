@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from verbcal.calibrate import CalibratorError
+from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 from verbcal.predictions import PredictionsError
 from verbcal.run import RunError, RunOptions, RunResult, parse_methods
@@ -29,33 +30,23 @@ def run_command(
     input: Annotated[
         Path | None, typer.Option("--input", help="Items to classify (JSONL or CSV).")
     ] = None,
-    backend: Annotated[
-        str, typer.Option(help="openai | anthropic | bedrock | local (embedded SmolLM2).")
-    ] = "local",
-    model: Annotated[str | None, typer.Option(help="Model name (default per backend).")] = None,
-    base_url: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible server URL, or Bedrock endpoint.")
-    ] = None,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
-    rpm: Annotated[float | None, typer.Option(help="Requests per minute limit.")] = None,
-    tpm: Annotated[float | None, typer.Option(help="Tokens per minute limit (estimated).")] = None,
+    backend: opt.Backend = "local",
+    model: opt.Model = None,
+    base_url: opt.BaseUrl = None,
+    concurrency: opt.Concurrency = 8,
+    rpm: opt.Rpm = None,
+    tpm: opt.Tpm = None,
     store: Annotated[
         Path | None, typer.Option(help="SQLite store (default: RUN_DIR/store.sqlite).")
     ] = None,
-    samples: Annotated[int, typer.Option(help="Sampled replies per item, averaged.")] = 1,
-    temperature: Annotated[
-        float | None, typer.Option(help="Sampling temperature (default 0, or 0.7 with --samples).")
-    ] = None,
-    max_items: Annotated[int | None, typer.Option(help="Only the first N items.")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Reply length limit in tokens.")] = 256,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for one reply.")] = 120.0,
-    retries: Annotated[int, typer.Option(help="Retries on 429, 5xx, timeouts, drops.")] = 6,
-    structured: Annotated[
-        bool, typer.Option(help="Ask for JSON-schema output where the server supports it.")
-    ] = True,
-    prices: Annotated[
-        Path | None, typer.Option(help='Price table JSON {"model": {"input": $, "output": $}}.')
-    ] = None,
+    samples: opt.Samples = 1,
+    temperature: opt.Temperature = None,
+    max_items: opt.MaxItems = None,
+    max_tokens: opt.MaxTokens = 256,
+    timeout: opt.Timeout = 120.0,
+    retries: opt.Retries = 6,
+    structured: opt.Structured = True,
+    prices: opt.Prices = None,
     calib_frac: Annotated[
         float, typer.Option(help="Share of the labelled items used to fit and choose.")
     ] = 0.5,
@@ -84,7 +75,7 @@ def run_command(
     overwrite: Annotated[
         bool, typer.Option(help="Replace the results of an earlier run in --out.")
     ] = False,
-    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    progress: opt.ShowProgress = True,
 ) -> None:
     """Elicit, calibrate on one part, evaluate on the rest, pick thresholds, write a report.
 
