@@ -32,6 +32,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import beta
 
+from verbcal.metrics import check_inputs
+
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 Target = Literal["precision", "recall"]
@@ -48,20 +50,8 @@ COARSE_GRID = 25
 
 
 def _check(probs: ArrayLike, y: ArrayLike) -> tuple[FloatArray, IntArray]:
-    p = np.asarray(probs, dtype=np.float64)
-    y_raw = np.asarray(y)
-    if p.ndim != 2:
-        raise ValueError(f"probs must be a 2-d (n, K) array, got shape {p.shape}")
-    n, k = p.shape
-    if n == 0 or k == 0:
-        raise ValueError(f"probs is empty (shape {p.shape}): decisions need labelled items")
-    if y_raw.shape != (n,):
-        raise ValueError(f"y must have shape ({n},) to match probs, got {y_raw.shape}")
-    if y_raw.dtype.kind not in "iu":
-        raise ValueError(f"y must hold integer label indices, got dtype {y_raw.dtype}")
-    y_arr = y_raw.astype(np.int64, copy=False)
-    if y_arr.min() < 0 or y_arr.max() >= k:
-        raise ValueError(f"labels in y must lie in [0, {k}), got {y_arr.min()}..{y_arr.max()}")
+    """The metrics' input checks (shapes, integer labels in range), plus finite scores."""
+    p, y_arr = check_inputs(probs, y)
     if not np.all(np.isfinite(p)):
         raise ValueError("probs holds NaN or infinite values; drop or repair those rows first")
     return p, y_arr
