@@ -188,9 +188,7 @@ def _decimal_grid_counts(probs: Array, y: NDArray[np.int64]) -> tuple[Array, Arr
             start = stop
         codes, counts = _run_lengths(np.sort(code))
         row_codes, labels = np.divmod(codes.astype(np.int64), k)
-        starts = np.empty(len(row_codes), dtype=bool)
-        starts[0] = True
-        np.not_equal(row_codes[1:], row_codes[:-1], out=starts[1:])
+        starts = _run_starts(row_codes)
         group = np.cumsum(starts) - 1
         m = int(group[-1]) + 1
         flat = np.bincount(group * k + labels, weights=counts, minlength=m * k)
@@ -209,12 +207,17 @@ def _chunks(matrix: Array, rows: int = 65536) -> Iterator[Array]:
         yield matrix[start : start + rows]
 
 
-def _run_lengths(ordered: Array) -> tuple[Array, Array]:
-    """Distinct values of a sorted array and how often each occurs."""
+def _run_starts(ordered: NDArray[Any]) -> NDArray[np.bool_]:
+    """True where a sorted array's value differs from the one before (and at 0)."""
     starts = np.empty(len(ordered), dtype=bool)
     starts[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
-    positions = np.flatnonzero(starts)
+    return starts
+
+
+def _run_lengths(ordered: Array) -> tuple[Array, Array]:
+    """Distinct values of a sorted array and how often each occurs."""
+    positions = np.flatnonzero(_run_starts(ordered))
     return ordered[positions], np.diff(np.append(positions, len(ordered))).astype(np.float64)
 
 
@@ -810,16 +813,15 @@ def make_calibrator(method: str, **options: Any) -> Calibrator:
     return METHODS[method](**options)
 
 
-def parse_methods(spec: str) -> list[str]:
-    """``"all"`` or a comma-separated list of method names, validated."""
+def parse_methods(spec: str, also: Sequence[str] = ()) -> list[str]:
+    """``"all"`` or a comma-separated list of method names (plus any in ``also``), validated."""
     names = (
         list(METHODS)
         if spec.strip() == "all"
         else [m.strip() for m in spec.split(",") if m.strip()]
     )
-    unknown = [m for m in names if m not in METHODS]
+    unknown = [m for m in names if m not in METHODS and m not in also]
     if unknown or not names:
-        raise CalibratorError(
-            f"unknown method(s) {unknown or spec!r}; choose from all, {', '.join(METHODS)}"
-        )
+        choices = ", ".join(["all", *METHODS, *also])
+        raise CalibratorError(f"unknown method(s) {unknown or spec!r}; choose from {choices}")
     return names

@@ -33,8 +33,9 @@ from numpy.typing import NDArray
 
 from verbcal import __version__, datasets
 from verbcal.calibrate import METHODS, CalibratorError, make_calibrator
+from verbcal.calibrate import parse_methods as parse_calibrators
 from verbcal.compare import stratified_split
-from verbcal.metrics import DEFAULT_BINS, METRICS, NLL_CLIP, bootstrap_ci, summary
+from verbcal.metrics import DEFAULT_BINS, METRICS, bootstrap_ci, nll, summary
 from verbcal.predictions import Predictions, PredictionsError, write_jsonl
 
 DEFAULT_METHODS: tuple[str, ...] = ("identity", "resoftmax", "temperature", "best")
@@ -95,13 +96,11 @@ class RunResult:
 
 
 def parse_methods(spec: str) -> tuple[str, ...]:
-    """``default``, ``all`` or a comma-separated list (``best`` allowed)."""
+    """``default``, or what :func:`verbcal.calibrate.parse_methods` takes (``best`` allowed)."""
     text = spec.strip()
     if text in ("", "default"):
         return DEFAULT_METHODS
-    if text == "all":
-        return tuple(METHODS)
-    return tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    return tuple(dict.fromkeys(parse_calibrators(text, also=("best",))))
 
 
 # ---------------------------------------------------------------- folds and CV
@@ -134,8 +133,7 @@ def cv_nll(
             q = calibrator.predict_proba(probs[held])
         except (CalibratorError, ValueError, FloatingPointError, np.linalg.LinAlgError):
             return math.nan
-        gold = q[np.arange(len(q)), y[held]]
-        total += float(-np.sum(np.log(np.maximum(gold, NLL_CLIP))))
+        total += nll(q, y[held]) * int(held.sum())
     return total / len(y)
 
 

@@ -88,17 +88,17 @@ def run_command(
     Example: verbcal run --task sentiment.yaml --input items.jsonl --backend openai
     --model gpt-4o-mini --out runs/gpt4o-mini
     """
-    options = RunOptions(
-        methods=parse_methods(methods),
-        calib_frac=calib_frac,
-        seed=seed,
-        precision=precision,
-        confidence=confidence,
-        n_boot=boot,
-        n_bins=bins,
-        report=report,
-    )
     try:
+        options = RunOptions(
+            methods=parse_methods(methods),
+            calib_frac=calib_frac,
+            seed=seed,
+            precision=precision,
+            confidence=confidence,
+            n_boot=boot,
+            n_bins=bins,
+            report=report,
+        )
         result = _dispatch(
             out,
             options,
