@@ -279,6 +279,8 @@ class Calibrator(ABC):
     method: ClassVar[str]
     summary: ClassVar[str]
     uses_floor: ClassVar[bool] = True
+    floor_fitted_with_temperature: ClassVar[bool] = True
+    """``floor="fit"`` picks the floor jointly with T (see :meth:`_fit_floor`)."""
 
     def __init__(
         self,
@@ -485,6 +487,7 @@ class Identity(Calibrator):
 
     method = "identity"
     summary = "verbalized distribution, normalised and floored (baseline)"
+    floor_fitted_with_temperature = False
 
     def _fit_floor(self, data: Counts) -> float:
         return fit_floor(data, self.floor.mode, fit_temperature=False)

@@ -163,9 +163,9 @@ class Variant:
     @property
     def fits_floor(self) -> bool:
         """True when the floor is fitted jointly with T (shared by every such variant)."""
-        kw = self.kwargs
+        cls = METHODS[self.method]
         return (
-            METHODS[self.method].uses_floor and self.method != "identity" and kw["floor"] == "fit"
+            cls.uses_floor and cls.floor_fitted_with_temperature and self.kwargs["floor"] == "fit"
         )
 
     def make(self, floor: float | None = None) -> Calibrator:
