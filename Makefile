@@ -21,8 +21,9 @@ lint: venv
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
+# Deselect the slow ones locally with: make test PYTEST_ARGS='-m "not slow and not server"'
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: venv
 	$(BIN)/verbcal demo

@@ -17,6 +17,8 @@ from verbcal.elicit import ElicitOptions, elicit
 from verbcal.predictions import read_predictions
 from verbcal.task import Task
 
+pytestmark = [pytest.mark.server]
+
 FAKE_KEY = "sk-test-FAKEKEY0123456789abcdefXYZ"
 TASK = Task(
     name="sentiment",

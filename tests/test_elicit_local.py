@@ -47,6 +47,8 @@ def items() -> list[dict[str, str]]:
     return [{"id": f"r{n}", "text": t, "label": g} for n, (t, g) in enumerate(REVIEWS)]
 
 
+@pytest.mark.server
+@pytest.mark.slow
 def test_openai_path_against_llama_cpp(server_url: str, tmp_path: Path) -> None:
     assert server_url.startswith("http://127.0.0.1:")
     opts = ElicitOptions(
@@ -74,6 +76,8 @@ def test_openai_path_against_llama_cpp(server_url: str, tmp_path: Path) -> None:
     read_predictions(tmp_path / "out.jsonl")
 
 
+@pytest.mark.server
+@pytest.mark.slow
 def test_cli_local_backend(tmp_path: Path) -> None:
     (tmp_path / "task.yaml").write_text(
         "name: sentiment\ninstruction: Classify the sentiment of the movie review.\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -101,24 +100,39 @@ def test_missing_row_is_reported_not_dropped() -> None:
     assert "label" not in record
 
 
+class VirtualClock:
+    """Time that passes only when the code under test sleeps: no wall clock in the asserts."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_rate_limiter_paces() -> None:
-    async def go() -> float:
-        limiter = RateLimiter(per_minute=600)  # 10/s, bucket of 10
-        start = time.monotonic()
+    clock = VirtualClock()
+
+    async def go() -> None:
+        limiter = RateLimiter(per_minute=600, clock=clock, sleep=clock.sleep)  # 10/s, bucket 10
         for _ in range(15):
             await limiter.acquire()
-        return time.monotonic() - start
 
-    assert 0.4 <= asyncio.run(go()) < 1.5
+    asyncio.run(go())
+    assert clock.now == pytest.approx(0.5)  # 10 from the full bucket, then 5 at 0.1 s each
 
 
 def test_token_limiter_charges_actual_usage() -> None:
-    async def go() -> float:
-        limiter = RateLimiter(per_minute=6000)  # 100 tokens/s, bucket of 100
+    clock = VirtualClock()
+
+    async def go() -> None:
+        limiter = RateLimiter(per_minute=6000, clock=clock, sleep=clock.sleep)  # 100 tokens/s
         await limiter.acquire(80)
         limiter.settle(60)  # the reply used 140 tokens, not 80: the bucket is now -40
-        start = time.monotonic()
-        await limiter.acquire(50)  # needs 50: waits ~0.9 s for the refill
-        return time.monotonic() - start
+        await limiter.acquire(50)  # needs 50: waits 0.9 s for the refill
 
-    assert 0.7 <= asyncio.run(go()) < 1.6
+    asyncio.run(go())
+    assert clock.now == pytest.approx(0.9)

@@ -82,6 +82,7 @@ def _chromium() -> str | None:
     return None
 
 
+@pytest.mark.server
 def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> None:
     browser = _chromium()
     if browser is None:

@@ -210,6 +210,7 @@ def test_cli_help_has_examples() -> None:
 # ---------------------------------------------------------------- against a local fake LLM server
 
 
+@pytest.mark.server
 def test_cli_run_elicits_from_a_local_openai_compatible_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

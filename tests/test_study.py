@@ -109,6 +109,7 @@ def test_threshold_rows_cover_classes_targets_and_rules(synth_result: study.Stud
 # ---------------------------------------------------------------- determinism
 
 
+@pytest.mark.slow
 def test_same_output_with_one_and_two_workers(synth_file: Path) -> None:
     cfg = config(synth_file, repeats=4, sizes=[60])
     one = study.run_study(cfg, workers=1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -77,13 +77,25 @@ def apply_floor(probs: Array, floor: float, mode: FloorMode = "clip") -> Array:
 
 def invert_softmax(probs: ArrayLike, floor: float, mode: FloorMode = "clip") -> Array:
     """Estimated logits ``log(floored(p / sum p))``; ``softmax`` of them returns the floored p."""
-    return np.log(apply_floor(normalise(probs), floor, mode))
+    return per_distinct_value(np.log, apply_floor(normalise(probs), floor, mode))
+
+
+def per_distinct_value(func: Callable[[Array], Array], values: Array) -> Array:
+    """``func`` evaluated once per distinct entry of ``values``, so equal inputs give equal outputs.
+
+    Vectorised ``exp`` and ``log`` may round an entry differently by its position in the
+    array (SIMD body vs tail), which can split a tie by one ulp and move an argmax. Mapping
+    through the distinct values keeps every tie exact; ties go to the first label in argmax.
+    """
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return np.asarray(func(distinct), dtype=np.float64)[inverse.reshape(values.shape)]
 
 
 def softmax(logits: ArrayLike) -> Array:
-    """Row-wise softmax, computed stably."""
+    """Row-wise softmax, computed stably; equal logits in a row give bit-equal probabilities."""
     z = np.asarray(logits, dtype=np.float64)
-    return np.exp(log_softmax(z, axis=-1))
+    weights = per_distinct_value(np.exp, z - z.max(axis=-1, keepdims=True))
+    return weights / weights.sum(axis=-1, keepdims=True)
 
 
 @dataclass(frozen=True)
@@ -332,7 +344,7 @@ class Calibrator(ABC):
     def logits(self, probs: Array) -> Array:
         """Estimated logits of normalised rows under this calibrator's floor."""
         value = self.floor.value if self.floor.value is not None else SMALLEST_FLOOR
-        return np.log(apply_floor(probs, value, self.floor.mode))
+        return per_distinct_value(np.log, apply_floor(probs, value, self.floor.mode))
 
     @property
     def params(self) -> dict[str, Any]:

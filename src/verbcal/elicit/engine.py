@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from verbcal.elicit.backends import Backend, BackendError, Reply, Request
@@ -50,17 +50,25 @@ class EngineStats:
 class RateLimiter:
     """A token bucket refilled at ``per_minute / 60`` per second; costs may overdraw it."""
 
-    def __init__(self, per_minute: float) -> None:
+    def __init__(
+        self,
+        per_minute: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """``clock`` and ``sleep`` are injectable so tests can run the bucket on virtual time."""
         if per_minute <= 0:
             raise ValueError("a rate limit must be positive")
         self.rate = per_minute / 60.0
         self.capacity = max(1.0, self.rate)
         self.level = self.capacity
-        self._stamp = time.monotonic()
+        self._clock, self._sleep = clock, sleep
+        self._stamp = clock()
         self._lock = asyncio.Lock()
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self.level = min(self.capacity, self.level + (now - self._stamp) * self.rate)
         self._stamp = now
 
@@ -73,7 +81,7 @@ class RateLimiter:
                 if self.level >= need:
                     self.level -= cost
                     return
-                await asyncio.sleep((need - self.level) / self.rate)
+                await self._sleep((need - self.level) / self.rate)
 
     def settle(self, delta: float) -> None:
         """Charge (or refund, if negative) the difference between actual and estimated cost."""
