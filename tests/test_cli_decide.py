@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from verbcal import datasets
 from verbcal.calibrate import make_calibrator
 from verbcal.cli import app
-from verbcal.decide import accuracy_at_coverage, aurc, threshold_for
+from verbcal.decide import abstain_band, accuracy_at_coverage, aurc, threshold_for
 
 runner = CliRunner(env={"COLUMNS": "200"})
 THRESHOLD_KEYS = {
@@ -45,6 +45,13 @@ def write_blocks(path: Path, *parts: tuple[float, int, int]) -> Path:
     return path
 
 
+def blocks_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The data of ``blocks_file`` as (probs, y) arrays, label order (no, yes)."""
+    s = np.array([0.9] * 100 + [0.5] * 50 + [0.1] * 50)
+    y = np.array([1] * 125 + [0] * 75)
+    return np.c_[1 - s, s], y
+
+
 @pytest.fixture
 def blocks_file(tmp_path: Path) -> Path:
     return write_blocks(tmp_path / "p.jsonl", (0.9, 100, 100), (0.5, 50, 25), (0.1, 50, 0))
@@ -65,9 +72,10 @@ def test_threshold_json_by_hand(blocks_file: Path) -> None:
     result = json.loads(out)
     assert set(result) >= THRESHOLD_KEYS
     assert result["reachable"] is True
-    assert result["threshold"] == 0.9
+    assert result["procedure"] == "ltt-ranks" and result["n_tests"] == 3
+    assert result["above"] == 0.5 and 0.5 < result["threshold"] < 0.5 + 1e-8  # P > 0.5
     assert result["precision"] == 1.0
-    assert result["precision_lower_bound"] == pytest.approx(0.05 ** (1 / 100))
+    assert result["precision_lower_bound"] == pytest.approx((0.05 / 3) ** (1 / 100))
     assert result["recall"] == pytest.approx(0.8)
     assert result["support"] == 125
     assert result["class"] == "yes" and result["n_operating_points"] == 3
@@ -85,8 +93,47 @@ def test_threshold_recall_and_people_output(blocks_file: Path) -> None:
     )
     assert code == 0
     assert "3 operating points" in out
-    assert "threshold 0.9" in out and "lower bound" in out
-    assert "with 0.95 confidence" in out  # what the bound means
+    assert "when P(yes) > 0.5" in out and "lower bound" in out
+    assert "Learn-then-Test" in out and "0.95 confidence" in out  # the guarantee
+    code, out, _ = invoke(
+        "threshold",
+        "--data",
+        blocks_file,
+        "--class",
+        "yes",
+        "--precision",
+        "0.95",
+        "--procedure",
+        "pointwise",
+    )
+    assert code == 0 and "threshold 0.9" in out
+
+
+def test_threshold_abstain_band_json_and_test_part(blocks_file: Path) -> None:
+    code, out, _ = invoke(
+        "threshold",
+        "--data",
+        blocks_file,
+        "--test",
+        blocks_file,
+        "--class",
+        "yes",
+        "--precision",
+        "0.8",
+        "--abstain",
+        "--json",
+    )
+    assert code == 0
+    result = json.loads(out)
+    band = abstain_band(*blocks_arrays(), 1, precision=0.8)
+    assert result["upper"] == band.upper and result["lower"] == band.lower
+    assert result["abstain_rate"] == band.abstain_rate
+    assert result["test"]["abstain_rate"] == pytest.approx(band.abstain_rate)
+    assert result["calibration"]["abstain_rate"] == pytest.approx(band.abstain_rate)
+    code, out, _ = invoke(
+        "threshold", "--data", blocks_file, "--class", "yes", "--precision", "0.8", "--abstain"
+    )
+    assert code == 0 and "abstained" in out
 
 
 def test_threshold_unreachable_says_so(tmp_path: Path) -> None:
@@ -101,7 +148,7 @@ def test_threshold_unreachable_says_so(tmp_path: Path) -> None:
     code, out, _ = invoke("threshold", "--data", data, "--class", "yes", "--precision", "0.95")
     assert code == 0
     assert "no threshold reaches precision >= 0.95" in out
-    assert "at least 59" in out
+    assert "label more items" in out
 
 
 def test_threshold_with_a_calibrator_matches_the_api(tmp_path: Path) -> None:

@@ -21,8 +21,10 @@ from verbcal.cli.calibrate import (
     load_labelled,
 )
 from verbcal.decide import (
+    AbstainBand,
     SelectiveResult,
     ThresholdResult,
+    abstain_band,
     accuracy_at_coverage,
     aurc,
     clopper_pearson_lower,
@@ -48,6 +50,18 @@ BOUND_MEANING = (
     "advance; picking the threshold among {n} operating points makes it approximate (in "
     "simulation it held in about {conf:.0%} of repeats, far more often than the point estimate)."
 )
+LTT_MEANING = (
+    "The guarantee: if these labelled items are representative of new ones, the rule's true "
+    "precision is at least {target:g} with {conf:g} confidence, the choice of threshold "
+    "included (Learn-then-Test: {k} data-independent ranks, each tested at confidence "
+    "{each:.4g}; lower bounds are shown at that confidence)."
+)
+ProcedureOption = Annotated[
+    str,
+    typer.Option(
+        help="For --precision: ltt-ranks (guarantee covers the choice) or pointwise (old scan)."
+    ),
+]
 
 
 def _load(
@@ -94,29 +108,64 @@ def threshold(
     ] = None,
     recall: Annotated[float | None, typer.Option(help="Target recall instead.")] = None,
     confidence: ConfidenceOption = 0.95,
+    procedure: ProcedureOption = "ltt-ranks",
+    abstain: Annotated[
+        bool,
+        typer.Option(
+            "--abstain",
+            help="Two thresholds: accept CLASS above the upper, reject it below the lower "
+            "(each side at the --precision target), abstain in between.",
+        ),
+    ] = False,
+    test: Annotated[
+        str | None,
+        typer.Option(help="Labelled test predictions: report what the thresholds give there."),
+    ] = None,
     labels: LabelsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Find the probability threshold for a class that meets a precision (or recall) target.
 
     An item counts as predicted CLASS when its probability of CLASS is >= the threshold.
-    With --precision, the smallest threshold whose one-sided Clopper-Pearson lower bound on
-    precision (at --confidence) reaches the target on the labelled data; with --recall, the
-    largest threshold whose lower bound on recall reaches it. If no threshold does, it says
-    so (JSON "reachable": false, exit status 0) and what would help.
+    With --precision (procedure ltt-ranks), a threshold whose true precision is at least the
+    target with --confidence, the choice of threshold included (Learn-then-Test over
+    data-independent ranks, see docs/decisions.md); with --recall, the largest threshold
+    whose one-sided Clopper-Pearson lower bound on recall reaches it. If no threshold does,
+    it says so (JSON "reachable": false, exit status 0) and what would help. --abstain adds
+    a lower threshold below which the answer is "not CLASS", each side with the precision
+    guarantee, and reports the abstention rate (also on --test).
 
     Example: verbcal threshold --data recorded:tweets --calibrator ts.json --class positive --precision 0.9
     """
     with friendly_errors():
         if precision is not None and recall is not None:
             raise ValueError("give --precision or --recall, not both")
+        if abstain and recall is not None:
+            raise ValueError("--abstain takes a --precision target, not --recall")
+        if procedure not in ("ltt-ranks", "pointwise"):
+            raise ValueError(f"--procedure must be ltt-ranks or pointwise, got {procedure!r}")
         predictions, q, what = _load(data, calibrator, labels, "choosing a threshold")
         cls = _class_index(predictions, class_name)
+        order = ",".join(predictions.labels)
+        tested = _load(test, calibrator, order, "testing a threshold") if test else None
+        if abstain:
+            band = abstain_band(
+                q, predictions.y, cls, precision=precision or 0.95, confidence=confidence
+            )
+            _report_band(predictions, q, what, band, tested, as_json)
+            return
         result = threshold_for(
-            q, predictions.y, cls, precision=precision, recall=recall, confidence=confidence
+            q,
+            predictions.y,
+            cls,
+            precision=precision,
+            recall=recall,
+            confidence=confidence,
+            procedure=procedure,  # type: ignore[arg-type]
         )
         curve = pr_curve(q, predictions.y, cls)
     label = predictions.labels[cls]
+    on_test = _on_test(tested, cls, result.threshold) if tested else None
     if as_json:
         out: dict[str, Any] = {
             "threshold": result.threshold,
@@ -128,9 +177,99 @@ def threshold(
         }
         out.update({k: v for k, v in result.to_dict().items() if k not in out})
         out.update({"class": label, "n": len(predictions), "probabilities": what})
+        if on_test is not None:
+            out["test"] = on_test
         print(json.dumps(out))
         return
     _show_threshold(predictions, q, what, label, result, curve)
+    if on_test is not None:
+        console.print(f"on the test data: {_describe_test(on_test)}", highlight=False)
+
+
+def _on_test(
+    tested: tuple[Predictions, NDArray[np.float64], str], cls: int, threshold: float | None
+) -> dict[str, Any]:
+    """Precision and recall of ``P(cls) >= threshold`` on labelled test data."""
+    predictions, q, _ = tested
+    positive = predictions.y == cls
+    chosen = q[:, cls] >= threshold if threshold is not None else np.zeros(len(q), dtype=bool)
+    hits = int(np.sum(chosen & positive))
+    return {
+        "n": len(predictions),
+        "predicted": int(chosen.sum()),
+        "precision": hits / int(chosen.sum()) if chosen.any() else None,
+        "recall": hits / int(positive.sum()) if positive.any() else None,
+    }
+
+
+def _describe_test(on_test: dict[str, Any]) -> str:
+    return (
+        f"{on_test['predicted']} of {on_test['n']} items predicted, precision "
+        f"{_f(on_test['precision'])}, recall {_f(on_test['recall'])}"
+    )
+
+
+def _band_on(predictions: Predictions, q: NDArray[np.float64], band: AbstainBand) -> dict[str, Any]:
+    """Abstention rate and the precision of each side on labelled data."""
+    decision = band.decide(q)
+    positive = predictions.y == band.cls
+    accepted, rejected = decision == 1, decision == 0
+    return {
+        "n": len(predictions),
+        "abstain_rate": float(np.mean(decision == -1)),
+        "accepted": int(accepted.sum()),
+        "accept_precision": float(positive[accepted].mean()) if accepted.any() else None,
+        "rejected": int(rejected.sum()),
+        "reject_precision": float((~positive[rejected]).mean()) if rejected.any() else None,
+    }
+
+
+def _report_band(
+    predictions: Predictions,
+    q: NDArray[np.float64],
+    what: str,
+    band: AbstainBand,
+    tested: tuple[Predictions, NDArray[np.float64], str] | None,
+    as_json: bool,
+) -> None:
+    label = predictions.labels[band.cls]
+    calib = _band_on(predictions, q, band)
+    on_test = _band_on(tested[0], tested[1], band) if tested else None
+    if as_json:
+        out: dict[str, Any] = {
+            "upper": band.upper,
+            "lower": band.lower,
+            "abstain_rate": band.abstain_rate,
+        }
+        out.update(band.to_dict())
+        out.update({"class": label, "n": len(predictions), "probabilities": what})
+        out["calibration"] = calib
+        if on_test is not None:
+            out["test"] = on_test
+        print(json.dumps(out))
+        return
+    console.print(
+        f"[bold]{predictions.source}[/], {what}: class [bold]{label}[/], {len(predictions)} "
+        "labelled items",
+        highlight=False,
+    )
+    console.print(band.note, highlight=False)
+    table = Table(title=f"accept {label} / reject {label} / abstain")
+    for column in ("data", "items", "accepted", "precision", "rejected", "precision", "abstained"):
+        table.add_column(column, justify="right")
+    for name, row in (("calibration", calib), ("test", on_test)):
+        if row is None:
+            continue
+        table.add_row(
+            name,
+            str(row["n"]),
+            str(row["accepted"]),
+            _f(row["accept_precision"]),
+            str(row["rejected"]),
+            _f(row["reject_precision"]),
+            f"{row['abstain_rate']:.1%}",
+        )
+    console.print(table)
 
 
 def _show_threshold(
@@ -159,9 +298,14 @@ def _show_threshold(
     )
     target = f"{result.metric} >= {result.target:g} at confidence {result.confidence:g}"
     if result.reachable:
+        rule = (
+            f"P({label}) > {result.above:.6g}"
+            if result.above is not None
+            else f"P({label}) >= {result.threshold:.6g}"
+        )
         console.print(
             f"[bold green]threshold {result.threshold:.6g}[/] for {target}: predict "
-            f"[bold]{label}[/] when P({label}) >= {result.threshold:.6g}",
+            f"[bold]{label}[/] when {rule}",
             highlight=False,
         )
     else:
@@ -177,7 +321,7 @@ def _show_threshold(
     chosen = int(np.searchsorted(curve.n_predicted, result.n_predicted))
     lo, hi = max(0, chosen - 5), min(curve.n_operating_points, chosen + 6)
     bounds = clopper_pearson_lower(
-        curve.true_positives[lo:hi], curve.n_predicted[lo:hi], result.confidence
+        curve.true_positives[lo:hi], curve.n_predicted[lo:hi], result.test_confidence
     )
     for j, bound in zip(range(lo, hi), bounds, strict=True):
         row = [
@@ -199,12 +343,19 @@ def _show_threshold(
             f"{label}",
             highlight=False,
         )
-    what_bound = "precision" if result.metric == "precision" else "recall"
-    console.print(
-        BOUND_MEANING.format(what=what_bound, conf=result.confidence, n=result.n_operating_points),
-        style="dim",
-        highlight=False,
-    )
+    if result.procedure == "ltt-ranks":
+        meaning = LTT_MEANING.format(
+            target=result.target,
+            conf=result.confidence,
+            k=result.n_tests,
+            each=result.test_confidence,
+        )
+    else:
+        what_bound = "precision" if result.metric == "precision" else "recall"
+        meaning = BOUND_MEANING.format(
+            what=what_bound, conf=result.confidence, n=result.n_operating_points
+        )
+    console.print(meaning, style="dim", highlight=False)
 
 
 @app.command()
