@@ -243,3 +243,77 @@ def test_blocks_file_round_trip(blocks_file: Path) -> None:
     predictions = datasets.load(blocks_file)
     assert predictions.labels == ("no", "yes")
     np.testing.assert_allclose(np.unique(predictions.probs[:, 1]), [0.1, 0.5, 0.9])
+
+
+def test_sets_json_matches_the_api_and_writes_each_set(tmp_path: Path) -> None:
+    from verbcal.decide import fit_sets, set_summary
+
+    calib = write_blocks(tmp_path / "c.jsonl", (0.9, 60, 55), (0.6, 40, 25), (0.2, 50, 5))
+    test = write_blocks(tmp_path / "t.jsonl", (0.9, 30, 27), (0.6, 20, 12), (0.2, 25, 3))
+    out = tmp_path / "sets.jsonl"
+    code, stdout, _ = invoke(
+        "sets", "--calib", calib, "--data", test, "--alpha", "0.1", "--out", out, "--json"
+    )
+    assert code == 0
+    result = json.loads(stdout)
+    assert {"coverage", "mean_size", "singleton_rate", "empty_rate", "alpha", "n"} <= set(result)
+    c, t = (
+        datasets.load(str(calib)),
+        datasets.load(str(test), list(datasets.load(str(calib)).labels)),
+    )
+    expected = set_summary(fit_sets(c.probs, c.y, alpha=0.1).predict(t.probs), t.y)
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value), key
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 75 and {"id", "set", "label"} <= set(rows[0])
+    assert np.mean([r["label"] in r["set"] for r in rows]) == pytest.approx(result["coverage"])
+    code, stdout, _ = invoke(
+        "sets", "--calib", calib, "--data", test, "--by-class", "--score", "aps"
+    )
+    assert code == 0 and "Mondrian" in stdout and "coverage by gold label" in stdout
+    code, _, err = invoke("sets", "--calib", calib, "--data", test, "--score", "raps")
+    assert code == 2 and "--score must be one of lac, aps" in err
+
+
+def test_decide_cost_fp_fn_and_matrix(tmp_path: Path) -> None:
+    data = write_blocks(tmp_path / "d.jsonl", (0.9, 60, 55), (0.6, 40, 25), (0.2, 50, 5))
+    code, stdout, _ = invoke(
+        "decide-cost",
+        "--data",
+        data,
+        "--class",
+        "yes",
+        "--cost-fp",
+        "1",
+        "--cost-fn",
+        "1",
+        "--json",
+    )
+    assert code == 0
+    result = json.loads(stdout)
+    report = result["policies"]["verbalized"]
+    # fp = fn: accept yes iff P(yes) > 0.5: blocks 0.9 and 0.6 accepted (5 + 15 wrong), 0.2
+    # rejected (5 missed)
+    assert report["actions"] == {"yes": 100, "not yes": 50}
+    assert report["realised_cost"] == pytest.approx((5 + 15 + 5) / 150)
+    assert report["expected_cost"] == pytest.approx((60 * 0.1 + 40 * 0.4 + 50 * 0.2) / 150)
+    matrix = tmp_path / "costs.json"
+    matrix.write_text(
+        json.dumps(
+            {"yes": {"yes": 0, "no": 5}, "no": {"yes": 5, "no": 0}, "ask": {"yes": 1, "no": 1}}
+        )
+    )
+    code, stdout, _ = invoke("decide-cost", "--data", data, "--costs", matrix, "--json")
+    assert code == 0
+    assert json.loads(stdout)["policies"]["verbalized"]["actions"] == {
+        "yes": 60,
+        "no": 50,
+        "ask": 40,
+    }
+    code, stdout, _ = invoke("decide-cost", "--data", data, "--costs", matrix)
+    assert code == 0 and "realised cost" in stdout
+    code, _, err = invoke("decide-cost", "--data", data, "--cost-fp", "1")
+    assert code == 2 and "--cost-fn" in err
+    matrix.write_text(json.dumps({"yes": {"yes": 0}}))
+    code, _, err = invoke("decide-cost", "--data", data, "--costs", matrix)
+    assert code == 2 and "missing ['no']" in err

@@ -1,4 +1,4 @@
-"""CLI commands for decisions: ``verbcal threshold`` and ``verbcal selective``."""
+"""CLI commands for decisions: ``threshold`` (and its abstain band), ``selective``, ``sets``, ``decide-cost``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import typer
 from numpy.typing import NDArray
 from rich.table import Table
 
+from verbcal import datasets
 from verbcal.calibrate import Calibrator
 from verbcal.cli.app import app, console, err_console
 from verbcal.cli.calibrate import (
@@ -33,7 +34,9 @@ from verbcal.decide import (
     selective_threshold,
     threshold_for,
 )
-from verbcal.predictions import Predictions
+from verbcal.decide.cost import CostMatrix, cost_report
+from verbcal.decide.sets import SCORES, coverage_by_class, fit_sets, set_summary
+from verbcal.predictions import Predictions, write_jsonl
 
 CalibratorOption = Annotated[
     Path | None,
@@ -478,3 +481,229 @@ def _show_selective(
         style="dim",
         highlight=False,
     )
+
+
+@app.command()
+def sets(
+    calib: Annotated[
+        str,
+        typer.Option(help="Labelled predictions to calibrate the sets on (or recorded:<name>)."),
+    ],
+    data: DataOption,
+    alpha: Annotated[
+        float, typer.Option(help="Miscoverage: sets hold the gold label with prob. >= 1 - alpha.")
+    ] = 0.1,
+    score: Annotated[str, typer.Option(help="Conformity score: lac or aps.")] = "lac",
+    calibrator: CalibratorOption = None,
+    by_class: Annotated[
+        bool, typer.Option("--by-class", help="Mondrian: coverage >= 1 - alpha within each label.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Write each item with its set (JSONL: id, set, label).")
+    ] = None,
+    labels: LabelsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Conformal prediction sets: for each item, the labels that hold the gold one with
+    probability at least 1 - alpha (split conformal, calibrated on --calib).
+
+    LAC keeps label k when 1 - P(k) is at most the calibrated quantile; APS when P(k) plus the
+    probabilities of the labels above it is. Prints coverage (when --data has gold labels),
+    mean set size, singleton and empty rates; see docs/decisions.md for the guarantee.
+
+    Example: verbcal sets --calib calib.jsonl --data test.jsonl --calibrator ts.json --alpha 0.1
+    """
+    with friendly_errors():
+        if score not in SCORES:
+            raise ValueError(f"--score must be one of {', '.join(SCORES)}, got {score!r}")
+        cal_predictions, q_cal, what = _load(calib, calibrator, labels, "calibrating sets")
+        test_predictions, q_test = _load_any(data, calibrator, cal_predictions.labels)
+        fitted = fit_sets(q_cal, cal_predictions.y, alpha=alpha, score=score, by_class=by_class)  # type: ignore[arg-type]
+        membership = fitted.predict(q_test)
+        gold = test_predictions.y if test_predictions.has_gold else None
+        summary = set_summary(membership, gold)
+        if out is not None:
+            write_jsonl(out, _set_records(test_predictions, membership))
+    names = test_predictions.labels
+    per_class = (
+        {
+            n: _plain_float(c)
+            for n, c in zip(names, coverage_by_class(membership, gold), strict=True)
+        }
+        if gold is not None
+        else None
+    )
+    result: dict[str, Any] = {**summary, "alpha": fitted.alpha, **fitted.to_dict()}
+    result.update(
+        {
+            "coverage_by_class": per_class,
+            "probabilities": what,
+            "n_calib_items": len(cal_predictions),
+        }
+    )
+    if as_json:
+        print(json.dumps(result))
+        return
+    _show_sets(result, test_predictions, names, out)
+
+
+def _plain_float(value: float) -> float | None:
+    return None if value != value else float(value)
+
+
+def _load_any(
+    data: str, calibrator: Path | None, order: tuple[str, ...]
+) -> tuple[Predictions, NDArray[np.float64]]:
+    """Predictions with or without gold labels, (calibrated) in the label order ``order``."""
+    predictions = datasets.load(data, list(order))
+    err_console.print(predictions.describe(), highlight=False, markup=False)
+    fitted = Calibrator.load(calibrator) if calibrator else None
+    q = fitted.predict_proba(predictions.probs) if fitted else predictions.probs
+    return predictions, q
+
+
+def _set_records(predictions: Predictions, membership: NDArray[np.bool_]) -> list[dict[str, Any]]:
+    names = predictions.labels
+    return [
+        {
+            "id": item_id,
+            "set": [names[k] for k in np.flatnonzero(row)],
+            "label": names[gold] if gold >= 0 else None,
+        }
+        for item_id, row, gold in zip(predictions.ids, membership, predictions.y, strict=True)
+    ]
+
+
+def _show_sets(
+    result: dict[str, Any], predictions: Predictions, names: tuple[str, ...], out: Path | None
+) -> None:
+    scope = "within each label (Mondrian)" if result["by_class"] else "over all items"
+    console.print(
+        f"[bold]{predictions.source}[/], {result['probabilities']}: {result['score'].upper()} sets "
+        f"for 1 - alpha = {1 - result['alpha']:g} coverage {scope}, calibrated on "
+        f"{result['n_calib_items']} items",
+        highlight=False,
+    )
+    table = Table(title="prediction sets")
+    for column in ("items", "coverage", "mean size", "singletons", "empty"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(result["n"]),
+        _f(result["coverage"]),
+        _f(result["mean_size"], 3),
+        f"{result['singleton_rate']:.1%}",
+        f"{result['empty_rate']:.1%}",
+    )
+    console.print(table)
+    if result["coverage_by_class"]:
+        parts = [f"{k} {_f(v, 3)}" for k, v in result["coverage_by_class"].items()]
+        console.print("coverage by gold label: " + ", ".join(parts), highlight=False)
+    if any(q is None for q in result["quantiles"]):
+        console.print(
+            "too few calibration items for this alpha (needs (n + 1)(1 - alpha) <= n): every "
+            "label is kept; lower the coverage or label more items",
+            style="yellow",
+            highlight=False,
+        )
+    if out is not None:
+        console.print(f"sets written to {out}", highlight=False)
+    console.print(
+        "The guarantee is marginal: over new items like these, the set holds the gold label "
+        f"with probability at least {1 - result['alpha']:g}; it does not need calibrated "
+        "probabilities (calibration makes sets smaller).",
+        style="dim",
+        highlight=False,
+    )
+
+
+@app.command("decide-cost")
+def decide_cost(
+    data: DataOption,
+    calibrator: CalibratorOption = None,
+    cost_fp: Annotated[
+        float | None, typer.Option(help="Cost of predicting --class when it is wrong.")
+    ] = None,
+    cost_fn: Annotated[float | None, typer.Option(help="Cost of missing --class.")] = None,
+    class_name: Annotated[
+        str | None, typer.Option("--class", "-c", help="The class of --cost-fp/--cost-fn.")
+    ] = None,
+    costs: Annotated[
+        Path | None,
+        typer.Option(help='A cost matrix JSON: {"action": {"label": cost, ...}, ...}.'),
+    ] = None,
+    labels: LabelsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Decide by cost: the action of least expected cost per item, raw vs calibrated.
+
+    Give --cost-fp, --cost-fn and --class (accept the class or not), or --costs with any
+    actions (labels, "abstain", "ask a human" ...). Reports the expected cost (what the
+    probabilities promise) and the realised cost (with the gold labels) per item, on the
+    verbalized probabilities and, with --calibrator, on the calibrated ones.
+
+    Example: verbcal decide-cost --data test.jsonl --calibrator ts.json --class negative --cost-fp 5 --cost-fn 1
+    """
+    with friendly_errors():
+        fitted = Calibrator.load(calibrator) if calibrator else None
+        order = ",".join(fitted.labels) if fitted and fitted.labels else labels
+        predictions = load_labelled(data, order, "decide-cost")
+        matrix = _cost_matrix(predictions, costs, cost_fp, cost_fn, class_name)
+        reports = {"verbalized": cost_report(predictions.probs, predictions.y, matrix)}
+        if fitted is not None:
+            q = fitted.predict_proba(predictions.probs)
+            reports[f"{fitted.method} calibrator"] = cost_report(q, predictions.y, matrix)
+    if as_json:
+        print(
+            json.dumps(
+                {"n": len(predictions), "actions": list(matrix.actions), "policies": reports}
+            )
+        )
+        return
+    table = Table(title=f"Bayes actions on {predictions.source} ({len(predictions)} items)")
+    for column in (
+        "probabilities",
+        "expected cost / item",
+        "realised cost / item",
+        "total",
+        "actions",
+    ):
+        table.add_column(column, justify="right")
+    for name, report in reports.items():
+        table.add_row(
+            name,
+            _f(report["expected_cost"]),
+            _f(report["realised_cost"]),
+            f"{report['total_realised_cost']:.6g}",
+            ", ".join(f"{a} {c}" for a, c in report["actions"].items()),
+        )
+    console.print(table)
+    console.print(
+        "expected = what the probabilities promise; realised = what it costs with the gold "
+        "labels. Where they differ, the probabilities are not calibrated for this decision.",
+        style="dim",
+        highlight=False,
+    )
+
+
+def _cost_matrix(
+    predictions: Predictions,
+    costs: Path | None,
+    cost_fp: float | None,
+    cost_fn: float | None,
+    class_name: str | None,
+) -> CostMatrix:
+    pair = (cost_fp, cost_fn, class_name)
+    if costs is not None:
+        if any(v is not None for v in pair):
+            raise ValueError("give --costs or --cost-fp/--cost-fn/--class, not both")
+        try:
+            mapping = json.loads(costs.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{costs}: not valid JSON ({exc}); see --help for the format") from exc
+        if not isinstance(mapping, dict):
+            raise ValueError(f"{costs}: the cost matrix must be a JSON object of actions")
+        return CostMatrix.from_mapping(mapping, predictions.labels)
+    if cost_fp is None or cost_fn is None or class_name is None:
+        raise ValueError("give --costs FILE, or all of --cost-fp, --cost-fn and --class")
+    cls = _class_index(predictions, class_name)
+    return CostMatrix.false_positive_negative(predictions.labels, cls, cost_fp, cost_fn)
