@@ -526,10 +526,7 @@ def sets(
             write_jsonl(out, _set_records(test_predictions, membership))
     names = test_predictions.labels
     per_class = (
-        {
-            n: _plain_float(c)
-            for n, c in zip(names, coverage_by_class(membership, gold), strict=True)
-        }
+        dict(zip(names, coverage_by_class(membership, gold).tolist(), strict=True))
         if gold is not None
         else None
     )
@@ -545,10 +542,6 @@ def sets(
         print(json.dumps(result))
         return
     _show_sets(result, test_predictions, names, out)
-
-
-def _plain_float(value: float) -> float | None:
-    return None if value != value else float(value)
 
 
 def _load_any(
