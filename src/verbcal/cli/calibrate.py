@@ -20,7 +20,13 @@ from verbcal.cli.app import app, console, err_console
 from verbcal.compare import compare as run_compare
 from verbcal.compare import summarise
 from verbcal.metrics import DEFAULT_BINS, METRICS, bootstrap_ci, by_band, by_slice, summary
-from verbcal.predictions import Predictions, PredictionsError, with_probs, write_jsonl
+from verbcal.predictions import (
+    Predictions,
+    PredictionsError,
+    field_values,
+    with_probs,
+    write_jsonl,
+)
 
 DataOption = Annotated[
     str,
@@ -108,7 +114,7 @@ def evaluate(
         ci = bootstrap_ci(q, predictions.y, n_boot=boot, seed=seed, n_bins=bins)
         bands = by_band(q, predictions.y, n_bins=bins)
         slices = (
-            by_slice(q, predictions.y, slice_keys(predictions, by), boot, seed, bins)
+            by_slice(q, predictions.y, field_values(predictions, by), boot, seed, bins)
             if by
             else None
         )
@@ -137,18 +143,6 @@ def evaluate(
     console.print(band_table(bands))
     if slices is not None and by is not None:
         console.print(slice_table(slices, by))
-
-
-def slice_keys(predictions: Predictions, field: str) -> list[object]:
-    """The value of ``field`` in the record of each row (None where the record lacks it)."""
-    records = [predictions.records[r] for r in predictions.rows]
-    if not any(field in record for record in records):
-        keys = sorted({k for record in records[:100] for k in record})
-        raise ValueError(
-            f"no record of {predictions.source} has the field {field!r}; --by takes one of "
-            f"{', '.join(keys)}"
-        )
-    return [record.get(field) for record in records]
 
 
 def band_table(bands: list[dict[str, Any]]) -> Table:

@@ -212,21 +212,6 @@ def _describe_test(on_test: dict[str, Any]) -> str:
     )
 
 
-def _band_on(predictions: Predictions, q: NDArray[np.float64], band: AbstainBand) -> dict[str, Any]:
-    """Abstention rate and the precision of each side on labelled data."""
-    decision = band.decide(q)
-    positive = predictions.y == band.cls
-    accepted, rejected = decision == 1, decision == 0
-    return {
-        "n": len(predictions),
-        "abstain_rate": float(np.mean(decision == -1)),
-        "accepted": int(accepted.sum()),
-        "accept_precision": float(positive[accepted].mean()) if accepted.any() else None,
-        "rejected": int(rejected.sum()),
-        "reject_precision": float((~positive[rejected]).mean()) if rejected.any() else None,
-    }
-
-
 def _report_band(
     predictions: Predictions,
     q: NDArray[np.float64],
@@ -236,8 +221,8 @@ def _report_band(
     as_json: bool,
 ) -> None:
     label = predictions.labels[band.cls]
-    calib = _band_on(predictions, q, band)
-    on_test = _band_on(tested[0], tested[1], band) if tested else None
+    calib = band.evaluate(q, predictions.y)
+    on_test = band.evaluate(tested[1], tested[0].y) if tested else None
     if as_json:
         out: dict[str, Any] = {
             "upper": band.upper,

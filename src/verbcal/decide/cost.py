@@ -74,6 +74,21 @@ class CostMatrix:
         reject = [cost_fn if k == positive else 0.0 for k in range(len(labels))]
         return cls((name, f"not {name}"), tuple(labels), np.array([accept, reject]))
 
+    @classmethod
+    def zero_one(cls, labels: Sequence[str], abstain_cost: float | None = None) -> CostMatrix:
+        """Predict a label: 0 if right, 1 if wrong; with ``abstain_cost``, an extra action
+        "abstain" that costs that much whatever the label (Chow's rule: abstain when the
+        largest probability is below ``1 - abstain_cost``)."""
+        k = len(labels)
+        costs = 1.0 - np.eye(k)
+        actions = tuple(labels)
+        if abstain_cost is not None:
+            if not (math.isfinite(abstain_cost) and 0.0 <= abstain_cost <= 1.0):
+                raise ValueError(f"abstain_cost must lie in [0, 1], got {abstain_cost!r}")
+            costs = np.vstack([costs, np.full(k, float(abstain_cost))])
+            actions += ("abstain",)
+        return cls(actions, tuple(labels), costs)
+
 
 def bayes_actions(probs: ArrayLike, costs: CostMatrix) -> NDArray[np.int64]:
     """Index of the action of least expected cost per row (ties to the first action)."""

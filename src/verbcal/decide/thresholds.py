@@ -671,6 +671,23 @@ class AbstainBand:
             out[score >= self.upper] = 1
         return out
 
+    def evaluate(self, probs: ArrayLike, y: ArrayLike) -> dict[str, Any]:
+        """On labelled data: ``abstain_rate``, and per side the items decided and their
+        precision (``accept_precision`` = share of accepted items that are ``cls``,
+        ``reject_precision`` = share of rejected items that are not; None when none)."""
+        p, y_arr = _check(probs, y)
+        decision = self.decide(p)
+        positive = y_arr == self.cls
+        accepted, rejected = decision == 1, decision == 0
+        return {
+            "n": len(y_arr),
+            "abstain_rate": float(np.mean(decision == -1)),
+            "accepted": int(accepted.sum()),
+            "accept_precision": float(positive[accepted].mean()) if accepted.any() else None,
+            "rejected": int(rejected.sum()),
+            "reject_precision": float((~positive[rejected]).mean()) if rejected.any() else None,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {
