@@ -109,6 +109,19 @@ def test_threshold_recall_and_people_output(blocks_file: Path) -> None:
     assert code == 0 and "threshold 0.9" in out
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--procedure", "holm"), "--procedure must be ltt-ranks or pointwise"),
+        (("--abstain", "--procedure", "pointwise"), "--abstain uses the ltt-ranks"),
+        (("--abstain", "--recall", "0.9"), "--abstain takes a --precision target"),
+    ],
+)
+def test_threshold_option_errors(blocks_file: Path, args: tuple[str, ...], message: str) -> None:
+    code, _, err = invoke("threshold", "--data", blocks_file, "--class", "yes", *args)
+    assert code == 2 and message in err
+
+
 def test_threshold_abstain_band_json_and_test_part(blocks_file: Path) -> None:
     code, out, _ = invoke(
         "threshold",

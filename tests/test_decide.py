@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 from scipy.stats import binomtest
 
 from verbcal.decide import (
+    abstain_band,
     accuracy_at_coverage,
     aurc,
     candidate_ranks,
@@ -421,3 +422,45 @@ def test_selective_guarantee_holds_in_simulation() -> None:
         fails += test_correct[r][kept].mean() < 0.85
     assert claimed >= 0.75 * REPEATS
     assert fails / REPEATS <= MAX_FAIL
+
+
+# ---------------------------------------------------------------------------- abstain band
+
+
+def test_abstain_band_by_hand() -> None:
+    # 100 sure positives at 0.95, 100 sure negatives at 0.05, 100 coin flips at 0.5
+    probs, y = blocks((0.95, 100, 100), (0.5, 100, 50), (0.05, 100, 0))
+    band = abstain_band(probs, y, 1, precision=0.9)
+    assert band.accept.above == 0.5 and band.upper is not None and 0.5 < band.upper < 0.51
+    assert band.lower is not None and 0.49 < band.lower < 0.5  # reject when P < 0.5
+    np.testing.assert_array_equal(band.decide(binary([0.95, 0.5, 0.05])), [1, -1, 0])
+    assert band.abstain_rate == pytest.approx(1 / 3)
+    on_data = band.evaluate(probs, y)
+    assert on_data["accept_precision"] == 1.0 and on_data["reject_precision"] == 1.0
+    assert on_data["accepted"] == on_data["rejected"] == 100
+    assert json.loads(json.dumps(band.to_dict()))["abstain_rate"] == pytest.approx(1 / 3)
+    # too few items: neither side decides, everything is abstained
+    few = abstain_band(*blocks((0.95, 10, 10), (0.05, 10, 0)), 1, precision=0.9)
+    assert few.upper is None and few.lower is None and few.abstain_rate == 1.0
+
+
+def test_abstain_band_each_side_keeps_its_guarantee_in_simulation() -> None:
+    # s ~ U(0, 1) on a 0.001 grid, P(y = 1 | s) = s: precision above v is (1 + v) / 2, of
+    # "not 1" below w is 1 - w / 2; the 0.85 target holds exactly for v >= 0.7 and w <= 0.3
+    rng = np.random.default_rng(12)
+    repeats, limit = 300, 0.05 + 2 * np.sqrt(0.05 * 0.95 / 300)
+    bad_accept = bad_reject = decided = 0
+    for _ in range(repeats):
+        s = np.floor(rng.random(1000) * 1000) / 1000
+        y = (rng.random(1000) < s).astype(np.int64)
+        band = abstain_band(binary(s), y, 1, precision=0.85)
+        if band.upper is not None:  # rule: s > above, on the 0.001 grid
+            v = band.accept.above
+            assert v is not None
+            bad_accept += (1 + (np.floor(v * 1000 + 1e-6) + 1) / 1000) / 2 < 0.85
+            decided += 1
+        if band.lower is not None:  # rule: s < 1 - above of the flipped score
+            w = np.ceil(band.lower * 1000 - 1e-6) / 1000
+            bad_reject += 1 - w / 2 < 0.85
+    assert bad_accept / repeats <= limit and bad_reject / repeats <= limit
+    assert decided >= 0.5 * repeats  # not vacuous

@@ -147,6 +147,8 @@ def threshold(
             raise ValueError("--abstain takes a --precision target, not --recall")
         if procedure not in ("ltt-ranks", "pointwise"):
             raise ValueError(f"--procedure must be ltt-ranks or pointwise, got {procedure!r}")
+        if abstain and procedure != "ltt-ranks":
+            raise ValueError("--abstain uses the ltt-ranks procedure; drop --procedure")
         predictions, q, what = _load(data, calibrator, labels, "choosing a threshold")
         cls = _class_index(predictions, class_name)
         order = ",".join(predictions.labels)

@@ -288,11 +288,11 @@ def threshold_for(
     ``delta``. Ranks, unlike a fixed grid of thresholds, adapt to where the scores lie, so no
     candidate is starved of items.
 
-    **Precision target, procedure "pointwise"** (the rule of verbcal <= 0.3, kept for
-    comparison): the smallest threshold whose Clopper-Pearson lower bound at ``confidence``
-    reaches the target. Exact for one threshold fixed in advance, but the scan over every
-    operating point breaks it: where the true precision is flat just below the target, it
-    accepts a threshold in up to 2.5 times more repeats than ``1 - confidence``.
+    **Precision target, procedure "pointwise"** (the former rule, kept for comparison): the
+    smallest threshold whose Clopper-Pearson lower bound at ``confidence`` reaches the
+    target. Exact for one threshold fixed in advance, but the scan over every operating
+    point breaks it: where the true precision is flat just below the target it accepted a
+    threshold in 16.7% of repeats at ``confidence`` 0.95 (``benchmarks/bench_decide.py``).
 
     **Recall target** (both procedures): the *largest* threshold (so the highest precision)
     whose one-sided Clopper-Pearson lower bound on recall, counting the true positives among
@@ -598,9 +598,9 @@ def selective_threshold(
 
     Among the operating points of :func:`risk_coverage`, the smallest threshold (so the
     largest coverage) whose one-sided Clopper-Pearson lower bound (at ``confidence``) on the
-    accuracy of the kept items reaches ``accuracy``. The same multiple-testing caveat as
-    :func:`threshold_for` applies: the bound is exact for a fixed threshold, and the scan
-    over operating points makes it approximate for the chosen one.
+    accuracy of the kept items reaches ``accuracy``. This is the pointwise rule (like
+    ``threshold_for(..., procedure="pointwise")``): the bound is exact for a fixed threshold,
+    and the scan over operating points makes it approximate for the chosen one.
     """
     target = _check_unit("accuracy", accuracy)
     confidence = _check_unit("confidence", confidence)
