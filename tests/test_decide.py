@@ -444,6 +444,7 @@ def test_abstain_band_by_hand() -> None:
     assert few.upper is None and few.lower is None and few.abstain_rate == 1.0
 
 
+@pytest.mark.slow
 def test_abstain_band_each_side_keeps_its_guarantee_in_simulation() -> None:
     # s ~ U(0, 1) on a 0.001 grid, P(y = 1 | s) = s: precision above v is (1 + v) / 2, of
     # "not 1" below w is 1 - w / 2; the 0.85 target holds exactly for v >= 0.7 and w <= 0.3

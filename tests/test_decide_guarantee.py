@@ -55,6 +55,7 @@ def rates(name: str, procedure: str, seed: int) -> tuple[float, float, float]:
     return violations / REPEATS, reached / REPEATS, recall / REPEATS
 
 
+@pytest.mark.slow
 def test_the_truth_of_the_scenarios_by_monte_carlo() -> None:
     # the closed forms the guarantee is judged by, against 400,000 fresh items
     rng = np.random.default_rng(3)
@@ -68,6 +69,7 @@ def test_the_truth_of_the_scenarios_by_monte_carlo() -> None:
             assert (positive & kept).sum() / positive.sum() == pytest.approx(recall, abs=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("p0", [0.88, 0.89, 0.895])
 def test_flat_just_below_target_the_guarantee_holds_and_the_old_scan_breaks_it(p0: float) -> None:
     # every threshold has true precision p0 < 0.9: any threshold returned is a violation
@@ -80,6 +82,7 @@ def test_flat_just_below_target_the_guarantee_holds_and_the_old_scan_breaks_it(p
         assert old > LIMIT
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "min_reachable"),
     [("calibrated", 0.35), ("over-confident", 0.2), ("grid-0.05", 0.2), ("multiclass-ovr", 0.35)],
