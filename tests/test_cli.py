@@ -15,7 +15,9 @@ from verbcal.cli import app
 from verbcal.metrics import METRICS, summary
 
 runner = CliRunner(env={"COLUMNS": "250"})
-EVALUATE_KEYS = {"n", "accuracy", "macro_f1", "ece", "mce", "nll", "brier", "auroc", "bins", "ci"}
+EVALUATE_KEYS = {
+    *("n", "accuracy", "macro_f1", "ece", "mce", "nll", "brier", "auroc", "bins", "ci", "bands")
+}
 
 
 def invoke(*args: str | Path) -> tuple[int, str, str]:
@@ -304,3 +306,35 @@ def test_apply_with_a_mismatched_label_set_fails_cleanly(tmp_path: Path) -> None
     assert code == 2
     line = one_error_line(err)
     assert "line 1" in line and "unknown label 'negative'" in line
+
+
+def test_evaluate_bands_and_slices_by_a_record_field(tmp_path: Path) -> None:
+    lines = []
+    for i in range(40):
+        p = 0.9 if i % 2 else 0.65
+        lines.append(
+            json.dumps(
+                {
+                    "id": str(i),
+                    "probs": {"a": p, "b": round(1 - p, 6)},
+                    "label": "a" if i % 5 else "b",
+                    "lang": "en" if i < 25 else "fr",
+                }
+            )
+        )
+    data = tmp_path / "p.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    code, out, _ = invoke("evaluate", "--data", data, "--boot", "50", "--by", "lang", "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert [b["band"] for b in result["bands"]] == ["low", "medium", "high"]
+    assert [b["n"] for b in result["bands"]] == [0, 20, 20]
+    assert list(result["slices"]) == ["en", "fr"] and result["slices"]["en"]["n"] == 25
+    predictions = datasets.load(str(data))
+    en = np.arange(25)
+    expected = summary(predictions.probs[en], predictions.y[en])
+    assert result["slices"]["en"]["accuracy"] == pytest.approx(expected["accuracy"])
+    code, out, _ = invoke("evaluate", "--data", data, "--boot", "50", "--by", "lang")
+    assert code == 0 and "per lang" in out and "per confidence band" in out
+    code, _, err = invoke("evaluate", "--data", data, "--by", "country")
+    assert code == 2 and "'country'" in err and "lang" in err

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from verbcal import datasets
 from verbcal.calibrate import make_calibrator
 from verbcal.cli import app
-from verbcal.decide import accuracy_at_coverage, aurc, threshold_for
+from verbcal.decide import abstain_band, accuracy_at_coverage, aurc, threshold_for
 
 runner = CliRunner(env={"COLUMNS": "200"})
 THRESHOLD_KEYS = {
@@ -45,6 +45,13 @@ def write_blocks(path: Path, *parts: tuple[float, int, int]) -> Path:
     return path
 
 
+def blocks_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The data of ``blocks_file`` as (probs, y) arrays, label order (no, yes)."""
+    s = np.array([0.9] * 100 + [0.5] * 50 + [0.1] * 50)
+    y = np.array([1] * 125 + [0] * 75)
+    return np.c_[1 - s, s], y
+
+
 @pytest.fixture
 def blocks_file(tmp_path: Path) -> Path:
     return write_blocks(tmp_path / "p.jsonl", (0.9, 100, 100), (0.5, 50, 25), (0.1, 50, 0))
@@ -65,9 +72,10 @@ def test_threshold_json_by_hand(blocks_file: Path) -> None:
     result = json.loads(out)
     assert set(result) >= THRESHOLD_KEYS
     assert result["reachable"] is True
-    assert result["threshold"] == 0.9
+    assert result["procedure"] == "ltt-ranks" and result["n_tests"] == 3
+    assert result["above"] == 0.5 and 0.5 < result["threshold"] < 0.5 + 1e-8  # P > 0.5
     assert result["precision"] == 1.0
-    assert result["precision_lower_bound"] == pytest.approx(0.05 ** (1 / 100))
+    assert result["precision_lower_bound"] == pytest.approx((0.05 / 3) ** (1 / 100))
     assert result["recall"] == pytest.approx(0.8)
     assert result["support"] == 125
     assert result["class"] == "yes" and result["n_operating_points"] == 3
@@ -85,8 +93,60 @@ def test_threshold_recall_and_people_output(blocks_file: Path) -> None:
     )
     assert code == 0
     assert "3 operating points" in out
-    assert "threshold 0.9" in out and "lower bound" in out
-    assert "with 0.95 confidence" in out  # what the bound means
+    assert "when P(yes) > 0.5" in out and "lower bound" in out
+    assert "Learn-then-Test" in out and "0.95 confidence" in out  # the guarantee
+    code, out, _ = invoke(
+        "threshold",
+        "--data",
+        blocks_file,
+        "--class",
+        "yes",
+        "--precision",
+        "0.95",
+        "--procedure",
+        "pointwise",
+    )
+    assert code == 0 and "threshold 0.9" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--procedure", "holm"), "--procedure must be ltt-ranks or pointwise"),
+        (("--abstain", "--procedure", "pointwise"), "--abstain uses the ltt-ranks"),
+        (("--abstain", "--recall", "0.9"), "--abstain takes a --precision target"),
+    ],
+)
+def test_threshold_option_errors(blocks_file: Path, args: tuple[str, ...], message: str) -> None:
+    code, _, err = invoke("threshold", "--data", blocks_file, "--class", "yes", *args)
+    assert code == 2 and message in err
+
+
+def test_threshold_abstain_band_json_and_test_part(blocks_file: Path) -> None:
+    code, out, _ = invoke(
+        "threshold",
+        "--data",
+        blocks_file,
+        "--test",
+        blocks_file,
+        "--class",
+        "yes",
+        "--precision",
+        "0.8",
+        "--abstain",
+        "--json",
+    )
+    assert code == 0
+    result = json.loads(out)
+    band = abstain_band(*blocks_arrays(), 1, precision=0.8)
+    assert result["upper"] == band.upper and result["lower"] == band.lower
+    assert result["abstain_rate"] == band.abstain_rate
+    assert result["test"]["abstain_rate"] == pytest.approx(band.abstain_rate)
+    assert result["calibration"]["abstain_rate"] == pytest.approx(band.abstain_rate)
+    code, out, _ = invoke(
+        "threshold", "--data", blocks_file, "--class", "yes", "--precision", "0.8", "--abstain"
+    )
+    assert code == 0 and "abstained" in out
 
 
 def test_threshold_unreachable_says_so(tmp_path: Path) -> None:
@@ -101,7 +161,7 @@ def test_threshold_unreachable_says_so(tmp_path: Path) -> None:
     code, out, _ = invoke("threshold", "--data", data, "--class", "yes", "--precision", "0.95")
     assert code == 0
     assert "no threshold reaches precision >= 0.95" in out
-    assert "at least 59" in out
+    assert "label more items" in out
 
 
 def test_threshold_with_a_calibrator_matches_the_api(tmp_path: Path) -> None:
@@ -196,3 +256,77 @@ def test_blocks_file_round_trip(blocks_file: Path) -> None:
     predictions = datasets.load(blocks_file)
     assert predictions.labels == ("no", "yes")
     np.testing.assert_allclose(np.unique(predictions.probs[:, 1]), [0.1, 0.5, 0.9])
+
+
+def test_sets_json_matches_the_api_and_writes_each_set(tmp_path: Path) -> None:
+    from verbcal.decide import fit_sets, set_summary
+
+    calib = write_blocks(tmp_path / "c.jsonl", (0.9, 60, 55), (0.6, 40, 25), (0.2, 50, 5))
+    test = write_blocks(tmp_path / "t.jsonl", (0.9, 30, 27), (0.6, 20, 12), (0.2, 25, 3))
+    out = tmp_path / "sets.jsonl"
+    code, stdout, _ = invoke(
+        "sets", "--calib", calib, "--data", test, "--alpha", "0.1", "--out", out, "--json"
+    )
+    assert code == 0
+    result = json.loads(stdout)
+    assert {"coverage", "mean_size", "singleton_rate", "empty_rate", "alpha", "n"} <= set(result)
+    c, t = (
+        datasets.load(str(calib)),
+        datasets.load(str(test), list(datasets.load(str(calib)).labels)),
+    )
+    expected = set_summary(fit_sets(c.probs, c.y, alpha=0.1).predict(t.probs), t.y)
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value), key
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 75 and {"id", "set", "label"} <= set(rows[0])
+    assert np.mean([r["label"] in r["set"] for r in rows]) == pytest.approx(result["coverage"])
+    code, stdout, _ = invoke(
+        "sets", "--calib", calib, "--data", test, "--by-class", "--score", "aps"
+    )
+    assert code == 0 and "Mondrian" in stdout and "coverage by gold label" in stdout
+    code, _, err = invoke("sets", "--calib", calib, "--data", test, "--score", "raps")
+    assert code == 2 and "--score must be one of lac, aps" in err
+
+
+def test_decide_cost_fp_fn_and_matrix(tmp_path: Path) -> None:
+    data = write_blocks(tmp_path / "d.jsonl", (0.9, 60, 55), (0.6, 40, 25), (0.2, 50, 5))
+    code, stdout, _ = invoke(
+        "decide-cost",
+        "--data",
+        data,
+        "--class",
+        "yes",
+        "--cost-fp",
+        "1",
+        "--cost-fn",
+        "1",
+        "--json",
+    )
+    assert code == 0
+    result = json.loads(stdout)
+    report = result["policies"]["verbalized"]
+    # fp = fn: accept yes iff P(yes) > 0.5: blocks 0.9 and 0.6 accepted (5 + 15 wrong), 0.2
+    # rejected (5 missed)
+    assert report["actions"] == {"yes": 100, "not yes": 50}
+    assert report["realised_cost"] == pytest.approx((5 + 15 + 5) / 150)
+    assert report["expected_cost"] == pytest.approx((60 * 0.1 + 40 * 0.4 + 50 * 0.2) / 150)
+    matrix = tmp_path / "costs.json"
+    matrix.write_text(
+        json.dumps(
+            {"yes": {"yes": 0, "no": 5}, "no": {"yes": 5, "no": 0}, "ask": {"yes": 1, "no": 1}}
+        )
+    )
+    code, stdout, _ = invoke("decide-cost", "--data", data, "--costs", matrix, "--json")
+    assert code == 0
+    assert json.loads(stdout)["policies"]["verbalized"]["actions"] == {
+        "yes": 60,
+        "no": 50,
+        "ask": 40,
+    }
+    code, stdout, _ = invoke("decide-cost", "--data", data, "--costs", matrix)
+    assert code == 0 and "realised cost" in stdout
+    code, _, err = invoke("decide-cost", "--data", data, "--cost-fp", "1")
+    assert code == 2 and "--cost-fn" in err
+    matrix.write_text(json.dumps({"yes": {"yes": 0}}))
+    code, _, err = invoke("decide-cost", "--data", data, "--costs", matrix)
+    assert code == 2 and "missing ['no']" in err

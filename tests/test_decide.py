@@ -11,8 +11,10 @@ from numpy.typing import NDArray
 from scipy.stats import binomtest
 
 from verbcal.decide import (
+    abstain_band,
     accuracy_at_coverage,
     aurc,
+    candidate_ranks,
     clopper_pearson_lower,
     items_needed,
     pr_curve,
@@ -131,34 +133,65 @@ def test_items_needed_is_the_first_n_whose_all_correct_bound_reaches_the_target(
 # ------------------------------------------------------------------------------ threshold_for
 
 
+def test_candidate_ranks_are_geometric_and_each_can_pass() -> None:
+    ranks = candidate_ranks(200, 0.95)
+    np.testing.assert_array_equal(ranks, [200, 141, 100])
+    delta_each = 0.05 / len(ranks)
+    # the last rank leaves enough items for an all-correct pass; one more rank would not
+    assert ranks[-1] - 1 >= items_needed(0.95, 1 - delta_each)
+    assert items_needed(0.95, 1 - 0.05 / 4) > 71 - 1
+    np.testing.assert_array_equal(
+        candidate_ranks(1000, 0.9), [1000, 707, 500, 354, 250, 177, 125, 88, 62]
+    )
+    assert list(candidate_ranks(10, 0.95)) == [10]  # too few items: one test, which will fail
+    with pytest.raises(ValueError, match="ratio"):
+        candidate_ranks(100, 0.9, ratio=1.0)
+
+
 def test_precision_threshold_by_hand() -> None:
-    # 100 items at 0.9, all positive: bound 0.05^(1/100) = 0.9705 >= 0.95
-    # then 50 at 0.5 with 25 positive: 125/150 = 0.833, bound below 0.95
+    # n = 200: ranks 200, 141, 100, each tested at confidence 1 - 0.05 / 3
+    # rank 141 falls in the 0.5 block: above it, 100 items at 0.9, all positive
     probs, y = blocks((0.9, 100, 100), (0.5, 50, 25), (0.1, 50, 0))
     result = threshold_for(probs, y, 1, precision=0.95)
-    assert result.reachable and result.metric == "precision"
-    assert result.threshold == 0.9
+    c = 1 - 0.05 / 3
+    assert result.reachable and result.metric == "precision" and result.procedure == "ltt-ranks"
+    assert result.n_tests == 3 and result.test_confidence == pytest.approx(c)
+    assert result.above == 0.5 and result.threshold is not None
+    assert 0.5 < result.threshold < 0.5 + 1e-8  # the rule is P > 0.5
     assert result.precision == 1.0
-    assert result.precision_lower_bound == pytest.approx(0.05 ** (1 / 100))
+    assert result.precision_lower_bound == pytest.approx((1 - c) ** (1 / 100))
     assert result.recall == pytest.approx(100 / 125)
-    assert result.recall_lower_bound == pytest.approx(scipy_lower(100, 125, 0.95))
+    assert result.recall_lower_bound == pytest.approx(scipy_lower(100, 125, c))
     assert result.support == 125 and result.n_predicted == 100 and result.true_positives == 100
     assert result.n_operating_points == 3
-    # a lower target moves to the smallest threshold that passes, the 0.5 block
-    lower = threshold_for(probs, y, 1, precision=0.75)
-    assert lower.threshold == 0.5
-    assert lower.precision == pytest.approx(125 / 150)
-    assert lower.precision_lower_bound == pytest.approx(scipy_lower(125, 150, 0.95))
+    # a lower target: rank 200 (above 0.1: 125 of 150) passes iff its bound reaches it
+    lower = threshold_for(probs, y, 1, precision=0.7)
+    assert lower.above == 0.1 and lower.precision == pytest.approx(125 / 150)
+    assert scipy_lower(125, 150, lower.test_confidence) >= 0.7
+    assert lower.precision_lower_bound == pytest.approx(
+        scipy_lower(125, 150, lower.test_confidence)
+    )
     assert lower.recall == 1.0
 
 
-def test_precision_threshold_is_the_smallest_passing_one_not_the_first_crossing() -> None:
-    # the top block fails (5 of 10), the next passes once pooled (205 of 210), the last fails
+def test_precision_threshold_takes_the_lowest_passing_rank() -> None:
+    # the top block fails alone (5 of 10), pooled with the 0.9 block it passes (205 of 210)
     probs, y = blocks((0.95, 10, 5), (0.9, 200, 200), (0.4, 100, 10))
-    assert scipy_lower(5, 10, 0.95) < 0.9 <= scipy_lower(205, 210, 0.95)
     result = threshold_for(probs, y, 1, precision=0.9)
-    assert result.threshold == 0.9
-    assert result.precision == pytest.approx(205 / 210)
+    assert result.n_tests == 6
+    assert scipy_lower(205, 210, result.test_confidence) >= 0.9
+    assert scipy_lower(215, 310, result.test_confidence) < 0.9
+    assert result.above == 0.4 and result.precision == pytest.approx(205 / 210)
+
+
+def test_pointwise_procedure_is_kept_for_comparison() -> None:
+    probs, y = blocks((0.9, 100, 100), (0.5, 50, 25), (0.1, 50, 0))
+    result = threshold_for(probs, y, 1, precision=0.95, procedure="pointwise")
+    assert result.procedure == "pointwise" and result.threshold == 0.9
+    assert result.precision_lower_bound == pytest.approx(0.05 ** (1 / 100))
+    assert "not corrected for the scan" in result.note
+    with pytest.raises(ValueError, match="procedure"):
+        threshold_for(probs, y, 1, procedure="holm")  # type: ignore[arg-type]
 
 
 def test_the_bound_is_stricter_than_the_point_estimate() -> None:
@@ -168,11 +201,13 @@ def test_the_bound_is_stricter_than_the_point_estimate() -> None:
     assert not result.reachable
     assert result.threshold is None
     assert result.precision == pytest.approx(39 / 40)  # the closest point, for information
-    assert result.precision_lower_bound == pytest.approx(scipy_lower(39, 40, 0.95))
+    assert result.precision_lower_bound == pytest.approx(
+        scipy_lower(39, 40, result.test_confidence)
+    )
     assert "no threshold reaches precision 0.95" in result.note
-    assert "59" in result.note and "label more items" in result.note
-    # a lower confidence makes the same data enough
-    assert threshold_for(probs, y, 1, precision=0.95, confidence=0.5).reachable
+    assert "label more items" in result.note and "candidate ranks" in result.note
+    # a lower target makes the same data enough
+    assert threshold_for(probs, y, 1, precision=0.85).reachable
 
 
 def test_unreachable_when_the_class_never_occurs() -> None:
@@ -335,13 +370,6 @@ def simulate(
     return s, rng.random(shape) < s**power
 
 
-def naive_threshold(scores: Array, y: NDArray[np.int64], target: float) -> float | None:
-    """The smallest threshold whose point (not bounded) precision reaches the target."""
-    curve = pr_curve(binary(scores), y, 1)
-    passing = np.flatnonzero(curve.precision >= target)
-    return float(curve.thresholds[passing[-1]]) if len(passing) else None
-
-
 def realised_precision(test_s: Array, test_y: NDArray[np.bool_], t: Array) -> Array:
     """Precision on each repeat's fresh test set at its threshold (nan where none chosen)."""
     chosen = test_s >= np.where(np.isnan(t), np.inf, t)[:, None]
@@ -353,37 +381,6 @@ def realised_precision(test_s: Array, test_y: NDArray[np.bool_], t: Array) -> Ar
 def realised_recall(test_s: Array, test_y: NDArray[np.bool_], t: Array) -> Array:
     chosen = test_s >= np.where(np.isnan(t), np.inf, t)[:, None]
     return (chosen & test_y).sum(axis=1) / test_y.sum(axis=1)
-
-
-@pytest.mark.parametrize("grid", [False, True], ids=["continuous", "grid"])
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_precision_guarantee_holds_in_simulation(scenario: str, grid: bool) -> None:
-    rng = np.random.default_rng([2024, len(scenario), grid])
-    cal_s, cal_y = simulate(rng, (REPEATS, N_CALIB), scenario, grid)
-    test_s, test_y = simulate(rng, (REPEATS, N_TEST), scenario, grid)
-    bound_t = np.full(REPEATS, np.nan)
-    naive_t = np.full(REPEATS, np.nan)
-    for r in range(REPEATS):
-        y = cal_y[r].astype(np.int64)
-        result = threshold_for(binary(cal_s[r]), y, 1, precision=TARGET, confidence=CONFIDENCE)
-        if result.reachable:
-            assert result.threshold is not None
-            bound_t[r] = result.threshold
-        naive = naive_threshold(cal_s[r], y, TARGET)
-        naive_t[r] = np.nan if naive is None else naive
-    bound_prec = realised_precision(test_s, test_y, bound_t)
-    naive_prec = realised_precision(test_s, test_y, naive_t)
-    # a repeat fails when it claims a threshold whose precision on fresh data misses the target
-    bound_fail = np.mean(~np.isnan(bound_t) & (bound_prec < TARGET))
-    naive_fail = np.mean(~np.isnan(naive_t) & (naive_prec < TARGET))
-    # not vacuous: the bound finds a threshold in most repeats
-    assert np.mean(~np.isnan(bound_t)) >= 0.7
-    assert bound_fail <= MAX_FAIL, f"bound missed the target in {bound_fail:.1%} of repeats"
-    assert naive_fail >= 0.25, f"naive threshold missed it in only {naive_fail:.1%}"
-    assert naive_fail >= 4 * bound_fail
-    # the margin costs recall: the bounded threshold is never below the naive one
-    both = ~np.isnan(bound_t) & ~np.isnan(naive_t)
-    assert np.all(bound_t[both] >= naive_t[both])
 
 
 @pytest.mark.parametrize("scenario", ["calibrated", "overconfident"])
@@ -425,3 +422,46 @@ def test_selective_guarantee_holds_in_simulation() -> None:
         fails += test_correct[r][kept].mean() < 0.85
     assert claimed >= 0.75 * REPEATS
     assert fails / REPEATS <= MAX_FAIL
+
+
+# ---------------------------------------------------------------------------- abstain band
+
+
+def test_abstain_band_by_hand() -> None:
+    # 100 sure positives at 0.95, 100 sure negatives at 0.05, 100 coin flips at 0.5
+    probs, y = blocks((0.95, 100, 100), (0.5, 100, 50), (0.05, 100, 0))
+    band = abstain_band(probs, y, 1, precision=0.9)
+    assert band.accept.above == 0.5 and band.upper is not None and 0.5 < band.upper < 0.51
+    assert band.lower is not None and 0.49 < band.lower < 0.5  # reject when P < 0.5
+    np.testing.assert_array_equal(band.decide(binary([0.95, 0.5, 0.05])), [1, -1, 0])
+    assert band.abstain_rate == pytest.approx(1 / 3)
+    on_data = band.evaluate(probs, y)
+    assert on_data["accept_precision"] == 1.0 and on_data["reject_precision"] == 1.0
+    assert on_data["accepted"] == on_data["rejected"] == 100
+    assert json.loads(json.dumps(band.to_dict()))["abstain_rate"] == pytest.approx(1 / 3)
+    # too few items: neither side decides, everything is abstained
+    few = abstain_band(*blocks((0.95, 10, 10), (0.05, 10, 0)), 1, precision=0.9)
+    assert few.upper is None and few.lower is None and few.abstain_rate == 1.0
+
+
+@pytest.mark.slow
+def test_abstain_band_each_side_keeps_its_guarantee_in_simulation() -> None:
+    # s ~ U(0, 1) on a 0.001 grid, P(y = 1 | s) = s: precision above v is (1 + v) / 2, of
+    # "not 1" below w is 1 - w / 2; the 0.85 target holds exactly for v >= 0.7 and w <= 0.3
+    rng = np.random.default_rng(12)
+    repeats, limit = 300, 0.05 + 2 * np.sqrt(0.05 * 0.95 / 300)
+    bad_accept = bad_reject = decided = 0
+    for _ in range(repeats):
+        s = np.floor(rng.random(1000) * 1000) / 1000
+        y = (rng.random(1000) < s).astype(np.int64)
+        band = abstain_band(binary(s), y, 1, precision=0.85)
+        if band.upper is not None:  # rule: s > above, on the 0.001 grid
+            v = band.accept.above
+            assert v is not None
+            bad_accept += (1 + (np.floor(v * 1000 + 1e-6) + 1) / 1000) / 2 < 0.85
+            decided += 1
+        if band.lower is not None:  # rule: s < 1 - above of the flipped score
+            w = np.ceil(band.lower * 1000 - 1e-6) / 1000
+            bad_reject += 1 - w / 2 < 0.85
+    assert bad_accept / repeats <= limit and bad_reject / repeats <= limit
+    assert decided >= 0.5 * repeats  # not vacuous

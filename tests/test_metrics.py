@@ -444,3 +444,41 @@ def test_ece_matches_numpy_bincount_on_a_million_rows() -> None:
     """Same value as the plain bincount ECE (speed is compared in benchmarks/, not here)."""
     q, y = random_case(1_000_000, 4, seed=0)
     assert m.ece(q, y) == pytest.approx(bincount_ece(q, y), abs=1e-9)  # no edge values
+
+
+# ------------------------------------------------------------------ per band and per slice
+
+
+def test_by_band_by_hand_with_values_on_the_edges() -> None:
+    q = np.array([[0.6, 0.4], [0.9, 0.1], [0.55, 0.45], [0.2, 0.8], [0.8 - 1e-12, 0.2]])
+    y = np.array([0, 1, 0, 1, 0])
+    low, medium, high = m.by_band(q, y)
+    assert (low["band"], low["lower"], low["upper"]) == ("low", 0.0, 0.6)
+    assert low["n"] == 1 and low["accuracy"] == 1.0 and low["mean_confidence"] == 0.55
+    # 0.6 opens the medium band; 0.8 - 1e-12 counts as on the edge 0.8: high
+    assert medium["n"] == 1 and medium["mean_confidence"] == 0.6
+    assert high["n"] == 3 and high["accuracy"] == pytest.approx(2 / 3)
+    assert high["share"] == pytest.approx(0.6)
+    assert high["gap"] == pytest.approx(np.mean([0.9, 0.8, 0.8 - 1e-12]) - 2 / 3)
+    # the band's ECE is the ECE of its items
+    rows = [1, 3, 4]
+    assert high["ece"] == pytest.approx(m.ece(q[rows], y[rows]))
+    empty = m.by_band(np.array([[0.95, 0.05]]), np.array([0]))[0]
+    assert empty["n"] == 0 and np.isnan(empty["accuracy"]) and np.isnan(empty["ece"])
+
+
+def test_by_slice_matches_summary_per_slice() -> None:
+    rng = np.random.default_rng(8)
+    q = rng.dirichlet([1, 1, 1], 90)
+    y = rng.integers(0, 3, 90)
+    keys: list[object] = ["en"] * 50 + ["fr"] * 30 + [None] * 10
+    out = m.by_slice(q, y, keys, n_boot=50)
+    assert list(out) == ["en", "fr", "(missing)"]  # largest first
+    for name, rows in (("en", slice(0, 50)), ("fr", slice(50, 80)), ("(missing)", slice(80, 90))):
+        entry = out[name]
+        assert entry["n"] == rows.stop - rows.start
+        for metric, value in m.summary(q[rows], y[rows]).items():
+            assert entry[metric] == pytest.approx(value, nan_ok=True)
+        assert entry["ci"] == m.bootstrap_ci(q[rows], y[rows], n_boot=50)  # type: ignore[comparison-overlap]
+    with pytest.raises(ValueError, match="one entry per row"):
+        m.by_slice(q, y, keys[:-1])

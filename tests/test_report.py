@@ -48,6 +48,7 @@ def test_report_shows_every_section(run_dir: Path) -> None:
         "Confidence on the test part",
         "Decisions: thresholds per class",
         "Selective prediction",
+        "Decisions: abstain, sets, costs",
         "Fitted calibrators",
         "Run",
     ):

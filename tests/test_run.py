@@ -301,3 +301,49 @@ def test_cli_run_elicits_from_a_local_openai_compatible_server(
         assert sum(server.counts.values()) == sent
         assert "FAKEKEY" not in report
         assert "FAKEKEY" not in (out / "metrics.json").read_text(encoding="utf-8")
+
+
+def test_decisions_in_metrics_json_match_the_api(tweets_run: Path) -> None:
+    from verbcal import datasets
+    from verbcal.decide import CostMatrix, abstain_band, cost_report, fit_sets, set_summary
+
+    metrics = json.loads((tweets_run / "metrics.json").read_text(encoding="utf-8"))
+    split = json.loads((tweets_run / "split.json").read_text(encoding="utf-8"))
+    labelled = datasets.load("recorded:tweets").labelled()
+    where = {item: i for i, item in enumerate(labelled.ids)}
+    cal = np.array([where[i] for i in split["calibration"]])
+    test = np.array([where[i] for i in split["test"]])
+    rec = metrics["recommended"]
+    calibrator = Calibrator.load(tweets_run / metrics["methods"][rec]["calibrator"])
+    q_cal, q_test = (calibrator.predict_proba(labelled.probs[idx]) for idx in (cal, test))
+    y_cal, y_test = labelled.y[cal], labelled.y[test]
+    decisions = metrics["methods"][rec]["decisions"]
+    sets = set_summary(fit_sets(q_cal, y_cal, alpha=0.1, score="aps").predict(q_test), y_test)
+    for key, value in sets.items():
+        assert decisions["sets"]["aps"][key] == pytest.approx(value), key
+    costs = CostMatrix.zero_one(metrics["labels"], 0.3)
+    assert decisions["cost"]["realised_cost"] == pytest.approx(
+        cost_report(q_test, y_test, costs)["realised_cost"]
+    )
+    for k, label in enumerate(metrics["labels"]):
+        band = abstain_band(q_cal, y_cal, k, precision=0.9, confidence=0.95)
+        assert decisions["abstain"][label]["upper"] == band.upper
+        assert decisions["abstain"][label]["test"] == band.evaluate(q_test, y_test)
+    assert [b["band"] for b in decisions["bands"]] == ["low", "medium", "high"]
+    assert sum(b["n"] for b in decisions["bands"]) == len(test)
+    assert "slices" not in decisions and "abstain band" in metrics["conventions"]["decisions"]
+
+
+def test_run_slices_by_a_record_field(tmp_path: Path) -> None:
+    out = run_from_predictions(
+        "recorded:tweets", tmp_path / "r", RunOptions(n_boot=50, report=False, by="label")
+    )
+    slices = out.metrics["methods"]["temperature"]["decisions"]["slices"]
+    assert set(slices) == {"negative", "neutral", "positive"}
+    assert sum(s["n"] for s in slices.values()) == out.metrics["n_test"]
+    with pytest.raises(ValueError, match="has the field 'lang'"):
+        run_from_predictions(
+            "recorded:tweets", tmp_path / "s", RunOptions(n_boot=50, report=False, by="lang")
+        )
+    with pytest.raises(RunError, match="alpha"):
+        run_from_predictions("recorded:tweets", tmp_path / "t", RunOptions(alpha=1.5))

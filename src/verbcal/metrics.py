@@ -412,3 +412,84 @@ def bootstrap_ci(
         lo, hi = np.percentile(values, tails)
         result[name] = (float(lo), float(hi))
     return result
+
+
+# ------------------------------------------------------------------ per confidence band, per slice
+
+CONFIDENCE_BANDS: tuple[float, float] = (0.6, 0.8)
+"""Edges of the confidence bands of :func:`by_band`: low = confidence < 0.6, medium = 0.6 <=
+confidence < 0.8, high = confidence >= 0.8 (confidence = max q; a value within 1e-9 of an
+edge counts as on it, so the grid values 0.6 and 0.8 open their bands)."""
+
+BAND_NAMES = ("low", "medium", "high")
+EDGE_TOLERANCE = 1e-9
+
+
+def by_band(
+    q: ArrayLike,
+    y: ArrayLike,
+    edges: tuple[float, float] = CONFIDENCE_BANDS,
+    n_bins: int = DEFAULT_BINS,
+) -> list[dict[str, float | int | str]]:
+    """Accuracy and calibration per confidence band (low / medium / high, edges as stated).
+
+    Per band: ``lower`` and ``upper`` edges (confidence in [lower, upper), the last band
+    closed at 1), ``n`` items, ``share`` of all items, ``accuracy`` (top-label),
+    ``mean_confidence``, ``gap`` = mean_confidence - accuracy (positive: over-confident) and
+    ``ece`` (top-label, ``n_bins`` equal-width bins, on the band's items); nan when empty.
+    """
+    q_arr, y_arr = check_inputs(q, y)
+    confidence, correct = _top_label(q_arr, y_arr)
+    band = np.searchsorted(np.asarray(edges) - EDGE_TOLERANCE, confidence, side="right")
+    bounds = (0.0, *edges, 1.0)
+    out: list[dict[str, float | int | str]] = []
+    for b, name in enumerate(BAND_NAMES):
+        rows = band == b
+        n = int(rows.sum())
+        acc = float(correct[rows].mean()) if n else float("nan")
+        conf = float(confidence[rows].mean()) if n else float("nan")
+        out.append(
+            {
+                "band": name,
+                "lower": bounds[b],
+                "upper": bounds[b + 1],
+                "n": n,
+                "share": n / len(y_arr),
+                "accuracy": acc,
+                "mean_confidence": conf,
+                "gap": conf - acc,
+                "ece": _binned_ece(confidence[rows], correct[rows], n_bins, "equal_width")
+                if n
+                else float("nan"),
+            }
+        )
+    return out
+
+
+def by_slice(
+    q: ArrayLike,
+    y: ArrayLike,
+    keys: Sequence[object],
+    n_boot: int = 1000,
+    seed: int = 0,
+    n_bins: int = DEFAULT_BINS,
+) -> dict[str, dict[str, object]]:
+    """The metrics of :func:`summary` with bootstrap CIs (:func:`bootstrap_ci`) per slice.
+
+    ``keys[i]`` names the slice of row i (``str(key)``; None becomes "(missing)"). Slices
+    come in order of size, largest first; each carries ``n``, the metric values and ``ci``.
+    Metrics undefined on a slice (AUROC with one class present) are nan.
+    """
+    q_arr, y_arr = check_inputs(q, y)
+    if len(keys) != len(y_arr):
+        raise ValueError(f"keys must have one entry per row ({len(y_arr)}), got {len(keys)}")
+    names = np.array(["(missing)" if k is None else str(k) for k in keys], dtype=object)
+    values, counts = np.unique(names, return_counts=True)
+    out: dict[str, dict[str, object]] = {}
+    for value in values[np.argsort(-counts, kind="stable")]:
+        rows = np.flatnonzero(names == value)
+        q_s, y_s = q_arr[rows], y_arr[rows]
+        entry: dict[str, object] = {"n": len(rows), **summary(q_s, y_s, n_bins)}
+        entry["ci"] = bootstrap_ci(q_s, y_s, n_boot=n_boot, seed=seed, n_bins=n_bins)
+        out[str(value)] = entry
+    return out

@@ -341,6 +341,20 @@ def _normalise(matrix: NDArray[np.float64]) -> tuple[NDArray[np.float64], int, f
     return matrix / sums[:, None], int(off.sum()), float(deviation.max(initial=0.0))
 
 
+def field_values(predictions: Predictions, name: str) -> list[Any]:
+    """The value of the record field ``name`` for each row (None where a record lacks it).
+
+    Raises ValueError, naming the fields there are, when no record has it."""
+    records = [predictions.records[r] for r in predictions.rows]
+    if not any(name in record for record in records):
+        fields = sorted({k for record in records[:100] for k in record})
+        raise ValueError(
+            f"no record of {predictions.source} has the field {name!r}; the records have "
+            f"{', '.join(fields)}"
+        )
+    return [record.get(name) for record in records]
+
+
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     """Write records as JSON Lines atomically: a crash never leaves a half-written file."""
     path = Path(path)

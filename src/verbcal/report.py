@@ -411,10 +411,11 @@ def _thresholds(metrics: dict[str, Any], figures: dict[str, Any]) -> str:
     return (
         f"<h2>Decisions: thresholds per class ({_e(rec)})</h2>"
         f"<p class='sub lead'>An item counts as predicted <i>c</i> when its calibrated probability of "
-        f"<i>c</i> is at least the threshold. Each threshold is the smallest one whose one-sided "
-        f"Clopper-Pearson lower bound on precision (confidence {opts['confidence']}) reaches "
-        f"{opts['precision']} on the calibration part; the test columns show what it gave on "
-        "unseen items. Dots on the curves are the distinct operating points (verbalized grids "
+        f"<i>c</i> is at least the threshold. Each threshold is chosen on the calibration part "
+        f"so that its true precision is at least {opts['precision']} with confidence "
+        f"{opts['confidence']}, the choice of threshold included (Learn-then-Test over "
+        "data-independent ranks; the lower bound is at the per-test confidence); the test "
+        "columns show what it gave on unseen items. Dots on the curves are the distinct operating points (verbalized grids "
         "give few); rings mark the chosen thresholds.</p>"
         f"<div class='card'>{table}</div>"
         "<div class='grid two' style='margin-top:16px'>"
@@ -446,6 +447,129 @@ def _selective(metrics: dict[str, Any], figures: dict[str, Any]) -> str:
         "<p class='sub'>AURC: area under the risk-coverage curve. Accuracy at a coverage: of the "
         "most confident share of the test items.</p></div></div>"
     )
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """An HTML table: the first column left-aligned, cells given as HTML."""
+    th = "".join(f"<th{' class=l' if i == 0 else ''}>{h}</th>" for i, h in enumerate(head))
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td{' class=l' if i == 0 else ''}>{c}</td>" for i, c in enumerate(r))
+        + "</tr>"
+        for r in rows
+    )
+    return f"<div class='scroll'><table><tr>{th}</tr>{body}</table></div>"
+
+
+def _pct(value: Any) -> str:
+    return (
+        "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1%}"
+    )
+
+
+def _decisions(metrics: dict[str, Any]) -> str:
+    """Abstain band, conformal sets, costs, confidence bands and slices (runs that have them)."""
+    methods = {n: e["decisions"] for n, e in metrics["methods"].items() if "decisions" in e}
+    if not methods:
+        return ""
+    rec = metrics["recommended"]
+    opts = metrics["options"]
+    ours = methods.get(rec) or next(iter(methods.values()))
+    band_rows = [
+        [
+            f"<b>{_e(label)}</b>",
+            _num(b["lower"]),
+            _num(b["upper"]),
+            _pct(b["calibration"]["abstain_rate"]),
+            _pct(b["test"]["abstain_rate"]),
+            _num(b["test"]["accept_precision"]),
+            _num(b["test"]["reject_precision"]),
+        ]
+        for label, b in ours["abstain"].items()
+    ]
+    sets_rows = [
+        [f"<b>{_e(name)}</b>"]
+        + [
+            f"{_num(d['sets'][score]['coverage'])} / {_num(d['sets'][score]['mean_size'])} / "
+            f"{_pct(d['sets'][score]['singleton_rate'])}"
+            for score in ("lac", "aps")
+        ]
+        for name, d in methods.items()
+    ]
+    cost_rows = [
+        [
+            f"<b>{_e(name)}</b>",
+            _num(d["cost"]["expected_cost"]),
+            _num(d["cost"]["realised_cost"]),
+            _num(d["cost"]["actions"].get("abstain")),
+        ]
+        for name, d in methods.items()
+    ]
+    conf_rows = [
+        [f"<b>{_e(name)}</b>"]
+        + [f"{_num(b['accuracy'])} vs {_num(b['mean_confidence'])} ({b['n']})" for b in d["bands"]]
+        for name, d in methods.items()
+    ]
+    bands = ours["bands"]
+    conf_head = ["method"] + [f"{b['band']} [{b['lower']:g}, {b['upper']:g})" for b in bands]
+    html_parts = [
+        f"<h2>Decisions: abstain, sets, costs ({_e(rec)} and the others)</h2>",
+        "<div class='grid two'>",
+        f"<div class='card'><h3>abstain band per class ({_e(rec)})</h3>",
+        _table(
+            [
+                "class",
+                "reject ≤",
+                "accept ≥",
+                "abstained (calib.)",
+                "abstained (test)",
+                "test accept prec.",
+                "test reject prec.",
+            ],
+            band_rows,
+        ),
+        f"<p class='sub'>Accept the class above the upper threshold, reject it below the lower, "
+        f"abstain in between; each side has precision ≥ {opts['precision']} with confidence "
+        f"{opts['confidence']}, chosen on the calibration part (n/a: that side reaches no "
+        "threshold with these many items).</p></div>",
+        "<div class='card'><h3>conformal prediction sets (test part)</h3>",
+        _table(
+            ["method", "LAC: coverage / size / singletons", "APS: coverage / size / singletons"],
+            sets_rows,
+        ),
+        f"<p class='sub'>Split conformal at α = {opts.get('alpha', 0.1)}: the set holds the gold "
+        f"label with probability ≥ {1 - opts.get('alpha', 0.1):g} on average over items; "
+        "calibrated probabilities give smaller sets, not more valid ones.</p></div>",
+        "<div class='card'><h3>cost per item (test part)</h3>",
+        _table(["method", "expected", "realised", "abstained"], cost_rows),
+        f"<p class='sub'>Each method's probabilities pick the action of least expected cost (a wrong "
+        f"answer costs 1, abstaining {opts.get('abstain_cost', 0.3)}). Expected: what the "
+        "probabilities promise; realised: what it cost with the gold labels.</p></div>",
+        "<div class='card'><h3>accuracy vs confidence per band (test part)</h3>",
+        _table(conf_head, conf_rows),
+        "<p class='sub'>Accuracy vs mean confidence (items) of the items whose largest probability "
+        "falls in the band; the last band includes 1.</p></div>",
+        "</div>",
+    ]
+    if "slices" in ours:
+        slice_rows = [
+            [
+                f"<b>{_e(name)}</b>",
+                str(entry["n"]),
+                *(
+                    f"{_num(entry[m])}<span class='ci'>[{_num(entry['ci'][m][0])}, "
+                    f"{_num(entry['ci'][m][1])}]</span>"
+                    for m in ("accuracy", "ece", "nll")
+                ),
+            ]
+            for name, entry in ours["slices"].items()
+        ]
+        html_parts.append(
+            f"<div class='card' style='margin-top:16px'><h3>per {_e(opts.get('by'))} ({_e(rec)}, test part)</h3>"
+            + _table([_e(opts.get("by")), "items", "accuracy", "ECE", "NLL"], slice_rows)
+            + "</div>"
+        )
+    return "".join(html_parts)
 
 
 def _param_text(params: dict[str, Any]) -> str:
@@ -570,6 +694,7 @@ def render_report(run_dir: str | Path) -> str:
         ),
         _thresholds(metrics, figures),
         _selective(metrics, figures),
+        _decisions(metrics),
         _parameters(metrics),
         _facts(metrics),
         "<footer>Made by verbcal. Self-contained: styles and images are inside this file; "

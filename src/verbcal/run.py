@@ -6,7 +6,8 @@ A run directory holds::
     split.json               which ids went to calibration and which to test (and why some to neither)
     calibrators/<method>.json  each calibrator, fitted on the calibration part only
     metrics.json             test metrics with bootstrap CIs, cross-validated NLL on the
-                             calibration part, thresholds, selective prediction, run facts
+                             calibration part, thresholds, selective prediction, decisions
+                             (abstain band, conformal sets, costs, bands, slices), run facts
     report.html              the self-contained report (``verbcal report`` rebuilds it)
 
 Honesty rules: every choice (calibrator parameters, floors, the best alternative method,
@@ -35,8 +36,17 @@ from verbcal import __version__, datasets
 from verbcal.calibrate import METHODS, CalibratorError, make_calibrator
 from verbcal.calibrate import parse_methods as parse_calibrators
 from verbcal.compare import stratified_split
-from verbcal.metrics import DEFAULT_BINS, METRICS, bootstrap_ci, nll, summary
-from verbcal.predictions import Predictions, PredictionsError, write_jsonl
+from verbcal.metrics import (
+    CONFIDENCE_BANDS,
+    DEFAULT_BINS,
+    METRICS,
+    bootstrap_ci,
+    by_band,
+    by_slice,
+    nll,
+    summary,
+)
+from verbcal.predictions import Predictions, PredictionsError, field_values, write_jsonl
 
 DEFAULT_METHODS: tuple[str, ...] = ("identity", "resoftmax", "temperature", "best")
 """``best`` stands for the best of :data:`ALTERNATIVES` by cross-validated NLL on the calibration part."""
@@ -65,6 +75,12 @@ class RunOptions:
     n_bins: int = DEFAULT_BINS
     cv_folds: int = 5
     report: bool = True
+    alpha: float = 0.1
+    """Miscoverage of the conformal prediction sets (coverage >= 1 - alpha)."""
+    abstain_cost: float = 0.3
+    """Cost of abstaining in the cost comparison (a wrong answer costs 1, a right one 0)."""
+    by: str | None = None
+    """A record field to slice the test metrics by (None: no slices)."""
 
     def check(self) -> None:
         unknown = [m for m in self.methods if m != "best" and m not in METHODS]
@@ -79,6 +95,10 @@ class RunOptions:
             raise RunError("--precision and --confidence must lie in (0, 1)")
         if self.cv_folds < 2:
             raise RunError("cv_folds must be at least 2")
+        if not 0 < self.alpha < 1:
+            raise RunError(f"--alpha must lie in (0, 1), got {self.alpha}")
+        if not 0 <= self.abstain_cost <= 1:
+            raise RunError(f"--abstain-cost must lie in [0, 1], got {self.abstain_cost}")
 
 
 @dataclass
@@ -181,6 +201,51 @@ def _thresholds(
     return out
 
 
+def _decisions(
+    q_calib: NDArray[np.float64],
+    y_calib: NDArray[np.int64],
+    q_test: NDArray[np.float64],
+    y_test: NDArray[np.int64],
+    labels: Sequence[str],
+    options: RunOptions,
+    slice_keys: list[Any] | None,
+) -> dict[str, Any]:
+    """Abstain bands, conformal sets and costs chosen on calibration, scored on test; the
+    test metrics per confidence band and, with ``options.by``, per slice."""
+    from verbcal.decide import CostMatrix, abstain_band, cost_report, fit_sets, set_summary
+    from verbcal.decide.sets import SCORES
+
+    abstain: dict[str, Any] = {}
+    for k, label in enumerate(labels):
+        band = abstain_band(
+            q_calib, y_calib, k, precision=options.precision, confidence=options.confidence
+        )
+        abstain[label] = {
+            "upper": band.upper,
+            "lower": band.lower,
+            "calibration": band.evaluate(q_calib, y_calib),
+            "test": band.evaluate(q_test, y_test),
+        }
+    sets: dict[str, Any] = {}
+    for score in SCORES:
+        fitted = fit_sets(q_calib, y_calib, alpha=options.alpha, score=score)
+        sets[score] = {**set_summary(fitted.predict(q_test), y_test), **fitted.to_dict()}
+    costs = CostMatrix.zero_one(labels, options.abstain_cost)
+    out: dict[str, Any] = {
+        "abstain": abstain,
+        "sets": sets,
+        "cost": cost_report(q_test, y_test, costs),
+        "bands": by_band(q_test, y_test, n_bins=options.n_bins),
+    }
+    if slice_keys is not None:
+        slices = by_slice(q_test, y_test, slice_keys, options.n_boot, options.seed, options.n_bins)
+        out["slices"] = {
+            name: {**entry, "ci": {m: list(v) for m, v in entry["ci"].items()}}  # type: ignore[attr-defined]
+            for name, entry in slices.items()
+        }
+    return _jsonable(out)  # type: ignore[no-any-return]
+
+
 def _selective(q: NDArray[np.float64], y: NDArray[np.int64]) -> dict[str, Any]:
     """AURC and the accuracy of the most confident share of the test items."""
     from verbcal.decide import accuracy_at_coverage, aurc
@@ -208,6 +273,7 @@ def analyse(
         )
     rng = np.random.default_rng(options.seed)
     calib_idx, test_idx = stratified_split(labelled.y, options.calib_frac, rng)
+    slice_keys = [field_values(labelled, options.by)[i] for i in test_idx] if options.by else None
     p_cal, y_cal = labelled.probs[calib_idx], labelled.y[calib_idx]
     p_test, y_test = labelled.probs[test_idx], labelled.y[test_idx]
     notes: list[str] = []
@@ -293,6 +359,9 @@ def analyse(
             options.confidence,
         )
         results[method]["selective"] = _selective(q_test_by[method], y_test)
+        results[method]["decisions"] = _decisions(
+            q_cal_by[method], y_cal, q_test_by[method], y_test, labels, options, slice_keys
+        )
 
     usable_rows = set(predictions.rows.tolist())
     split = {
@@ -341,9 +410,19 @@ def analyse(
             "ci": f"{options.n_boot} percentile bootstrap resamples of the test items, 95%",
             "cv": f"{k_folds}-fold stratified cross-validated NLL on the calibration part",
             "thresholds": (
-                f"per class, smallest threshold whose one-sided Clopper-Pearson lower bound "
-                f"(confidence {options.confidence}) on precision reaches {options.precision}, "
-                "chosen on the calibration part and checked on the test part"
+                f"per class, a threshold whose true precision is at least {options.precision} "
+                f"with confidence {options.confidence}, the choice included (Learn-then-Test, "
+                "Bonferroni over data-independent ranks, exact binomial tests), chosen on the "
+                "calibration part and checked on the test part"
+            ),
+            "decisions": (
+                f"abstain band: per class, accept and reject thresholds each with precision "
+                f">= {options.precision} at confidence {options.confidence} (Learn-then-Test), "
+                f"chosen on the calibration part; sets: split conformal (LAC, APS) at alpha "
+                f"{options.alpha} calibrated on the calibration part; cost: Bayes actions, a "
+                f"wrong answer costs 1, abstaining {options.abstain_cost}; bands: confidence "
+                f"edges {CONFIDENCE_BANDS[0]} and {CONFIDENCE_BANDS[1]}; all scored on the "
+                "test part"
             ),
         },
         "cv_nll": cv,

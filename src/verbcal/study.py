@@ -122,7 +122,8 @@ PARAMS: tuple[str, ...] = ("temperature", "floor", "nll_fit")
 """Fitted parameters recorded next to the metrics in the tidy rows."""
 RULES: tuple[str, ...] = ("bound", "point", "prob")
 """Threshold rules: ``bound`` = smallest threshold whose Clopper-Pearson lower bound on the
-calibration part reaches the target (:func:`verbcal.decide.threshold_for`); ``point`` =
+calibration part reaches the target (:func:`verbcal.decide.threshold_for`, procedure
+"pointwise"); ``point`` =
 smallest threshold whose point precision on the calibration part reaches it; ``prob`` =
 the target itself as threshold (trust the probability: no labels used)."""
 CONFIG_KEYS = (
@@ -492,7 +493,12 @@ def threshold_rows(
                 t: float | None
                 if rule == "bound":
                     t = threshold_for(
-                        q_cal, y_cal, cls, precision=target, confidence=shared.confidence
+                        q_cal,
+                        y_cal,
+                        cls,
+                        precision=target,
+                        confidence=shared.confidence,
+                        procedure="pointwise",  # the rule docs/study/findings.md measured
                     ).threshold
                 elif rule == "point":
                     passing = np.flatnonzero(curve.precision >= target)

@@ -19,8 +19,14 @@ from verbcal.calibrate import METHODS, Calibrator, CalibratorError, make_calibra
 from verbcal.cli.app import app, console, err_console
 from verbcal.compare import compare as run_compare
 from verbcal.compare import summarise
-from verbcal.metrics import DEFAULT_BINS, METRICS, bootstrap_ci, summary
-from verbcal.predictions import Predictions, PredictionsError, with_probs, write_jsonl
+from verbcal.metrics import DEFAULT_BINS, METRICS, bootstrap_ci, by_band, by_slice, summary
+from verbcal.predictions import (
+    Predictions,
+    PredictionsError,
+    field_values,
+    with_probs,
+    write_jsonl,
+)
 
 DataOption = Annotated[
     str,
@@ -85,11 +91,17 @@ def evaluate(
     labels: LabelsOption = None,
     boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CIs.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    by: Annotated[
+        str | None,
+        typer.Option(help="Also score each slice of the items by this record field (e.g. source)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Score predictions against gold labels, with 95% bootstrap confidence intervals.
 
     Without --calibrator it scores the normalised verbalized distribution itself (no floor).
+    Also gives accuracy and ECE per confidence band (low < 0.6 <= medium < 0.8 <= high) and,
+    with --by FIELD, the metrics with CIs per value of that field of the records.
 
     Example: verbcal evaluate --data recorded:tweets --calibrator ts.json
     """
@@ -100,9 +112,19 @@ def evaluate(
         q = fitted.predict_proba(predictions.probs) if fitted else predictions.probs
         scores = summary(q, predictions.y, n_bins=bins)
         ci = bootstrap_ci(q, predictions.y, n_boot=boot, seed=seed, n_bins=bins)
+        bands = by_band(q, predictions.y, n_bins=bins)
+        slices = (
+            by_slice(q, predictions.y, field_values(predictions, by), boot, seed, bins)
+            if by
+            else None
+        )
     if as_json:
         out: dict[str, Any] = {"n": len(predictions), **scores, "bins": bins}
         out["ci"] = {m: list(v) for m, v in ci.items()}
+        out["bands"] = bands
+        if slices is not None:
+            out["by"] = by
+            out["slices"] = slices
         print(json.dumps(out))
         return
     title = f"{escape(predictions.source)}: " + (
@@ -118,6 +140,45 @@ def evaluate(
         table.add_row(metric, _fmt(scores[metric]), f"[{_fmt(lo)}, {_fmt(hi)}]")
     console.print(table)
     console.print(f"n = {len(predictions)}, bootstrap: {boot} percentile resamples, seed {seed}")
+    console.print(band_table(bands))
+    if slices is not None and by is not None:
+        console.print(slice_table(slices, by))
+
+
+def band_table(bands: list[dict[str, Any]]) -> Table:
+    """Accuracy and calibration per confidence band."""
+    table = Table(
+        title="per confidence band (confidence = largest probability)",
+        caption="gap = mean confidence - accuracy (> 0: over-confident); ECE within the band",
+    )
+    for column in ("band", "confidence", "items", "share", "accuracy", "mean conf.", "gap", "ECE"):
+        table.add_column(column, justify="left" if column == "band" else "right")
+    for b in bands:
+        table.add_row(
+            b["band"],
+            f"[{b['lower']:g}, {b['upper']:g}{']' if b['upper'] == 1.0 else ')'}",
+            str(b["n"]),
+            f"{b['share']:.1%}",
+            _fmt(b["accuracy"]),
+            _fmt(b["mean_confidence"]),
+            _fmt(b["gap"]),
+            _fmt(b["ece"]),
+        )
+    return table
+
+
+def slice_table(slices: dict[str, dict[str, Any]], field: str) -> Table:
+    """Accuracy, ECE and NLL with 95% CIs per slice."""
+    table = Table(title=f"per {field} (95% bootstrap CIs)")
+    for column in (field, "items", "accuracy", "ECE", "NLL"):
+        table.add_column(column, justify="left" if column == field else "right")
+    for value, entry in slices.items():
+        cells = [
+            f"{_fmt(entry[m])} [{_fmt(entry['ci'][m][0])}, {_fmt(entry['ci'][m][1])}]"
+            for m in ("accuracy", "ece", "nll")
+        ]
+        table.add_row(escape(value), str(entry["n"]), *cells)
+    return table
 
 
 @app.command()

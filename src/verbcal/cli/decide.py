@@ -1,4 +1,4 @@
-"""CLI commands for decisions: ``verbcal threshold`` and ``verbcal selective``."""
+"""CLI commands for decisions: ``threshold`` (and its abstain band), ``selective``, ``sets``, ``decide-cost``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import typer
 from numpy.typing import NDArray
 from rich.table import Table
 
+from verbcal import datasets
 from verbcal.calibrate import Calibrator
 from verbcal.cli.app import app, console, err_console
 from verbcal.cli.calibrate import (
@@ -21,8 +22,10 @@ from verbcal.cli.calibrate import (
     load_labelled,
 )
 from verbcal.decide import (
+    AbstainBand,
     SelectiveResult,
     ThresholdResult,
+    abstain_band,
     accuracy_at_coverage,
     aurc,
     clopper_pearson_lower,
@@ -31,7 +34,9 @@ from verbcal.decide import (
     selective_threshold,
     threshold_for,
 )
-from verbcal.predictions import Predictions
+from verbcal.decide.cost import CostMatrix, cost_report
+from verbcal.decide.sets import SCORES, coverage_by_class, fit_sets, set_summary
+from verbcal.predictions import Predictions, write_jsonl
 
 CalibratorOption = Annotated[
     Path | None,
@@ -48,6 +53,18 @@ BOUND_MEANING = (
     "advance; picking the threshold among {n} operating points makes it approximate (in "
     "simulation it held in about {conf:.0%} of repeats, far more often than the point estimate)."
 )
+LTT_MEANING = (
+    "The guarantee: if these labelled items are representative of new ones, the rule's true "
+    "precision is at least {target:g} with {conf:g} confidence, the choice of threshold "
+    "included (Learn-then-Test: {k} data-independent ranks, each tested at confidence "
+    "{each:.4g}; lower bounds are shown at that confidence)."
+)
+ProcedureOption = Annotated[
+    str,
+    typer.Option(
+        help="For --precision: ltt-ranks (guarantee covers the choice) or pointwise (old scan)."
+    ),
+]
 
 
 def _load(
@@ -94,29 +111,66 @@ def threshold(
     ] = None,
     recall: Annotated[float | None, typer.Option(help="Target recall instead.")] = None,
     confidence: ConfidenceOption = 0.95,
+    procedure: ProcedureOption = "ltt-ranks",
+    abstain: Annotated[
+        bool,
+        typer.Option(
+            "--abstain",
+            help="Two thresholds: accept CLASS above the upper, reject it below the lower "
+            "(each side at the --precision target), abstain in between.",
+        ),
+    ] = False,
+    test: Annotated[
+        str | None,
+        typer.Option(help="Labelled test predictions: report what the thresholds give there."),
+    ] = None,
     labels: LabelsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Find the probability threshold for a class that meets a precision (or recall) target.
 
     An item counts as predicted CLASS when its probability of CLASS is >= the threshold.
-    With --precision, the smallest threshold whose one-sided Clopper-Pearson lower bound on
-    precision (at --confidence) reaches the target on the labelled data; with --recall, the
-    largest threshold whose lower bound on recall reaches it. If no threshold does, it says
-    so (JSON "reachable": false, exit status 0) and what would help.
+    With --precision (procedure ltt-ranks), a threshold whose true precision is at least the
+    target with --confidence, the choice of threshold included (Learn-then-Test over
+    data-independent ranks, see docs/decisions.md); with --recall, the largest threshold
+    whose one-sided Clopper-Pearson lower bound on recall reaches it. If no threshold does,
+    it says so (JSON "reachable": false, exit status 0) and what would help. --abstain adds
+    a lower threshold below which the answer is "not CLASS", each side with the precision
+    guarantee, and reports the abstention rate (also on --test).
 
     Example: verbcal threshold --data recorded:tweets --calibrator ts.json --class positive --precision 0.9
     """
     with friendly_errors():
         if precision is not None and recall is not None:
             raise ValueError("give --precision or --recall, not both")
+        if abstain and recall is not None:
+            raise ValueError("--abstain takes a --precision target, not --recall")
+        if procedure not in ("ltt-ranks", "pointwise"):
+            raise ValueError(f"--procedure must be ltt-ranks or pointwise, got {procedure!r}")
+        if abstain and procedure != "ltt-ranks":
+            raise ValueError("--abstain uses the ltt-ranks procedure; drop --procedure")
         predictions, q, what = _load(data, calibrator, labels, "choosing a threshold")
         cls = _class_index(predictions, class_name)
+        order = ",".join(predictions.labels)
+        tested = _load(test, calibrator, order, "testing a threshold") if test else None
+        if abstain:
+            band = abstain_band(
+                q, predictions.y, cls, precision=precision or 0.95, confidence=confidence
+            )
+            _report_band(predictions, q, what, band, tested, as_json)
+            return
         result = threshold_for(
-            q, predictions.y, cls, precision=precision, recall=recall, confidence=confidence
+            q,
+            predictions.y,
+            cls,
+            precision=precision,
+            recall=recall,
+            confidence=confidence,
+            procedure=procedure,  # type: ignore[arg-type]
         )
         curve = pr_curve(q, predictions.y, cls)
     label = predictions.labels[cls]
+    on_test = _on_test(tested, cls, result.threshold) if tested else None
     if as_json:
         out: dict[str, Any] = {
             "threshold": result.threshold,
@@ -128,9 +182,84 @@ def threshold(
         }
         out.update({k: v for k, v in result.to_dict().items() if k not in out})
         out.update({"class": label, "n": len(predictions), "probabilities": what})
+        if on_test is not None:
+            out["test"] = on_test
         print(json.dumps(out))
         return
     _show_threshold(predictions, q, what, label, result, curve)
+    if on_test is not None:
+        console.print(f"on the test data: {_describe_test(on_test)}", highlight=False)
+
+
+def _on_test(
+    tested: tuple[Predictions, NDArray[np.float64], str], cls: int, threshold: float | None
+) -> dict[str, Any]:
+    """Precision and recall of ``P(cls) >= threshold`` on labelled test data."""
+    predictions, q, _ = tested
+    positive = predictions.y == cls
+    chosen = q[:, cls] >= threshold if threshold is not None else np.zeros(len(q), dtype=bool)
+    hits = int(np.sum(chosen & positive))
+    return {
+        "n": len(predictions),
+        "predicted": int(chosen.sum()),
+        "precision": hits / int(chosen.sum()) if chosen.any() else None,
+        "recall": hits / int(positive.sum()) if positive.any() else None,
+    }
+
+
+def _describe_test(on_test: dict[str, Any]) -> str:
+    return (
+        f"{on_test['predicted']} of {on_test['n']} items predicted, precision "
+        f"{_f(on_test['precision'])}, recall {_f(on_test['recall'])}"
+    )
+
+
+def _report_band(
+    predictions: Predictions,
+    q: NDArray[np.float64],
+    what: str,
+    band: AbstainBand,
+    tested: tuple[Predictions, NDArray[np.float64], str] | None,
+    as_json: bool,
+) -> None:
+    label = predictions.labels[band.cls]
+    calib = band.evaluate(q, predictions.y)
+    on_test = band.evaluate(tested[1], tested[0].y) if tested else None
+    if as_json:
+        out: dict[str, Any] = {
+            "upper": band.upper,
+            "lower": band.lower,
+            "abstain_rate": band.abstain_rate,
+        }
+        out.update(band.to_dict())
+        out.update({"class": label, "n": len(predictions), "probabilities": what})
+        out["calibration"] = calib
+        if on_test is not None:
+            out["test"] = on_test
+        print(json.dumps(out))
+        return
+    console.print(
+        f"[bold]{predictions.source}[/], {what}: class [bold]{label}[/], {len(predictions)} "
+        "labelled items",
+        highlight=False,
+    )
+    console.print(band.note, highlight=False)
+    table = Table(title=f"accept {label} / reject {label} / abstain")
+    for column in ("data", "items", "accepted", "precision", "rejected", "precision", "abstained"):
+        table.add_column(column, justify="right")
+    for name, row in (("calibration", calib), ("test", on_test)):
+        if row is None:
+            continue
+        table.add_row(
+            name,
+            str(row["n"]),
+            str(row["accepted"]),
+            _f(row["accept_precision"]),
+            str(row["rejected"]),
+            _f(row["reject_precision"]),
+            f"{row['abstain_rate']:.1%}",
+        )
+    console.print(table)
 
 
 def _show_threshold(
@@ -159,9 +288,14 @@ def _show_threshold(
     )
     target = f"{result.metric} >= {result.target:g} at confidence {result.confidence:g}"
     if result.reachable:
+        rule = (
+            f"P({label}) > {result.above:.6g}"
+            if result.above is not None
+            else f"P({label}) >= {result.threshold:.6g}"
+        )
         console.print(
             f"[bold green]threshold {result.threshold:.6g}[/] for {target}: predict "
-            f"[bold]{label}[/] when P({label}) >= {result.threshold:.6g}",
+            f"[bold]{label}[/] when {rule}",
             highlight=False,
         )
     else:
@@ -177,7 +311,7 @@ def _show_threshold(
     chosen = int(np.searchsorted(curve.n_predicted, result.n_predicted))
     lo, hi = max(0, chosen - 5), min(curve.n_operating_points, chosen + 6)
     bounds = clopper_pearson_lower(
-        curve.true_positives[lo:hi], curve.n_predicted[lo:hi], result.confidence
+        curve.true_positives[lo:hi], curve.n_predicted[lo:hi], result.test_confidence
     )
     for j, bound in zip(range(lo, hi), bounds, strict=True):
         row = [
@@ -199,12 +333,19 @@ def _show_threshold(
             f"{label}",
             highlight=False,
         )
-    what_bound = "precision" if result.metric == "precision" else "recall"
-    console.print(
-        BOUND_MEANING.format(what=what_bound, conf=result.confidence, n=result.n_operating_points),
-        style="dim",
-        highlight=False,
-    )
+    if result.procedure == "ltt-ranks":
+        meaning = LTT_MEANING.format(
+            target=result.target,
+            conf=result.confidence,
+            k=result.n_tests,
+            each=result.test_confidence,
+        )
+    else:
+        what_bound = "precision" if result.metric == "precision" else "recall"
+        meaning = BOUND_MEANING.format(
+            what=what_bound, conf=result.confidence, n=result.n_operating_points
+        )
+    console.print(meaning, style="dim", highlight=False)
 
 
 @app.command()
@@ -327,3 +468,222 @@ def _show_selective(
         style="dim",
         highlight=False,
     )
+
+
+@app.command()
+def sets(
+    calib: Annotated[
+        str,
+        typer.Option(help="Labelled predictions to calibrate the sets on (or recorded:<name>)."),
+    ],
+    data: DataOption,
+    alpha: Annotated[
+        float, typer.Option(help="Miscoverage: sets hold the gold label with prob. >= 1 - alpha.")
+    ] = 0.1,
+    score: Annotated[str, typer.Option(help="Conformity score: lac or aps.")] = "lac",
+    calibrator: CalibratorOption = None,
+    by_class: Annotated[
+        bool, typer.Option("--by-class", help="Mondrian: coverage >= 1 - alpha within each label.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Write each item with its set (JSONL: id, set, label).")
+    ] = None,
+    labels: LabelsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Conformal prediction sets: for each item, the labels that hold the gold one with
+    probability at least 1 - alpha (split conformal, calibrated on --calib).
+
+    LAC keeps label k when 1 - P(k) is at most the calibrated quantile; APS when P(k) plus the
+    probabilities of the labels above it is. Prints coverage (when --data has gold labels),
+    mean set size, singleton and empty rates; see docs/decisions.md for the guarantee.
+
+    Example: verbcal sets --calib calib.jsonl --data test.jsonl --calibrator ts.json --alpha 0.1
+    """
+    with friendly_errors():
+        if score not in SCORES:
+            raise ValueError(f"--score must be one of {', '.join(SCORES)}, got {score!r}")
+        cal_predictions, q_cal, what = _load(calib, calibrator, labels, "calibrating sets")
+        test_predictions, q_test = _load_any(data, calibrator, cal_predictions.labels)
+        fitted = fit_sets(q_cal, cal_predictions.y, alpha=alpha, score=score, by_class=by_class)  # type: ignore[arg-type]
+        membership = fitted.predict(q_test)
+        gold = test_predictions.y if test_predictions.has_gold else None
+        summary = set_summary(membership, gold)
+        if out is not None:
+            write_jsonl(out, _set_records(test_predictions, membership))
+    names = test_predictions.labels
+    per_class = (
+        dict(zip(names, coverage_by_class(membership, gold).tolist(), strict=True))
+        if gold is not None
+        else None
+    )
+    result: dict[str, Any] = {**summary, "alpha": fitted.alpha, **fitted.to_dict()}
+    result.update(
+        {
+            "coverage_by_class": per_class,
+            "probabilities": what,
+            "n_calib_items": len(cal_predictions),
+        }
+    )
+    if as_json:
+        print(json.dumps(result))
+        return
+    _show_sets(result, test_predictions, names, out)
+
+
+def _load_any(
+    data: str, calibrator: Path | None, order: tuple[str, ...]
+) -> tuple[Predictions, NDArray[np.float64]]:
+    """Predictions with or without gold labels, (calibrated) in the label order ``order``."""
+    predictions = datasets.load(data, list(order))
+    err_console.print(predictions.describe(), highlight=False, markup=False)
+    fitted = Calibrator.load(calibrator) if calibrator else None
+    q = fitted.predict_proba(predictions.probs) if fitted else predictions.probs
+    return predictions, q
+
+
+def _set_records(predictions: Predictions, membership: NDArray[np.bool_]) -> list[dict[str, Any]]:
+    names = predictions.labels
+    return [
+        {
+            "id": item_id,
+            "set": [names[k] for k in np.flatnonzero(row)],
+            "label": names[gold] if gold >= 0 else None,
+        }
+        for item_id, row, gold in zip(predictions.ids, membership, predictions.y, strict=True)
+    ]
+
+
+def _show_sets(
+    result: dict[str, Any], predictions: Predictions, names: tuple[str, ...], out: Path | None
+) -> None:
+    scope = "within each label (Mondrian)" if result["by_class"] else "over all items"
+    console.print(
+        f"[bold]{predictions.source}[/], {result['probabilities']}: {result['score'].upper()} sets "
+        f"for 1 - alpha = {1 - result['alpha']:g} coverage {scope}, calibrated on "
+        f"{result['n_calib_items']} items",
+        highlight=False,
+    )
+    table = Table(title="prediction sets")
+    for column in ("items", "coverage", "mean size", "singletons", "empty"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(result["n"]),
+        _f(result["coverage"]),
+        _f(result["mean_size"], 3),
+        f"{result['singleton_rate']:.1%}",
+        f"{result['empty_rate']:.1%}",
+    )
+    console.print(table)
+    if result["coverage_by_class"]:
+        parts = [f"{k} {_f(v, 3)}" for k, v in result["coverage_by_class"].items()]
+        console.print("coverage by gold label: " + ", ".join(parts), highlight=False)
+    if any(q is None for q in result["quantiles"]):
+        console.print(
+            "too few calibration items for this alpha (needs (n + 1)(1 - alpha) <= n): every "
+            "label is kept; lower the coverage or label more items",
+            style="yellow",
+            highlight=False,
+        )
+    if out is not None:
+        console.print(f"sets written to {out}", highlight=False)
+    console.print(
+        "The guarantee is marginal: over new items like these, the set holds the gold label "
+        f"with probability at least {1 - result['alpha']:g}; it does not need calibrated "
+        "probabilities (calibration makes sets smaller).",
+        style="dim",
+        highlight=False,
+    )
+
+
+@app.command("decide-cost")
+def decide_cost(
+    data: DataOption,
+    calibrator: CalibratorOption = None,
+    cost_fp: Annotated[
+        float | None, typer.Option(help="Cost of predicting --class when it is wrong.")
+    ] = None,
+    cost_fn: Annotated[float | None, typer.Option(help="Cost of missing --class.")] = None,
+    class_name: Annotated[
+        str | None, typer.Option("--class", "-c", help="The class of --cost-fp/--cost-fn.")
+    ] = None,
+    costs: Annotated[
+        Path | None,
+        typer.Option(help='A cost matrix JSON: {"action": {"label": cost, ...}, ...}.'),
+    ] = None,
+    labels: LabelsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Decide by cost: the action of least expected cost per item, raw vs calibrated.
+
+    Give --cost-fp, --cost-fn and --class (accept the class or not), or --costs with any
+    actions (labels, "abstain", "ask a human" ...). Reports the expected cost (what the
+    probabilities promise) and the realised cost (with the gold labels) per item, on the
+    verbalized probabilities and, with --calibrator, on the calibrated ones.
+
+    Example: verbcal decide-cost --data test.jsonl --calibrator ts.json --class negative --cost-fp 5 --cost-fn 1
+    """
+    with friendly_errors():
+        fitted = Calibrator.load(calibrator) if calibrator else None
+        order = ",".join(fitted.labels) if fitted and fitted.labels else labels
+        predictions = load_labelled(data, order, "decide-cost")
+        matrix = _cost_matrix(predictions, costs, cost_fp, cost_fn, class_name)
+        reports = {"verbalized": cost_report(predictions.probs, predictions.y, matrix)}
+        if fitted is not None:
+            q = fitted.predict_proba(predictions.probs)
+            reports[f"{fitted.method} calibrator"] = cost_report(q, predictions.y, matrix)
+    if as_json:
+        print(
+            json.dumps(
+                {"n": len(predictions), "actions": list(matrix.actions), "policies": reports}
+            )
+        )
+        return
+    table = Table(title=f"Bayes actions on {predictions.source} ({len(predictions)} items)")
+    for column in (
+        "probabilities",
+        "expected cost / item",
+        "realised cost / item",
+        "total",
+        "actions",
+    ):
+        table.add_column(column, justify="right")
+    for name, report in reports.items():
+        table.add_row(
+            name,
+            _f(report["expected_cost"]),
+            _f(report["realised_cost"]),
+            f"{report['total_realised_cost']:.6g}",
+            ", ".join(f"{a} {c}" for a, c in report["actions"].items()),
+        )
+    console.print(table)
+    console.print(
+        "expected = what the probabilities promise; realised = what it costs with the gold "
+        "labels. Where they differ, the probabilities are not calibrated for this decision.",
+        style="dim",
+        highlight=False,
+    )
+
+
+def _cost_matrix(
+    predictions: Predictions,
+    costs: Path | None,
+    cost_fp: float | None,
+    cost_fn: float | None,
+    class_name: str | None,
+) -> CostMatrix:
+    pair = (cost_fp, cost_fn, class_name)
+    if costs is not None:
+        if any(v is not None for v in pair):
+            raise ValueError("give --costs or --cost-fp/--cost-fn/--class, not both")
+        try:
+            mapping = json.loads(costs.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{costs}: not valid JSON ({exc}); see --help for the format") from exc
+        if not isinstance(mapping, dict):
+            raise ValueError(f"{costs}: the cost matrix must be a JSON object of actions")
+        return CostMatrix.from_mapping(mapping, predictions.labels)
+    if cost_fp is None or cost_fn is None or class_name is None:
+        raise ValueError("give --costs FILE, or all of --cost-fp, --cost-fn and --class")
+    cls = _class_index(predictions, class_name)
+    return CostMatrix.false_positive_negative(predictions.labels, cls, cost_fp, cost_fn)

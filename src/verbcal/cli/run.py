@@ -71,6 +71,15 @@ def run_command(
         str | None,
         typer.Option(help="Comma-separated label order for --predictions (default: the file's)."),
     ] = None,
+    alpha: Annotated[
+        float, typer.Option(help="Miscoverage of the conformal prediction sets.")
+    ] = 0.1,
+    abstain_cost: Annotated[
+        float, typer.Option(help="Cost of abstaining in the cost comparison (wrong = 1).")
+    ] = 0.3,
+    by: Annotated[
+        str | None, typer.Option(help="A record field to slice the test metrics by.")
+    ] = None,
     report: Annotated[bool, typer.Option(help="Write report.html (needs matplotlib).")] = True,
     overwrite: Annotated[
         bool, typer.Option(help="Replace the results of an earlier run in --out.")
@@ -98,6 +107,9 @@ def run_command(
             n_boot=boot,
             n_bins=bins,
             report=report,
+            alpha=alpha,
+            abstain_cost=abstain_cost,
+            by=by,
         )
         result = _dispatch(
             out,
