@@ -6,7 +6,7 @@ import asyncio
 import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,7 +19,6 @@ import verbcal
 from verbcal.serve import oip
 from verbcal.serve.auth import HEALTH_PATHS, KeyRing, RateLimiter
 from verbcal.serve.calibrate import InputError, calibrate_rows, field_error, pick_model
-from verbcal.serve.classify import Classifier
 from verbcal.serve.config import ServeConfig, parse_rate, read_api_keys
 from verbcal.serve.gate import Gate, error_content
 from verbcal.serve.observe import Metrics, ensure_handler
@@ -33,6 +32,9 @@ from verbcal.serve.schemas import (
     ModelInfo,
     ModelList,
 )
+
+if TYPE_CHECKING:
+    from verbcal.serve.classify import Classifier
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -52,7 +54,11 @@ class Service:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        self.classifier = Classifier(config.classify) if config.classify else None
+        self.classifier: Classifier | None = None
+        if config.classify is not None:  # needs the elicit extra, so imported only when used
+            from verbcal.serve.classify import Classifier
+
+            self.classifier = Classifier(config.classify)
         self.registry = Registry(config.calibrators, check=self._check_classify)
         self.metrics = Metrics()
         self.logger = ensure_handler(config.log_level)

@@ -40,7 +40,6 @@ def pick_model(models: Mapping[str, Served], name: str | None) -> Served:
     if name not in models:
         raise InputError(
             [field_error(None, "model", f"unknown model {name!r}; loaded: {sorted(models)}")],
-            status=404,
             code="unknown_model",
         )
     return models[name]
