@@ -29,6 +29,7 @@ from verbcal.serve.schemas import (
     ClassifyRequest,
     ClassifyResponse,
     ErrorResponse,
+    InferRequest,
     ModelInfo,
     ModelList,
 )
@@ -349,7 +350,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         schema = get_openapi(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
-        schema.setdefault("components", {})["securitySchemes"] = {
+        infer = InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(infer.pop("$defs", {}))
+        schemas["InferRequest"] = infer
+        schema["components"]["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
         }

@@ -10,13 +10,15 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 
 import verbcal
 from verbcal.serve.calibrate import InputError, field_error
 from verbcal.serve.registry import Served
 from verbcal.serve.schemas import (
+    InferInput,
     InferRequest,
     InferResponse,
     Live,
@@ -71,7 +73,25 @@ def _flatten(data: list[Any]) -> list[Any]:
     return flat
 
 
-def input_matrix(served: Served, request: InferRequest, max_rows: int) -> np.ndarray:
+def parse_request(raw: bytes, header_length: str | None) -> tuple[InferRequest, bytes]:
+    """The JSON part of an infer request and its binary tail (the binary tensor extension)."""
+    split = len(raw)
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(raw):
+            raise _bad(
+                "Inference-Header-Content-Length", f"{header_length!r} is not a valid length"
+            )
+        split = int(header_length)
+    try:
+        request = InferRequest.model_validate_json(raw[:split])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise _bad(where or "body", str(first["msg"])) from exc
+    return request, raw[split:]
+
+
+def input_matrix(served: Served, request: InferRequest, binary: bytes, max_rows: int) -> np.ndarray:
     """The ``probs`` input as an (n, K) matrix; errors name the input, row and column."""
     names = [t.name for t in request.inputs]
     if names != ["probs"]:
@@ -79,7 +99,7 @@ def input_matrix(served: Served, request: InferRequest, max_rows: int) -> np.nda
     tensor, k = request.inputs[0], len(served.labels)
     where = "inputs[0]"
     if tensor.datatype not in FLOAT_TYPES:
-        raise _bad(f"{where}.datatype", f"{tensor.datatype!r}: send FP64")
+        raise _bad(f"{where}.datatype", f"{tensor.datatype!r}: send FP64 (or FP32)")
     if len(tensor.shape) != 2 or tensor.shape[1] != k or tensor.shape[0] < 1:
         raise _bad(
             f"{where}.shape", f"{tensor.shape}: expected [n, {k}] (labels {list(served.labels)})"
@@ -87,7 +107,7 @@ def input_matrix(served: Served, request: InferRequest, max_rows: int) -> np.nda
     n = tensor.shape[0]
     if n > max_rows:
         raise _bad(f"{where}.shape", f"{n} rows, more than the limit of {max_rows} (--max-items)")
-    flat = _flatten(tensor.data)
+    flat = _values(tensor, binary, where)
     if len(flat) != n * k:
         raise _bad(f"{where}.data", f"{len(flat)} values for shape {tensor.shape} ({n * k} needed)")
     for position, value in enumerate(flat):
@@ -102,6 +122,24 @@ def input_matrix(served: Served, request: InferRequest, max_rows: int) -> np.nda
     if len(zero):
         raise _bad(f"{where}.data[{int(zero[0])}]", "every probability in the row is 0")
     return matrix
+
+
+def _values(tensor: InferInput, binary: bytes, where: str) -> list[Any]:
+    """The tensor's values: JSON ``data`` (flat or nested), or little-endian bytes from the tail."""
+    size = (tensor.parameters or {}).get("binary_data_size")
+    if size is None:
+        if tensor.data is None:
+            raise _bad(f"{where}.data", "missing: send the values as JSON data or binary")
+        return _flatten(tensor.data)
+    width = {"FP64": 8, "FP32": 4, "FP16": 2}[tensor.datatype]
+    if not isinstance(size, int) or size != len(binary) or size % width:
+        raise _bad(
+            f"{where}.parameters.binary_data_size",
+            f"{size!r} does not match the {len(binary)} bytes sent",
+        )
+    dtype = {"FP64": "<f8", "FP32": "<f4", "FP16": "<f2"}[tensor.datatype]
+    values: list[Any] = np.frombuffer(binary, dtype=dtype).astype(np.float64).tolist()
+    return values
 
 
 def add_routes(app: FastAPI, service: Service) -> None:
@@ -144,12 +182,25 @@ def add_routes(app: FastAPI, service: Service) -> None:
         return Ready(ready=True)
 
     @app.post(
-        "/v2/models/{name}/infer", response_model=InferResponse, responses=V2_ERRORS, tags=["v2"]
+        "/v2/models/{name}/infer",
+        response_model=InferResponse,
+        responses=V2_ERRORS,
+        tags=["v2"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}
+                },
+            }
+        },
     )
-    async def infer(name: str, body: InferRequest) -> Response:
-        """Calibrate the rows of the ``probs`` tensor (JSON tensor data)."""
+    async def infer(name: str, request: Request) -> Response:
+        """Calibrate the rows of the ``probs`` tensor (JSON data, or the binary extension)."""
         model = served(name)
-        matrix = input_matrix(model, body, service.config.max_items)
+        raw = await request.body()
+        body, binary = parse_request(raw, request.headers.get("inference-header-content-length"))
+        matrix = input_matrix(model, body, binary, service.config.max_items)
         wanted = [o.name for o in body.outputs] if body.outputs else list(OUTPUTS)
         unknown = [o for o in wanted if o not in OUTPUTS]
         if unknown:
