@@ -14,11 +14,12 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-httpx = pytest.importorskip("httpx")
+pytest.importorskip("httpx")
 
-from serve_helpers import ServerThread, fit_file
+import httpx
 from typer.testing import CliRunner
 
+from serve_helpers import ServerThread, fit_file
 from verbcal import datasets
 from verbcal.cli import app as cli
 from verbcal.serve import ServeConfig, ServeConfigError, create_app

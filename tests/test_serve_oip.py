@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
-httpclient = pytest.importorskip("tritonclient.http")
-utils = pytest.importorskip("tritonclient.utils")
+pytest.importorskip("tritonclient.http")
+pytest.importorskip("tritonclient.utils")
+
+import tritonclient.http as httpclient
+import tritonclient.utils as utils
 
 from serve_helpers import ServerThread, fit_file
-
 from verbcal.calibrate import Calibrator
 from verbcal.serve import ServeConfig, create_app
 
