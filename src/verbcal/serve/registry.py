@@ -88,7 +88,7 @@ class Registry:
             try:
                 self.check(loaded)
             except ValueError as exc:
-                raise ReloadError({"check": str(exc)}) from exc
+                raise ReloadError({"classify": str(exc)}) from exc
         return MappingProxyType(loaded)
 
     async def reload(self) -> Mapping[str, Served]:
