@@ -24,14 +24,17 @@ from verbcal.serve.gate import Gate, error_content
 from verbcal.serve.observe import Metrics, ensure_handler
 from verbcal.serve.registry import Registry, ReloadError, Served
 from verbcal.serve.schemas import (
+    RAW_BODIES,
     CalibrateRequest,
     CalibrateResponse,
     ClassifyRequest,
     ClassifyResponse,
     ErrorResponse,
-    InferRequest,
+    JSONBytes,
     ModelInfo,
     ModelList,
+    parse_body,
+    raw_body,
 )
 
 if TYPE_CHECKING:
@@ -177,9 +180,16 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             generation=service.registry.generation,
         )
 
-    @app.post("/v1/calibrate", response_model=CalibrateResponse, responses=ERRORS, tags=["v1"])
-    async def calibrate(body: CalibrateRequest) -> Response:
+    @app.post(
+        "/v1/calibrate",
+        response_model=CalibrateResponse,
+        responses=ERRORS,
+        tags=["v1"],
+        openapi_extra=raw_body(CalibrateRequest),
+    )
+    async def calibrate(request: Request) -> Response:
         """Calibrate verbalized distributions with a fitted calibrator (as `verbcal apply` does)."""
+        body = await parse_body(request, CalibrateRequest)
         service.check_count(len(body.items))
         served = pick_model(service.registry.models, body.model)
         items = calibrate_rows(
@@ -190,7 +200,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             body.set_mass,
         )
         service.metrics.items.labels(served.name).inc(len(items))
-        return JSONResponse({"model": served.name, "method": served.method, "items": items})
+        return JSONBytes({"model": served.name, "method": served.method, "items": items})
 
     if service.classifier is not None:
         classifier = service.classifier
@@ -214,7 +224,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
                 metrics.classify_status.labels(status).inc(count)
             metrics.llm_errors.inc(statuses.get("error", 0))
             metrics.items.labels(served.name).inc(sum(1 for r in out if r["probs"] is not None))
-            return JSONResponse({"model": served.name, "method": served.method, "items": out})
+            return JSONBytes({"model": served.name, "method": served.method, "items": out})
 
     @app.post(
         "/v1/admin/reload",
@@ -350,10 +360,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         schema = get_openapi(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
-        infer = InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-        schemas.update(infer.pop("$defs", {}))
-        schemas["InferRequest"] = infer
+        for model in RAW_BODIES:  # bodies parsed by the routes themselves
+            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(model_schema.pop("$defs", {}))
+            schemas[model.__name__] = model_schema
         schema["components"]["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

@@ -47,58 +47,58 @@ def pick_model(models: Mapping[str, Served], name: str | None) -> Served:
 
 def probs_matrix(served: Served, rows: Sequence[Mapping[str, float]]) -> Array:
     """Label-keyed rows as an (n, K) matrix in the model's label order; errors name item and label."""
-    k = len(served.labels)
-    matrix = np.zeros((len(rows), k))
-    errors: list[dict[str, Any]] = []
-    for i, probs in enumerate(rows):
-        found = len(errors)
-        for label, value in probs.items():
-            column = served.index.get(label)
-            if column is None:
-                errors.append(
-                    field_error(
-                        i, f"probs.{label}", f"unknown label; the labels are {list(served.labels)}"
-                    )
-                )
-            else:
-                matrix[i, column] = value
-        if len(errors) > found or len(probs) != k:
-            for label in served.labels:
-                if label not in probs:
-                    errors.append(
-                        field_error(
-                            i,
-                            f"probs.{label}",
-                            "missing: give every label a probability (0 is allowed)",
-                        )
-                    )
-        elif not matrix[i].any():
-            errors.append(field_error(i, "probs", "every probability is 0"))
-        if len(errors) >= 20:
-            break
-    if errors:
-        raise InputError(errors)
+    labels, k = served.labels, len(served.labels)
+    try:  # the common case in one pass; any missing or extra label is explained below
+        matrix = np.array([[probs[label] for label in labels] for probs in rows], dtype=np.float64)
+        if any(len(probs) != k for probs in rows):
+            raise KeyError
+    except KeyError:
+        raise InputError(_label_errors(served, rows)) from None
+    zero = np.flatnonzero(~matrix.any(axis=1))
+    if len(zero):
+        raise InputError(
+            [field_error(int(i), "probs", "every probability is 0") for i in zero[:20]]
+        )
     return matrix
 
 
-def decisions(
-    q: Array, labels: Sequence[str], accept_threshold: float | None, set_mass: float | None
-) -> list[dict[str, Any]]:
-    """Per row: top label and confidence, plus the decisions the request asked for."""
-    top = q.argmax(axis=1)
-    out: list[dict[str, Any]] = []
-    order = np.argsort(-q, axis=1, kind="stable") if set_mass is not None else None
-    for i, k in enumerate(top.tolist()):
-        confidence = float(q[i, k])
-        row: dict[str, Any] = {"label": labels[k], "confidence": confidence}
-        if accept_threshold is not None:
-            row["decision"] = "accept" if confidence >= accept_threshold else "abstain"
-        if order is not None and set_mass is not None:
-            mass = np.cumsum(q[i, order[i]])
-            size = int(np.searchsorted(mass, set_mass - 1e-12)) + 1
-            row["prediction_set"] = [labels[j] for j in order[i, : min(size, len(labels))]]
-        out.append(row)
-    return out
+def _label_errors(served: Served, rows: Sequence[Mapping[str, float]]) -> list[dict[str, Any]]:
+    errors: list[dict[str, Any]] = []
+    for i, probs in enumerate(rows):
+        errors += [
+            field_error(i, f"probs.{label}", f"unknown label; the labels are {list(served.labels)}")
+            for label in probs
+            if label not in served.index
+        ]
+        errors += [
+            field_error(
+                i, f"probs.{label}", "missing: give every label a probability (0 is allowed)"
+            )
+            for label in served.labels
+            if label not in probs
+        ]
+        if len(errors) >= 20:
+            break
+    return errors[:20]
+
+
+def add_decisions(
+    items: list[dict[str, Any]],
+    q: Array,
+    labels: Sequence[str],
+    accept_threshold: float | None,
+    set_mass: float | None,
+) -> None:
+    """Add to each item the decisions the request asked for (threshold, prediction set)."""
+    if accept_threshold is not None:
+        for item in items:
+            item["decision"] = "accept" if item["confidence"] >= accept_threshold else "abstain"
+    if set_mass is not None:
+        order = np.argsort(-q, axis=1, kind="stable")
+        mass = np.cumsum(np.take_along_axis(q, order, axis=1), axis=1)
+        sizes = np.minimum((mass < set_mass - 1e-12).sum(axis=1) + 1, len(labels)).tolist()
+        for item, ranked, size in zip(items, order.tolist(), sizes, strict=True):
+            item["prediction_set"] = [labels[j] for j in ranked[:size]]
 
 
 def calibrate_rows(
@@ -108,12 +108,12 @@ def calibrate_rows(
     accept_threshold: float | None = None,
     set_mass: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Calibrated items (id, probs, label, confidence, decisions) for label-keyed rows."""
+    """Calibrated items (id, probs, top label, its confidence, decisions) for label-keyed rows."""
     q = served.calibrator.predict_proba(probs_matrix(served, rows))
     labels = served.labels
-    items = []
-    for item_id, row, extra in zip(
-        ids, q.tolist(), decisions(q, labels, accept_threshold, set_mass), strict=True
-    ):
-        items.append({"id": item_id, "probs": dict(zip(labels, row, strict=True)), **extra})
+    items = [
+        {"id": i, "probs": dict(zip(labels, row)), "label": labels[k], "confidence": row[k]}  # noqa: B905
+        for i, row, k in zip(ids, q.tolist(), q.argmax(axis=1).tolist())  # noqa: B905
+    ]
+    add_decisions(items, q, labels, accept_threshold, set_mass)
     return items

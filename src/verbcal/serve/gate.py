@@ -19,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from verbcal.serve.auth import HEALTH_PATHS, KeyRing, RateLimiter, presented_key
 from verbcal.serve.observe import Metrics
 
+_READ = {b"authorization", b"x-api-key", b"content-length", b"x-request-id"}
+"""The only headers the gate looks at."""
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -60,7 +62,11 @@ class Gate:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1")
+            for k, v in scope["headers"]
+            if k.lower() in _READ
+        }
         given = headers.get("x-request-id", "")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 import verbcal
@@ -21,12 +21,14 @@ from verbcal.serve.schemas import (
     InferInput,
     InferRequest,
     InferResponse,
+    JSONBytes,
     Live,
     ModelMetadata,
     Ready,
     ServerMetadata,
     TensorMetadata,
     V2Error,
+    raw_body,
 )
 
 if TYPE_CHECKING:
@@ -186,14 +188,7 @@ def add_routes(app: FastAPI, service: Service) -> None:
         response_model=InferResponse,
         responses=V2_ERRORS,
         tags=["v2"],
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}
-                },
-            }
-        },
+        openapi_extra=raw_body(InferRequest),
     )
     async def infer(name: str, request: Request) -> Response:
         """Calibrate the rows of the ``probs`` tensor (JSON data, or the binary extension)."""
@@ -227,4 +222,4 @@ def add_routes(app: FastAPI, service: Service) -> None:
             "id": body.id,
             "outputs": [tensors[o] for o in wanted],
         }
-        return JSONResponse(content)
+        return JSONBytes(content)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import to_json
 
 Probability = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
 """A verbalized probability: a finite number ≥ 0 (rows are normalised to sum 1)."""
@@ -12,6 +16,32 @@ Confidence = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True
 ModelName = Annotated[str, Field(min_length=1, max_length=64)]
 ItemId = Annotated[str, Field(max_length=256)]
 Status = Literal["ok", "repaired", "failed", "error"]
+
+
+class JSONBytes(Response):
+    """A JSON response serialised by pydantic-core (floats in shortest round-trip form)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return to_json(content)
+
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def raw_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a body a route parses itself (one pass of pydantic-core from the bytes)."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+async def parse_body(request: Request, model: type[Body]) -> Body:
+    """The body validated straight from its bytes; errors go to the validation handler."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
 class _Strict(BaseModel):
@@ -242,3 +272,7 @@ class Live(BaseModel):
 
 class Ready(BaseModel):
     ready: bool
+
+
+RAW_BODIES: list[type[BaseModel]] = [CalibrateRequest, InferRequest]
+"""Bodies the routes parse themselves (their schemas are added to the OpenAPI components)."""
