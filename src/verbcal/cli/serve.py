@@ -60,7 +60,9 @@ def serve_command(
 
     Logs are JSON lines on stderr. SIGHUP or POST /v1/admin/reload re-reads the calibrator files.
 
-    Example: VERBCAL_API_KEYS=secret verbcal serve --calibrator tweets=ts.json --port 8000
+    Keys come from VERBCAL_API_KEYS (comma-separated) or --api-keys-file.
+
+    Example: verbcal serve --calibrator tweets=ts.json --port 8000
     """
     try:  # imported here so that the other commands work without the serve extra
         import uvicorn
