@@ -166,16 +166,17 @@ class Gate:
         name = getattr(route, "path", None) or (path if path in self.known_paths() else "<other>")
         self.metrics.requests.labels(name, scope["method"], str(status)).inc()
         self.metrics.latency.labels(name).observe(seconds)
-        if self.logger.isEnabledFor(logging.INFO):
-            self.logger.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": path,
-                    "route": name,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "client": client,
-                },
+        if self.logger.isEnabledFor(logging.INFO):  # one line per request: skip the caller lookup
+            fields = {
+                "request_id": request_id,
+                "method": scope["method"],
+                "path": path,
+                "route": name,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+                "client": client,
+            }
+            record = self.logger.makeRecord(
+                self.logger.name, logging.INFO, __file__, 0, "request", (), None, extra=fields
             )
+            self.logger.handle(record)
