@@ -205,7 +205,15 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     if service.classifier is not None:
         classifier = service.classifier
 
-        @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS, tags=["v1"])
+        @app.post(
+            "/v1/classify",
+            response_model=ClassifyResponse,
+            responses={
+                **ERRORS,
+                502: {"model": ErrorResponse, "description": "The LLM backend refused the run."},
+            },
+            tags=["v1"],
+        )
         async def classify(body: ClassifyRequest) -> Response:
             """Ask the LLM for a distribution per text (store as cache), then calibrate it."""
             service.check_count(len(body.items))
@@ -311,6 +319,14 @@ def _add_error_handlers(app: FastAPI, service: Service) -> None:
             "reload failed, the old calibrators keep serving: " + str(exc),
             errors,
         )
+
+    if service.classifier is not None:
+        from verbcal.serve.classify import UpstreamError
+
+        @app.exception_handler(UpstreamError)
+        async def upstream(request: Request, exc: UpstreamError) -> JSONResponse:
+            service.metrics.llm_errors.inc()
+            return reply(request, 502, "llm_unavailable", f"the LLM backend failed: {exc}")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -14,7 +14,14 @@ from contextlib import ExitStack
 from typing import Any
 
 from verbcal.elicit import ElicitOptions
-from verbcal.elicit.backends import DEFAULT_MODELS, Backend, Reply, Request, make_backend
+from verbcal.elicit.backends import (
+    DEFAULT_MODELS,
+    Backend,
+    BackendError,
+    Reply,
+    Request,
+    make_backend,
+)
 from verbcal.elicit.engine import Engine, EngineConfig
 from verbcal.elicit.records import build_record
 from verbcal.elicit.run import plan_requests
@@ -23,6 +30,10 @@ from verbcal.serve.calibrate import calibrate_rows
 from verbcal.serve.config import ClassifyConfig, ServeConfigError
 from verbcal.serve.registry import Served
 from verbcal.task import Task, load_task
+
+
+class UpstreamError(Exception):
+    """The LLM backend refused the whole run; answered as 502 with the (redacted) reason."""
 
 
 class _Bounded:
@@ -119,8 +130,12 @@ class Classifier:
         pending = [job for key, job in jobs.items() if key not in done]
         if pending:
             before = engine.stats.requests
-            await engine.run(pending)
-            self.llm_requests += engine.stats.requests - before
+            try:
+                await engine.run(pending)
+            except BackendError as exc:  # a run stopped as a whole (e.g. the key is refused)
+                raise UpstreamError(str(exc)) from exc
+            finally:
+                self.llm_requests += engine.stats.requests - before
         rows = engine.store.get_many(jobs)
         records = [build_record(plan, rows, self.task.labels) for plan in plans]
         usable = [i for i, r in enumerate(records) if r["probs"] is not None]
