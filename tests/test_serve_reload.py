@@ -166,3 +166,54 @@ def test_cli_serves_and_reloads_on_sighup(tmp_path: Path) -> None:
     )
     assert any(line.get("message") == "request" and line.get("request_id") for line in lines)
     assert KEY not in log.read_text()
+
+
+@pytest.mark.slow
+def test_cli_with_two_workers_and_the_factory_route(tmp_path: Path) -> None:
+    live = fit_file(tmp_path / "ts.json")
+    port = free_port()
+    env = {**os.environ, "VERBCAL_API_KEYS": KEY}
+    command = [
+        sys.executable,
+        "-c",
+        "from verbcal.cli import main; main()",
+        "serve",
+        "--calibrator",
+        f"tweets={live}",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        body = {"items": [{"probs": ROW}]}
+        answers = [
+            httpx.post(url + "/v1/calibrate", json=body, headers={"X-API-Key": KEY})
+            for _ in range(6)
+        ]
+        assert all(a.status_code == 200 for a in answers)
+        assert len({json.dumps(a.json()) for a in answers}) == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+
+
+def test_config_travels_as_json_without_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = fit_file(tmp_path / "ts.json")
+    config = ServeConfig(calibrators={"tweets": str(path)}, max_items=7, extra_keys=(KEY,))
+    assert KEY not in config.to_json()
+    monkeypatch.setenv("VERBCAL_SERVE_CONFIG", config.to_json())
+    monkeypatch.setenv("VERBCAL_API_KEYS", KEY)
+    with ServerThread(create_app()) as running:  # the --factory route: config from the environment
+        url = running.url + "/v1/calibrate"
+        assert httpx.post(url, json={"items": [{"probs": ROW}]}).status_code == 401
+        many = {"items": [{"probs": ROW}] * 8}
+        response = httpx.post(url, json=many, headers={"X-API-Key": KEY})
+        assert response.status_code == 422 and "limit of 7" in response.text
