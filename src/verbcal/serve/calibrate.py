@@ -1,0 +1,119 @@
+"""``/v1/calibrate`` and the OIP ``infer`` route share this: checked rows in, calibrated rows out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from verbcal.serve.registry import Served
+
+Array = NDArray[np.float64]
+
+
+class InputError(Exception):
+    """Bad input: one entry per problem, each naming the item index and the field."""
+
+    def __init__(
+        self, errors: list[dict[str, Any]], status: int = 422, code: str = "invalid_input"
+    ):
+        super().__init__(errors[0]["message"] if errors else code)
+        self.errors, self.status, self.code = errors, status, code
+
+
+def field_error(item: int | None, field: str | None, message: str) -> dict[str, Any]:
+    """One problem, located as ``items[i].field``."""
+    loc = ".".join(p for p in (f"items[{item}]" if item is not None else None, field) if p)
+    return {"loc": loc, "item": item, "field": field, "message": message}
+
+
+def pick_model(models: Mapping[str, Served], name: str | None) -> Served:
+    """The calibrator asked for, or the only one loaded."""
+    if name is None:
+        if len(models) == 1:
+            return next(iter(models.values()))
+        raise InputError(
+            [field_error(None, "model", f"several models are loaded: name one of {sorted(models)}")]
+        )
+    if name not in models:
+        raise InputError(
+            [field_error(None, "model", f"unknown model {name!r}; loaded: {sorted(models)}")],
+            code="unknown_model",
+        )
+    return models[name]
+
+
+def probs_matrix(served: Served, rows: Sequence[Mapping[str, float]]) -> Array:
+    """Label-keyed rows as an (n, K) matrix in the model's label order; errors name item and label."""
+    labels, k = served.labels, len(served.labels)
+    try:  # the common case in one pass; any missing or extra label is explained below
+        matrix = np.array([[probs[label] for label in labels] for probs in rows], dtype=np.float64)
+        if any(len(probs) != k for probs in rows):
+            raise KeyError
+    except KeyError:
+        raise InputError(_label_errors(served, rows)) from None
+    zero = np.flatnonzero(~matrix.any(axis=1))
+    if len(zero):
+        raise InputError(
+            [field_error(int(i), "probs", "every probability is 0") for i in zero[:20]]
+        )
+    return matrix
+
+
+def _label_errors(served: Served, rows: Sequence[Mapping[str, float]]) -> list[dict[str, Any]]:
+    errors: list[dict[str, Any]] = []
+    for i, probs in enumerate(rows):
+        errors += [
+            field_error(i, f"probs.{label}", f"unknown label; the labels are {list(served.labels)}")
+            for label in probs
+            if label not in served.index
+        ]
+        errors += [
+            field_error(
+                i, f"probs.{label}", "missing: give every label a probability (0 is allowed)"
+            )
+            for label in served.labels
+            if label not in probs
+        ]
+        if len(errors) >= 20:
+            break
+    return errors[:20]
+
+
+def add_decisions(
+    items: list[dict[str, Any]],
+    q: Array,
+    labels: Sequence[str],
+    accept_threshold: float | None,
+    set_mass: float | None,
+) -> None:
+    """Add to each item the decisions the request asked for (threshold, prediction set)."""
+    if accept_threshold is not None:
+        for item in items:
+            item["decision"] = "accept" if item["confidence"] >= accept_threshold else "abstain"
+    if set_mass is not None:
+        order = np.argsort(-q, axis=1, kind="stable")
+        mass = np.cumsum(np.take_along_axis(q, order, axis=1), axis=1)
+        sizes = np.minimum((mass < set_mass - 1e-12).sum(axis=1) + 1, len(labels)).tolist()
+        for item, ranked, size in zip(items, order.tolist(), sizes, strict=True):
+            item["prediction_set"] = [labels[j] for j in ranked[:size]]
+
+
+def calibrate_rows(
+    served: Served,
+    rows: Sequence[Mapping[str, float]],
+    ids: Sequence[str | None],
+    accept_threshold: float | None = None,
+    set_mass: float | None = None,
+) -> list[dict[str, Any]]:
+    """Calibrated items (id, probs, top label, its confidence, decisions) for label-keyed rows."""
+    q = served.calibrator.predict_proba(probs_matrix(served, rows))
+    labels = served.labels
+    items = [
+        {"id": i, "probs": dict(zip(labels, row)), "label": labels[k], "confidence": row[k]}  # noqa: B905
+        for i, row, k in zip(ids, q.tolist(), q.argmax(axis=1).tolist())  # noqa: B905
+    ]
+    add_decisions(items, q, labels, accept_threshold, set_mass)
+    return items

@@ -1,0 +1,108 @@
+"""Prometheus metrics (one registry per app) and structured JSON log lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LOGGER = "verbcal.serve"
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "color_message",
+}
+
+
+class Metrics:
+    """The service's counters and histograms, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "verbcal_http_requests",
+            "HTTP requests by route and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "verbcal_http_request_duration_seconds",
+            "Time to answer a request, by route.",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.items = Counter(
+            "verbcal_items_calibrated",
+            "Items calibrated, by model.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.classify_status = Counter(
+            "verbcal_classify_items",
+            "Classified items by parse status.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.llm_requests = Counter(
+            "verbcal_llm_requests", "Requests sent to the LLM backend.", registry=self.registry
+        )
+        self.llm_errors = Counter(
+            "verbcal_llm_errors",
+            "Classify items whose LLM request failed for good.",
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "verbcal_reloads",
+            "Calibrator reloads by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` dict: JSON lines on stderr for verbcal and uvicorn."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
+        "handlers": {"json": handler},
+        "loggers": {
+            name: {"handlers": ["json"], "level": level.upper(), "propagate": False}
+            for name in (LOGGER, "uvicorn", "uvicorn.error")
+        }
+        | {"uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False}},
+    }
+
+
+def ensure_handler(level: str) -> logging.Logger:
+    """The service logger; given a JSON handler when nothing configured one (app used directly)."""
+    logger = logging.getLogger(LOGGER)
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level.upper())
+    return logger

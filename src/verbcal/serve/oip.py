@@ -1,0 +1,225 @@
+"""The Open Inference Protocol (KServe V2; also spoken by Triton and Seldon clients), JSON tensors.
+
+A calibrator is a model with one input ``probs`` (FP64, ``[-1, K]``, columns in the model's
+label order) and two outputs: ``probs`` (FP64, ``[-1, K]``) and ``label`` (BYTES, ``[-1]``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+import verbcal
+from verbcal.serve.calibrate import InputError, field_error
+from verbcal.serve.registry import Served
+from verbcal.serve.schemas import (
+    InferInput,
+    InferRequest,
+    InferResponse,
+    JSONBytes,
+    Live,
+    ModelMetadata,
+    Ready,
+    ServerMetadata,
+    TensorMetadata,
+    V2Error,
+    raw_body,
+)
+
+if TYPE_CHECKING:
+    from verbcal.serve.app import Service
+
+OUTPUTS = ("probs", "label")
+FLOAT_TYPES = ("FP64", "FP32", "FP16")
+V2_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": V2Error, "description": "Bad tensors: the message names input and position."},
+    401: {"model": V2Error, "description": "Missing or wrong API key."},
+    404: {"model": V2Error, "description": "Unknown model."},
+    413: {"model": V2Error, "description": "Body too large."},
+    422: {"model": V2Error, "description": "Request not in the protocol's shape."},
+    429: {"model": V2Error, "description": "Rate limit exceeded: see Retry-After."},
+}
+
+
+def metadata(served: Served) -> ModelMetadata:
+    k = len(served.labels)
+    return ModelMetadata(
+        name=served.name,
+        versions=["1"],
+        platform="verbcal",
+        inputs=[TensorMetadata(name="probs", datatype="FP64", shape=[-1, k])],
+        outputs=[
+            TensorMetadata(name="probs", datatype="FP64", shape=[-1, k]),
+            TensorMetadata(name="label", datatype="BYTES", shape=[-1]),
+        ],
+        parameters={"labels": list(served.labels), "method": served.method},
+    )
+
+
+def _bad(field: str, message: str) -> InputError:
+    return InputError([field_error(None, field, message)], status=400, code="bad_tensor")
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    flat: list[Any] = []
+    for value in data:
+        if isinstance(value, list):
+            flat.extend(_flatten(value))
+        else:
+            flat.append(value)
+    return flat
+
+
+def parse_request(raw: bytes, header_length: str | None) -> tuple[InferRequest, bytes]:
+    """The JSON part of an infer request and its binary tail (the binary tensor extension)."""
+    split = len(raw)
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(raw):
+            raise _bad(
+                "Inference-Header-Content-Length", f"{header_length!r} is not a valid length"
+            )
+        split = int(header_length)
+    try:
+        request = InferRequest.model_validate_json(raw[:split])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise _bad(where or "body", str(first["msg"])) from exc
+    return request, raw[split:]
+
+
+def input_matrix(served: Served, request: InferRequest, binary: bytes, max_rows: int) -> np.ndarray:
+    """The ``probs`` input as an (n, K) matrix; errors name the input, row and column."""
+    names = [t.name for t in request.inputs]
+    if names != ["probs"]:
+        raise _bad("inputs", f"expected exactly one input named 'probs', got {names}")
+    tensor, k = request.inputs[0], len(served.labels)
+    where = "inputs[0]"
+    if tensor.datatype not in FLOAT_TYPES:
+        raise _bad(f"{where}.datatype", f"{tensor.datatype!r}: send FP64 (or FP32)")
+    if len(tensor.shape) != 2 or tensor.shape[1] != k or tensor.shape[0] < 1:
+        raise _bad(
+            f"{where}.shape", f"{tensor.shape}: expected [n, {k}] (labels {list(served.labels)})"
+        )
+    n = tensor.shape[0]
+    if n > max_rows:
+        raise _bad(f"{where}.shape", f"{n} rows, more than the limit of {max_rows} (--max-items)")
+    flat = _values(tensor, binary, where)
+    if len(flat) != n * k:
+        raise _bad(f"{where}.data", f"{len(flat)} values for shape {tensor.shape} ({n * k} needed)")
+    for position, value in enumerate(flat):
+        row, column = divmod(position, k)
+        spot = f"{where}.data[{row}][{column}] ({served.labels[column]})"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _bad(spot, f"{value!r} is not a number")
+        if not math.isfinite(value) or value < 0:
+            raise _bad(spot, f"{value} is not a finite probability ≥ 0")
+    matrix = np.asarray(flat, dtype=np.float64).reshape(n, k)
+    zero = np.flatnonzero(~matrix.any(axis=1))
+    if len(zero):
+        raise _bad(f"{where}.data[{int(zero[0])}]", "every probability in the row is 0")
+    return matrix
+
+
+def _values(tensor: InferInput, binary: bytes, where: str) -> list[Any]:
+    """The tensor's values: JSON ``data`` (flat or nested), or little-endian bytes from the tail."""
+    size = (tensor.parameters or {}).get("binary_data_size")
+    if size is None:
+        if tensor.data is None:
+            raise _bad(f"{where}.data", "missing: send the values as JSON data or binary")
+        return _flatten(tensor.data)
+    width = {"FP64": 8, "FP32": 4, "FP16": 2}[tensor.datatype]
+    if not isinstance(size, int) or size != len(binary) or size % width:
+        raise _bad(
+            f"{where}.parameters.binary_data_size",
+            f"{size!r} does not match the {len(binary)} bytes sent",
+        )
+    dtype = {"FP64": "<f8", "FP32": "<f4", "FP16": "<f2"}[tensor.datatype]
+    values: list[Any] = np.frombuffer(binary, dtype=dtype).astype(np.float64).tolist()
+    return values
+
+
+def add_routes(app: FastAPI, service: Service) -> None:
+    """Register the v2 routes on ``app``."""
+
+    def served(name: str) -> Served:
+        models = service.registry.models
+        if name not in models:
+            raise InputError(
+                [field_error(None, "model", f"unknown model {name!r}; loaded: {sorted(models)}")],
+                status=404,
+                code="unknown_model",
+            )
+        return models[name]
+
+    @app.get("/v2", response_model=ServerMetadata, responses=V2_ERRORS, tags=["v2"])
+    async def server_metadata() -> ServerMetadata:
+        """Server metadata."""
+        return ServerMetadata(name="verbcal", version=verbcal.__version__, extensions=[])
+
+    @app.get("/v2/health/live", response_model=Live, tags=["v2"])
+    async def live() -> Live:
+        """The process answers (no API key needed)."""
+        return Live(live=True)
+
+    @app.get("/v2/health/ready", response_model=Ready, tags=["v2"])
+    async def ready() -> Ready:
+        """Every calibrator is loaded (no API key needed)."""
+        return Ready(ready=bool(service.registry.models))
+
+    @app.get("/v2/models/{name}", response_model=ModelMetadata, responses=V2_ERRORS, tags=["v2"])
+    async def model_metadata(name: str) -> ModelMetadata:
+        """Inputs, outputs, labels (column order) and calibration method of a model."""
+        return metadata(served(name))
+
+    @app.get("/v2/models/{name}/ready", response_model=Ready, responses=V2_ERRORS, tags=["v2"])
+    async def model_ready(name: str) -> Ready:
+        """Whether the model is loaded."""
+        served(name)
+        return Ready(ready=True)
+
+    @app.post(
+        "/v2/models/{name}/infer",
+        response_model=InferResponse,
+        responses=V2_ERRORS,
+        tags=["v2"],
+        openapi_extra=raw_body(InferRequest),
+    )
+    async def infer(name: str, request: Request) -> Response:
+        """Calibrate the rows of the ``probs`` tensor (JSON data, or the binary extension)."""
+        model = served(name)
+        raw = await request.body()
+        body, binary = parse_request(raw, request.headers.get("inference-header-content-length"))
+        matrix = input_matrix(model, body, binary, service.config.max_items)
+        wanted = [o.name for o in body.outputs] if body.outputs else list(OUTPUTS)
+        unknown = [o for o in wanted if o not in OUTPUTS]
+        if unknown:
+            raise _bad("outputs", f"unknown output {unknown[0]!r}; this model has {list(OUTPUTS)}")
+        q = model.calibrator.predict_proba(matrix)
+        tensors = {
+            "probs": {
+                "name": "probs",
+                "shape": list(q.shape),
+                "datatype": "FP64",
+                "data": q.reshape(-1).tolist(),
+            },
+            "label": {
+                "name": "label",
+                "shape": [len(q)],
+                "datatype": "BYTES",
+                "data": [model.labels[k] for k in q.argmax(axis=1).tolist()],
+            },
+        }
+        service.metrics.items.labels(model.name).inc(len(q))
+        content = {
+            "model_name": model.name,
+            "model_version": "1",
+            "id": body.id,
+            "outputs": [tensors[o] for o in wanted],
+        }
+        return JSONBytes(content)

@@ -1,0 +1,219 @@
+"""Hot reload: atomic swap under load with zero failed requests; a bad file keeps the old one; SIGHUP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("aiohttp")
+pytest.importorskip("httpx")
+
+import aiohttp
+import httpx
+
+from serve_helpers import ServerThread, fit_file
+from verbcal.calibrate import Calibrator
+from verbcal.elicit.local import free_port
+from verbcal.serve import ServeConfig, create_app
+
+pytestmark = pytest.mark.server
+KEY = "vk-reload-0123456789abcdef"
+ROW = {"negative": 0.1, "neutral": 0.2, "positive": 0.7}
+
+
+def replace_file(source: Path, target: Path) -> None:
+    """Write ``source`` over ``target`` atomically (as a deployment would)."""
+    temp = target.with_suffix(".tmp")
+    shutil.copyfile(source, temp)
+    os.replace(temp, target)
+
+
+async def hammer(url: str, stop: asyncio.Event, seen: list[tuple[int, Any]]) -> None:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {"items": [{"id": str(i), "probs": ROW} for i in range(20)]}
+    async with aiohttp.ClientSession(headers=headers) as session:
+
+        async def worker() -> None:
+            while not stop.is_set():
+                try:
+                    async with session.post(url, json=body) as response:
+                        payload = await response.json()
+                        seen.append((response.status, payload))
+                except aiohttp.ClientError as exc:  # a dropped connection counts as a failure
+                    seen.append((-1, repr(exc)))
+
+        await asyncio.gather(*(worker() for _ in range(16)))
+
+
+def test_reload_under_load_loses_nothing(tmp_path: Path) -> None:
+    live = tmp_path / "live.json"
+    old, new = fit_file(tmp_path / "ts.json"), fit_file(tmp_path / "vs.json", "vector")
+    replace_file(old, live)
+    expected = {
+        "temperature": Calibrator.load(old).predict_proba([list(ROW.values())])[0],
+        "vector": Calibrator.load(new).predict_proba([list(ROW.values())])[0],
+    }
+    config = ServeConfig(calibrators={"tweets": str(live)}, extra_keys=(KEY,), rate_limit=None)
+    with ServerThread(create_app(config)) as running:
+        admin = {"Authorization": f"Bearer {KEY}"}
+        seen: list[tuple[int, Any]] = []
+        reloads: list[httpx.Response] = []
+
+        async def scenario() -> None:
+            stop = asyncio.Event()
+            load = asyncio.create_task(hammer(running.url + "/v1/calibrate", stop, seen))
+            async with httpx.AsyncClient(headers=admin, timeout=30) as client:
+                await asyncio.sleep(0.5)
+                (tmp_path / "broken.json").write_text('{"format": "verbcal-calibrator", "meth')
+                replace_file(tmp_path / "broken.json", live)
+                reloads.append(await client.post(running.url + "/v1/admin/reload"))
+                await asyncio.sleep(0.3)
+                replace_file(new, live)
+                reloads.append(await client.post(running.url + "/v1/admin/reload"))
+                await asyncio.sleep(0.5)
+            stop.set()
+            await load
+
+        asyncio.run(scenario())
+    failed, bad_reload = [s for s, _ in seen if s != 200], reloads[0]
+    assert bad_reload.status_code == 409
+    assert bad_reload.json()["error"]["errors"][0]["loc"] == "models.tweets"
+    assert "cannot read calibrator" in bad_reload.json()["error"]["message"]
+    assert reloads[1].status_code == 200 and reloads[1].json()["generation"] == 2
+    assert len(seen) > 50 and not failed, f"{len(failed)} of {len(seen)} requests failed"
+    methods = [payload["method"] for _, payload in seen]
+    switch = methods.index("vector")
+    assert set(methods[:switch]) == {"temperature"} and set(methods[switch:]) == {"vector"}
+    for _, payload in seen:  # each response used one calibrator for all its items
+        q = [list(item["probs"].values()) for item in payload["items"]]
+        assert (
+            max(
+                abs(a - b)
+                for row in q
+                for a, b in zip(row, expected[payload["method"]], strict=True)
+            )
+            < 1e-12
+        )
+    print(f"reload under load: {len(seen)} requests, {len(failed)} failed, switch at {switch}")
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "verbcal serve exited"
+        try:
+            if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("verbcal serve did not become ready")
+
+
+def test_cli_serves_and_reloads_on_sighup(tmp_path: Path) -> None:
+    live = tmp_path / "live.json"
+    replace_file(fit_file(tmp_path / "ts.json"), live)
+    port = free_port()
+    env = {**os.environ, "VERBCAL_API_KEYS": KEY}
+    command = [
+        sys.executable,
+        "-c",
+        "from verbcal.cli import main; main()",
+        "serve",
+        "--calibrator",
+        f"tweets={live}",
+        "--port",
+        str(port),
+    ]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=sink)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        headers = {"X-API-Key": KEY}
+        first = httpx.get(url + "/v1/models", headers=headers).json()
+        assert first["generation"] == 1 and first["models"][0]["method"] == "temperature"
+        replace_file(fit_file(tmp_path / "vs.json", "vector"), live)
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while httpx.get(url + "/v1/models", headers=headers).json()["generation"] == 1:
+            assert time.monotonic() < deadline, "SIGHUP did not reload"
+            time.sleep(0.05)
+        after = httpx.get(url + "/v1/models", headers=headers).json()
+        assert after["models"][0]["method"] == "vector"
+        body = {"items": [{"probs": ROW}]}
+        assert (
+            httpx.post(url + "/v1/calibrate", json=body, headers=headers).json()["method"]
+            == "vector"
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(
+        line.get("message") == "reloaded" and line.get("source") == "SIGHUP" for line in lines
+    )
+    assert any(line.get("message") == "request" and line.get("request_id") for line in lines)
+    assert KEY not in log.read_text()
+
+
+@pytest.mark.slow
+def test_cli_with_two_workers_and_the_factory_route(tmp_path: Path) -> None:
+    live = fit_file(tmp_path / "ts.json")
+    port = free_port()
+    env = {**os.environ, "VERBCAL_API_KEYS": KEY}
+    command = [
+        sys.executable,
+        "-c",
+        "from verbcal.cli import main; main()",
+        "serve",
+        "--calibrator",
+        f"tweets={live}",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        body = {"items": [{"probs": ROW}]}
+        answers = [
+            httpx.post(url + "/v1/calibrate", json=body, headers={"X-API-Key": KEY})
+            for _ in range(6)
+        ]
+        assert all(a.status_code == 200 for a in answers)
+        assert len({json.dumps(a.json()) for a in answers}) == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+
+
+def test_config_travels_as_json_without_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = fit_file(tmp_path / "ts.json")
+    config = ServeConfig(calibrators={"tweets": str(path)}, max_items=7, extra_keys=(KEY,))
+    assert KEY not in config.to_json()
+    monkeypatch.setenv("VERBCAL_SERVE_CONFIG", config.to_json())
+    monkeypatch.setenv("VERBCAL_API_KEYS", KEY)
+    with ServerThread(create_app()) as running:  # the --factory route: config from the environment
+        url = running.url + "/v1/calibrate"
+        assert httpx.post(url, json={"items": [{"probs": ROW}]}).status_code == 401
+        many = {"items": [{"probs": ROW}] * 8}
+        response = httpx.post(url, json=many, headers={"X-API-Key": KEY})
+        assert response.status_code == 422 and "limit of 7" in response.text
