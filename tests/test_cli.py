@@ -15,7 +15,19 @@ from verbcal.cli import app
 from verbcal.metrics import METRICS, summary
 
 runner = CliRunner(env={"COLUMNS": "250"})
-EVALUATE_KEYS = {"n", "accuracy", "macro_f1", "ece", "mce", "nll", "brier", "auroc", "bins", "ci"}
+EVALUATE_KEYS = {
+    "n",
+    "accuracy",
+    "macro_f1",
+    "ece",
+    "mce",
+    "nll",
+    "brier",
+    "auroc",
+    "bins",
+    "ci",
+    "warnings",
+}
 
 
 def invoke(*args: str | Path) -> tuple[int, str, str]:
@@ -58,7 +70,7 @@ def test_evaluate_json_keys_and_values(tmp_path: Path) -> None:
     assert set(result["ci"]) == set(METRICS)
     for metric in METRICS:
         lo, hi = result["ci"][metric]
-        assert lo <= result[metric] <= hi or metric == "mce"
+        assert 0.0 <= lo <= result[metric] <= hi
     # the uncalibrated scores are those of the normalised verbalized distribution, no floor
     preds = datasets.load("recorded:tweets")
     expected = summary(preds.probs, preds.y)

@@ -37,6 +37,8 @@ from verbcal.metrics import check_inputs
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 Target = Literal["precision", "recall"]
+DEFAULT_PRECISION = 0.9
+"""The precision target when none is given (``verbcal threshold`` and ``verbcal run``)."""
 
 TIE_TOLERANCE = 1e-9
 """Scores closer than this count as tied: normalising a row leaves float noise such as
@@ -223,7 +225,7 @@ def threshold_for(
 ) -> ThresholdResult:
     """Pick a threshold for class ``cls`` that meets a precision or a recall target, with a margin.
 
-    Give exactly one of ``precision`` and ``recall`` (if neither, precision 0.95).
+    Give exactly one of ``precision`` and ``recall`` (if neither, :data:`DEFAULT_PRECISION`).
 
     **Precision target**: the *smallest* threshold (so the largest recall) whose one-sided
     Clopper-Pearson lower bound on precision, at ``confidence``, computed from the items
@@ -253,7 +255,9 @@ def threshold_for(
     if precision is not None and recall is not None:
         raise ValueError("give a precision target or a recall target, not both")
     metric: Target = "recall" if recall is not None else "precision"
-    value = recall if recall is not None else (0.95 if precision is None else precision)
+    value = (
+        recall if recall is not None else (DEFAULT_PRECISION if precision is None else precision)
+    )
     target = _check_unit(metric, value)
     confidence = _check_unit("confidence", confidence)
     curve = pr_curve(probs, y, cls)

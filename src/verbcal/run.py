@@ -34,7 +34,8 @@ from numpy.typing import NDArray
 from verbcal import __version__, datasets
 from verbcal.calibrate import METHODS, CalibratorError, make_calibrator
 from verbcal.calibrate import parse_methods as parse_calibrators
-from verbcal.compare import stratified_split
+from verbcal.compare import check_split, stratified_split
+from verbcal.decide import DEFAULT_PRECISION
 from verbcal.metrics import DEFAULT_BINS, METRICS, bootstrap_ci, nll, summary
 from verbcal.predictions import Predictions, PredictionsError, write_jsonl
 
@@ -59,7 +60,7 @@ class RunOptions:
     methods: tuple[str, ...] = DEFAULT_METHODS
     calib_frac: float = 0.5
     seed: int = 0
-    precision: float = 0.9
+    precision: float = DEFAULT_PRECISION
     confidence: float = 0.95
     n_boot: int = 1000
     n_bins: int = DEFAULT_BINS
@@ -79,6 +80,8 @@ class RunOptions:
             raise RunError("--precision and --confidence must lie in (0, 1)")
         if self.cv_folds < 2:
             raise RunError("cv_folds must be at least 2")
+        if self.n_bins < 1 or self.n_boot < 1:
+            raise RunError("--bins and --boot must be at least 1")
 
 
 @dataclass
@@ -206,6 +209,7 @@ def analyse(
             f"only {len(labelled)} items have both a usable distribution and a gold label; "
             f"a run needs at least {MIN_ITEMS}"
         )
+    check_split(labelled.y, options.calib_frac, labels)
     rng = np.random.default_rng(options.seed)
     calib_idx, test_idx = stratified_split(labelled.y, options.calib_frac, rng)
     p_cal, y_cal = labelled.probs[calib_idx], labelled.y[calib_idx]
@@ -424,8 +428,11 @@ def run_from_predictions(
     """A run from an existing predictions file (or ``recorded:<name>``): no LLM calls."""
     opts = options or RunOptions()
     opts.check()
-    target = prepare_out(out, overwrite)
     preds = datasets.load(predictions, labels)
+    labelled = preds.labelled()
+    if len(labelled) >= MIN_ITEMS:  # checked before anything is written
+        check_split(labelled.y, opts.calib_frac, preds.labels)
+    target = prepare_out(out, overwrite)
     dest = target / "predictions.jsonl"
     if datasets.resolve(predictions).resolve() != dest.resolve():
         write_jsonl(dest, preds.records)

@@ -16,9 +16,10 @@ from rich.table import Table
 
 from verbcal import datasets
 from verbcal.calibrate import METHODS, Calibrator, CalibratorError, make_calibrator, parse_methods
+from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 from verbcal.compare import compare as run_compare
-from verbcal.compare import summarise
+from verbcal.compare import fit_warnings, summarise
 from verbcal.metrics import DEFAULT_BINS, METRICS, bootstrap_ci, summary
 from verbcal.predictions import Predictions, PredictionsError, with_probs, write_jsonl
 
@@ -32,7 +33,7 @@ LabelsOption = Annotated[
     str | None,
     typer.Option(help="Comma-separated label order (default: the first record's order)."),
 ]
-BinsOption = Annotated[int, typer.Option("--bins", help="Equal-width bins for ECE/MCE.")]
+BinsOption = opt.Bins
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
 
 METRIC_NOTES = (
@@ -54,6 +55,23 @@ def friendly_errors() -> Iterator[None]:
             f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
         )
         raise typer.Exit(2) from exc
+
+
+def load_calibrator(path: Path) -> Calibrator:
+    """A fitted calibrator, its fit warnings said out loud (every command that loads one)."""
+    fitted = Calibrator.load(path)
+    warn(fitted.warnings, f"{path} was fitted with a warning")
+    return fitted
+
+
+def warn(warnings: list[str], what: str) -> None:
+    """Print each warning as one yellow line on stderr."""
+    for text in warnings:
+        err_console.print(
+            f"[bold yellow]warning:[/] {escape(what)}: {escape(text)}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def load_labelled(data: str, labels: str | None, action: str) -> Predictions:
@@ -83,7 +101,7 @@ def evaluate(
     ] = None,
     bins: BinsOption = DEFAULT_BINS,
     labels: LabelsOption = None,
-    boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CIs.")] = 1000,
+    boot: opt.Boot = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     as_json: JsonOption = False,
 ) -> None:
@@ -94,7 +112,7 @@ def evaluate(
     Example: verbcal evaluate --data recorded:tweets --calibrator ts.json
     """
     with friendly_errors():
-        fitted = Calibrator.load(calibrator) if calibrator else None
+        fitted = load_calibrator(calibrator) if calibrator else None
         order = ",".join(fitted.labels or ()) if fitted and fitted.labels else labels
         predictions = load_labelled(data, order, "evaluate")
         q = fitted.predict_proba(predictions.probs) if fitted else predictions.probs
@@ -103,6 +121,7 @@ def evaluate(
     if as_json:
         out: dict[str, Any] = {"n": len(predictions), **scores, "bins": bins}
         out["ci"] = {m: list(v) for m, v in ci.items()}
+        out["warnings"] = fitted.warnings if fitted else []
         print(json.dumps(out))
         return
     title = f"{escape(predictions.source)}: " + (
@@ -152,8 +171,7 @@ def fit(
     console.print(
         f"NLL on the fitting data: {info['nll_before']:.4f} (verbalized) → {info['nll_after']:.4f}"
     )
-    for warning in calibrator.warnings:
-        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}")
+    warn(calibrator.warnings, f"{method} fit")
     console.print(f"saved to {out}", markup=False)
 
 
@@ -168,7 +186,7 @@ def apply(
     Example: verbcal apply --calibrator ts.json --data new.jsonl --out calibrated.jsonl
     """
     with friendly_errors():
-        fitted = Calibrator.load(calibrator)
+        fitted = load_calibrator(calibrator)
         predictions = datasets.load(data, fitted.labels)
         err_console.print(predictions.describe(), highlight=False, markup=False)
         q = fitted.predict_proba(predictions.probs)
@@ -182,8 +200,8 @@ def apply(
 def compare(
     data: DataOption,
     methods: Annotated[str, typer.Option(help="'all' or a comma-separated list.")] = "all",
-    calib_frac: Annotated[float, typer.Option(help="Share of items used to fit.")] = 0.5,
-    repeats: Annotated[int, typer.Option(help="Random stratified splits.")] = 20,
+    calib_frac: opt.CalibFrac = 0.5,
+    repeats: Annotated[int, typer.Option(min=1, help="Random stratified splits.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
     bins: BinsOption = DEFAULT_BINS,
     labels: LabelsOption = None,
@@ -218,6 +236,7 @@ def compare(
                 on_repeat=lambda _: progress.advance(task),
             )
     rows = summarise(results)
+    warn(fit_warnings(results), "fit warning")
     if as_json:
         print(json.dumps(rows))
         return

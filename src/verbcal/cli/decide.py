@@ -11,13 +11,14 @@ import typer
 from numpy.typing import NDArray
 from rich.table import Table
 
-from verbcal.calibrate import Calibrator
+from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 from verbcal.cli.calibrate import (
     DataOption,
     JsonOption,
     LabelsOption,
     friendly_errors,
+    load_calibrator,
     load_labelled,
 )
 from verbcal.decide import (
@@ -37,10 +38,7 @@ CalibratorOption = Annotated[
     Path | None,
     typer.Option(help="A calibrator from `verbcal fit`, applied before deciding (recommended)."),
 ]
-ConfidenceOption = Annotated[
-    float,
-    typer.Option(help="Confidence of the one-sided Clopper-Pearson lower bound, in (0, 1)."),
-]
+ConfidenceOption = opt.Confidence
 COVERAGE_LEVELS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 BOUND_MEANING = (
     "The lower bound: if these labelled items are representative of new ones, the true {what} "
@@ -54,7 +52,7 @@ def _load(
     data: str, calibrator: Path | None, labels: str | None, action: str
 ) -> tuple[Predictions, NDArray[np.float64], str]:
     """Labelled predictions, their (calibrated) probabilities, and a description of which."""
-    fitted = Calibrator.load(calibrator) if calibrator else None
+    fitted = load_calibrator(calibrator) if calibrator else None
     order = ",".join(fitted.labels) if fitted and fitted.labels else labels
     predictions = load_labelled(data, order, action)
     if fitted is None:
@@ -90,9 +88,14 @@ def threshold(
     calibrator: CalibratorOption = None,
     precision: Annotated[
         float | None,
-        typer.Option(help="Target precision (default 0.95 when neither target is given)."),
+        typer.Option(
+            callback=opt.open_unit,
+            help=f"Target precision (default {opt.DEFAULT_PRECISION} when neither target is given).",
+        ),
     ] = None,
-    recall: Annotated[float | None, typer.Option(help="Target recall instead.")] = None,
+    recall: Annotated[
+        float | None, typer.Option(callback=opt.open_unit, help="Target recall instead.")
+    ] = None,
     confidence: ConfidenceOption = 0.95,
     labels: LabelsOption = None,
     as_json: JsonOption = False,
@@ -112,6 +115,8 @@ def threshold(
             raise ValueError("give --precision or --recall, not both")
         predictions, q, what = _load(data, calibrator, labels, "choosing a threshold")
         cls = _class_index(predictions, class_name)
+        if precision is None and recall is None:
+            precision = opt.DEFAULT_PRECISION
         result = threshold_for(
             q, predictions.y, cls, precision=precision, recall=recall, confidence=confidence
         )
@@ -216,7 +221,10 @@ def selective(
     ] = 0.8,
     accuracy: Annotated[
         float | None,
-        typer.Option(help="Also find the confidence threshold for this selective accuracy."),
+        typer.Option(
+            callback=opt.open_unit,
+            help="Also find the confidence threshold for this selective accuracy.",
+        ),
     ] = None,
     confidence: ConfidenceOption = 0.95,
     labels: LabelsOption = None,
