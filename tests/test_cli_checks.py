@@ -27,28 +27,28 @@ def invoke(*args: str | Path) -> tuple[int, str, str]:
 
 
 # fmt: off
-@pytest.mark.parametrize(
-    ("args", "option"),
-    [
-        (("compare", "--data", "recorded:tweets", "--repeats", "0"), "--repeats"),
-        (("compare", "--data", "recorded:tweets", "--repeats", "-5"), "--repeats"),
-        (("compare", "--data", "recorded:tweets", "--calib-frac", "1.5"), "--calib-frac"),
-        (("compare", "--data", "recorded:tweets", "--calib-frac", "0"), "--calib-frac"),
-        (("compare", "--data", "recorded:tweets", "--bins", "0"), "--bins"),
-        (("evaluate", "--data", "recorded:tweets", "--bins", "0"), "--bins"),
-        (("evaluate", "--data", "recorded:tweets", "--boot", "0"), "--boot"),
-        (("run", "--data", "recorded:tweets", "--out", "{out}", "--bins", "0"), "--bins"),
-        (("run", "--data", "recorded:tweets", "--out", "{out}", "--calib-frac", "1"), "--calib-frac"),
-        (("run", "--data", "recorded:tweets", "--out", "{out}", "--precision", "1.2"), "--precision"),
-        (("run", "--data", "recorded:tweets", "--out", "{out}", "--boot", "0"), "--boot"),
-        (("threshold", "--data", "recorded:tweets", "--class", "positive", "--recall", "0"), "--recall"),
-        (("threshold", "--data", "recorded:tweets", "--class", "positive", "--confidence", "1"), "--confidence"),
-        (("elicit", "--task", "t.yaml", "--input", "i.jsonl", "--out", "{out}", "--concurrency", "0"), "--concurrency"),
-        (("elicit", "--task", "t.yaml", "--input", "i.jsonl", "--out", "{out}", "--samples", "0"), "--samples"),
-        (("elicit", "--task", "t.yaml", "--input", "i.jsonl", "--out", "{out}", "--timeout", "0"), "--timeout"),
-    ],
-)
+BAD_NUMBERS = [
+    (("compare", "--data", "recorded:tweets", "--repeats", "0"), "--repeats"),
+    (("compare", "--data", "recorded:tweets", "--repeats", "-5"), "--repeats"),
+    (("compare", "--data", "recorded:tweets", "--calib-frac", "1.5"), "--calib-frac"),
+    (("compare", "--data", "recorded:tweets", "--calib-frac", "0"), "--calib-frac"),
+    (("compare", "--data", "recorded:tweets", "--bins", "0"), "--bins"),
+    (("evaluate", "--data", "recorded:tweets", "--bins", "0"), "--bins"),
+    (("evaluate", "--data", "recorded:tweets", "--boot", "0"), "--boot"),
+    (("run", "--data", "recorded:tweets", "--out", "{out}", "--bins", "0"), "--bins"),
+    (("run", "--data", "recorded:tweets", "--out", "{out}", "--calib-frac", "1"), "--calib-frac"),
+    (("run", "--data", "recorded:tweets", "--out", "{out}", "--precision", "1.2"), "--precision"),
+    (("run", "--data", "recorded:tweets", "--out", "{out}", "--boot", "0"), "--boot"),
+    (("threshold", "--data", "recorded:tweets", "--class", "positive", "--recall", "0"), "--recall"),
+    (("threshold", "--data", "recorded:tweets", "--class", "positive", "--confidence", "1"), "--confidence"),
+    (("elicit", "--task", "t.yaml", "--input", "i.jsonl", "--out", "{out}", "--concurrency", "0"), "--concurrency"),
+    (("elicit", "--task", "t.yaml", "--input", "i.jsonl", "--out", "{out}", "--samples", "0"), "--samples"),
+    (("elicit", "--task", "t.yaml", "--input", "i.jsonl", "--out", "{out}", "--timeout", "0"), "--timeout"),
+    ]
 # fmt: on
+
+
+@pytest.mark.parametrize(("args", "option"), BAD_NUMBERS)
 def test_impossible_numbers_stop_before_anything_is_written(
     tmp_path: Path, args: tuple[str, ...], option: str
 ) -> None:
