@@ -315,4 +315,5 @@ def test_apply_with_a_mismatched_label_set_fails_cleanly(tmp_path: Path) -> None
     )
     assert code == 2
     line = one_error_line(err)
-    assert "line 1" in line and "unknown label 'negative'" in line
+    assert "the calibrator was fitted on the labels ['business'," in line
+    assert "this file has the labels ['negative', 'neutral', 'positive']" in line

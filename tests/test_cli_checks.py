@@ -131,3 +131,114 @@ def test_evaluate_intervals_hold_their_estimate_and_print_no_negative_zero() -> 
         assert 0.0 <= lo <= result[name] <= hi, name
     code, out, _ = invoke("evaluate", "--data", "recorded:tweets")
     assert "-0.000" not in out
+
+
+# ---------------------------------------------------------------- errors that name the cause
+
+
+def recorded_rows(name: str = "drug-reviews") -> list[dict[str, object]]:
+    path = datasets.resolve(f"recorded:{name}")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    path.write_text("\n".join(",".join(map(str, r)) for r in [header, *rows]) + "\n")
+    return path
+
+
+def test_a_missing_probability_column_is_named(tmp_path: Path) -> None:
+    rows = [
+        [r["id"], r["label"], r["probs"]["negative"], r["probs"]["positive"]]
+        for r in recorded_rows()
+    ]  # type: ignore[index]
+    path = write_csv(tmp_path / "p.csv", ["id", "label", "p_negative", "p_positive"], rows)
+    code, _, err = invoke("evaluate", "--data", path)
+    assert code == 2
+    assert "gold label 'neutral' is not one of the labels with a probability" in err
+    assert "add a column p_neutral" in err
+
+
+def test_a_gold_column_under_another_name_is_named(tmp_path: Path) -> None:
+    rows = [[r["id"], r["label"], *r["probs"].values()] for r in recorded_rows()]  # type: ignore[union-attr]
+    header = ["id", "gold", *(f"p_{k}" for k in recorded_rows()[0]["probs"])]  # type: ignore[union-attr]
+    path = write_csv(tmp_path / "p.csv", header, rows)
+    code, _, err = invoke("evaluate", "--data", path)
+    assert code == 2
+    assert "no record has a gold label in a 'label' field" in err
+    assert "'gold'" in err and "rename 'gold' to 'label'" in err
+
+
+def test_a_calibrator_for_other_labels_names_both_label_sets(tmp_path: Path) -> None:
+    calibrator = tmp_path / "ts.json"
+    assert (
+        invoke("fit", "--method", "temperature", "--data", "recorded:tweets", "--out", calibrator)[
+            0
+        ]
+        == 0
+    )
+    for command in (
+        ("apply", "--out", tmp_path / "x.jsonl"),
+        ("evaluate",),
+        ("threshold", "--class", "tech"),
+    ):
+        code, _, err = invoke(*command, "--calibrator", calibrator, "--data", "recorded:bbc-news")
+        assert code == 2, command
+        flat = " ".join(err.split())
+        assert "the calibrator was fitted on the labels ['negative', 'neutral', 'positive']" in flat
+        assert "'business', 'entertainment'" in flat
+        assert "--labels" not in flat and "site-packages" not in flat and "/src/" not in flat
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_a_directory_as_data_is_named_and_the_file_inside_suggested(tmp_path: Path) -> None:
+    code, _, err = invoke("evaluate", "--data", tmp_path)
+    assert code == 2 and "is a directory, not a file" in err and "Errno" not in err
+    (tmp_path / "predictions.jsonl").write_text(datasets.resolve("recorded:tweets").read_text())
+    code, _, err = invoke("evaluate", "--data", tmp_path)
+    assert code == 2 and f"Give the file inside it: {tmp_path / 'predictions.jsonl'}" in " ".join(
+        err.split()
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("apply", "--calibrator", "{cal}", "--data", "recorded:tweets"),
+        ("fit", "--method", "temperature", "--data", "recorded:tweets"),
+    ],
+)
+def test_an_output_path_that_is_a_directory_is_refused_cleanly(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    cal = tmp_path / "ts.json"
+    make_calibrator("temperature").fit([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], [0, 1, 1]).save(cal)
+    target = tmp_path / "outdir"
+    target.mkdir()
+    code, _, err = invoke(*(a.format(cal=cal) for a in command), "--out", target)
+    assert code == 2
+    assert "is a directory, not a file to write" in err and "Errno" not in err
+    assert list(target.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "outdir",
+        "ts.json",
+    ]
+
+
+# ---------------------------------------------------------------- one vocabulary
+
+
+def test_fit_and_apply_refuse_to_overwrite_unless_asked(tmp_path: Path) -> None:
+    cal, out = tmp_path / "ts.json", tmp_path / "cal.jsonl"
+    fit = ("fit", "--method", "temperature", "--data", "recorded:tweets", "--out", cal)
+    apply = ("apply", "--calibrator", cal, "--data", "recorded:tweets", "--out", out)
+    assert invoke(*fit)[0] == 0 and invoke(*apply)[0] == 0
+    for command in (fit, apply):
+        code, _, err = invoke(*command)
+        assert code == 2 and "already exists. Pass --overwrite" in " ".join(err.split())
+        assert invoke(*command, "--overwrite")[0] == 0
+
+
+def test_version() -> None:
+    from verbcal import __version__
+
+    code, out, _ = invoke("--version")
+    assert code == 0 and out.strip() == f"verbcal {__version__}"

@@ -21,7 +21,13 @@ from verbcal.cli.app import app, console, err_console
 from verbcal.compare import compare as run_compare
 from verbcal.compare import fit_warnings, summarise
 from verbcal.metrics import DEFAULT_BINS, METRICS, bootstrap_ci, summary
-from verbcal.predictions import Predictions, PredictionsError, with_probs, write_jsonl
+from verbcal.predictions import (
+    Predictions,
+    PredictionsError,
+    check_output,
+    with_probs,
+    write_jsonl,
+)
 
 DataOption = Annotated[
     str,
@@ -74,10 +80,37 @@ def warn(warnings: list[str], what: str) -> None:
         )
 
 
-def load_labelled(data: str, labels: str | None, action: str) -> Predictions:
-    """Read predictions, report adjustments, keep the rows with a gold label."""
+def read_for(data: str, fitted: Calibrator) -> Predictions:
+    """Predictions in the calibrator's label order; a clear error if the label sets differ."""
+    try:
+        return datasets.load(data, fitted.labels)
+    except PredictionsError as exc:
+        if not (exc.field or "").startswith(("probs", "label")):
+            raise
+        try:
+            own = datasets.load(data).labels
+        except PredictionsError:
+            raise exc from None
+        if set(own) == set(fitted.labels or ()):
+            raise
+        raise PredictionsError(
+            data,
+            None,
+            None,
+            f"the calibrator was fitted on the labels {list(fitted.labels or ())}, but this "
+            f"file has the labels {list(own)}",
+            "Use a calibrator fitted on data with the same labels (verbcal fit --data ...), "
+            "or fix the file",
+        ) from exc
+
+
+def load_labelled(
+    data: str, labels: str | None, action: str, fitted: Calibrator | None = None
+) -> Predictions:
+    """Read predictions (in ``fitted``'s label order if given), report adjustments, keep
+    the rows with a gold label."""
     label_list = [s.strip() for s in labels.split(",")] if labels else None
-    predictions = datasets.load(data, label_list)
+    predictions = read_for(data, fitted) if fitted else datasets.load(data, label_list)
     err_console.print(predictions.describe(), highlight=False, markup=False)
     labelled = predictions.labelled()
     if len(labelled) == 0:
@@ -113,8 +146,7 @@ def evaluate(
     """
     with friendly_errors():
         fitted = load_calibrator(calibrator) if calibrator else None
-        order = ",".join(fitted.labels or ()) if fitted and fitted.labels else labels
-        predictions = load_labelled(data, order, "evaluate")
+        predictions = load_labelled(data, labels, "evaluate", fitted)
         q = fitted.predict_proba(predictions.probs) if fitted else predictions.probs
         scores = summary(q, predictions.y, n_bins=bins)
         ci = bootstrap_ci(q, predictions.y, n_boot=boot, seed=seed, n_bins=bins)
@@ -151,6 +183,7 @@ def fit(
         str, typer.Option(help="clip: max(p, floor); mix: (1 - a) p + a / K.")
     ] = "clip",
     labels: LabelsOption = None,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Fit a calibrator on labelled predictions and save it as a small JSON file.
 
@@ -159,6 +192,7 @@ def fit(
     with friendly_errors():
         if floor_mode not in ("clip", "mix"):
             raise CalibratorError(f"--floor-mode must be clip or mix, got {floor_mode!r}")
+        check_output(out, overwrite)
         predictions = load_labelled(data, labels, "fitting")
         calibrator = make_calibrator(method, floor=floor, floor_mode=floor_mode)
         calibrator.fit(predictions.probs, predictions.y, labels=predictions.labels)
@@ -180,6 +214,7 @@ def apply(
     calibrator: Annotated[Path, typer.Option(help="A calibrator written by `verbcal fit`.")],
     data: DataOption,
     out: Annotated[Path, typer.Option(help="Output JSONL with calibrated probs.")],
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Apply a fitted calibrator to new predictions (the original kept as verbalized_probs).
 
@@ -187,7 +222,8 @@ def apply(
     """
     with friendly_errors():
         fitted = load_calibrator(calibrator)
-        predictions = datasets.load(data, fitted.labels)
+        check_output(out, overwrite)
+        predictions = read_for(data, fitted)
         err_console.print(predictions.describe(), highlight=False, markup=False)
         q = fitted.predict_proba(predictions.probs)
         write_jsonl(out, with_probs(predictions, q))

@@ -53,8 +53,7 @@ def _load(
 ) -> tuple[Predictions, NDArray[np.float64], str]:
     """Labelled predictions, their (calibrated) probabilities, and a description of which."""
     fitted = load_calibrator(calibrator) if calibrator else None
-    order = ",".join(fitted.labels) if fitted and fitted.labels else labels
-    predictions = load_labelled(data, order, action)
+    predictions = load_labelled(data, labels, action, fitted)
     if fitted is None:
         err_console.print(
             "no --calibrator: deciding on the verbalized probabilities as they are", style="dim"

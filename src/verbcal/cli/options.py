@@ -45,6 +45,9 @@ Confidence = Annotated[
         help="Confidence of the one-sided Clopper-Pearson lower bound, in (0, 1).",
     ),
 ]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace existing outputs (refused otherwise).")
+]
 Backend = Annotated[
     str, typer.Option(help="openai | anthropic | bedrock | local (embedded SmolLM2).")
 ]
