@@ -242,3 +242,50 @@ def test_version() -> None:
 
     code, out, _ = invoke("--version")
     assert code == 0 and out.strip() == f"verbcal {__version__}"
+
+
+def test_threshold_json_names_the_class_once() -> None:
+    code, out, _ = invoke("threshold", "--data", "recorded:tweets", "--class", "positive", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["class"] == "positive" and "cls" not in result
+    assert result["target"] == 0.9  # the one default precision target, as in `verbcal run`
+
+
+def test_eliciting_needs_a_backend(tmp_path: Path) -> None:
+    for command in (
+        ("elicit", "--out", tmp_path / "p.jsonl"),
+        ("run", "--out", tmp_path / "run"),
+    ):
+        code, _, err = invoke(*command, "--task", "t.yaml", "--input", "i.jsonl")
+        assert code == 2 and "--backend" in err and "say which LLM to ask" in " ".join(err.split())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_sampling_temperature_is_llm_temperature() -> None:
+    code, out, _ = invoke("run", "--help")
+    assert code == 0 and "--llm-temperature" in out and "--temperature " not in out
+
+
+@pytest.mark.parametrize("spec", ["uncalibrated", "temperature[floor=1e-4,mode=mix]"])
+def test_fit_compare_and_run_take_the_study_method_specs(tmp_path: Path, spec: str) -> None:
+    out = tmp_path / "c.json"
+    code, _, err = invoke("fit", "--method", spec, "--data", "recorded:tweets", "--out", out)
+    assert code == 0, err
+    saved = json.loads(out.read_text())
+    if spec == "uncalibrated":
+        assert saved["method"] == "identity" and saved["floor"]["value"] == 1e-12
+    else:
+        assert saved["floor"] == {"mode": "mix", "value": 1e-4, "fitted": False}
+    code, out_json, err = invoke(
+        "compare", "--data", "recorded:tweets", "--methods", f"{spec},temperature",
+        "--repeats", "2", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert {r["method"] for r in json.loads(out_json)} == {spec, "temperature"}
+    run_dir = tmp_path / "run"
+    code, _, err = invoke(
+        "run", "--data", "recorded:tweets", "--out", run_dir, "--methods", spec,
+        "--boot", "20", "--no-report",
+    )  # fmt: skip
+    assert code == 0, err
+    assert spec in json.loads((run_dir / "metrics.json").read_text())["methods"]

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from verbcal.calibrate import Calibrator, make_calibrator, normalise
+from verbcal.methods import parse_spec
 from verbcal.metrics import DEFAULT_BINS, METRICS, summary
 
 IntArray = NDArray[np.int64]
@@ -114,7 +115,9 @@ def score_split(
     """Fit every method on ``calib_idx`` and score it on ``test_idx``."""
     out = {}
     for method in methods:
-        calibrator = make_calibrator(method, **(options or {}).get(method, {}))
+        variant = parse_spec(method)
+        kwargs = {**variant.kwargs, **(options or {}).get(method, {})}
+        calibrator = make_calibrator(variant.method, **kwargs)
         calibrator.fit(probs[calib_idx], y[calib_idx], labels=labels)
         q = calibrator.predict_proba(probs[test_idx])
         out[method] = (summary(q, y[test_idx], n_bins=n_bins), calibrator)

@@ -32,8 +32,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from verbcal import __version__, datasets
-from verbcal.calibrate import METHODS, CalibratorError, make_calibrator
-from verbcal.calibrate import parse_methods as parse_calibrators
+from verbcal import methods as specs
+from verbcal.calibrate import CalibratorError
 from verbcal.compare import check_split, stratified_split
 from verbcal.decide import DEFAULT_PRECISION
 from verbcal.metrics import DEFAULT_BINS, METRICS, bootstrap_ci, nll, summary
@@ -42,7 +42,7 @@ from verbcal.predictions import Predictions, PredictionsError, write_jsonl
 DEFAULT_METHODS: tuple[str, ...] = ("identity", "resoftmax", "temperature", "best")
 """``best`` stands for the best of :data:`ALTERNATIVES` by cross-validated NLL on the calibration part."""
 ALTERNATIVES: tuple[str, ...] = ("vector", "matrix", "platt", "isotonic", "histogram")
-BASELINES = ("identity", "resoftmax")
+BASELINES = ("identity", specs.UNCALIBRATED, "resoftmax")
 """Never recommended: the uncalibrated distribution and the error the paper warns about."""
 COVERAGES = (0.5, 0.8, 0.9)
 """Coverages at which the selective accuracy is reported."""
@@ -68,12 +68,12 @@ class RunOptions:
     report: bool = True
 
     def check(self) -> None:
-        unknown = [m for m in self.methods if m != "best" and m not in METHODS]
-        if unknown or not self.methods:
-            raise RunError(
-                f"unknown method(s) {unknown or list(self.methods)}; "
-                f"choose from best, {', '.join(METHODS)}"
-            )
+        if not self.methods:
+            raise RunError("give at least one method")
+        try:
+            specs.parse_specs(",".join(self.methods), also=("best",))
+        except specs.MethodError as exc:
+            raise RunError(str(exc)) from exc
         if not 0 < self.calib_frac < 1:
             raise RunError(f"--calib-frac must lie in (0, 1), got {self.calib_frac}")
         if not (0 < self.precision < 1 and 0 < self.confidence < 1):
@@ -103,7 +103,7 @@ def parse_methods(spec: str) -> tuple[str, ...]:
     text = spec.strip()
     if text in ("", "default"):
         return DEFAULT_METHODS
-    return tuple(dict.fromkeys(parse_calibrators(text, also=("best",))))
+    return tuple(specs.parse_specs(text, also=("best",)))
 
 
 # ---------------------------------------------------------------- folds and CV
@@ -132,7 +132,7 @@ def cv_nll(
     for fold in np.unique(folds):
         train, held = folds != fold, folds == fold
         try:
-            calibrator = make_calibrator(method).fit(probs[train], y[train], labels=labels)
+            calibrator = specs.make(method).fit(probs[train], y[train], labels=labels)
             q = calibrator.predict_proba(probs[held])
         except (CalibratorError, ValueError, FloatingPointError, np.linalg.LinAlgError):
             return math.nan
@@ -249,7 +249,7 @@ def analyse(
     q_cal_by: dict[str, NDArray[np.float64]] = {}
     q_test_by: dict[str, NDArray[np.float64]] = {}
     for method in methods:
-        calibrator = make_calibrator(method).fit(p_cal, y_cal, labels=labels)
+        calibrator = specs.make(method).fit(p_cal, y_cal, labels=labels)
         path = out / "calibrators" / f"{method}.json"
         calibrator.save(path)
         q_cal_by[method] = calibrator.predict_proba(p_cal)
@@ -361,7 +361,7 @@ def analyse(
 
 
 def _role(method: str, best_alternative: str | None) -> str:
-    if method == "identity":
+    if method in ("identity", specs.UNCALIBRATED):
         return "uncalibrated"
     if method == "resoftmax":
         return "re-softmax (the error the paper warns about)"

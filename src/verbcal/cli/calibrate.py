@@ -15,11 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from verbcal import datasets
-from verbcal.calibrate import METHODS, Calibrator, CalibratorError, make_calibrator, parse_methods
+from verbcal.calibrate import METHODS, Calibrator, CalibratorError, make_calibrator
 from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 from verbcal.compare import compare as run_compare
 from verbcal.compare import fit_warnings, summarise
+from verbcal.methods import UNCALIBRATED, parse_spec, parse_specs
 from verbcal.metrics import DEFAULT_BINS, METRICS, bootstrap_ci, summary
 from verbcal.predictions import (
     Predictions,
@@ -173,7 +174,13 @@ def evaluate(
 
 @app.command()
 def fit(
-    method: Annotated[str, typer.Option(help=f"One of: {', '.join(METHODS)}.")],
+    method: Annotated[
+        str,
+        typer.Option(
+            help=f"One of {', '.join([UNCALIBRATED, *METHODS])}, optionally with options "
+            "in brackets as in the study: temperature[floor=1e-4,mode=mix]."
+        ),
+    ],
     data: DataOption,
     out: Annotated[Path, typer.Option(help="Where to write the calibrator JSON.")],
     floor: Annotated[
@@ -194,7 +201,11 @@ def fit(
             raise CalibratorError(f"--floor-mode must be clip or mix, got {floor_mode!r}")
         check_output(out, overwrite)
         predictions = load_labelled(data, labels, "fitting")
-        calibrator = make_calibrator(method, floor=floor, floor_mode=floor_mode)
+        variant = parse_spec(method)
+        kwargs = variant.kwargs
+        if "[" not in method and method != UNCALIBRATED:  # no options in the spec: the flags
+            kwargs.update(floor=floor, floor_mode=floor_mode)
+        calibrator = make_calibrator(variant.method, **kwargs)
         calibrator.fit(predictions.probs, predictions.y, labels=predictions.labels)
         calibrator.save(out)
     info = calibrator.fit_info
@@ -235,7 +246,13 @@ def apply(
 @app.command()
 def compare(
     data: DataOption,
-    methods: Annotated[str, typer.Option(help="'all' or a comma-separated list.")] = "all",
+    methods: Annotated[
+        str,
+        typer.Option(
+            help="'all' or a comma-separated list of method specs (uncalibrated, "
+            "temperature[floor=1e-4], ...)."
+        ),
+    ] = "all",
     calib_frac: opt.CalibFrac = 0.5,
     repeats: Annotated[int, typer.Option(min=1, help="Random stratified splits.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
@@ -248,7 +265,7 @@ def compare(
     Example: verbcal compare --data recorded:drug-reviews --methods identity,resoftmax,temperature
     """
     with friendly_errors():
-        names = parse_methods(methods)
+        names = parse_specs(methods)
         predictions = load_labelled(data, labels, "compare")
         with Progress(
             TextColumn("compare"),

@@ -130,7 +130,8 @@ def threshold(
             "support": result.support,
             "reachable": result.reachable,
         }
-        out.update({k: v for k, v in result.to_dict().items() if k not in out})
+        # one name per key: the class is given by name ("class"), not also by index ("cls")
+        out.update({k: v for k, v in result.to_dict().items() if k not in out and k != "cls"})
         out.update({"class": label, "n": len(predictions), "probabilities": what})
         print(json.dumps(out))
         return

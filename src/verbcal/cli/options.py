@@ -49,8 +49,25 @@ Overwrite = Annotated[
     bool, typer.Option("--overwrite", help="Replace existing outputs (refused otherwise).")
 ]
 Backend = Annotated[
-    str, typer.Option(help="openai | anthropic | bedrock | local (embedded SmolLM2).")
+    str | None,
+    typer.Option(
+        help="openai | anthropic | bedrock | local (embedded SmolLM2); required when "
+        "eliciting (`verbcal demo` runs the embedded model without it)."
+    ),
 ]
+
+
+def require_backend(backend: str | None) -> str:
+    """The backend to elicit with: no silent default, so a forgotten flag starts nothing."""
+    if backend is None:
+        raise typer.BadParameter(
+            "say which LLM to ask: --backend openai | anthropic | bedrock | local "
+            "(local = the embedded SmolLM2 model, no key needed)",
+            param_hint="'--backend'",
+        )
+    return backend
+
+
 Model = Annotated[str | None, typer.Option(help="Model name (default per backend).")]
 BaseUrl = Annotated[
     str | None, typer.Option(help="OpenAI-compatible server URL, or Bedrock endpoint.")
@@ -63,7 +80,12 @@ Tpm = Annotated[
 Samples = Annotated[int, typer.Option(min=1, help="Sampled replies per item, averaged.")]
 Temperature = Annotated[
     float | None,
-    typer.Option(min=0.0, help="Sampling temperature (default 0, or 0.7 with --samples)."),
+    typer.Option(
+        "--llm-temperature",
+        min=0.0,
+        help="The LLM's sampling temperature (default 0, or 0.7 with --samples); not the "
+        "calibration temperature T.",
+    ),
 ]
 MaxItems = Annotated[int | None, typer.Option(min=1, help="Only the first N items.")]
 MaxTokens = Annotated[int, typer.Option(min=1, help="Reply length limit in tokens.")]

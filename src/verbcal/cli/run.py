@@ -35,7 +35,7 @@ def run_command(
     input: Annotated[
         Path | None, typer.Option("--input", help="Items to classify (JSONL or CSV).")
     ] = None,
-    backend: opt.Backend = "local",
+    backend: opt.Backend = None,
     model: opt.Model = None,
     base_url: opt.BaseUrl = None,
     concurrency: opt.Concurrency = 8,
@@ -177,6 +177,8 @@ def _dispatch(
             "give --task and --input to elicit predictions, or --data to start from a file"
         )
     from verbcal.elicit import ElicitOptions
+
+    elicit_args["backend"] = opt.require_backend(elicit_args["backend"])
 
     return run_module.run(
         task,
