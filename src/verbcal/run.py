@@ -4,6 +4,8 @@ A run directory holds::
 
     predictions.jsonl        every record (from the LLM, or copied from --predictions)
     split.json               which ids went to calibration and which to test (and why some to neither)
+    calibration.jsonl        the records of the calibration part (``verbcal split`` writes the same)
+    test.jsonl               the records of the test part
     calibrators/<method>.json  each calibrator, fitted on the calibration part only
     metrics.json             test metrics with bootstrap CIs, cross-validated NLL on the
                              calibration part, thresholds, selective prediction, run facts
@@ -209,9 +211,8 @@ def analyse(
             f"only {len(labelled)} items have both a usable distribution and a gold label; "
             f"a run needs at least {MIN_ITEMS}"
         )
-    check_split(labelled.y, options.calib_frac, labels)
     rng = np.random.default_rng(options.seed)
-    calib_idx, test_idx = stratified_split(labelled.y, options.calib_frac, rng)
+    calib_idx, test_idx = split_labelled(labelled, options.calib_frac, rng)
     p_cal, y_cal = labelled.probs[calib_idx], labelled.y[calib_idx]
     p_test, y_test = labelled.probs[test_idx], labelled.y[test_idx]
     notes: list[str] = []
@@ -317,6 +318,7 @@ def analyse(
         },
     }
     _write_json(out / "split.json", split)
+    write_parts(labelled, calib_idx, test_idx, out)
     metrics = {
         "format": "verbcal-run",
         "version": 1,
@@ -358,6 +360,52 @@ def analyse(
     }
     _write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def split_labelled(
+    labelled: Predictions, calib_frac: float, rng: np.random.Generator
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The calibration/test split of a run: stratified by gold label, every label on both sides."""
+    check_split(labelled.y, calib_frac, labelled.labels)
+    return stratified_split(labelled.y, calib_frac, rng)
+
+
+def write_parts(
+    labelled: Predictions, calib_idx: NDArray[np.int64], test_idx: NDArray[np.int64], out: Path
+) -> dict[str, Path]:
+    """``calibration.jsonl`` and ``test.jsonl``: the records of each part, as read."""
+    paths = {}
+    for name, index in (("calibration", calib_idx), ("test", test_idx)):
+        paths[name] = out / f"{name}.jsonl"
+        write_jsonl(paths[name], (labelled.records[labelled.rows[i]] for i in index))
+    return paths
+
+
+def split_file(
+    data: str | Path,
+    out: str | Path,
+    calib_frac: float = 0.5,
+    seed: int = 0,
+    *,
+    labels: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> tuple[Predictions, dict[str, Path], NDArray[np.int64], NDArray[np.int64]]:
+    """Write ``out/calibration.jsonl`` and ``out/test.jsonl`` exactly as :func:`run` with the
+    same seed and share would split ``data`` (only records with a distribution and a gold
+    label go to either part)."""
+    target = Path(out)
+    targets = [target / "calibration.jsonl", target / "test.jsonl"]
+    if target.exists() and not target.is_dir():
+        raise RunError(f"{target} is a file: --out names a directory to write the two parts to")
+    if not overwrite and any(p.exists() for p in targets):
+        raise RunError(f"{target} already holds a split; pass --overwrite or another --out")
+    predictions = datasets.load(data, labels)
+    labelled = predictions.labelled()
+    if len(labelled) == 0:
+        predictions.require_gold("splitting")
+    calib_idx, test_idx = split_labelled(labelled, calib_frac, np.random.default_rng(seed))
+    target.mkdir(parents=True, exist_ok=True)
+    return predictions, write_parts(labelled, calib_idx, test_idx, target), calib_idx, test_idx
 
 
 def _role(method: str, best_alternative: str | None) -> str:
@@ -526,4 +574,5 @@ __all__ = [
     "parse_methods",
     "run",
     "run_from_predictions",
+    "split_file",
 ]

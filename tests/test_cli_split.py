@@ -1,0 +1,66 @@
+"""``verbcal split`` and the parts ``verbcal run`` writes: the same split for the same seed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from verbcal.cli import app
+
+runner = CliRunner(env={"COLUMNS": "250"})
+
+
+def invoke(*args: str | Path) -> tuple[int, str, str]:
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def ids(path: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in path.read_text().split("\n")[:-1]]
+
+
+def test_split_matches_the_split_of_run(tmp_path: Path) -> None:
+    parts, run_dir = tmp_path / "parts", tmp_path / "run"
+    code, out, err = invoke(
+        "split", "--data", "recorded:drug-reviews", "--seed", "7", "--out", parts
+    )
+    assert code == 0, err
+    assert "wrote 95 calibration records" in out and "95 test records" in out
+    code, _, err = invoke(
+        "run", "--data", "recorded:drug-reviews", "--seed", "7", "--out", run_dir,
+        "--methods", "temperature", "--boot", "20", "--no-report",
+    )  # fmt: skip
+    assert code == 0, err
+    split = json.loads((run_dir / "split.json").read_text())
+    for part in ("calibration", "test"):
+        assert ids(parts / f"{part}.jsonl") == ids(run_dir / f"{part}.jsonl") == split[part]
+    assert (parts / "test.jsonl").read_text() == (run_dir / "test.jsonl").read_text()
+
+
+def test_split_is_stratified_and_records_are_kept_whole(tmp_path: Path) -> None:
+    code, _, _ = invoke(
+        "split", "--data", "recorded:tweets", "--calib-frac", "0.3", "--out", tmp_path
+    )
+    assert code == 0
+    calib = [json.loads(x) for x in (tmp_path / "calibration.jsonl").read_text().split("\n")[:-1]]
+    test = [json.loads(x) for x in (tmp_path / "test.jsonl").read_text().split("\n")[:-1]]
+    assert len(calib) == round(0.3 * 201) and len(calib) + len(test) == 201
+    assert {r["id"] for r in calib}.isdisjoint(r["id"] for r in test)
+    assert set(calib[0]) >= {"id", "text", "label", "probs"}
+    for label in ("negative", "neutral", "positive"):
+        share = sum(r["label"] == label for r in calib) / len(calib)
+        overall = sum(r["label"] == label for r in calib + test) / 201
+        assert abs(share - overall) < 0.02
+
+
+def test_split_refuses_to_overwrite_and_checks_the_share(tmp_path: Path) -> None:
+    assert invoke("split", "--data", "recorded:tweets", "--out", tmp_path)[0] == 0
+    code, _, err = invoke("split", "--data", "recorded:tweets", "--out", tmp_path)
+    assert code == 2 and "already holds a split; pass --overwrite" in err
+    assert invoke("split", "--data", "recorded:tweets", "--out", tmp_path, "--overwrite")[0] == 0
+    code, _, err = invoke(
+        "split", "--data", "recorded:tweets", "--out", tmp_path / "x", "--calib-frac", "1"
+    )
+    assert code == 2 and "--calib-frac" in err and not (tmp_path / "x").exists()
