@@ -64,3 +64,27 @@ def test_split_refuses_to_overwrite_and_checks_the_share(tmp_path: Path) -> None
         "split", "--data", "recorded:tweets", "--out", tmp_path / "x", "--calib-frac", "1"
     )
     assert code == 2 and "--calib-frac" in err and not (tmp_path / "x").exists()
+
+
+def test_run_writes_the_recommended_calibrator_where_apply_finds_it(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    code, _, err = invoke(
+        "run", "--data", "recorded:tweets", "--out", run_dir, "--boot", "20", "--no-report"
+    )
+    assert code == 0, err
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    recommended = run_dir / "calibrators" / f"{metrics['recommended']}.json"
+    assert (run_dir / "recommended.json").read_text() == recommended.read_text()
+    code, _, err = invoke(
+        "apply", "--calibrator", run_dir / "recommended.json", "--data", run_dir / "test.jsonl",
+        "--out", tmp_path / "calibrated.jsonl",
+    )  # fmt: skip
+    assert code == 0, err
+    assert len(ids(tmp_path / "calibrated.jsonl")) == metrics["n_test"]
+
+
+def test_run_out_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "file"
+    target.write_text("x")
+    code, _, err = invoke("run", "--data", "recorded:tweets", "--out", target)
+    assert code == 2 and "is a file: --out names the run directory" in err

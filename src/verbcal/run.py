@@ -7,6 +7,7 @@ A run directory holds::
     calibration.jsonl        the records of the calibration part (``verbcal split`` writes the same)
     test.jsonl               the records of the test part
     calibrators/<method>.json  each calibrator, fitted on the calibration part only
+    recommended.json         a copy of the recommended calibrator, for ``verbcal apply``
     metrics.json             test metrics with bootstrap CIs, cross-validated NLL on the
                              calibration part, thresholds, selective prediction, run facts
     report.html              the self-contained report (``verbcal report`` rebuilds it)
@@ -287,6 +288,7 @@ def analyse(
     pool = eligible or [m for m in methods if not math.isnan(cv.get(m, math.nan))] or methods
     recommended = min(pool, key=lambda m: (cv.get(m, math.inf), methods.index(m)))
 
+    shutil.copyfile(out / "calibrators" / f"{recommended}.json", out / "recommended.json")
     for method in methods:
         results[method]["thresholds"] = _thresholds(
             q_cal_by[method],
@@ -454,6 +456,8 @@ def _write_json(path: Path, data: Any) -> None:
 def prepare_out(out: str | Path, overwrite: bool = False) -> Path:
     """Create the run directory; refuse to mix with an earlier run unless asked."""
     path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{path} is a file: --out names the run directory to write")
     if (path / "metrics.json").exists() and not overwrite:
         raise RunError(
             f"{path} already holds a run (metrics.json); pass --overwrite or another --out"

@@ -178,7 +178,7 @@ def fit(
         str,
         typer.Option(
             help=f"One of {', '.join([UNCALIBRATED, *METHODS])}, optionally with options "
-            "in brackets as in the study: temperature[floor=1e-4,mode=mix]."
+            "in brackets as in the study: temperature\\[floor=1e-4,mode=mix]."
         ),
     ],
     data: DataOption,
@@ -250,7 +250,7 @@ def compare(
         str,
         typer.Option(
             help="'all' or a comma-separated list of method specs (uncalibrated, "
-            "temperature[floor=1e-4], ...)."
+            "temperature\\[floor=1e-4], ...)."
         ),
     ] = "all",
     calib_frac: opt.CalibFrac = 0.5,

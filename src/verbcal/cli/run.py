@@ -81,8 +81,9 @@ def run_command(
 ) -> None:
     """Elicit, calibrate on one part, evaluate on the rest, pick thresholds, write a report.
 
-    Writes RUN_DIR/predictions.jsonl, split.json, calibrators/<method>.json, metrics.json
-    and report.html. Every choice (parameters, the best alternative, the recommended
+    Writes RUN_DIR/predictions.jsonl, split.json, calibration.jsonl, test.jsonl,
+    calibrators/<method>.json, recommended.json (a copy of the recommended calibrator),
+    metrics.json and report.html. Every choice (parameters, the best alternative, the recommended
     method, thresholds) is made on the calibration part; the test part is only scored.
 
     Example: verbcal run --data recorded:tweets --out runs/tweets
