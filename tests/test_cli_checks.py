@@ -44,6 +44,12 @@ BAD_NUMBERS = [
     (("elicit", "--task", "t.yaml", "--input", "i.jsonl", "--out", "{out}", "--concurrency", "0"), "--concurrency"),
     (("elicit", "--task", "t.yaml", "--input", "i.jsonl", "--out", "{out}", "--samples", "0"), "--samples"),
     (("elicit", "--task", "t.yaml", "--input", "i.jsonl", "--out", "{out}", "--timeout", "0"), "--timeout"),
+    (("compare", "--data", "recorded:tweets", "--seed", "-1"), "--seed"),
+    (("split", "--data", "recorded:tweets", "--out", "{out}", "--seed", "-1"), "--seed"),
+    (("split", "--data", "recorded:tweets", "--out", "{out}", "--calib-frac", "0"), "--calib-frac"),
+    (("datasets", "export", "tweets", "--out", "{out}", "--n", "0"), "--n"),
+    (("study", "--out", "{out}", "--workers", "-1"), "--workers"),
+    (("demo", "--out", "{out}", "--items", "3"), "--items"),
     ]
 # fmt: on
 

@@ -136,7 +136,7 @@ def evaluate(
     bins: BinsOption = DEFAULT_BINS,
     labels: LabelsOption = None,
     boot: opt.Boot = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the bootstrap.")] = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Score predictions against gold labels, with 95% bootstrap confidence intervals.
@@ -255,7 +255,7 @@ def compare(
     ] = "all",
     calib_frac: opt.CalibFrac = 0.5,
     repeats: Annotated[int, typer.Option(min=1, help="Random stratified splits.")] = 20,
-    seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the splits.")] = 0,
     bins: BinsOption = DEFAULT_BINS,
     labels: LabelsOption = None,
     as_json: JsonOption = False,

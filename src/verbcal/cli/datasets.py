@@ -53,9 +53,12 @@ def export_command(
     name: Annotated[str, typer.Argument(help=f"One of {', '.join(datasets.TEXT_DATASETS)}.")],
     out: Annotated[Path, typer.Option(help="Items JSONL to write (id, text, label, ...).")],
     n: Annotated[
-        int | None, typer.Option("--n", help="Items to sample (default: all), label shares kept.")
+        int | None,
+        typer.Option("--n", min=1, help="Items to sample (default: all), label shares kept."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the sample: same seed, same items.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Seed of the sample: same seed, same items.")
+    ] = 0,
     task_out: Annotated[
         Path | None, typer.Option(help="Also copy the dataset's ready task YAML here.")
     ] = None,

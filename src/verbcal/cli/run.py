@@ -61,7 +61,7 @@ def run_command(
             "histogram by cross-validated NLL on the calibration part."
         ),
     ] = "default",
-    seed: Annotated[int, typer.Option(help="Seed of the split, folds and bootstrap.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the split, folds and bootstrap.")] = 0,
     precision: Annotated[
         float,
         typer.Option(callback=opt.open_unit, help="Target precision of the per-class thresholds."),

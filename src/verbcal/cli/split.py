@@ -17,7 +17,7 @@ def split(
     data: DataOption,
     out: Annotated[Path, typer.Option(help="Directory for calibration.jsonl and test.jsonl.")],
     calib_frac: opt.CalibFrac = 0.5,
-    seed: Annotated[int, typer.Option(help="Seed of the split (as in `verbcal run`).")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the split (as in `verbcal run`).")] = 0,
     labels: LabelsOption = None,
     overwrite: opt.Overwrite = False,
 ) -> None:

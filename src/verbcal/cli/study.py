@@ -44,7 +44,9 @@ def study(
     ),
     workers: Annotated[
         int,
-        typer.Option(help="Worker processes (default: all cores); results do not depend on it."),
+        typer.Option(
+            min=0, help="Worker processes (default: all cores); results do not depend on it."
+        ),
     ] = 0,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary rows as JSON only.")
