@@ -2,7 +2,7 @@
 
 A run directory holds::
 
-    predictions.jsonl        every record (from the LLM, or copied from --predictions)
+    predictions.jsonl        every record (from the LLM, or copied from --data)
     split.json               which ids went to calibration and which to test (and why some to neither)
     calibration.jsonl        the records of the calibration part (``verbcal split`` writes the same)
     test.jsonl               the records of the test part
