@@ -1,10 +1,11 @@
-# verbcal: `make demo` runs the main job end to end, `make test` runs the whole suite.
+# verbcal: `make demo` runs the main job end to end, `make test` runs the whole suite and
+# builds the documentation site strictly, `make docs` serves it locally.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= test
+EXTRAS ?= test,docs
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint demo bench clean docs
 
 $(BIN)/verbcal: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,13 +18,17 @@ $(BIN)/verbcal: pyproject.toml
 venv: $(BIN)/verbcal
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 	$(BIN)/mypy
 
 # Deselect the slow ones locally with: make test PYTEST_ARGS='-m "not slow and not server"'
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 demo: venv
 	$(BIN)/verbcal demo

@@ -16,7 +16,8 @@ from verbcal.metrics import METRICS, summary
 
 runner = CliRunner(env={"COLUMNS": "250"})
 EVALUATE_KEYS = {
-    *("n", "accuracy", "macro_f1", "ece", "mce", "nll", "brier", "auroc", "bins", "ci", "bands")
+    *("n", "accuracy", "macro_f1", "ece", "mce", "nll", "brier", "auroc", "bins", "ci"),
+    *("bands", "warnings"),
 }
 
 
@@ -60,7 +61,7 @@ def test_evaluate_json_keys_and_values(tmp_path: Path) -> None:
     assert set(result["ci"]) == set(METRICS)
     for metric in METRICS:
         lo, hi = result["ci"][metric]
-        assert lo <= result[metric] <= hi or metric == "mce"
+        assert 0.0 <= lo <= result[metric] <= hi
     # the uncalibrated scores are those of the normalised verbalized distribution, no floor
     preds = datasets.load("recorded:tweets")
     expected = summary(preds.probs, preds.y)
@@ -305,7 +306,8 @@ def test_apply_with_a_mismatched_label_set_fails_cleanly(tmp_path: Path) -> None
     )
     assert code == 2
     line = one_error_line(err)
-    assert "line 1" in line and "unknown label 'negative'" in line
+    assert "the calibrator was fitted on the labels ['business'," in line
+    assert "this file has the labels ['negative', 'neutral', 'positive']" in line
 
 
 def test_evaluate_bands_and_slices_by_a_record_field(tmp_path: Path) -> None:

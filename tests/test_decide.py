@@ -12,6 +12,7 @@ from scipy.stats import binomtest
 
 from verbcal.decide import (
     abstain_band,
+    DEFAULT_PRECISION,
     accuracy_at_coverage,
     aurc,
     candidate_ranks,
@@ -246,7 +247,7 @@ def test_recall_unreachable_with_few_positives_and_undefined_without() -> None:
 
 def test_threshold_for_arguments() -> None:
     probs, y = blocks((0.9, 100, 100), (0.2, 10, 0))
-    assert threshold_for(probs, y, 1).target == 0.95  # default: precision 0.95
+    assert threshold_for(probs, y, 1).target == DEFAULT_PRECISION == 0.9  # one default everywhere
     with pytest.raises(ValueError, match="not both"):
         threshold_for(probs, y, 1, precision=0.9, recall=0.9)
     for bad in (0.0, 1.0, 1.5, -0.1):

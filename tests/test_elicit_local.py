@@ -86,7 +86,7 @@ def test_cli_local_backend(tmp_path: Path) -> None:
     (tmp_path / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items()))
     args = ["elicit", "--task", str(tmp_path / "task.yaml"), "--input"]
     args += [str(tmp_path / "items.jsonl"), "--out", str(tmp_path / "p.jsonl")]
-    args += ["--max-items", "2", "--max-tokens", "48", "--no-progress"]
+    args += ["--max-items", "2", "--max-tokens", "48", "--no-progress", "--backend", "local"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "verbcal elicit: local" in result.output and "tokens this run" in result.output

@@ -197,7 +197,7 @@ def test_cli_run_from_predictions(tmp_path: Path) -> None:
 def test_cli_run_needs_an_input() -> None:
     result = CliRunner().invoke(app, ["run", "--out", "x"])
     assert result.exit_code == 2
-    assert "--predictions" in result.output
+    assert "--data" in result.output
 
 
 def test_cli_help_has_examples() -> None:

@@ -234,7 +234,7 @@ def test_sizes_resolve() -> None:
     ("data", "message"),
     [
         ({"repeat": 5}, "unknown config key"),
-        ({"methods": ["temprature"]}, "unknown method variant"),
+        ({"methods": ["temprature"]}, "unknown method 'temprature'"),
         ({"methods": ["temperature[flor=1e-3]"]}, "bad option"),
         ({"methods": ["temperature[floor=2]"]}, "floor must be"),
         ({"methods": ["temperature[mode=soft]"]}, "mode must be"),
@@ -272,4 +272,4 @@ def test_cli_reports_config_errors_on_one_line(tmp_path: Path) -> None:
     cfg.write_text("methods: [nope]\n")
     result = CliRunner().invoke(app, ["study", "--config", str(cfg), "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert "unknown method variant 'nope'" in result.output
+    assert "unknown method 'nope'" in result.output

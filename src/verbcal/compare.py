@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from verbcal.calibrate import Calibrator, make_calibrator, normalise
+from verbcal.methods import parse_spec
 from verbcal.metrics import DEFAULT_BINS, METRICS, summary
 
 IntArray = NDArray[np.int64]
@@ -36,6 +37,37 @@ def stratified_split(
         calib_idx.append(members[:take])
         test_idx.append(members[take:])
     return np.sort(np.concatenate(calib_idx)), np.sort(np.concatenate(test_idx))
+
+
+def check_split(y: IntArray, calib: float | int, labels: Sequence[str]) -> None:
+    """Raise ValueError unless :func:`stratified_split` leaves every label present in ``y``
+    on both sides (at least one calibration and one test item each).
+
+    The per-label counts of the split do not depend on the seed, so one check covers
+    every repeat. The message names the label, its count and what to change.
+    """
+    n = len(y)
+    size = round(calib * n) if isinstance(calib, float) and calib < 1 else int(calib)
+    if not 0 < size < n:
+        raise ValueError(
+            f"a calibration part of {size} of {n} items leaves no test items: "
+            "choose a share strictly between 0 and 1 (e.g. 0.5)"
+        )
+    present, counts = np.unique(y, return_counts=True)
+    quota = _apportion(counts, size)
+    for index, total, take in zip(present, counts, quota, strict=True):
+        name = labels[index] if 0 <= index < len(labels) else str(index)
+        if total < 2:
+            raise ValueError(
+                f"label {name!r} has only {total} labelled item, so it cannot be in both the "
+                "calibration and the test part: label more items of it"
+            )
+        if take == 0 or take == total:
+            side = "calibration" if take == 0 else "test"
+            raise ValueError(
+                f"a calibration share of {calib:g} ({size} of {n} items) leaves label {name!r} "
+                f"({total} items) with no {side} item: choose a share closer to 0.5"
+            )
 
 
 def _apportion(counts: IntArray, size: int) -> IntArray:
@@ -66,6 +98,8 @@ class SplitResult:
     repeat: int
     metrics: dict[str, float]
     params: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+    """The calibrator's fit warnings on this split (e.g. T at the edge of its range)."""
 
 
 def score_split(
@@ -81,7 +115,9 @@ def score_split(
     """Fit every method on ``calib_idx`` and score it on ``test_idx``."""
     out = {}
     for method in methods:
-        calibrator = make_calibrator(method, **(options or {}).get(method, {}))
+        variant = parse_spec(method)
+        kwargs = {**variant.kwargs, **(options or {}).get(method, {})}
+        calibrator = make_calibrator(variant.method, **kwargs)
         calibrator.fit(probs[calib_idx], y[calib_idx], labels=labels)
         q = calibrator.predict_proba(probs[test_idx])
         out[method] = (summary(q, y[test_idx], n_bins=n_bins), calibrator)
@@ -100,6 +136,9 @@ def compare(
     on_repeat: Callable[[int], None] | None = None,
 ) -> list[SplitResult]:
     """Every method scored on ``repeats`` random stratified splits (seeded)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    check_split(y, calib, labels)
     probs = normalise(probs)
     rng = np.random.default_rng(seed)
     results = []
@@ -109,10 +148,20 @@ def compare(
         for method, (metrics, calibrator) in scored.items():
             params = dict(calibrator.params)
             params["floor"] = calibrator.floor.value
-            results.append(SplitResult(method, repeat, metrics, params))
+            results.append(SplitResult(method, repeat, metrics, params, tuple(calibrator.warnings)))
         if on_repeat is not None:
             on_repeat(repeat)
     return results
+
+
+def fit_warnings(results: Sequence[SplitResult]) -> list[str]:
+    """One line per (method, warning): how many of the splits it came up in."""
+    repeats = len({r.repeat for r in results})
+    counts: dict[tuple[str, str], int] = {}
+    for r in results:
+        for warning in r.warnings:
+            counts[(r.method, warning)] = counts.get((r.method, warning), 0) + 1
+    return [f"{method}, {n} of {repeats} splits: {text}" for (method, text), n in counts.items()]
 
 
 def summarise(results: Sequence[SplitResult]) -> list[dict[str, Any]]:

@@ -383,13 +383,18 @@ def bootstrap_ci(
     seed: int = 0,
     n_bins: int = DEFAULT_BINS,
 ) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap confidence intervals over items.
+    """Percentile bootstrap confidence intervals over items, always holding the estimate.
 
     Resamples rows with replacement ``n_boot`` times (see :func:`bootstrap_indices`),
-    computes each metric as in :func:`summary` on every resample and returns the
+    computes each metric as in :func:`summary` on every resample and takes the
     (1 - level)/2 and (1 + level)/2 percentiles (numpy linear interpolation). Resamples on
     which a metric is nan (AUROC of a resample with one class) are left out; if all are,
     the interval is (nan, nan).
+
+    Two guarantees on top: the interval is widened to include the point estimate on the
+    full data (binned metrics such as ECE and MCE are biased upward under resampling, so
+    their percentile interval can lie wholly above the estimate), and, every metric here
+    being non-negative, no bound is below 0 (no ``-0.000``).
     """
     q_arr, y_arr = check_inputs(q, y)
     unknown = [m for m in metrics if m not in _METRIC_FUNCS]
@@ -410,7 +415,10 @@ def bootstrap_ci(
             result[name] = (float("nan"), float("nan"))
             continue
         lo, hi = np.percentile(values, tails)
-        result[name] = (float(lo), float(hi))
+        point = _METRIC_FUNCS[name](q_arr, y_arr, n_bins)
+        if not np.isnan(point):
+            lo, hi = min(lo, point), max(hi, point)
+        result[name] = (_non_negative(lo), _non_negative(hi))
     return result
 
 
@@ -493,3 +501,6 @@ def by_slice(
         entry["ci"] = bootstrap_ci(q_s, y_s, n_boot=n_boot, seed=seed, n_bins=n_bins)
         out[str(value)] = entry
     return out
+def _non_negative(value: float) -> float:
+    """``value`` as a float, with rounding noise below 0 (and -0.0) mapped to 0.0."""
+    return float(value) if value > 0 else 0.0

@@ -25,6 +25,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+GOLD_NAMES = frozenset(
+    {"gold", "gold_label", "target", "y", "truth", "ground_truth", "answer", "class", "category"}
+)
+"""Field names that often hold the gold label under another name (suggested in errors)."""
 SUM_TOLERANCE = 1e-6
 """A row whose sum differs from 1 by more than this is counted as renormalised."""
 
@@ -96,14 +100,31 @@ class Predictions:
     def require_gold(self, action: str) -> None:
         """Raise a clear error unless every usable row has a gold label."""
         missing = int(np.sum(self.y < 0))
-        if missing:
+        if not missing:
+            return
+        seen = dict.fromkeys(
+            key
+            for record in self.records[:100]
+            for key, value in record.items()
+            if value not in (None, "") and key not in ("probs", "label", "id")
+        )
+        if seen and not any(record.get("label") not in (None, "") for record in self.records):
+            likely = [k for k in seen if k.lower() in GOLD_NAMES] or ["<that column>"]
             raise PredictionsError(
                 self.source,
                 None,
                 "label",
-                f"{missing} of {len(self.y)} records have no gold label, which {action} needs",
-                "Add a 'label' to every record, or filter the unlabelled ones out first",
+                f"no record has a gold label in a 'label' field, which {action} needs "
+                f"(the other fields are {', '.join(repr(k) for k in seen)})",
+                f"Name the gold-label column or key 'label' (e.g. rename {likely[0]!r} to 'label')",
             )
+        raise PredictionsError(
+            self.source,
+            None,
+            "label",
+            f"{missing} of {len(self.y)} records have no gold label, which {action} needs",
+            "Add a 'label' to every record, or filter the unlabelled ones out first",
+        )
 
     def describe(self) -> str:
         """One line on what was read and what was adjusted."""
@@ -150,6 +171,14 @@ def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> P
     path = Path(path)
     if not path.exists():
         raise PredictionsError(path, None, None, "file not found", "Check the path")
+    if path.is_dir():
+        inside = path / "predictions.jsonl"
+        fix = (
+            f"Give the file inside it: {inside}"
+            if inside.is_file()
+            else "Give a predictions file (JSONL or CSV), not a directory"
+        )
+        raise PredictionsError(path, None, None, "is a directory, not a file", fix)
     reader = _read_csv if path.suffix.lower() == ".csv" else _read_jsonl
     records = list(reader(path))
     if not records:
@@ -248,7 +277,7 @@ def _assemble(
                 )
         index = {label: k for k, label in enumerate(labels)}
         rows.append(_parse_row(path, number, probs, labels, index))
-        gold.append(_parse_gold(path, number, record.get("label"), index))
+        gold.append(_parse_gold(path, number, record.get("label"), index, path.suffix))
         ids.append(str(record.get("id", number)))
         row_index.append(position)
     if labels is None or not rows:
@@ -320,16 +349,23 @@ def _parse_row(
     return row
 
 
-def _parse_gold(path: Path, number: int, label: Any, index: dict[str, int]) -> int:
+def _parse_gold(
+    path: Path, number: int, label: Any, index: dict[str, int], suffix: str = ".jsonl"
+) -> int:
     if label is None or label == "":
         return -1
     if str(label) not in index:
+        where = (
+            f"add a column p_{label}"
+            if suffix.lower() == ".csv"
+            else "give it a probability in 'probs' (0 is allowed)"
+        )
         raise PredictionsError(
             path,
             number,
             "label",
-            f"gold label {label!r} is not one of {list(index)}",
-            "Fix the label, or pass the full label set with --labels",
+            f"gold label {label!r} is not one of the labels with a probability {list(index)}",
+            f"If {label!r} is a class, {where}; otherwise fix the label",
         )
     return index[str(label)]
 
@@ -358,6 +394,7 @@ def field_values(predictions: Predictions, name: str) -> list[Any]:
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     """Write records as JSON Lines atomically: a crash never leaves a half-written file."""
     path = Path(path)
+    check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(
         "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
@@ -371,8 +408,30 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
             raise
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(handle.name, 0o666 & ~umask)  # temporary files are created private (0600)
-    os.replace(handle.name, path)
+    try:
+        os.chmod(handle.name, 0o666 & ~umask)  # temporary files are created private (0600)
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def check_output(path: str | Path, overwrite: bool = True) -> Path:
+    """``path`` as a file to write: refuse a directory, and an existing file unless ``overwrite``."""
+    target = Path(path)
+    if target.is_dir():
+        raise PredictionsError(
+            target,
+            None,
+            None,
+            "is a directory, not a file to write",
+            f"Give a file path, e.g. {target / 'out.jsonl'}",
+        )
+    if target.exists() and not overwrite:
+        raise PredictionsError(
+            target, None, None, "already exists", "Pass --overwrite to replace it, or another path"
+        )
+    return target
 
 
 def with_probs(predictions: Predictions, probs: NDArray[np.float64]) -> list[dict[str, Any]]:

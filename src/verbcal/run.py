@@ -2,9 +2,12 @@
 
 A run directory holds::
 
-    predictions.jsonl        every record (from the LLM, or copied from --predictions)
+    predictions.jsonl        every record (from the LLM, or copied from --data)
     split.json               which ids went to calibration and which to test (and why some to neither)
+    calibration.jsonl        the records of the calibration part (``verbcal split`` writes the same)
+    test.jsonl               the records of the test part
     calibrators/<method>.json  each calibrator, fitted on the calibration part only
+    recommended.json         a copy of the recommended calibrator, for ``verbcal apply``
     metrics.json             test metrics with bootstrap CIs, cross-validated NLL on the
                              calibration part, thresholds, selective prediction, decisions
                              (abstain band, conformal sets, costs, bands, slices), run facts
@@ -33,9 +36,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from verbcal import __version__, datasets
-from verbcal.calibrate import METHODS, CalibratorError, make_calibrator
-from verbcal.calibrate import parse_methods as parse_calibrators
-from verbcal.compare import stratified_split
+from verbcal import methods as specs
+from verbcal.calibrate import CalibratorError
+from verbcal.compare import check_split, stratified_split
+from verbcal.decide import DEFAULT_PRECISION
 from verbcal.metrics import (
     CONFIDENCE_BANDS,
     DEFAULT_BINS,
@@ -51,7 +55,7 @@ from verbcal.predictions import Predictions, PredictionsError, field_values, wri
 DEFAULT_METHODS: tuple[str, ...] = ("identity", "resoftmax", "temperature", "best")
 """``best`` stands for the best of :data:`ALTERNATIVES` by cross-validated NLL on the calibration part."""
 ALTERNATIVES: tuple[str, ...] = ("vector", "matrix", "platt", "isotonic", "histogram")
-BASELINES = ("identity", "resoftmax")
+BASELINES = ("identity", specs.UNCALIBRATED, "resoftmax")
 """Never recommended: the uncalibrated distribution and the error the paper warns about."""
 COVERAGES = (0.5, 0.8, 0.9)
 """Coverages at which the selective accuracy is reported."""
@@ -69,7 +73,7 @@ class RunOptions:
     methods: tuple[str, ...] = DEFAULT_METHODS
     calib_frac: float = 0.5
     seed: int = 0
-    precision: float = 0.9
+    precision: float = DEFAULT_PRECISION
     confidence: float = 0.95
     n_boot: int = 1000
     n_bins: int = DEFAULT_BINS
@@ -83,12 +87,12 @@ class RunOptions:
     """A record field to slice the test metrics by (None: no slices)."""
 
     def check(self) -> None:
-        unknown = [m for m in self.methods if m != "best" and m not in METHODS]
-        if unknown or not self.methods:
-            raise RunError(
-                f"unknown method(s) {unknown or list(self.methods)}; "
-                f"choose from best, {', '.join(METHODS)}"
-            )
+        if not self.methods:
+            raise RunError("give at least one method")
+        try:
+            specs.parse_specs(",".join(self.methods), also=("best",))
+        except specs.MethodError as exc:
+            raise RunError(str(exc)) from exc
         if not 0 < self.calib_frac < 1:
             raise RunError(f"--calib-frac must lie in (0, 1), got {self.calib_frac}")
         if not (0 < self.precision < 1 and 0 < self.confidence < 1):
@@ -99,6 +103,8 @@ class RunOptions:
             raise RunError(f"--alpha must lie in (0, 1), got {self.alpha}")
         if not 0 <= self.abstain_cost <= 1:
             raise RunError(f"--abstain-cost must lie in [0, 1], got {self.abstain_cost}")
+        if self.n_bins < 1 or self.n_boot < 1:
+            raise RunError("--bins and --boot must be at least 1")
 
 
 @dataclass
@@ -120,7 +126,7 @@ def parse_methods(spec: str) -> tuple[str, ...]:
     text = spec.strip()
     if text in ("", "default"):
         return DEFAULT_METHODS
-    return tuple(dict.fromkeys(parse_calibrators(text, also=("best",))))
+    return tuple(specs.parse_specs(text, also=("best",)))
 
 
 # ---------------------------------------------------------------- folds and CV
@@ -149,7 +155,7 @@ def cv_nll(
     for fold in np.unique(folds):
         train, held = folds != fold, folds == fold
         try:
-            calibrator = make_calibrator(method).fit(probs[train], y[train], labels=labels)
+            calibrator = specs.make(method).fit(probs[train], y[train], labels=labels)
             q = calibrator.predict_proba(probs[held])
         except (CalibratorError, ValueError, FloatingPointError, np.linalg.LinAlgError):
             return math.nan
@@ -272,7 +278,7 @@ def analyse(
             f"a run needs at least {MIN_ITEMS}"
         )
     rng = np.random.default_rng(options.seed)
-    calib_idx, test_idx = stratified_split(labelled.y, options.calib_frac, rng)
+    calib_idx, test_idx = split_labelled(labelled, options.calib_frac, rng)
     slice_keys = [field_values(labelled, options.by)[i] for i in test_idx] if options.by else None
     p_cal, y_cal = labelled.probs[calib_idx], labelled.y[calib_idx]
     p_test, y_test = labelled.probs[test_idx], labelled.y[test_idx]
@@ -311,7 +317,7 @@ def analyse(
     q_cal_by: dict[str, NDArray[np.float64]] = {}
     q_test_by: dict[str, NDArray[np.float64]] = {}
     for method in methods:
-        calibrator = make_calibrator(method).fit(p_cal, y_cal, labels=labels)
+        calibrator = specs.make(method).fit(p_cal, y_cal, labels=labels)
         path = out / "calibrators" / f"{method}.json"
         calibrator.save(path)
         q_cal_by[method] = calibrator.predict_proba(p_cal)
@@ -348,6 +354,7 @@ def analyse(
     pool = eligible or [m for m in methods if not math.isnan(cv.get(m, math.nan))] or methods
     recommended = min(pool, key=lambda m: (cv.get(m, math.inf), methods.index(m)))
 
+    shutil.copyfile(out / "calibrators" / f"{recommended}.json", out / "recommended.json")
     for method in methods:
         results[method]["thresholds"] = _thresholds(
             q_cal_by[method],
@@ -382,6 +389,7 @@ def analyse(
         },
     }
     _write_json(out / "split.json", split)
+    write_parts(labelled, calib_idx, test_idx, out)
     metrics = {
         "format": "verbcal-run",
         "version": 1,
@@ -435,8 +443,54 @@ def analyse(
     return metrics
 
 
+def split_labelled(
+    labelled: Predictions, calib_frac: float, rng: np.random.Generator
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The calibration/test split of a run: stratified by gold label, every label on both sides."""
+    check_split(labelled.y, calib_frac, labelled.labels)
+    return stratified_split(labelled.y, calib_frac, rng)
+
+
+def write_parts(
+    labelled: Predictions, calib_idx: NDArray[np.int64], test_idx: NDArray[np.int64], out: Path
+) -> dict[str, Path]:
+    """``calibration.jsonl`` and ``test.jsonl``: the records of each part, as read."""
+    paths = {}
+    for name, index in (("calibration", calib_idx), ("test", test_idx)):
+        paths[name] = out / f"{name}.jsonl"
+        write_jsonl(paths[name], (labelled.records[labelled.rows[i]] for i in index))
+    return paths
+
+
+def split_file(
+    data: str | Path,
+    out: str | Path,
+    calib_frac: float = 0.5,
+    seed: int = 0,
+    *,
+    labels: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> tuple[Predictions, dict[str, Path], NDArray[np.int64], NDArray[np.int64]]:
+    """Write ``out/calibration.jsonl`` and ``out/test.jsonl`` exactly as :func:`run` with the
+    same seed and share would split ``data`` (only records with a distribution and a gold
+    label go to either part)."""
+    target = Path(out)
+    targets = [target / "calibration.jsonl", target / "test.jsonl"]
+    if target.exists() and not target.is_dir():
+        raise RunError(f"{target} is a file: --out names a directory to write the two parts to")
+    if not overwrite and any(p.exists() for p in targets):
+        raise RunError(f"{target} already holds a split; pass --overwrite or another --out")
+    predictions = datasets.load(data, labels)
+    labelled = predictions.labelled()
+    if len(labelled) == 0:
+        predictions.require_gold("splitting")
+    calib_idx, test_idx = split_labelled(labelled, calib_frac, np.random.default_rng(seed))
+    target.mkdir(parents=True, exist_ok=True)
+    return predictions, write_parts(labelled, calib_idx, test_idx, target), calib_idx, test_idx
+
+
 def _role(method: str, best_alternative: str | None) -> str:
-    if method == "identity":
+    if method in ("identity", specs.UNCALIBRATED):
         return "uncalibrated"
     if method == "resoftmax":
         return "re-softmax (the error the paper warns about)"
@@ -481,6 +535,8 @@ def _write_json(path: Path, data: Any) -> None:
 def prepare_out(out: str | Path, overwrite: bool = False) -> Path:
     """Create the run directory; refuse to mix with an earlier run unless asked."""
     path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{path} is a file: --out names the run directory to write")
     if (path / "metrics.json").exists() and not overwrite:
         raise RunError(
             f"{path} already holds a run (metrics.json); pass --overwrite or another --out"
@@ -503,8 +559,11 @@ def run_from_predictions(
     """A run from an existing predictions file (or ``recorded:<name>``): no LLM calls."""
     opts = options or RunOptions()
     opts.check()
-    target = prepare_out(out, overwrite)
     preds = datasets.load(predictions, labels)
+    labelled = preds.labelled()
+    if len(labelled) >= MIN_ITEMS:  # checked before anything is written
+        check_split(labelled.y, opts.calib_frac, preds.labels)
+    target = prepare_out(out, overwrite)
     dest = target / "predictions.jsonl"
     if datasets.resolve(predictions).resolve() != dest.resolve():
         write_jsonl(dest, preds.records)
@@ -598,4 +657,5 @@ __all__ = [
     "parse_methods",
     "run",
     "run_from_predictions",
+    "split_file",
 ]

@@ -13,15 +13,11 @@ Configuration (YAML; see ``examples/study.yaml``), every key optional:
     Relative paths are read relative to the config file. Default: the three bundled
     recorded sets (``recorded:tweets``, ``recorded:drug-reviews``, ``recorded:bbc-news``).
 ``methods``
-    list of method variants: a calibrator name as in ``verbcal fit``
-    (identity, temperature, resoftmax, vector, matrix, platt, isotonic, histogram),
-    optionally with options in brackets: ``temperature[floor=1e-4]``,
-    ``temperature[floor=fit,mode=mix]``, ``matrix[reg=0.1]``, ``histogram[bins=5]``.
-    Options: ``floor`` (a number in (0, 1) or ``fit``; default ``fit``), ``mode``
-    (``clip``: max(p, floor), or ``mix``: (1 - a) p + a / K; default ``clip``), ``reg``
-    (vector, matrix), ``bins`` (histogram). ``uncalibrated`` is the verbalized
-    distribution itself, normalised: ``identity[floor=1e-12]`` (a clip floor at 1e-12 only
-    acts on exact zeros). Default: :data:`DEFAULT_METHODS`.
+    list of method specs, as every command takes them (see :mod:`verbcal.methods`): a
+    calibrator name, optionally with options in brackets (``temperature[floor=1e-4]``,
+    ``temperature[floor=fit,mode=mix]``, ``matrix[reg=0.1]``, ``histogram[bins=5]``), or
+    ``uncalibrated`` (the verbalized distribution itself, normalised:
+    ``identity[floor=1e-12]``). Default: :data:`DEFAULT_METHODS`.
 ``sizes``
     calibration-set sizes: integers, or ``all`` (alias ``half``) = n // 2 for a dataset of
     n labelled items, the largest calibration set that leaves a test part at least as
@@ -60,7 +56,6 @@ import csv
 import json
 import math
 import os
-import re
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -75,16 +70,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from verbcal import datasets
-from verbcal.calibrate import METHODS, Calibrator, CalibratorError, Floor, make_calibrator
+from verbcal.calibrate import Calibrator
 from verbcal.compare import stratified_split
 from verbcal.decide import TIE_TOLERANCE, pr_curve, threshold_for
+from verbcal.methods import UNCALIBRATED as UNCALIBRATED
+from verbcal.methods import MethodError, Variant, parse_spec
 from verbcal.metrics import DEFAULT_BINS, METRICS, summary
 from verbcal.predictions import Predictions
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
-UNCALIBRATED = "uncalibrated"
 DEFAULT_DATASETS: dict[str, str] = {
     "tweets": "recorded:tweets",
     "drug-reviews": "recorded:drug-reviews",
@@ -146,83 +142,13 @@ class StudyError(ValueError):
 
 # ---------------------------------------------------------------- method variants
 
-_VARIANT = re.compile(r"^\s*([a-z_]+)\s*(?:\[(.*)\])?\s*$")
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A calibrator with fixed options; ``name`` is how it appears in every output."""
-
-    name: str
-    method: str
-    options: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.options)
-
-    @property
-    def fits_floor(self) -> bool:
-        """True when the floor is fitted jointly with T (shared by every such variant)."""
-        cls = METHODS[self.method]
-        return (
-            cls.uses_floor and cls.floor_fitted_with_temperature and self.kwargs["floor"] == "fit"
-        )
-
-    def make(self, floor: float | None = None) -> Calibrator:
-        """A new calibrator; ``floor`` replaces a fitted floor by a value fitted already."""
-        kw = self.kwargs
-        if floor is not None:
-            kw["floor"] = floor
-        return make_calibrator(self.method, **kw)
-
 
 def parse_variant(spec: str) -> Variant:
-    """``method`` or ``method[key=value,...]``; ``uncalibrated`` = ``identity[floor=1e-12]``."""
-    if not isinstance(spec, str):
-        raise StudyError(f"methods: each entry must be a string, got {spec!r}")
-    if spec.strip() == UNCALIBRATED:
-        return Variant(UNCALIBRATED, "identity", (("floor", 1e-12), ("floor_mode", "clip")))
-    match = _VARIANT.match(spec)
-    if not match or match.group(1) not in METHODS:
-        raise StudyError(
-            f"methods: unknown method variant {spec!r}; write a name from "
-            f"{', '.join([UNCALIBRATED, *METHODS])}, optionally with [floor=..,mode=..]"
-        )
-    method, body = match.group(1), match.group(2)
-    options: dict[str, Any] = {"floor": "fit", "floor_mode": "clip"}
-    allowed = {"floor", "mode"} | ({"reg"} if method in ("vector", "matrix") else set())
-    allowed |= {"bins"} if method == "histogram" else set()
-    for item in filter(None, (s.strip() for s in (body or "").split(","))):
-        key, sep, value = (s.strip() for s in item.partition("="))
-        if not sep or key not in allowed:
-            raise StudyError(
-                f"methods: bad option {item!r} in {spec!r}; {method} takes {', '.join(sorted(allowed))}"
-            )
-        if key == "floor":
-            try:
-                options["floor"] = Floor.parse(value).value if value != "fit" else "fit"
-            except (CalibratorError, ValueError) as exc:
-                raise StudyError(f"methods: {spec!r}: floor must be 'fit' or in (0, 1)") from exc
-        elif key == "mode":
-            if value not in ("clip", "mix"):
-                raise StudyError(f"methods: {spec!r}: mode must be clip or mix, got {value!r}")
-            options["floor_mode"] = value
-        elif key == "reg":
-            options["reg"] = _number(value, spec, "reg", 0.0)
-        else:
-            options["bins"] = int(_number(value, spec, "bins", 1.0))
-    return Variant(spec.strip(), method, tuple(options.items()))
-
-
-def _number(text: str, spec: str, key: str, low: float) -> float:
+    """A method spec (see :mod:`verbcal.methods`), errors naming the ``methods`` key."""
     try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value >= low:
-        raise StudyError(f"methods: {spec!r}: {key} must be a number >= {low:g}, got {text!r}")
-    return value
+        return parse_spec(spec)
+    except MethodError as exc:
+        raise StudyError(f"methods: {exc}") from exc
 
 
 # ---------------------------------------------------------------- configuration

@@ -10,6 +10,7 @@ from verbcal.cli import elicit as _elicit  # noqa: F401
 from verbcal.cli import report as _report  # noqa: F401
 from verbcal.cli import run as _run  # noqa: F401
 from verbcal.cli import serve as _serve  # noqa: F401
+from verbcal.cli import split as _split  # noqa: F401
 from verbcal.cli import study as _study  # noqa: F401
 from verbcal.cli.app import app
 

@@ -19,3 +19,20 @@ err_console = Console(stderr=True)
 for _console in (console, err_console):
     if not _console.is_terminal:
         _console.width = max(_console.width, MIN_WIDTH)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from verbcal import __version__
+
+        console.print(f"verbcal {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Calibrate the probabilities an LLM verbalizes, and measure how far to trust them."""

@@ -15,14 +15,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from verbcal import datasets
-from verbcal.calibrate import METHODS, Calibrator, CalibratorError, make_calibrator, parse_methods
+from verbcal.calibrate import METHODS, Calibrator, CalibratorError, make_calibrator
+from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 from verbcal.compare import compare as run_compare
-from verbcal.compare import summarise
+from verbcal.compare import fit_warnings, summarise
+from verbcal.methods import UNCALIBRATED, parse_spec, parse_specs
 from verbcal.metrics import DEFAULT_BINS, METRICS, bootstrap_ci, by_band, by_slice, summary
 from verbcal.predictions import (
     Predictions,
     PredictionsError,
+    check_output,
     field_values,
     with_probs,
     write_jsonl,
@@ -38,7 +41,7 @@ LabelsOption = Annotated[
     str | None,
     typer.Option(help="Comma-separated label order (default: the first record's order)."),
 ]
-BinsOption = Annotated[int, typer.Option("--bins", help="Equal-width bins for ECE/MCE.")]
+BinsOption = opt.Bins
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
 
 METRIC_NOTES = (
@@ -62,10 +65,54 @@ def friendly_errors() -> Iterator[None]:
         raise typer.Exit(2) from exc
 
 
-def load_labelled(data: str, labels: str | None, action: str) -> Predictions:
-    """Read predictions, report adjustments, keep the rows with a gold label."""
+def load_calibrator(path: Path) -> Calibrator:
+    """A fitted calibrator, its fit warnings said out loud (every command that loads one)."""
+    fitted = Calibrator.load(path)
+    warn(fitted.warnings, f"{path} was fitted with a warning")
+    return fitted
+
+
+def warn(warnings: list[str], what: str) -> None:
+    """Print each warning as one yellow line on stderr."""
+    for text in warnings:
+        err_console.print(
+            f"[bold yellow]warning:[/] {escape(what)}: {escape(text)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def read_for(data: str, fitted: Calibrator) -> Predictions:
+    """Predictions in the calibrator's label order; a clear error if the label sets differ."""
+    try:
+        return datasets.load(data, fitted.labels)
+    except PredictionsError as exc:
+        if not (exc.field or "").startswith(("probs", "label")):
+            raise
+        try:
+            own = datasets.load(data).labels
+        except PredictionsError:
+            raise exc from None
+        if set(own) == set(fitted.labels or ()):
+            raise
+        raise PredictionsError(
+            data,
+            None,
+            None,
+            f"the calibrator was fitted on the labels {list(fitted.labels or ())}, but this "
+            f"file has the labels {list(own)}",
+            "Use a calibrator fitted on data with the same labels (verbcal fit --data ...), "
+            "or fix the file",
+        ) from exc
+
+
+def load_labelled(
+    data: str, labels: str | None, action: str, fitted: Calibrator | None = None
+) -> Predictions:
+    """Read predictions (in ``fitted``'s label order if given), report adjustments, keep
+    the rows with a gold label."""
     label_list = [s.strip() for s in labels.split(",")] if labels else None
-    predictions = datasets.load(data, label_list)
+    predictions = read_for(data, fitted) if fitted else datasets.load(data, label_list)
     err_console.print(predictions.describe(), highlight=False, markup=False)
     labelled = predictions.labelled()
     if len(labelled) == 0:
@@ -89,8 +136,8 @@ def evaluate(
     ] = None,
     bins: BinsOption = DEFAULT_BINS,
     labels: LabelsOption = None,
-    boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CIs.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    boot: opt.Boot = 1000,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the bootstrap.")] = 0,
     by: Annotated[
         str | None,
         typer.Option(help="Also score each slice of the items by this record field (e.g. source)."),
@@ -106,9 +153,8 @@ def evaluate(
     Example: verbcal evaluate --data recorded:tweets --calibrator ts.json
     """
     with friendly_errors():
-        fitted = Calibrator.load(calibrator) if calibrator else None
-        order = ",".join(fitted.labels or ()) if fitted and fitted.labels else labels
-        predictions = load_labelled(data, order, "evaluate")
+        fitted = load_calibrator(calibrator) if calibrator else None
+        predictions = load_labelled(data, labels, "evaluate", fitted)
         q = fitted.predict_proba(predictions.probs) if fitted else predictions.probs
         scores = summary(q, predictions.y, n_bins=bins)
         ci = bootstrap_ci(q, predictions.y, n_boot=boot, seed=seed, n_bins=bins)
@@ -125,6 +171,7 @@ def evaluate(
         if slices is not None:
             out["by"] = by
             out["slices"] = slices
+        out["warnings"] = fitted.warnings if fitted else []
         print(json.dumps(out))
         return
     title = f"{escape(predictions.source)}: " + (
@@ -183,7 +230,13 @@ def slice_table(slices: dict[str, dict[str, Any]], field: str) -> Table:
 
 @app.command()
 def fit(
-    method: Annotated[str, typer.Option(help=f"One of: {', '.join(METHODS)}.")],
+    method: Annotated[
+        str,
+        typer.Option(
+            help=f"One of {', '.join([UNCALIBRATED, *METHODS])}, optionally with options "
+            "in brackets as in the study: temperature\\[floor=1e-4,mode=mix]."
+        ),
+    ],
     data: DataOption,
     out: Annotated[Path, typer.Option(help="Where to write the calibrator JSON.")],
     floor: Annotated[
@@ -193,6 +246,7 @@ def fit(
         str, typer.Option(help="clip: max(p, floor); mix: (1 - a) p + a / K.")
     ] = "clip",
     labels: LabelsOption = None,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Fit a calibrator on labelled predictions and save it as a small JSON file.
 
@@ -201,8 +255,13 @@ def fit(
     with friendly_errors():
         if floor_mode not in ("clip", "mix"):
             raise CalibratorError(f"--floor-mode must be clip or mix, got {floor_mode!r}")
+        check_output(out, overwrite)
         predictions = load_labelled(data, labels, "fitting")
-        calibrator = make_calibrator(method, floor=floor, floor_mode=floor_mode)
+        variant = parse_spec(method)
+        kwargs = variant.kwargs
+        if "[" not in method and method != UNCALIBRATED:  # no options in the spec: the flags
+            kwargs.update(floor=floor, floor_mode=floor_mode)
+        calibrator = make_calibrator(variant.method, **kwargs)
         calibrator.fit(predictions.probs, predictions.y, labels=predictions.labels)
         calibrator.save(out)
     info = calibrator.fit_info
@@ -213,8 +272,7 @@ def fit(
     console.print(
         f"NLL on the fitting data: {info['nll_before']:.4f} (verbalized) → {info['nll_after']:.4f}"
     )
-    for warning in calibrator.warnings:
-        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}")
+    warn(calibrator.warnings, f"{method} fit")
     console.print(f"saved to {out}", markup=False)
 
 
@@ -223,14 +281,16 @@ def apply(
     calibrator: Annotated[Path, typer.Option(help="A calibrator written by `verbcal fit`.")],
     data: DataOption,
     out: Annotated[Path, typer.Option(help="Output JSONL with calibrated probs.")],
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Apply a fitted calibrator to new predictions (the original kept as verbalized_probs).
 
     Example: verbcal apply --calibrator ts.json --data new.jsonl --out calibrated.jsonl
     """
     with friendly_errors():
-        fitted = Calibrator.load(calibrator)
-        predictions = datasets.load(data, fitted.labels)
+        fitted = load_calibrator(calibrator)
+        check_output(out, overwrite)
+        predictions = read_for(data, fitted)
         err_console.print(predictions.describe(), highlight=False, markup=False)
         q = fitted.predict_proba(predictions.probs)
         write_jsonl(out, with_probs(predictions, q))
@@ -242,10 +302,16 @@ def apply(
 @app.command()
 def compare(
     data: DataOption,
-    methods: Annotated[str, typer.Option(help="'all' or a comma-separated list.")] = "all",
-    calib_frac: Annotated[float, typer.Option(help="Share of items used to fit.")] = 0.5,
-    repeats: Annotated[int, typer.Option(help="Random stratified splits.")] = 20,
-    seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
+    methods: Annotated[
+        str,
+        typer.Option(
+            help="'all' or a comma-separated list of method specs (uncalibrated, "
+            "temperature\\[floor=1e-4], ...)."
+        ),
+    ] = "all",
+    calib_frac: opt.CalibFrac = 0.5,
+    repeats: Annotated[int, typer.Option(min=1, help="Random stratified splits.")] = 20,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the splits.")] = 0,
     bins: BinsOption = DEFAULT_BINS,
     labels: LabelsOption = None,
     as_json: JsonOption = False,
@@ -255,7 +321,7 @@ def compare(
     Example: verbcal compare --data recorded:drug-reviews --methods identity,resoftmax,temperature
     """
     with friendly_errors():
-        names = parse_methods(methods)
+        names = parse_specs(methods)
         predictions = load_labelled(data, labels, "compare")
         with Progress(
             TextColumn("compare"),
@@ -279,6 +345,7 @@ def compare(
                 on_repeat=lambda _: progress.advance(task),
             )
     rows = summarise(results)
+    warn(fit_warnings(results), "fit warning")
     if as_json:
         print(json.dumps(rows))
         return

@@ -10,7 +10,9 @@ import typer
 from rich.table import Table
 
 from verbcal import datasets
+from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
+from verbcal.predictions import PredictionsError, check_output
 
 datasets_app = typer.Typer(
     help="Public labelled text sets to classify (extra verbcal[datasets]) and bundled recorded replies.",
@@ -51,24 +53,31 @@ def export_command(
     name: Annotated[str, typer.Argument(help=f"One of {', '.join(datasets.TEXT_DATASETS)}.")],
     out: Annotated[Path, typer.Option(help="Items JSONL to write (id, text, label, ...).")],
     n: Annotated[
-        int | None, typer.Option("--n", help="Items to sample (default: all), label shares kept.")
+        int | None,
+        typer.Option("--n", min=1, help="Items to sample (default: all), label shares kept."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the sample: same seed, same items.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Seed of the sample: same seed, same items.")
+    ] = 0,
     task_out: Annotated[
         Path | None, typer.Option(help="Also copy the dataset's ready task YAML here.")
     ] = None,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Write a fixed seeded sample of a text dataset as items JSONL, ready for elicit or run.
 
     Example: verbcal datasets export tweets --n 200 --out tweets.jsonl --task-out tweets.yaml
     """
     try:
+        for path in (out, task_out):
+            if path is not None:
+                check_output(path, overwrite)
         ds = datasets.text_dataset(name)
         items = datasets.export_items(name, out, n, seed)
         if task_out is not None:
             task_out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(ds.task_path(), task_out)
-    except (datasets.DatasetError, OSError) as exc:
+    except (datasets.DatasetError, PredictionsError, OSError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc
     task = task_out or ds.task_path()

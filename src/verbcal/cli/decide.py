@@ -13,12 +13,14 @@ from rich.table import Table
 
 from verbcal import datasets
 from verbcal.calibrate import Calibrator
+from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 from verbcal.cli.calibrate import (
     DataOption,
     JsonOption,
     LabelsOption,
     friendly_errors,
+    load_calibrator,
     load_labelled,
 )
 from verbcal.decide import (
@@ -42,10 +44,7 @@ CalibratorOption = Annotated[
     Path | None,
     typer.Option(help="A calibrator from `verbcal fit`, applied before deciding (recommended)."),
 ]
-ConfidenceOption = Annotated[
-    float,
-    typer.Option(help="Confidence of the one-sided Clopper-Pearson lower bound, in (0, 1)."),
-]
+ConfidenceOption = opt.Confidence
 COVERAGE_LEVELS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 BOUND_MEANING = (
     "The lower bound: if these labelled items are representative of new ones, the true {what} "
@@ -71,9 +70,8 @@ def _load(
     data: str, calibrator: Path | None, labels: str | None, action: str
 ) -> tuple[Predictions, NDArray[np.float64], str]:
     """Labelled predictions, their (calibrated) probabilities, and a description of which."""
-    fitted = Calibrator.load(calibrator) if calibrator else None
-    order = ",".join(fitted.labels) if fitted and fitted.labels else labels
-    predictions = load_labelled(data, order, action)
+    fitted = load_calibrator(calibrator) if calibrator else None
+    predictions = load_labelled(data, labels, action, fitted)
     if fitted is None:
         err_console.print(
             "no --calibrator: deciding on the verbalized probabilities as they are", style="dim"
@@ -107,9 +105,14 @@ def threshold(
     calibrator: CalibratorOption = None,
     precision: Annotated[
         float | None,
-        typer.Option(help="Target precision (default 0.95 when neither target is given)."),
+        typer.Option(
+            callback=opt.open_unit,
+            help=f"Target precision (default {opt.DEFAULT_PRECISION} when neither target is given).",
+        ),
     ] = None,
-    recall: Annotated[float | None, typer.Option(help="Target recall instead.")] = None,
+    recall: Annotated[
+        float | None, typer.Option(callback=opt.open_unit, help="Target recall instead.")
+    ] = None,
     confidence: ConfidenceOption = 0.95,
     procedure: ProcedureOption = "ltt-ranks",
     abstain: Annotated[
@@ -151,12 +154,13 @@ def threshold(
             raise ValueError("--abstain uses the ltt-ranks procedure; drop --procedure")
         predictions, q, what = _load(data, calibrator, labels, "choosing a threshold")
         cls = _class_index(predictions, class_name)
+        if precision is None and recall is None:
+            precision = opt.DEFAULT_PRECISION
         order = ",".join(predictions.labels)
         tested = _load(test, calibrator, order, "testing a threshold") if test else None
         if abstain:
-            band = abstain_band(
-                q, predictions.y, cls, precision=precision or 0.95, confidence=confidence
-            )
+            assert precision is not None
+            band = abstain_band(q, predictions.y, cls, precision=precision, confidence=confidence)
             _report_band(predictions, q, what, band, tested, as_json)
             return
         result = threshold_for(
@@ -180,7 +184,8 @@ def threshold(
             "support": result.support,
             "reachable": result.reachable,
         }
-        out.update({k: v for k, v in result.to_dict().items() if k not in out})
+        # one name per key: the class is given by name ("class"), not also by index ("cls")
+        out.update({k: v for k, v in result.to_dict().items() if k not in out and k != "cls"})
         out.update({"class": label, "n": len(predictions), "probabilities": what})
         if on_test is not None:
             out["test"] = on_test
@@ -357,7 +362,10 @@ def selective(
     ] = 0.8,
     accuracy: Annotated[
         float | None,
-        typer.Option(help="Also find the confidence threshold for this selective accuracy."),
+        typer.Option(
+            callback=opt.open_unit,
+            help="Also find the confidence threshold for this selective accuracy.",
+        ),
     ] = None,
     confidence: ConfidenceOption = 0.95,
     labels: LabelsOption = None,

@@ -20,7 +20,7 @@ from verbcal.datasets import RECORDED
 def demo(
     out: Annotated[Path, typer.Option(help="Directory for the demo's runs.")] = Path("runs/demo"),
     dataset: Annotated[str, typer.Option(help="Text dataset for the embedded model.")] = "tweets",
-    items: Annotated[int, typer.Option(help="Items the embedded model classifies.")] = 60,
+    items: Annotated[int, typer.Option(min=10, help="Items the embedded model classifies.")] = 60,
     local: Annotated[
         bool, typer.Option(help="Run the embedded model (--no-local: recorded replies only).")
     ] = True,

@@ -22,7 +22,7 @@ def elicit_command(
     task: Annotated[Path, typer.Option(help="Task spec (YAML): labels, instruction, fields.")],
     input: Annotated[Path, typer.Option("--input", help="Items to classify (JSONL or CSV).")],
     out: Annotated[Path, typer.Option(help="Predictions JSONL to write (input order).")],
-    backend: opt.Backend = "local",
+    backend: opt.Backend = None,
     model: opt.Model = None,
     base_url: opt.BaseUrl = None,
     concurrency: opt.Concurrency = 8,
@@ -61,7 +61,7 @@ def elicit_command(
         err_console.print(f"[bold red]error:[/] {exc}; run: pip install 'verbcal[elicit]'")
         raise typer.Exit(2) from exc
     options = ElicitOptions(
-        backend=backend,
+        backend=opt.require_backend(backend),
         model=model,
         base_url=base_url,
         store=store,

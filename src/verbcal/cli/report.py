@@ -9,7 +9,7 @@ import typer
 
 from verbcal.calibrate import CalibratorError
 from verbcal.cli.app import app, console, err_console
-from verbcal.predictions import PredictionsError
+from verbcal.predictions import PredictionsError, check_output
 
 
 @app.command("report")
@@ -26,6 +26,8 @@ def report_command(
     from verbcal.report import ReportError, write_report
 
     try:
+        if out is not None:
+            check_output(out)
         path = write_report(run_dir, out)
     except ImportError as exc:
         err_console.print(

@@ -18,19 +18,24 @@ from verbcal.run import RunError, RunOptions, RunResult, parse_methods
 @app.command("run")
 def run_command(
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
-    predictions: Annotated[
+    data: Annotated[
         str | None,
         typer.Option(
-            help="Start from this predictions JSONL/CSV (or recorded:<name>): no LLM calls."
+            "--data",
+            "-d",
+            help="Start from this predictions JSONL/CSV (or recorded:<name>): no LLM calls.",
         ),
     ] = None,
+    predictions: Annotated[
+        str | None, typer.Option("--predictions", hidden=True, help="Old name of --data.")
+    ] = None,
     task: Annotated[
-        Path | None, typer.Option(help="Task spec (YAML); needed unless --predictions.")
+        Path | None, typer.Option(help="Task spec (YAML); needed unless --data.")
     ] = None,
     input: Annotated[
         Path | None, typer.Option("--input", help="Items to classify (JSONL or CSV).")
     ] = None,
-    backend: opt.Backend = "local",
+    backend: opt.Backend = None,
     model: opt.Model = None,
     base_url: opt.BaseUrl = None,
     concurrency: opt.Concurrency = 8,
@@ -47,9 +52,7 @@ def run_command(
     retries: opt.Retries = 6,
     structured: opt.Structured = True,
     prices: opt.Prices = None,
-    calib_frac: Annotated[
-        float, typer.Option(help="Share of the labelled items used to fit and choose.")
-    ] = 0.5,
+    calib_frac: opt.CalibFrac = 0.5,
     methods: Annotated[
         str,
         typer.Option(
@@ -58,18 +61,17 @@ def run_command(
             "histogram by cross-validated NLL on the calibration part."
         ),
     ] = "default",
-    seed: Annotated[int, typer.Option(help="Seed of the split, folds and bootstrap.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the split, folds and bootstrap.")] = 0,
     precision: Annotated[
-        float, typer.Option(help="Target precision of the per-class thresholds.")
-    ] = 0.9,
-    confidence: Annotated[
-        float, typer.Option(help="Confidence of the precision lower bound.")
-    ] = 0.95,
-    boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CIs.")] = 1000,
-    bins: Annotated[int, typer.Option("--bins", help="Equal-width bins for ECE/MCE.")] = 15,
+        float,
+        typer.Option(callback=opt.open_unit, help="Target precision of the per-class thresholds."),
+    ] = opt.DEFAULT_PRECISION,
+    confidence: opt.Confidence = 0.95,
+    boot: opt.Boot = 1000,
+    bins: opt.Bins = 15,
     labels: Annotated[
         str | None,
-        typer.Option(help="Comma-separated label order for --predictions (default: the file's)."),
+        typer.Option(help="Comma-separated label order for --data (default: the file's)."),
     ] = None,
     alpha: Annotated[
         float, typer.Option(help="Miscoverage of the conformal prediction sets.")
@@ -88,11 +90,12 @@ def run_command(
 ) -> None:
     """Elicit, calibrate on one part, evaluate on the rest, pick thresholds, write a report.
 
-    Writes RUN_DIR/predictions.jsonl, split.json, calibrators/<method>.json, metrics.json
-    and report.html. Every choice (parameters, the best alternative, the recommended
+    Writes RUN_DIR/predictions.jsonl, split.json, calibration.jsonl, test.jsonl,
+    calibrators/<method>.json, recommended.json (a copy of the recommended calibrator),
+    metrics.json and report.html. Every choice (parameters, the best alternative, the recommended
     method, thresholds) is made on the calibration part; the test part is only scored.
 
-    Example: verbcal run --predictions recorded:tweets --out runs/tweets
+    Example: verbcal run --data recorded:tweets --out runs/tweets
 
     Example: verbcal run --task sentiment.yaml --input items.jsonl --backend openai
     --model gpt-4o-mini --out runs/gpt4o-mini
@@ -114,7 +117,7 @@ def run_command(
         result = _dispatch(
             out,
             options,
-            predictions,
+            data if data is not None else predictions,
             task,
             input,
             labels,
@@ -174,7 +177,7 @@ def _dispatch(
     label_list = [s.strip() for s in labels.split(",")] if labels else None
     if predictions is not None:
         if items is not None:
-            raise RunError("give either --predictions or --task with --input, not both")
+            raise RunError("give either --data or --task with --input, not both")
         if label_list is None and task is not None:
             from verbcal.task import load_task
 
@@ -184,9 +187,11 @@ def _dispatch(
         )
     if task is None or items is None:
         raise RunError(
-            "give --task and --input to elicit predictions, or --predictions to start from a file"
+            "give --task and --input to elicit predictions, or --data to start from a file"
         )
     from verbcal.elicit import ElicitOptions
+
+    elicit_args["backend"] = opt.require_backend(elicit_args["backend"])
 
     return run_module.run(
         task,

@@ -18,6 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 from verbcal.cli.calibrate import friendly_errors
 from verbcal.study import (
@@ -43,11 +44,14 @@ def study(
     ),
     workers: Annotated[
         int,
-        typer.Option(help="Worker processes (default: all cores); results do not depend on it."),
+        typer.Option(
+            min=0, help="Worker processes (default: all cores); results do not depend on it."
+        ),
     ] = 0,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary rows as JSON only.")
     ] = False,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Compare calibrators on repeated stratified splits: datasets × methods × sizes × repeats.
 
@@ -57,6 +61,8 @@ def study(
     Example: verbcal study --out study-out --workers 2
     """
     with friendly_errors():
+        if (out / "summary.csv").exists() and not overwrite:
+            raise StudyError(f"{out} already holds a study; pass --overwrite or another --out")
         try:
             settings = StudyConfig.load(config) if config else StudyConfig()
         except ModuleNotFoundError as exc:

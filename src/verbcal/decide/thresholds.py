@@ -40,6 +40,8 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 Target = Literal["precision", "recall"]
 Procedure = Literal["ltt-ranks", "pointwise", "recall-bound"]
+DEFAULT_PRECISION = 0.9
+"""The precision target when none is given (``verbcal threshold`` and ``verbcal run``)."""
 
 TIE_TOLERANCE = 1e-9
 """Scores closer than this count as tied: normalising a row leaves float noise such as
@@ -270,7 +272,7 @@ def threshold_for(
 ) -> ThresholdResult:
     """Pick a threshold for class ``cls`` that meets a precision or a recall target, with a margin.
 
-    Give exactly one of ``precision`` and ``recall`` (if neither, precision 0.95).
+    Give exactly one of ``precision`` and ``recall`` (if neither, :data:`DEFAULT_PRECISION`).
 
     **Precision target, procedure "ltt-ranks"** (Learn-then-Test, Angelopoulos et al.,
     arXiv 2110.01052, with a Bonferroni family over ranks). Guarantee: if the n items are
@@ -307,7 +309,9 @@ def threshold_for(
     if procedure not in ("ltt-ranks", "pointwise"):
         raise ValueError(f"procedure must be 'ltt-ranks' or 'pointwise', got {procedure!r}")
     metric: Target = "recall" if recall is not None else "precision"
-    value = recall if recall is not None else (0.95 if precision is None else precision)
+    value = (
+        recall if recall is not None else (DEFAULT_PRECISION if precision is None else precision)
+    )
     target = _check_unit(metric, value)
     confidence = _check_unit("confidence", confidence)
     curve = pr_curve(probs, y, cls)
