@@ -11,8 +11,8 @@ from numpy.typing import NDArray
 from scipy.stats import binomtest
 
 from verbcal.decide import (
-    abstain_band,
     DEFAULT_PRECISION,
+    abstain_band,
     accuracy_at_coverage,
     aurc,
     candidate_ranks,

@@ -501,6 +501,8 @@ def by_slice(
         entry["ci"] = bootstrap_ci(q_s, y_s, n_boot=n_boot, seed=seed, n_bins=n_bins)
         out[str(value)] = entry
     return out
+
+
 def _non_negative(value: float) -> float:
     """``value`` as a float, with rounding noise below 0 (and -0.0) mapped to 0.0."""
     return float(value) if value > 0 else 0.0

@@ -82,6 +82,10 @@ def serve_command(
     try:
         classify = None
         if task is not None:
+            if backend is None:
+                raise ValueError(
+                    "--task needs --backend (openai, anthropic, bedrock, litellm or local)"
+                )
             classify = ClassifyConfig(
                 task=str(task),
                 backend=backend,

@@ -9,6 +9,7 @@
 from verbcal.decide.cost import CostMatrix, bayes_actions, cost_report
 from verbcal.decide.sets import ConformalSets, fit_sets, set_summary
 from verbcal.decide.thresholds import (
+    DEFAULT_PRECISION,
     TIE_TOLERANCE,
     AbstainBand,
     PRCurve,
@@ -28,6 +29,7 @@ from verbcal.decide.thresholds import (
 )
 
 __all__ = [
+    "DEFAULT_PRECISION",
     "TIE_TOLERANCE",
     "AbstainBand",
     "ConformalSets",
