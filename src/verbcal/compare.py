@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from verbcal.calibrate import Calibrator, make_calibrator, normalise
+from verbcal.calibration import Calibrator, make_calibrator, normalise
 from verbcal.metrics import DEFAULT_BINS, METRICS, summary
 
 IntArray = NDArray[np.int64]
@@ -97,18 +97,22 @@ def compare(
     repeats: int = 20,
     seed: int = 0,
     n_bins: int = DEFAULT_BINS,
+    options: dict[str, dict[str, Any]] | None = None,
     on_repeat: Callable[[int], None] | None = None,
 ) -> list[SplitResult]:
-    """Every method scored on ``repeats`` random stratified splits (seeded)."""
+    """Every method scored on ``repeats`` random stratified splits (seeded).
+
+    ``options`` holds constructor options per method name (e.g. a fixed floor).
+    """
     probs = normalise(probs)
     rng = np.random.default_rng(seed)
     results = []
     for repeat in range(repeats):
         calib_idx, test_idx = stratified_split(y, calib, rng)
-        scored = score_split(probs, y, calib_idx, test_idx, methods, labels, n_bins)
+        scored = score_split(probs, y, calib_idx, test_idx, methods, labels, n_bins, options)
         for method, (metrics, calibrator) in scored.items():
             params = dict(calibrator.params)
-            params["floor"] = calibrator.floor.value
+            params["floor"] = calibrator.floor_
             results.append(SplitResult(method, repeat, metrics, params))
         if on_repeat is not None:
             on_repeat(repeat)

@@ -14,14 +14,15 @@ Configuration (YAML; see ``examples/study.yaml``), every key optional:
     recorded sets (``recorded:tweets``, ``recorded:drug-reviews``, ``recorded:bbc-news``).
 ``methods``
     list of method variants: a calibrator name as in ``verbcal fit``
-    (identity, temperature, resoftmax, vector, matrix, platt, isotonic, histogram),
-    optionally with options in brackets: ``temperature[floor=1e-4]``,
-    ``temperature[floor=fit,mode=mix]``, ``matrix[reg=0.1]``, ``histogram[bins=5]``.
-    Options: ``floor`` (a number in (0, 1) or ``fit``; default ``fit``), ``mode``
-    (``clip``: max(p, floor), or ``mix``: (1 - a) p + a / K; default ``clip``), ``reg``
-    (vector, matrix), ``bins`` (histogram). ``uncalibrated`` is the verbalized
-    distribution itself, normalised: ``identity[floor=1e-12]`` (a clip floor at 1e-12 only
-    acts on exact zeros). Default: :data:`DEFAULT_METHODS`.
+    (identity, floor, temperature, resoftmax, vector, matrix, platt, isotonic, histogram,
+    auto), optionally with options in brackets: ``temperature[floor=1e-4]``,
+    ``temperature[floor=fit,mode=mix]``, ``temperature[prior=none]``, ``matrix[reg=0.1]``,
+    ``histogram[bins=5]``. Options: ``floor`` (a number in (0, 1) or ``fit``; default
+    ``fit``), ``mode`` (``clip``: max(p, floor), or ``mix``: (1 - a) p + a / K; default
+    ``clip``), ``prior`` (temperature: sd of the prior on log T, or ``none`` for the exact
+    maximum-likelihood T), ``reg`` (vector, matrix), ``bins`` (histogram). ``uncalibrated``
+    is ``identity``: the verbalized distribution itself, normalised, nothing fitted.
+    Default: :data:`DEFAULT_METHODS`.
 ``sizes``
     calibration-set sizes: integers, or ``all`` (alias ``half``) = n // 2 for a dataset of
     n labelled items, the largest calibration set that leaves a test part at least as
@@ -47,7 +48,9 @@ Configuration (YAML; see ``examples/study.yaml``), every key optional:
 Tidy rows (``tidy.csv``): ``dataset, method, size, repeat, metric, value``. Metrics are
 :data:`verbcal.metrics.METRICS` on the test part, plus the fitted parameters
 ``temperature`` (T, temperature and resoftmax), ``floor`` (the floor value, variants that
-use one) and ``nll_fit`` (NLL on the calibration part itself, to show overfitting).
+use one) and ``nll_fit`` (NLL on the calibration part itself, to show overfitting); for
+``auto``, ``picked_<method>`` is 1 where auto chose that candidate and 0 elsewhere (its
+mean is the share of splits).
 
 Intervals: ``lo`` and ``hi`` are the 2.5th and 97.5th percentiles of the R per-repeat
 values (a percentile interval over repeats, not a standard error): they say how much a
@@ -75,7 +78,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from verbcal import datasets
-from verbcal.calibrate import METHODS, Calibrator, CalibratorError, Floor, make_calibrator
+from verbcal.calibration import (
+    DEFAULT_CANDIDATES,
+    METHODS,
+    AutoCalibrator,
+    Calibrator,
+    CalibratorError,
+    make_calibrator,
+    parse_floor,
+)
 from verbcal.compare import stratified_split
 from verbcal.decide import TIE_TOLERANCE, pr_curve, threshold_for
 from verbcal.metrics import DEFAULT_BINS, METRICS, summary
@@ -92,9 +103,10 @@ DEFAULT_DATASETS: dict[str, str] = {
 }
 DEFAULT_METHODS: tuple[str, ...] = (
     UNCALIBRATED,
-    "identity",
+    "floor",
     "resoftmax",
     "temperature",
+    "temperature[prior=none]",
     "temperature[floor=1e-2]",
     "temperature[floor=1e-3]",
     "temperature[floor=1e-4]",
@@ -109,9 +121,11 @@ DEFAULT_METHODS: tuple[str, ...] = (
     "platt",
     "isotonic",
     "histogram",
+    "auto",
 )
 """The default variants: every core method (floor fitted where one is used), the
-uncalibrated baseline, and temperature scaling under fixed clip and mix floors."""
+uncalibrated baseline, temperature scaling by maximum likelihood and under fixed clip and
+mix floors, and ``auto``."""
 DEFAULT_SIZES: tuple[int | str, ...] = (25, 50, 100, "all")
 DEFAULT_REPEATS = 50
 DEFAULT_TARGETS: tuple[float, ...] = (0.8, 0.9, 0.95)
@@ -164,9 +178,13 @@ class Variant:
     def fits_floor(self) -> bool:
         """True when the floor is fitted jointly with T (shared by every such variant)."""
         cls = METHODS[self.method]
-        return (
-            cls.uses_floor and cls.floor_fitted_with_temperature and self.kwargs["floor"] == "fit"
-        )
+        return cls.floor_fitted_with_temperature and self.kwargs.get("floor") == "fit"
+
+    @property
+    def floor_key(self) -> tuple[Any, ...]:
+        """What a floor fitted jointly with T depends on besides the data."""
+        kw = self.kwargs
+        return (kw.get("floor_mode"), kw.get("prior_sd", "default"))
 
     def make(self, floor: float | None = None) -> Calibrator:
         """A new calibrator; ``floor`` replaces a fitted floor by a value fitted already."""
@@ -177,11 +195,11 @@ class Variant:
 
 
 def parse_variant(spec: str) -> Variant:
-    """``method`` or ``method[key=value,...]``; ``uncalibrated`` = ``identity[floor=1e-12]``."""
+    """``method`` or ``method[key=value,...]``; ``uncalibrated`` = ``identity``."""
     if not isinstance(spec, str):
         raise StudyError(f"methods: each entry must be a string, got {spec!r}")
     if spec.strip() == UNCALIBRATED:
-        return Variant(UNCALIBRATED, "identity", (("floor", 1e-12), ("floor_mode", "clip")))
+        return Variant(UNCALIBRATED, "identity", ())
     match = _VARIANT.match(spec)
     if not match or match.group(1) not in METHODS:
         raise StudyError(
@@ -189,9 +207,16 @@ def parse_variant(spec: str) -> Variant:
             f"{', '.join([UNCALIBRATED, *METHODS])}, optionally with [floor=..,mode=..]"
         )
     method, body = match.group(1), match.group(2)
-    options: dict[str, Any] = {"floor": "fit", "floor_mode": "clip"}
-    allowed = {"floor", "mode"} | ({"reg"} if method in ("vector", "matrix") else set())
-    allowed |= {"bins"} if method == "histogram" else set()
+    params = METHODS[method]._get_param_names()
+    options: dict[str, Any] = {"floor": "fit", "floor_mode": "clip"} if "floor" in params else {}
+    keys = {
+        "floor": "floor",
+        "floor_mode": "mode",
+        "reg": "reg",
+        "bins": "bins",
+        "prior_sd": "prior",
+    }
+    allowed = {keys[p] for p in params if p in keys}
     for item in filter(None, (s.strip() for s in (body or "").split(","))):
         key, sep, value = (s.strip() for s in item.partition("="))
         if not sep or key not in allowed:
@@ -200,7 +225,7 @@ def parse_variant(spec: str) -> Variant:
             )
         if key == "floor":
             try:
-                options["floor"] = Floor.parse(value).value if value != "fit" else "fit"
+                options["floor"] = parse_floor(value)
             except (CalibratorError, ValueError) as exc:
                 raise StudyError(f"methods: {spec!r}: floor must be 'fit' or in (0, 1)") from exc
         elif key == "mode":
@@ -209,6 +234,8 @@ def parse_variant(spec: str) -> Variant:
             options["floor_mode"] = value
         elif key == "reg":
             options["reg"] = _number(value, spec, "reg", 0.0)
+        elif key == "prior":
+            options["prior_sd"] = None if value == "none" else _number(value, spec, "prior", 1e-9)
         else:
             options["bins"] = int(_number(value, spec, "bins", 1.0))
     return Variant(spec.strip(), method, tuple(options.items()))
@@ -441,11 +468,15 @@ def _run_task(task: Task) -> tuple[Task, list[MetricRow], list[ThresholdRow]]:
             calibrator = fitted[variant.name]
             q = calibrator.predict_proba(probs[test])
             scores = summary(q, y[test], n_bins=shared.bins)
+            floor = calibrator.floor_
             params = {
                 "temperature": calibrator.params.get("temperature", math.nan),
-                "floor": calibrator.floor.value if calibrator.uses_floor else math.nan,
+                "floor": floor if floor is not None else math.nan,
                 "nll_fit": calibrator.fit_info.get("nll_after", math.nan),
             }
+            if isinstance(calibrator, AutoCalibrator):
+                names = calibrator.candidates or DEFAULT_CANDIDATES
+                params |= {f"picked_{m}": float(m == calibrator.chosen_) for m in names}
             for name, value in (*scores.items(), *params.items()):
                 if value is not None and not math.isnan(value):
                     rows.append((task.dataset, variant.name, task.size, repeat, name, float(value)))
@@ -461,18 +492,17 @@ def fit_variants(
 ) -> dict[str, Calibrator]:
     """Every variant fitted on the same calibration part.
 
-    The floor fitted jointly with T depends only on the data and the floor mode, so it is
-    fitted once per mode and handed to every other variant that fits it (temperature,
-    vector, matrix, platt); the result equals fitting each on its own.
+    The floor fitted jointly with T depends only on the data, the floor mode and the
+    prior on T, so it is fitted once per such key and handed to every other temperature
+    variant that fits it; the result equals fitting each on its own.
     """
-    floors: dict[str, float] = {}
+    floors: dict[tuple[Any, ...], float] = {}
     fitted = {}
     for variant in variants:
-        mode = variant.kwargs["floor_mode"]
-        reuse = floors.get(mode) if variant.fits_floor else None
+        reuse = floors.get(variant.floor_key) if variant.fits_floor else None
         calibrator = variant.make(floor=reuse).fit(probs, y)
-        if variant.fits_floor and reuse is None and calibrator.floor.value is not None:
-            floors[mode] = calibrator.floor.value
+        if variant.fits_floor and reuse is None and calibrator.floor_ is not None:
+            floors[variant.floor_key] = calibrator.floor_
         fitted[variant.name] = calibrator
     return fitted
 

@@ -15,7 +15,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from verbcal import datasets
-from verbcal.calibrate import METHODS, Calibrator, CalibratorError, make_calibrator, parse_methods
+from verbcal.calibration import (
+    METHODS,
+    AutoCalibrator,
+    Calibrator,
+    CalibratorError,
+    make_calibrator,
+    method_options,
+    parse_floor,
+    parse_methods,
+    uncalibrated,
+)
 from verbcal.cli.app import app, console, err_console
 from verbcal.compare import compare as run_compare
 from verbcal.compare import summarise
@@ -31,6 +41,18 @@ DataOption = Annotated[
 LabelsOption = Annotated[
     str | None,
     typer.Option(help="Comma-separated label order (default: the first record's order)."),
+]
+FloorOption = Annotated[
+    str, typer.Option(help="Floor for zeros before log: a number in (0, 1), or 'fit'.")
+]
+FloorModeOption = Annotated[str, typer.Option(help="clip: max(p, floor); mix: (1 - a) p + a / K.")]
+MleOption = Annotated[
+    bool,
+    typer.Option(
+        "--mle",
+        help="temperature: the paper's exact maximum-likelihood T (default: MAP with a weak "
+        "prior log T ~ Normal(0, 1), which stays finite on separable data).",
+    ),
 ]
 BinsOption = Annotated[int, typer.Option("--bins", help="Equal-width bins for ECE/MCE.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
@@ -89,7 +111,8 @@ def evaluate(
 ) -> None:
     """Score predictions against gold labels, with 95% bootstrap confidence intervals.
 
-    Without --calibrator it scores the normalised verbalized distribution itself (no floor).
+    Without --calibrator it scores the uncalibrated baseline: the verbalized distribution
+    normalised to sum 1 (method ``identity``).
 
     Example: verbcal evaluate --data recorded:tweets --calibrator ts.json
     """
@@ -97,7 +120,7 @@ def evaluate(
         fitted = Calibrator.load(calibrator) if calibrator else None
         order = ",".join(fitted.labels or ()) if fitted and fitted.labels else labels
         predictions = load_labelled(data, order, "evaluate")
-        q = fitted.predict_proba(predictions.probs) if fitted else predictions.probs
+        q = fitted.predict_proba(predictions.probs) if fitted else uncalibrated(predictions.probs)
         scores = summary(q, predictions.y, n_bins=bins)
         ci = bootstrap_ci(q, predictions.y, n_boot=boot, seed=seed, n_bins=bins)
     if as_json:
@@ -106,7 +129,7 @@ def evaluate(
         print(json.dumps(out))
         return
     title = f"{escape(predictions.source)}: " + (
-        f"{fitted.method} calibrator ({fitted.floor.describe()})"
+        f"{fitted.method} calibrator ({fitted.describe_floor()})"
         if fitted
         else "verbalized (uncalibrated)"
     )
@@ -125,29 +148,32 @@ def fit(
     method: Annotated[str, typer.Option(help=f"One of: {', '.join(METHODS)}.")],
     data: DataOption,
     out: Annotated[Path, typer.Option(help="Where to write the calibrator JSON.")],
-    floor: Annotated[
-        str, typer.Option(help="Floor for zeros before log: a number in (0, 1), or 'fit'.")
-    ] = "fit",
-    floor_mode: Annotated[
-        str, typer.Option(help="clip: max(p, floor); mix: (1 - a) p + a / K.")
-    ] = "clip",
+    floor: FloorOption = "fit",
+    floor_mode: FloorModeOption = "clip",
+    mle: MleOption = False,
     labels: LabelsOption = None,
 ) -> None:
     """Fit a calibrator on labelled predictions and save it as a small JSON file.
 
+    --method auto picks the calibrator by cross-validated NLL on these data (the simplest
+    within one standard error of the best) and prints the table and the reason.
+
     Example: verbcal fit --method temperature --data recorded:tweets --out ts.json
     """
     with friendly_errors():
-        if floor_mode not in ("clip", "mix"):
-            raise CalibratorError(f"--floor-mode must be clip or mix, got {floor_mode!r}")
+        options = calibrator_options(method, floor, floor_mode, mle)
         predictions = load_labelled(data, labels, "fitting")
-        calibrator = make_calibrator(method, floor=floor, floor_mode=floor_mode)
+        calibrator = make_calibrator(method, **options)
         calibrator.fit(predictions.probs, predictions.y, labels=predictions.labels)
         calibrator.save(out)
     info = calibrator.fit_info
-    floor_text = calibrator.floor.describe() if calibrator.uses_floor else "not used"
-    console.print(f"[bold]{method}[/] fitted on {int(info['n'])} items; floor: {floor_text}")
-    for name, value in calibrator.params.items():
+    if isinstance(calibrator, AutoCalibrator):
+        show_auto(calibrator)
+    console.print(
+        f"[bold]{method}[/] fitted on {int(info['n'])} items; floor: {calibrator.describe_floor()}"
+    )
+    shown = calibrator.calibrator_ if isinstance(calibrator, AutoCalibrator) else calibrator
+    for name, value in shown.params.items():
         console.print(f"  {name} = {value}", highlight=False)
     console.print(
         f"NLL on the fitting data: {info['nll_before']:.4f} (verbalized) → {info['nll_after']:.4f}"
@@ -155,6 +181,34 @@ def fit(
     for warning in calibrator.warnings:
         err_console.print(f"[bold yellow]warning:[/] {escape(warning)}")
     console.print(f"saved to {out}", markup=False)
+
+
+def calibrator_options(method: str, floor: str, floor_mode: str, mle: bool) -> dict[str, Any]:
+    """The CLI's floor flags as constructor options of ``method`` (validated; unused ones dropped)."""
+    if floor_mode not in ("clip", "mix"):
+        raise CalibratorError(f"--floor-mode must be clip or mix, got {floor_mode!r}")
+    parse_floor(floor)
+    options: dict[str, Any] = {"floor": floor, "floor_mode": floor_mode}
+    if mle:
+        options["prior_sd"] = None
+    return method_options(method, **options)
+
+
+def show_auto(calibrator: AutoCalibrator) -> None:
+    """The cross-validation table ``auto`` chose from, and why."""
+    table = Table(title="auto: cross-validated NLL on the fitting data (lower is better)")
+    for column in ("candidate", "CV NLL", "± se", "chosen"):
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+    for row in calibrator.cv_:
+        nll, se = row["cv_nll"], row["se"]
+        table.add_row(
+            row["method"],
+            "failed" if nll is None else f"{nll:.4f}",
+            "" if se is None else f"{se:.4f}",
+            "✓" if row["method"] == calibrator.chosen_ else "",
+        )
+    console.print(table)
+    console.print(f"chosen: {calibrator.reason_}", highlight=False)
 
 
 @app.command()
@@ -186,15 +240,22 @@ def compare(
     repeats: Annotated[int, typer.Option(help="Random stratified splits.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
     bins: BinsOption = DEFAULT_BINS,
+    floor: FloorOption = "fit",
+    floor_mode: FloorModeOption = "clip",
+    mle: MleOption = False,
     labels: LabelsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Fit every method on calibration splits and score it on the rest: mean ± sd over repeats.
 
+    ``identity`` is the uncalibrated baseline (normalised, nothing fitted); --floor and
+    --floor-mode apply to every method that uses a floor.
+
     Example: verbcal compare --data recorded:drug-reviews --methods identity,resoftmax,temperature
     """
     with friendly_errors():
         names = parse_methods(methods)
+        options = {m: calibrator_options(m, floor, floor_mode, mle) for m in names}
         predictions = load_labelled(data, labels, "compare")
         with Progress(
             TextColumn("compare"),
@@ -215,6 +276,7 @@ def compare(
                 repeats=repeats,
                 seed=seed,
                 n_bins=bins,
+                options=options,
                 on_repeat=lambda _: progress.advance(task),
             )
     rows = summarise(results)

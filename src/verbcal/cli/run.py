@@ -209,6 +209,8 @@ def print_run_summary(result: RunResult) -> None:
     console.print(table)
     if metrics.get("best_alternative"):
         console.print(f"best alternative by CV NLL: {metrics['best_alternative']}")
+    if metrics.get("auto"):
+        console.print(f"recommended by auto: {metrics['auto']['reason']}", highlight=False)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, markup=False)
     console.print(f"run directory: {result.out}")

@@ -1,0 +1,135 @@
+"""Calibrators for verbalized distributions: invert softmax, temperature scaling and friends.
+
+The paper's method (Wang et al., arXiv 2410.06707): estimate logits from the verbalized
+probabilities, ``z_i = log(max(p_i, floor))`` after normalising p to sum 1, then apply
+temperature scaling ``softmax(z / T)``. Modules, one per concern:
+
+* :mod:`~verbcal.calibration.base`: the protocol (scikit-learn conventions) and the file format;
+* :mod:`~verbcal.calibration.rows`: distinct rows with counts, floors, the temperature solver;
+* :mod:`~verbcal.calibration.inputs`: arrays and pandas / polars DataFrames, label names;
+* :mod:`~verbcal.calibration.scaling`: identity, floor, temperature, resoftmax, vector, matrix;
+* :mod:`~verbcal.calibration.one_vs_rest`: platt, isotonic, histogram;
+* :mod:`~verbcal.calibration.auto`: the calibrator chosen by cross-validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from verbcal.calibration.auto import DEFAULT_CANDIDATES, AutoCalibrator
+from verbcal.calibration.base import FORMAT, METHODS, VERSION, Calibrator
+from verbcal.calibration.one_vs_rest import (
+    OUTPUT_FLOOR,
+    HistogramBinning,
+    IsotonicCalibration,
+    PlattScaling,
+)
+from verbcal.calibration.rows import (
+    BETA_BOUNDS,
+    SMALLEST_FLOOR,
+    CalibratorError,
+    Counts,
+    FloorMode,
+    apply_floor,
+    check_probs,
+    count_rows,
+    distinct_rows,
+    fit_floor,
+    fit_inverse_temperature,
+    invert_softmax,
+    normalise,
+    parse_floor,
+    softmax,
+    weighted_nll,
+)
+from verbcal.calibration.scaling import (
+    DEFAULT_PRIOR_SD,
+    FloorCalibration,
+    Identity,
+    MatrixScaling,
+    ReSoftmax,
+    TemperatureScaling,
+    VectorScaling,
+    uncalibrated,
+)
+
+
+def method_options(method: str, **options: Any) -> dict[str, Any]:
+    """The ``options`` that ``method``'s constructor takes (others dropped): for shared CLI flags."""
+    if method not in METHODS:
+        raise CalibratorError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    names = METHODS[method]._get_param_names()
+    return {k: v for k, v in options.items() if k in names}
+
+
+def make_calibrator(method: str, **options: Any) -> Calibrator:
+    """A new, unfitted calibrator by CLI name (see :data:`METHODS`)."""
+    if method not in METHODS:
+        raise CalibratorError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    try:
+        return METHODS[method](**options)
+    except TypeError as exc:
+        names = ", ".join(METHODS[method]._get_param_names()) or "no options"
+        raise CalibratorError(f"{method}: bad option ({exc}); it takes {names}") from exc
+
+
+def clone(calibrator: Calibrator) -> Calibrator:
+    """A new unfitted calibrator with the same constructor arguments."""
+    return type(calibrator)(**calibrator.get_params())
+
+
+def parse_methods(spec: str, also: Sequence[str] = ()) -> list[str]:
+    """``"all"`` or a comma-separated list of method names (plus any in ``also``), validated.
+
+    ``all`` means every fixed method (``auto`` is asked for by name).
+    """
+    fixed = [m for m in METHODS if m != "auto"]
+    names = fixed if spec.strip() == "all" else [m.strip() for m in spec.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS and m not in also]
+    if unknown or not names:
+        choices = ", ".join(["all", *METHODS, *also])
+        raise CalibratorError(f"unknown method(s) {unknown or spec!r}; choose from {choices}")
+    return names
+
+
+__all__ = [
+    "BETA_BOUNDS",
+    "DEFAULT_CANDIDATES",
+    "DEFAULT_PRIOR_SD",
+    "FORMAT",
+    "METHODS",
+    "OUTPUT_FLOOR",
+    "SMALLEST_FLOOR",
+    "VERSION",
+    "AutoCalibrator",
+    "Calibrator",
+    "CalibratorError",
+    "Counts",
+    "FloorCalibration",
+    "FloorMode",
+    "HistogramBinning",
+    "Identity",
+    "IsotonicCalibration",
+    "MatrixScaling",
+    "PlattScaling",
+    "ReSoftmax",
+    "TemperatureScaling",
+    "VectorScaling",
+    "apply_floor",
+    "check_probs",
+    "clone",
+    "count_rows",
+    "distinct_rows",
+    "fit_floor",
+    "fit_inverse_temperature",
+    "invert_softmax",
+    "make_calibrator",
+    "method_options",
+    "normalise",
+    "parse_floor",
+    "parse_methods",
+    "softmax",
+    "uncalibrated",
+    "weighted_nll",
+]

@@ -1,0 +1,222 @@
+"""``auto``: the calibrator chosen by cross-validated NLL on the calibration data only.
+
+Every candidate is scored by repeated stratified K-fold cross-validation: each item's
+NLL comes from a fit that did not see it (averaged over the repeats). The one-standard-
+error rule then picks the *simplest* candidate whose mean out-of-fold NLL is within one
+standard error of the best candidate's (the standard error of the best's per-item losses),
+with simplicity ordered identity < floor < temperature < vector < matrix < one-vs-rest.
+Small calibration sets make selection noisy; the rule keeps a flexible calibrator out
+unless the data show it clearly helps. The table and the reason are saved with the fit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from verbcal.calibration.base import METHODS, Calibrator, register
+from verbcal.calibration.rows import Array, CalibratorError, Counts
+
+DEFAULT_CANDIDATES: tuple[str, ...] = ("identity", "floor", "temperature", "vector", "matrix")
+"""The scaling family; add ``platt``, ``isotonic`` or ``histogram`` to try them too."""
+NLL_CLIP = 1e-12
+"""Per-item NLL is -ln(max(q_y, NLL_CLIP)), as in :func:`verbcal.metrics.nll`."""
+
+
+def stratified_folds(y: NDArray[np.int64], k: int, rng: np.random.Generator) -> NDArray[np.int64]:
+    """A fold index in [0, k) per item; each label is dealt round-robin after shuffling."""
+    folds = np.empty(len(y), dtype=np.int64)
+    offset = 0
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        folds[members] = (np.arange(len(members)) + offset) % k
+        offset += len(members)
+    return folds
+
+
+def out_of_fold_losses(
+    candidate: Calibrator,
+    probs: Array,
+    y: NDArray[np.int64],
+    labels: Sequence[str],
+    folds: NDArray[np.int64],
+    weight: Array | None = None,
+) -> Array:
+    """Per-item NLL of ``candidate`` fitted without the item's fold (inf where a fit fails)."""
+    from verbcal.calibration import clone
+
+    losses = np.full(len(y), np.inf)
+    for fold in np.unique(folds):
+        train, held = folds != fold, folds == fold
+        try:
+            fitted = clone(candidate).fit(
+                probs[train],
+                y[train],
+                sample_weight=None if weight is None else weight[train],
+                labels=labels,
+            )
+            q = fitted.predict_proba(probs[held])
+        except (CalibratorError, ValueError, FloatingPointError, np.linalg.LinAlgError):
+            return np.full(len(y), np.inf)
+        gold = q[np.arange(len(q)), y[held]]
+        losses[held] = -np.log(np.maximum(gold, NLL_CLIP))
+    return losses
+
+
+@register
+class AutoCalibrator(Calibrator):
+    """The simplest candidate within one standard error of the best cross-validated NLL.
+
+    ``candidates``: method names (default: :data:`DEFAULT_CANDIDATES`); ``folds``: K of the
+    stratified K-fold (lowered to the smallest label count, at least 2); ``repeats``: how
+    many shufflings the per-item losses are averaged over; ``seed``: of the shufflings.
+    After ``fit``: ``calibrator_`` (the chosen one, fitted on all data), ``chosen_``,
+    ``cv_`` (a row per candidate) and ``reason_``.
+    """
+
+    method = "auto"
+    summary = "chosen by cross-validated NLL with the one-standard-error rule"
+    uses_floor = False
+    complexity = 10_000
+
+    def __init__(
+        self,
+        candidates: Sequence[str] | None = None,
+        folds: int = 5,
+        repeats: int = 2,
+        seed: int = 0,
+    ) -> None:
+        self.candidates = candidates
+        self.folds = folds
+        self.repeats = repeats
+        self.seed = seed
+
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        sample_weight: ArrayLike | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> Calibrator:
+        """Score every candidate by cross-validation, then fit the chosen one on all data."""
+        p, gold, weight = self._prepare(X, y, sample_weight, labels)
+        candidates = self._candidates()
+        table = self._cross_validate(candidates, p, gold, weight)
+        chosen, reason = one_standard_error_choice(table)
+        self.cv_: list[dict[str, Any]] = table
+        self.chosen_: str = chosen
+        self.reason_: str = reason
+        calibrator = next(c for c in candidates if c.method == chosen)
+        self.calibrator_: Calibrator = calibrator.fit(
+            p, gold, sample_weight=weight, labels=self.labels_
+        )
+        self.floor_ = self.calibrator_.floor_
+        self.warnings_ = self.calibrator_.warnings
+        self.fit_info_ = dict(self.calibrator_.fit_info_)
+        return self
+
+    def _candidates(self) -> list[Calibrator]:
+        names = list(self.candidates) if self.candidates is not None else list(DEFAULT_CANDIDATES)
+        unknown = [n for n in names if n not in METHODS or n == self.method]
+        if unknown or not names:
+            raise CalibratorError(
+                f"auto: unknown candidate(s) {unknown or names}; choose from "
+                f"{', '.join(m for m in METHODS if m != self.method)}"
+            )
+        return [METHODS[n]() for n in dict.fromkeys(names)]
+
+    def _cross_validate(
+        self,
+        candidates: list[Calibrator],
+        p: Array,
+        gold: NDArray[np.int64],
+        weight: Array | None,
+    ) -> list[dict[str, Any]]:
+        per_label = np.bincount(gold, minlength=len(self.labels_))
+        k = max(2, min(int(self.folds), int(per_label[per_label > 0].min()), len(gold) // 2))
+        rng = np.random.default_rng(self.seed)
+        splits = [stratified_folds(gold, k, rng) for _ in range(max(1, int(self.repeats)))]
+        w = np.ones(len(gold)) if weight is None else weight
+        table = []
+        for candidate in candidates:
+            losses = np.mean(
+                [out_of_fold_losses(candidate, p, gold, self.labels_, f, weight) for f in splits],
+                axis=0,
+            )
+            mean = float(np.sum(w * losses) / np.sum(w))
+            n_eff = float(np.sum(w) ** 2 / np.sum(w * w))
+            spread = math.sqrt(float(np.sum(w * (losses - mean) ** 2) / np.sum(w)))
+            se = spread / math.sqrt(max(n_eff - 1.0, 1.0)) if math.isfinite(mean) else math.inf
+            table.append(
+                {
+                    "method": candidate.method,
+                    "complexity": candidate.complexity,
+                    "cv_nll": mean if math.isfinite(mean) else None,
+                    "se": se if math.isfinite(se) else None,
+                }
+            )
+        for row in table:
+            row["folds"], row["repeats"] = k, len(splits)
+        return table
+
+    def _fit(self, data: Counts) -> None:  # fit() is overridden
+        raise NotImplementedError
+
+    def _predict(self, rows: Array) -> Array:
+        return self.calibrator_._predict(rows)
+
+    def describe_floor(self) -> str:
+        return self.calibrator_.describe_floor() if self.is_fitted else "not used"
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "chosen": self.chosen_,
+            "reason": self.reason_,
+            "cv": self.cv_,
+            "calibrator": self.calibrator_.to_dict(),
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.chosen_ = str(state["chosen"])
+        self.reason_ = str(state["reason"])
+        self.cv_ = list(state["cv"])
+        self.calibrator_ = Calibrator.from_dict(state["calibrator"])
+
+
+def one_standard_error_choice(table: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    """The simplest row whose ``cv_nll`` is within one ``se`` of the best; and why."""
+    scored = [r for r in table if r["cv_nll"] is not None]
+    if not scored:
+        raise CalibratorError("auto: no candidate could be fitted in every fold")
+    best = min(scored, key=lambda r: (r["cv_nll"], r["complexity"]))
+    limit = best["cv_nll"] + (best["se"] or 0.0)
+    chosen = min(
+        (r for r in scored if r["cv_nll"] <= limit), key=lambda r: (r["complexity"], r["cv_nll"])
+    )
+    folds = f"{best['folds']}-fold CV x {best['repeats']}"
+    if chosen is best:
+        reason = (
+            f"{chosen['method']} has the lowest cross-validated NLL ({best['cv_nll']:.4f}, "
+            f"{folds}) and no simpler candidate is within one standard error "
+            f"({best['se']:.4f})"
+        )
+    else:
+        reason = (
+            f"{chosen['method']} is the simplest candidate within one standard error of the "
+            f"best ({best['method']}: {best['cv_nll']:.4f} + {best['se']:.4f} = {limit:.4f}; "
+            f"{chosen['method']}: {chosen['cv_nll']:.4f}, {folds})"
+        )
+    return str(chosen["method"]), reason
+
+
+__all__ = [
+    "DEFAULT_CANDIDATES",
+    "AutoCalibrator",
+    "one_standard_error_choice",
+    "out_of_fold_losses",
+    "stratified_folds",
+]
