@@ -132,3 +132,6 @@ def summarise(results: Sequence[SplitResult]) -> list[dict[str, Any]]:
             sd = float(values.std(ddof=1)) if len(values) > 1 else 0.0
             rows.append({"method": method, "metric": metric, "mean": mean, "sd": sd})
     return rows
+
+
+__all__ = ["SplitResult", "compare", "score_split", "stratified_split", "summarise"]

@@ -103,14 +103,10 @@ def as_targets(y: Any, labels: Sequence[str]) -> NDArray[np.int64]:
 
 
 def _known(value: Any, index: dict[str, int]) -> bool:
-    return (
-        (isinstance(value, str)
-        and value in index)
-        or (
-            isinstance(value, int | np.integer)
-            and not isinstance(value, bool)
-            and 0 <= int(value) < len(index)
-        )
+    return (isinstance(value, str) and value in index) or (
+        isinstance(value, int | np.integer)
+        and not isinstance(value, bool)
+        and 0 <= int(value) < len(index)
     )
 
 

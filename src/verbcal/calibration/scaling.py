@@ -191,8 +191,10 @@ class ReSoftmax(TemperatureScaling):
     complexity = 1000
     floor_fitted_with_temperature = False
 
+    prior_sd = None  # maximum likelihood, fixed
+
     def __init__(self) -> None:
-        self.prior_sd = None
+        pass
 
     def _features(self, rows: Array) -> Array:
         return rows
