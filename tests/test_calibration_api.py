@@ -185,8 +185,8 @@ def test_y_as_names_or_indices_and_clear_errors() -> None:
     assert by_index.classes_.tolist() == [0, 1, 2]
     with pytest.raises(CalibratorError, match=r"y holds floats \(e.g. 0.9\)"):
         TemperatureScaling().fit(p, np.where(y == 0, 0.9, y))
-    with pytest.raises(CalibratorError, match="unknown label.*'mixed'"):
-        TemperatureScaling().fit(p, ["mixed"] + list(np.array(labels)[y[1:]]), labels=labels)
+    with pytest.raises(CalibratorError, match=r"unknown label.*'mixed'"):
+        TemperatureScaling().fit(p, ["mixed", *np.array(labels)[y[1:]]], labels=labels)
     with pytest.raises(CalibratorError, match="index 3 at position 0 is out of range"):
         TemperatureScaling().fit(p, np.r_[3, y[1:]])
     with pytest.raises(CalibratorError, match="pass labels="):
@@ -222,7 +222,7 @@ def test_dataframes_are_matched_by_column_name(library: str) -> None:
         rtol=1e-9,  # the same fit, summed in another column order
     )
     missing = frame.drop("neu") if library == "polars" else frame.drop(columns="neu")
-    with pytest.raises(CalibratorError, match="no column for label.*'neu'"):
+    with pytest.raises(CalibratorError, match=r"no column for label.*'neu'"):
         fitted.predict_proba(missing)
 
 

@@ -200,7 +200,7 @@ def analyse(
     cv = {row["method"]: _nan(row["cv_nll"]) for row in auto.cv_}
     best_alternative = None
     if "best" in options.methods:
-        scored = [(cv[m], m) for m in ALTERNATIVES if not math.isnan(cv[m])]
+        scored = [(cv[m], m) for m in ALTERNATIVES if not math.isnan(cv.get(m, math.nan))]
         if not scored:
             raise RunError("no alternative calibrator could be fitted on the calibration part")
         best_alternative = min(scored)[1]

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from verbcal.calibration.auto import DEFAULT_CANDIDATES, AutoCalibrator
-from verbcal.calibration.base import FORMAT, METHODS, VERSION, Calibrator
+from verbcal.calibration.base import FORMAT, METHODS, VERSION, Calibrator, parse_spec
 from verbcal.calibration.one_vs_rest import (
     OUTPUT_FLOOR,
     HistogramBinning,
@@ -64,9 +64,10 @@ def method_options(method: str, **options: Any) -> dict[str, Any]:
 
 
 def make_calibrator(method: str, **options: Any) -> Calibrator:
-    """A new, unfitted calibrator by CLI name (see :data:`METHODS`)."""
-    if method not in METHODS:
-        raise CalibratorError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    """A new, unfitted calibrator by CLI name (see :data:`METHODS`), or by a spec such as
+    ``"vector[reg=0.1]"`` (see :func:`parse_spec`); ``options`` override the spec's."""
+    method, given = parse_spec(method)
+    options = {**given, **options}
     try:
         return METHODS[method](**options)
     except TypeError as exc:
@@ -129,6 +130,7 @@ __all__ = [
     "normalise",
     "parse_floor",
     "parse_methods",
+    "parse_spec",
     "softmax",
     "uncalibrated",
     "weighted_nll",

@@ -3,8 +3,9 @@
 Every candidate is scored by repeated stratified K-fold cross-validation: each item's
 NLL comes from a fit that did not see it (averaged over the repeats). The one-standard-
 error rule then picks the *simplest* candidate whose mean out-of-fold NLL is within one
-standard error of the best candidate's (the standard error of the best's per-item losses),
-with simplicity ordered identity < floor < temperature < vector < matrix < one-vs-rest.
+standard error of the best candidate's (the paired standard error of the per-item
+differences), with simplicity ordered identity < floor < temperature < vector < matrix <
+one-vs-rest.
 Small calibration sets make selection noisy; the rule keeps a flexible calibrator out
 unless the data show it clearly helps. The table and the reason are saved with the fit.
 """
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from verbcal.calibration.base import METHODS, Calibrator, register
+from verbcal.calibration.base import METHODS, Calibrator, parse_spec, register
 from verbcal.calibration.rows import Array, CalibratorError, Counts
 
 DEFAULT_CANDIDATES: tuple[str, ...] = ("identity", "floor", "temperature", "vector", "matrix")
@@ -105,13 +106,12 @@ class AutoCalibrator(Calibrator):
         """Score every candidate by cross-validation, then fit the chosen one on all data."""
         p, gold, weight = self._prepare(X, y, sample_weight, labels)
         candidates = self._candidates()
-        table = self._cross_validate(candidates, p, gold, weight)
-        chosen, reason = one_standard_error_choice(table)
+        table, losses = self._cross_validate(candidates, p, gold, weight)
+        chosen, reason = one_standard_error_choice(table, losses, weight)
         self.cv_: list[dict[str, Any]] = table
         self.chosen_: str = chosen
         self.reason_: str = reason
-        calibrator = next(c for c in candidates if c.method == chosen)
-        self.calibrator_: Calibrator = calibrator.fit(
+        self.calibrator_: Calibrator = candidates[chosen].fit(
             p, gold, sample_weight=weight, labels=self.labels_
         )
         self.floor_ = self.calibrator_.floor_
@@ -119,49 +119,50 @@ class AutoCalibrator(Calibrator):
         self.fit_info_ = dict(self.calibrator_.fit_info_)
         return self
 
-    def _candidates(self) -> list[Calibrator]:
-        names = list(self.candidates) if self.candidates is not None else list(DEFAULT_CANDIDATES)
-        unknown = [n for n in names if n not in METHODS or n == self.method]
-        if unknown or not names:
-            raise CalibratorError(
-                f"auto: unknown candidate(s) {unknown or names}; choose from "
-                f"{', '.join(m for m in METHODS if m != self.method)}"
-            )
-        return [METHODS[n]() for n in dict.fromkeys(names)]
+    def _candidates(self) -> dict[str, Calibrator]:
+        """Candidates by spec (``name`` or ``name[key=value,...]``), unfitted."""
+        specs = list(self.candidates) if self.candidates is not None else list(DEFAULT_CANDIDATES)
+        if not specs:
+            raise CalibratorError("auto: give at least one candidate")
+        out: dict[str, Calibrator] = {}
+        for spec in dict.fromkeys(specs):
+            method, options = parse_spec(spec)
+            if method == self.method:
+                raise CalibratorError("auto cannot be its own candidate")
+            out[spec] = METHODS[method](**options)
+        return out
 
     def _cross_validate(
         self,
-        candidates: list[Calibrator],
+        candidates: dict[str, Calibrator],
         p: Array,
         gold: NDArray[np.int64],
         weight: Array | None,
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], dict[str, Array]]:
+        """A row per candidate (mean out-of-fold NLL) and its per-item out-of-fold losses."""
         per_label = np.bincount(gold, minlength=len(self.labels_))
         k = max(2, min(int(self.folds), int(per_label[per_label > 0].min()), len(gold) // 2))
         rng = np.random.default_rng(self.seed)
         splits = [stratified_folds(gold, k, rng) for _ in range(max(1, int(self.repeats)))]
-        w = np.ones(len(gold)) if weight is None else weight
-        table = []
-        for candidate in candidates:
-            losses = np.mean(
+        table, losses = [], {}
+        for spec, candidate in candidates.items():
+            per_item = np.mean(
                 [out_of_fold_losses(candidate, p, gold, self.labels_, f, weight) for f in splits],
                 axis=0,
             )
-            mean = float(np.sum(w * losses) / np.sum(w))
-            n_eff = float(np.sum(w) ** 2 / np.sum(w * w))
-            spread = math.sqrt(float(np.sum(w * (losses - mean) ** 2) / np.sum(w)))
-            se = spread / math.sqrt(max(n_eff - 1.0, 1.0)) if math.isfinite(mean) else math.inf
+            mean = _weighted_mean(per_item, weight)
+            losses[spec] = per_item
             table.append(
                 {
-                    "method": candidate.method,
+                    "method": spec,
                     "complexity": candidate.complexity,
                     "cv_nll": mean if math.isfinite(mean) else None,
-                    "se": se if math.isfinite(se) else None,
+                    "se": None,
+                    "folds": k,
+                    "repeats": len(splits),
                 }
             )
-        for row in table:
-            row["folds"], row["repeats"] = k, len(splits)
-        return table
+        return table, losses
 
     def _fit(self, data: Counts) -> None:  # fit() is overridden
         raise NotImplementedError
@@ -187,28 +188,54 @@ class AutoCalibrator(Calibrator):
         self.calibrator_ = Calibrator.from_dict(state["calibrator"])
 
 
-def one_standard_error_choice(table: Sequence[dict[str, Any]]) -> tuple[str, str]:
-    """The simplest row whose ``cv_nll`` is within one ``se`` of the best; and why."""
+def _weighted_mean(values: Array, weight: Array | None) -> float:
+    if not np.all(np.isfinite(values)):
+        return math.inf
+    return float(np.average(values, weights=weight))
+
+
+def _paired_se(diff: Array, weight: Array | None) -> float:
+    """Standard error of the (weighted) mean of per-item differences."""
+    w = np.ones(len(diff)) if weight is None else weight
+    mean = float(np.average(diff, weights=w))
+    n_eff = float(w.sum() ** 2 / np.sum(w * w))
+    spread = math.sqrt(float(np.average((diff - mean) ** 2, weights=w)))
+    return spread / math.sqrt(max(n_eff - 1.0, 1.0))
+
+
+def one_standard_error_choice(
+    table: Sequence[dict[str, Any]],
+    losses: dict[str, Array],
+    weight: Array | None = None,
+) -> tuple[str, str]:
+    """The simplest candidate within one standard error of the best; and why.
+
+    The standard error is the paired one: of the mean per-item difference between a
+    candidate's out-of-fold losses and the best candidate's (same items, same folds).
+    Each row's ``se`` is filled in with it.
+    """
     scored = [r for r in table if r["cv_nll"] is not None]
     if not scored:
         raise CalibratorError("auto: no candidate could be fitted in every fold")
     best = min(scored, key=lambda r: (r["cv_nll"], r["complexity"]))
-    limit = best["cv_nll"] + (best["se"] or 0.0)
+    for row in scored:
+        row["se"] = _paired_se(losses[row["method"]] - losses[best["method"]], weight)
     chosen = min(
-        (r for r in scored if r["cv_nll"] <= limit), key=lambda r: (r["complexity"], r["cv_nll"])
+        (r for r in scored if r["cv_nll"] <= best["cv_nll"] + r["se"]),
+        key=lambda r: (r["complexity"], r["cv_nll"]),
     )
     folds = f"{best['folds']}-fold CV x {best['repeats']}"
     if chosen is best:
         reason = (
             f"{chosen['method']} has the lowest cross-validated NLL ({best['cv_nll']:.4f}, "
-            f"{folds}) and no simpler candidate is within one standard error "
-            f"({best['se']:.4f})"
+            f"{folds}) and every simpler candidate is worse by more than one paired "
+            "standard error"
         )
     else:
         reason = (
-            f"{chosen['method']} is the simplest candidate within one standard error of the "
-            f"best ({best['method']}: {best['cv_nll']:.4f} + {best['se']:.4f} = {limit:.4f}; "
-            f"{chosen['method']}: {chosen['cv_nll']:.4f}, {folds})"
+            f"{chosen['method']} is the simplest candidate within one paired standard error "
+            f"of the best ({best['method']} {best['cv_nll']:.4f}; {chosen['method']} "
+            f"{chosen['cv_nll']:.4f} ± {chosen['se']:.4f}, {folds})"
         )
     return str(chosen["method"]), reason
 

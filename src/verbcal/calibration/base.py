@@ -375,6 +375,40 @@ class Calibrator(ABC):
         }
 
 
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"name"`` or ``"name[key=value,...]"`` → (method, constructor options).
+
+    Keys are the method's constructor arguments; values ``none`` → None, numbers → float
+    (integers → int), anything else stays a string (e.g. ``floor=fit``).
+    """
+    name, _, rest = spec.strip().partition("[")
+    name = name.strip()
+    if name not in METHODS:
+        raise CalibratorError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    if rest and not rest.endswith("]"):
+        raise CalibratorError(f"bad calibrator spec {spec!r}: write name[key=value,...]")
+    valid = METHODS[name]._get_param_names()
+    options: dict[str, Any] = {}
+    for item in filter(None, (s.strip() for s in rest[:-1].split(","))):
+        key, sep, value = (s.strip() for s in item.partition("="))
+        if not sep or key not in valid:
+            raise CalibratorError(
+                f"bad option {item!r} in {spec!r}; {name} takes {', '.join(valid) or 'none'}"
+            )
+        options[key] = _spec_value(value)
+    return name, options
+
+
+def _spec_value(text: str) -> Any:
+    if text.lower() == "none":
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() and "." not in text and "e" not in text else number
+
+
 def _logits(rows: Array, floor: float, mode: FloorMode) -> Array:
     return exact_map(np.log, apply_floor(rows, floor, mode))
 
@@ -416,4 +450,12 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-__all__ = ["FORMAT", "METHODS", "VERSION", "Calibrator", "CalibratorError", "register"]
+__all__ = [
+    "FORMAT",
+    "METHODS",
+    "VERSION",
+    "Calibrator",
+    "CalibratorError",
+    "parse_spec",
+    "register",
+]

@@ -162,9 +162,19 @@ def count_rows(probs: Array, y: NDArray[np.int64], weight: Array | None = None) 
 def _decimal_grid_counts(probs: Array, y: NDArray[np.int64]) -> tuple[Array, Array] | None:
     """Fast path for rows written with few decimals (as LLMs write them), else ``None``.
 
-    Each row and label is packed into one exact integer code (below 2**53, so held
-    exactly as a float64); one sort of the codes yields the distinct rows and their label
-    counts. Values within 1e-9 / 10^d of a d-decimal number are read as that number.
+    Each row and label is packed into one exact integer code (:func:`grid_codes`); one sort
+    of the codes yields the distinct rows and their label counts (:func:`count_codes`).
+    """
+    coded = grid_codes(probs, y)
+    return None if coded is None else count_codes(*coded, k=probs.shape[1])
+
+
+def grid_codes(probs: Array, y: NDArray[np.int64]) -> tuple[Array, int, float] | None:
+    """Row-and-label codes (exact integers held as float64), the row base and the scale.
+
+    Values within 1e-9 / 10^d of a d-decimal number are read as that number; ``None``
+    when the rows are not on a decimal grid of at most 6 decimals or the codes would
+    reach 2**53.
     """
     k = probs.shape[1]
     for decimals in range(1, 7):
@@ -188,19 +198,24 @@ def _decimal_grid_counts(probs: Array, y: NDArray[np.int64]) -> tuple[Array, Arr
             stop = start + len(chunk)
             code[start:stop] += digits @ weights
             start = stop
-        codes, counts = _run_lengths(np.sort(code))
-        row_codes, labels = np.divmod(codes.astype(np.int64), k)
-        starts = _run_starts(row_codes)
-        group = np.cumsum(starts) - 1
-        m = int(group[-1]) + 1
-        flat = np.bincount(group * k + labels, weights=counts, minlength=m * k)
-        table: Array = flat.reshape(m, k).astype(np.float64)
-        rows = np.empty((m, k))
-        remaining = row_codes[starts]
-        for column in range(k - 1, -1, -1):
-            remaining, rows[:, column] = np.divmod(remaining, base)
-        return rows / scale, table
+        return code, base, scale
     return None
+
+
+def count_codes(code: Array, base: int, scale: float, k: int) -> tuple[Array, Array]:
+    """Distinct rows and per-label counts from :func:`grid_codes` output (one sort)."""
+    codes, counts = _run_lengths(np.sort(code))
+    row_codes, labels = np.divmod(codes.astype(np.int64), k)
+    starts = _run_starts(row_codes)
+    group = np.cumsum(starts) - 1
+    m = int(group[-1]) + 1
+    flat = np.bincount(group * k + labels, weights=counts, minlength=m * k)
+    table: Array = flat.reshape(m, k).astype(np.float64)
+    rows = np.empty((m, k))
+    remaining = row_codes[starts]
+    for column in range(k - 1, -1, -1):
+        remaining, rows[:, column] = np.divmod(remaining, base)
+    return rows / scale, table
 
 
 def _chunks(matrix: Array, rows: int = 65536) -> Iterator[Array]:
