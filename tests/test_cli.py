@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from verbcal import datasets
-from verbcal.calibrate import Calibrator, make_calibrator
+from verbcal.calibrate import Calibrator, make_calibrator, uncalibrated
 from verbcal.cli import app
 from verbcal.metrics import METRICS, summary
 
@@ -59,9 +59,12 @@ def test_evaluate_json_keys_and_values(tmp_path: Path) -> None:
     for metric in METRICS:
         lo, hi = result["ci"][metric]
         assert lo <= result[metric] <= hi or metric == "mce"
-    # the uncalibrated scores are those of the normalised verbalized distribution, no floor
+    # the uncalibrated scores are those of the one baseline, identity (normalised p)
     preds = datasets.load("recorded:tweets")
-    expected = summary(preds.probs, preds.y)
+    expected = summary(uncalibrated(preds.probs), preds.y)
+    assert expected == summary(
+        make_calibrator("identity").fit(preds.probs, preds.y).predict_proba(preds.probs), preds.y
+    )
     assert {m: result[m] for m in METRICS} == expected
     # the report says what was read
     assert "201 predictions over 3 labels from recorded:tweets" in err
@@ -90,8 +93,8 @@ def test_fit_apply_evaluate_round_trip(tmp_path: Path) -> None:
     # the CLI fit equals the library fit
     preds = datasets.load("recorded:drug-reviews")
     direct = make_calibrator("temperature").fit(preds.probs, preds.y, labels=preds.labels)
-    assert saved["params"] == direct.params
-    assert saved["floor"]["value"] == direct.floor.value
+    assert saved["state"] == direct.params
+    assert saved["floor"]["value"] == direct.floor_
 
     # apply to a file with an unparsable record and an unlabelled one
     source = [dict(r) for r in preds.records[:5]]
@@ -128,7 +131,7 @@ def test_fit_apply_evaluate_round_trip(tmp_path: Path) -> None:
     assert "1 rows without a gold label are left out" in err
 
 
-@pytest.mark.parametrize("method", ["identity", "resoftmax", "vector", "platt", "histogram"])
+@pytest.mark.parametrize("method", ["floor", "resoftmax", "vector", "platt", "histogram"])
 def test_fit_other_methods_with_fixed_floor(method: str, tmp_path: Path) -> None:
     out_path = tmp_path / "c.json"
     code, out, err = invoke(
@@ -147,11 +150,29 @@ def test_fit_other_methods_with_fixed_floor(method: str, tmp_path: Path) -> None
     assert code == 0, err
     saved = json.loads(out_path.read_text())
     assert saved["method"] == method
-    if method in ("identity", "vector", "platt"):
+    if method in ("floor", "vector", "platt"):
         assert saved["floor"] == {"mode": "mix", "value": 0.001, "fitted": False}
         assert "mix floor 0.001" in out
     else:
         assert "floor: not used" in out
+
+
+def test_fit_auto_prints_and_saves_its_table_and_reason(tmp_path: Path) -> None:
+    out_path = tmp_path / "auto.json"
+    code, out, err = invoke(
+        "fit", "--method", "auto", "--data", "recorded:drug-reviews", "--out", out_path
+    )
+    assert code == 0, err
+    saved = json.loads(out_path.read_text())
+    assert saved["method"] == "auto"
+    chosen, reason = saved["state"]["chosen"], saved["state"]["reason"]
+    assert [row["method"] for row in saved["state"]["cv"]][:3] == [
+        "identity",
+        "floor",
+        "temperature",
+    ]
+    flat = " ".join(out.split())
+    assert "cross-validated NLL" in flat and chosen in flat and reason[:40] in flat
 
 
 def test_compare_json_rows(tmp_path: Path) -> None:

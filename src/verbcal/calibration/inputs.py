@@ -83,8 +83,8 @@ def as_targets(y: Any, labels: Sequence[str]) -> NDArray[np.int64]:
     if values.dtype.kind == "b":
         raise CalibratorError("y holds booleans: give label names or integer label indices")
     if values.dtype.kind == "f":
-        example = values[np.flatnonzero(values != np.round(values))[:1]] if len(values) else []
-        shown = f" (e.g. {float(example[0])!r})" if len(example) else ""
+        fractional = values[values != np.round(values)]
+        shown = f" (e.g. {float(fractional[0])!r})" if len(fractional) else ""
         raise CalibratorError(
             f"y holds floats{shown}: give label names or integer label indices in [0, {k})"
         )
