@@ -274,7 +274,11 @@ def test_auto_saves_its_table_and_reason_and_prefers_the_simpler_method() -> Non
     assert [row["method"] for row in auto.cv_] == ["identity", "temperature", "vector"]
     best = min(r["cv_nll"] for r in auto.cv_)
     chosen = next(r for r in auto.cv_ if r["method"] == auto.chosen_)
-    assert chosen["cv_nll"] <= best + next(r["se"] for r in auto.cv_ if r["cv_nll"] == best)
+    # the 1-SE rule with the paired standard error: chosen is within one se of the best,
+    # and every simpler candidate is not
+    assert chosen["cv_nll"] <= best + chosen["se"]
+    simpler = [r for r in auto.cv_ if r["complexity"] < chosen["complexity"]]
+    assert all(r["cv_nll"] > best + r["se"] for r in simpler)
     assert auto.chosen_ in auto.reason_
     loaded = Calibrator.from_dict(json.loads(json.dumps(auto.to_dict())))
     assert loaded.chosen_ == auto.chosen_ and loaded.cv_ == auto.cv_

@@ -55,6 +55,24 @@ from verbcal.calibration.scaling import (
 )
 
 
+ORDER = (
+    "identity",
+    "floor",
+    "temperature",
+    "resoftmax",
+    "vector",
+    "matrix",
+    "platt",
+    "isotonic",
+    "histogram",
+    "auto",
+)
+"""How methods are listed (``all``, help texts, tables): baseline first, then by family."""
+_registered = dict(METHODS)
+METHODS.clear()
+METHODS.update({name: _registered[name] for name in (*ORDER, *_registered) if name in _registered})
+
+
 def method_options(method: str, **options: Any) -> dict[str, Any]:
     """The ``options`` that ``method``'s constructor takes (others dropped): for shared CLI flags."""
     if method not in METHODS:
