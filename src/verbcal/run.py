@@ -33,7 +33,6 @@ from numpy.typing import NDArray
 
 from verbcal import __version__, datasets
 from verbcal.calibration import (
-    DEFAULT_CANDIDATES,
     METHODS,
     AutoCalibrator,
     make_calibrator,
@@ -45,10 +44,9 @@ from verbcal.metrics import DEFAULT_BINS, METRICS, bootstrap_ci, summary
 from verbcal.predictions import Predictions, PredictionsError, write_jsonl
 
 DEFAULT_METHODS: tuple[str, ...] = ("identity", "resoftmax", "temperature", "best")
-"""``best`` stands for the best of :data:`ALTERNATIVES` by cross-validated NLL on the calibration part."""
+"""``best`` stands for the best of :data:`ALTERNATIVES` by cross-validated NLL on the calibration
+part; the recommended method is ``auto``'s choice (added when not listed)."""
 ALTERNATIVES: tuple[str, ...] = ("vector", "matrix", "platt", "isotonic", "histogram")
-CANDIDATES: tuple[str, ...] = tuple(dict.fromkeys([*DEFAULT_CANDIDATES, *ALTERNATIVES]))
-"""What ``auto`` chooses from in a run (its table also picks ``best``)."""
 COVERAGES = (0.5, 0.8, 0.9)
 """Coverages at which the selective accuracy is reported."""
 MIN_ITEMS = 10
@@ -195,11 +193,14 @@ def analyse(
         notes.append(
             f"a label has only {smallest} calibration items, fewer than the {k_folds} folds"
         )
-    auto = AutoCalibrator(candidates=CANDIDATES, folds=options.cv_folds, seed=options.seed)
+    auto = AutoCalibrator(folds=options.cv_folds, seed=options.seed)
     auto.fit(p_cal, y_cal, labels=labels)
     cv = {row["method"]: _nan(row["cv_nll"]) for row in auto.cv_}
     best_alternative = None
     if "best" in options.methods:
+        others = AutoCalibrator(candidates=ALTERNATIVES, folds=options.cv_folds, seed=options.seed)
+        others.fit(p_cal, y_cal, labels=labels)
+        cv |= {row["method"]: _nan(row["cv_nll"]) for row in others.cv_}
         scored = [(cv[m], m) for m in ALTERNATIVES if not math.isnan(cv.get(m, math.nan))]
         if not scored:
             raise RunError("no alternative calibrator could be fitted on the calibration part")

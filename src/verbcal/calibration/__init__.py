@@ -54,7 +54,6 @@ from verbcal.calibration.scaling import (
     uncalibrated,
 )
 
-
 ORDER = (
     "identity",
     "floor",

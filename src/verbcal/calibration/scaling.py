@@ -158,8 +158,8 @@ class TemperatureScaling(Calibrator):
                 f"T = {self.temperature_:.3g} is at the edge of the search range: the NLL keeps "
                 "falling as T moves further, so no finite best T exists (typically every "
                 "calibration item is already ranked right, and T -> 0 sharpens to certainty). "
-                "Label more items (including some errors), keep the default prior "
-                "(prior_sd) or prefer another calibrator"
+                "Label more items (including some errors) or prefer another calibrator "
+                "(temperature's default MAP fit, prior_sd=1, stays finite)"
             )
 
     def _predict(self, rows: Array) -> Array:
