@@ -202,13 +202,13 @@ def show_auto(calibrator: AutoCalibrator) -> None:
     for row in calibrator.cv_:
         nll, se = row["cv_nll"], row["se"]
         table.add_row(
-            row["method"],
+            escape(row["method"]),
             "failed" if nll is None else f"{nll:.4f}",
             "" if se is None else f"{se:.4f}",
             "✓" if row["method"] == calibrator.chosen_ else "",
         )
     console.print(table)
-    console.print(f"chosen: {calibrator.reason_}", highlight=False)
+    console.print(f"chosen: {escape(calibrator.reason_)}", highlight=False)
 
 
 @app.command()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from verbcal.cli.app import app, console, err_console
@@ -118,14 +119,14 @@ def _closing(reports: list[tuple[str, Path | None, dict[str, Any]]], seconds: fl
             )
         table.add_row(
             title,
-            best,
+            escape(best),
             f"{before['ece']:.3f} → {after['ece']:.3f}" + (" (worse)" if "ece" in flags else ""),
             f"{before['nll']:.3f} → {after['nll']:.3f}" + (" (worse)" if "nll" in flags else ""),
             str(report) if report else "-",
         )
     console.print(table)
     for line in worse:
-        console.print(f"[bold yellow]note:[/] {line}", highlight=False)
+        console.print(f"[bold yellow]note:[/] {escape(line)}", highlight=False)
     if worse:
         console.print(
             "Why: the recommendation is made on the calibration part only, and a small test "
