@@ -325,3 +325,27 @@ def test_apply_with_a_mismatched_label_set_fails_cleanly(tmp_path: Path) -> None
     assert code == 2
     line = one_error_line(err)
     assert "line 1" in line and "unknown label 'negative'" in line
+
+
+def test_demo_closing_table_says_when_recommended_is_worse_than_raw(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from verbcal.cli.demo import _closing
+
+    def run(rec_nll: float) -> dict[str, object]:
+        return {
+            "recommended": "temperature",
+            "n_calibration": 30,
+            "n_test": 30,
+            "methods": {
+                "identity": {"test": {"ece": 0.10, "nll": 0.50}},
+                "temperature": {"test": {"ece": 0.05, "nll": rec_nll}},
+            },
+        }
+
+    _closing([("better", None, run(0.40)), ("worse", None, run(0.60))], 1.0)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "raw → recommended" in out and "chosen by auto" in out
+    assert "worse: temperature is worse than raw on the test part (nll)" in out
+    assert "better: temperature is worse" not in out
+    assert "small test part is noisy" in out
