@@ -55,7 +55,13 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize_scalar
 
-from verbcal.calibrate import TemperatureScaling
+from verbcal.calibration import TemperatureScaling
+from verbcal.calibration.rows import (
+    check_probs,
+    count_codes,
+    fit_inverse_temperature,
+    grid_codes,
+)
 from verbcal.metrics import ece as verbcal_ece
 
 FloatArray = NDArray[np.float64]
@@ -108,8 +114,40 @@ def nll_at(p: FloatArray, y: IntArray, eps: float, temperature: float) -> float:
 
 
 def ts_verbcal(p: FloatArray, y: IntArray, eps: float) -> float:
-    """verbcal: distinct rows with counts, safeguarded Newton on 1/T."""
-    return float(TemperatureScaling(floor=eps).fit(p, y).temperature)
+    """verbcal: distinct rows with counts, safeguarded Newton on 1/T (maximum likelihood,
+    the estimator every reference computes; the default MAP fit costs the same)."""
+    return float(TemperatureScaling(floor=eps, prior_sd=None).fit(p, y).temperature)
+
+
+def fit_split(p: FloatArray, y: IntArray, eps: float, repeats: int) -> dict[str, float]:
+    """Median seconds of the fit's stages, run one by one on the same data, and the floors.
+
+    Stages: ``checks`` (finite, non-negative, no all-zero row), ``coding rows`` (each row
+    and label packed into one integer code), ``counting`` (one sort of the codes into
+    distinct rows with label counts), ``newton`` (the solver on the distinct rows).
+    Floors: ``read floor`` = one pass over the data (``p @ ones``), ``counting floor`` =
+    bare numpy ``np.unique(rint(p * 20) @ w + y, return_counts=True)``, the least any fit
+    that counts rows pays.
+    """
+    k = p.shape[1]
+    coded = grid_codes(p, y)
+    assert coded is not None
+    rows, counts = count_codes(*coded, k=k)
+    z = np.log(np.maximum(rows / rows.sum(axis=1, keepdims=True), eps))
+    weights = float(GRID + 1) ** np.arange(k) * k
+    stages: dict[str, Callable[[], object]] = {
+        "fit (total)": partial(ts_verbcal, p, y, eps),
+        "checks": partial(check_probs, p),
+        "coding rows": partial(grid_codes, p, y),
+        "counting": partial(count_codes, *coded, k=k),
+        "newton": partial(fit_inverse_temperature, z, counts),
+        "read floor": partial(np.dot, p, np.ones(k)),
+        "counting floor": lambda: np.unique(np.rint(p * GRID) @ weights + y, return_counts=True),
+    }
+    out = {}
+    for name, fn in stages.items():
+        out[name], _, _ = timed(lambda fn=fn: float(fn() is not None), repeats)
+    return out
 
 
 def ts_sklearn(p: FloatArray, y: IntArray, eps: float) -> float:
@@ -308,6 +346,8 @@ class Results:
     skipped: dict[str, str] = field(default_factory=dict)
     ts: dict[str, dict[str, Any]] = field(default_factory=dict)
     ece: dict[str, dict[str, Any]] = field(default_factory=dict)
+    split: dict[str, float] = field(default_factory=dict)
+    """Stages of verbcal's fit and the floors (see :func:`fit_split`)."""
 
     def _ratio(self, section: str, num: str, den: str) -> float | None:
         table = self.ts if section == "ts" else self.ece
@@ -335,6 +375,11 @@ class Results:
         out["ts_max_rel_diff_nll"] = _rel_spread(nlls)
         out["ts"] = self.ts
         out["ece"] = self.ece
+        out["fit_split"] = self.split
+        if self.split:
+            out["fit_over_counting_floor"] = (
+                self.split["fit (total)"] / self.split["counting floor"]
+            )
         out["skipped"] = self.skipped
         return out
 
@@ -352,6 +397,8 @@ def run(
     skipped = missing_references(wanted)
     res = Results(n=n, repeats=repeats, floor=floor, seed=seed, skipped=skipped)
     p, y = make_data(n, seed)
+    if "verbcal" in wanted:
+        res.split = fit_split(p, y, floor, repeats)
     for name in TS_REFS:
         if name not in wanted or name in skipped:
             continue
@@ -362,7 +409,7 @@ def run(
             "temperature": t,
             "nll": nll_at(p, y, floor, t),
         }
-    q = TemperatureScaling(floor=floor).fit(p, y).predict_proba(p)
+    q = TemperatureScaling(floor=floor, prior_sd=None).fit(p, y).predict_proba(p)
     for name in ECE_REFS:
         if name not in wanted or name in skipped:
             continue
@@ -414,6 +461,14 @@ def print_tables(res: Results) -> None:
         "max relative difference across implementations: "
         f"T {summary['ts_max_rel_diff_temperature']:.2e}, NLL {summary['ts_max_rel_diff_nll']:.2e}"
     )
+    if res.split:
+        sp = Table(title="verbcal's temperature fit, stage by stage (median s), and the floors")
+        for col in ("stage", "time (s)", "share of fit", "time / counting floor"):
+            sp.add_column(col, justify="left" if col == "stage" else "right")
+        total, floor_s = res.split["fit (total)"], res.split["counting floor"]
+        for name, t in res.split.items():
+            sp.add_row(name, f"{t:.4f}", f"{t / total:.2f}", f"{t / floor_s:.2f}")
+        console.print(sp)
     ec = Table(title=f"Top-label ECE, {N_BINS} equal-width bins, n = {res.n:,}")
     for col in (
         "implementation",

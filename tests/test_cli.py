@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from verbcal import datasets
-from verbcal.calibrate import Calibrator, make_calibrator
+from verbcal.calibrate import Calibrator, make_calibrator, uncalibrated
 from verbcal.cli import app
 from verbcal.metrics import METRICS, summary
 
@@ -62,9 +62,12 @@ def test_evaluate_json_keys_and_values(tmp_path: Path) -> None:
     for metric in METRICS:
         lo, hi = result["ci"][metric]
         assert 0.0 <= lo <= result[metric] <= hi
-    # the uncalibrated scores are those of the normalised verbalized distribution, no floor
+    # the uncalibrated scores are those of the one baseline, identity (normalised p)
     preds = datasets.load("recorded:tweets")
-    expected = summary(preds.probs, preds.y)
+    expected = summary(uncalibrated(preds.probs), preds.y)
+    assert expected == summary(
+        make_calibrator("identity").fit(preds.probs, preds.y).predict_proba(preds.probs), preds.y
+    )
     assert {m: result[m] for m in METRICS} == expected
     # the report says what was read
     assert "201 predictions over 3 labels from recorded:tweets" in err
@@ -93,8 +96,8 @@ def test_fit_apply_evaluate_round_trip(tmp_path: Path) -> None:
     # the CLI fit equals the library fit
     preds = datasets.load("recorded:drug-reviews")
     direct = make_calibrator("temperature").fit(preds.probs, preds.y, labels=preds.labels)
-    assert saved["params"] == direct.params
-    assert saved["floor"]["value"] == direct.floor.value
+    assert saved["state"] == direct.params
+    assert saved["floor"]["value"] == direct.floor_
 
     # apply to a file with an unparsable record and an unlabelled one
     source = [dict(r) for r in preds.records[:5]]
@@ -131,7 +134,7 @@ def test_fit_apply_evaluate_round_trip(tmp_path: Path) -> None:
     assert "1 rows without a gold label are left out" in err
 
 
-@pytest.mark.parametrize("method", ["identity", "resoftmax", "vector", "platt", "histogram"])
+@pytest.mark.parametrize("method", ["floor", "resoftmax", "vector", "platt", "histogram"])
 def test_fit_other_methods_with_fixed_floor(method: str, tmp_path: Path) -> None:
     out_path = tmp_path / "c.json"
     code, out, err = invoke(
@@ -150,11 +153,29 @@ def test_fit_other_methods_with_fixed_floor(method: str, tmp_path: Path) -> None
     assert code == 0, err
     saved = json.loads(out_path.read_text())
     assert saved["method"] == method
-    if method in ("identity", "vector", "platt"):
+    if method in ("floor", "vector", "platt"):
         assert saved["floor"] == {"mode": "mix", "value": 0.001, "fitted": False}
         assert "mix floor 0.001" in out
     else:
         assert "floor: not used" in out
+
+
+def test_fit_auto_prints_and_saves_its_table_and_reason(tmp_path: Path) -> None:
+    out_path = tmp_path / "auto.json"
+    code, out, err = invoke(
+        "fit", "--method", "auto", "--data", "recorded:drug-reviews", "--out", out_path
+    )
+    assert code == 0, err
+    saved = json.loads(out_path.read_text())
+    assert saved["method"] == "auto"
+    chosen, reason = saved["state"]["chosen"], saved["state"]["reason"]
+    assert [row["method"] for row in saved["state"]["cv"]][:3] == [
+        "identity",
+        "floor",
+        "temperature",
+    ]
+    flat = " ".join(out.split())
+    assert "cross-validated NLL" in flat and chosen in flat and reason[:40] in flat
 
 
 def test_compare_json_rows(tmp_path: Path) -> None:
@@ -340,3 +361,27 @@ def test_evaluate_bands_and_slices_by_a_record_field(tmp_path: Path) -> None:
     assert code == 0 and "per lang" in out and "per confidence band" in out
     code, _, err = invoke("evaluate", "--data", data, "--by", "country")
     assert code == 2 and "'country'" in err and "lang" in err
+
+
+def test_demo_closing_table_says_when_recommended_is_worse_than_raw(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from verbcal.cli.demo import _closing
+
+    def run(rec_nll: float) -> dict[str, object]:
+        return {
+            "recommended": "temperature",
+            "n_calibration": 30,
+            "n_test": 30,
+            "methods": {
+                "identity": {"test": {"ece": 0.10, "nll": 0.50}},
+                "temperature": {"test": {"ece": 0.05, "nll": rec_nll}},
+            },
+        }
+
+    _closing([("better", None, run(0.40)), ("worse", None, run(0.60))], 1.0)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "raw → recommended" in out and "chosen by auto" in out
+    assert "worse: temperature is worse than raw on the test part (nll)" in out
+    assert "better: temperature is worse" not in out
+    assert "small test part is noisy" in out

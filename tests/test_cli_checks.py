@@ -81,19 +81,19 @@ def test_a_share_that_empties_a_label_on_one_side_is_refused(tmp_path: Path) -> 
 
 def test_compare_says_when_a_fit_ran_to_its_bound() -> None:
     code, _, err = invoke(
-        "compare", "--data", "recorded:drug-reviews", "--methods", "temperature",
+        "compare", "--data", "recorded:drug-reviews", "--methods", "temperature[prior=none]",
         "--calib-frac", "0.01", "--repeats", "3",
     )  # fmt: skip
     assert code == 0
-    assert "warning:" in err and "temperature, 1 of 3 splits: T = 1e-06 is at the edge" in err
+    assert "warning:" in err and "temperature[prior=none], 1 of 3 splits: T = 1e-06" in err
 
 
 @pytest.fixture
 def bound_calibrator(tmp_path: Path) -> Path:
-    """A temperature calibrator whose fit ran to the bound (every item ranked right)."""
+    """A maximum-likelihood temperature whose fit ran to the bound (every item ranked right)."""
     data = datasets.load("recorded:tweets").labelled()
     right = data.probs.argmax(axis=1) == data.y
-    calibrator = make_calibrator("temperature").fit(
+    calibrator = make_calibrator("temperature[prior=none]").fit(
         data.probs[right], data.y[right], labels=data.labels
     )
     assert calibrator.warnings

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 pytest.importorskip("matplotlib")
 
 from verbcal.calibrate import Calibrator
+from verbcal.calibration.auto import stratified_folds
 from verbcal.cli import app
 from verbcal.run import (
     ALTERNATIVES,
@@ -20,7 +21,6 @@ from verbcal.run import (
     RunOptions,
     parse_methods,
     run_from_predictions,
-    stratified_folds,
 )
 
 FAST = RunOptions(n_boot=200)
@@ -53,7 +53,9 @@ def test_run_dir_holds_the_promised_files(tweets_run: Path) -> None:
     _no_nan(json.loads((tweets_run / "metrics.json").read_text(), parse_constant=float))
     best = metrics["best_alternative"]
     assert best in ALTERNATIVES
-    assert list(metrics["methods"]) == ["identity", "resoftmax", "temperature", best]
+    rec = metrics["recommended"]
+    expected = ["identity", "resoftmax", "temperature", best]
+    assert list(metrics["methods"]) == expected + ([rec] if rec not in expected else [])
     for method, entry in metrics["methods"].items():
         calibrator = Calibrator.load(tweets_run / entry["calibrator"])
         assert calibrator.method == method
@@ -62,7 +64,12 @@ def test_run_dir_holds_the_promised_files(tweets_run: Path) -> None:
             assert "reachable" in entry["thresholds"][label]["calibration"]
         assert 0 <= entry["selective"]["aurc"] <= 1
     assert metrics["recommended"] in metrics["methods"]
-    assert metrics["recommended"] not in ("identity", "resoftmax")
+    # recommended through auto: its CV table and reason are in metrics.json and auto.json
+    auto = Calibrator.load(tweets_run / "calibrators" / "auto.json")
+    assert auto.method == "auto" and auto.chosen_ == metrics["recommended"]
+    assert metrics["auto"]["chosen"] == metrics["recommended"]
+    assert metrics["auto"]["reason"] == auto.reason_
+    assert {row["method"] for row in metrics["auto"]["cv"]} >= {"identity", "temperature"}
     lines = (tweets_run / "predictions.jsonl").read_text(encoding="utf-8").rstrip("\n").split("\n")
     assert len(lines) == metrics["n_records"] == 201
     assert all(json.loads(line)["probs"] for line in lines)
@@ -143,7 +150,8 @@ def test_explicit_methods_and_too_few_items(tmp_path: Path) -> None:
     assert parse_methods("temperature, platt") == ("temperature", "platt")
     opts = RunOptions(methods=("temperature", "platt"), n_boot=100, report=False)
     metrics = run_from_predictions("recorded:tweets", tmp_path / "m", opts).metrics
-    assert list(metrics["methods"]) == ["temperature", "platt"]
+    assert list(metrics["methods"])[:2] == ["temperature", "platt"]
+    assert set(metrics["methods"]) <= {"temperature", "platt", metrics["recommended"]}
     assert metrics["best_alternative"] is None
     with pytest.raises(RunError, match="unknown method"):
         RunOptions(methods=("nope",)).check()

@@ -138,7 +138,7 @@ def test_shared_floor_fit_equals_fitting_each_variant_alone() -> None:
     fitted = study.fit_variants(variants, probs, y)
     for variant in variants:
         alone = make_calibrator(variant.method).fit(probs, y)
-        assert fitted[variant.name].floor.value == alone.floor.value
+        assert fitted[variant.name].floor_ == alone.floor_
         np.testing.assert_allclose(
             fitted[variant.name].predict_proba(probs), alone.predict_proba(probs), rtol=1e-12
         )
@@ -218,7 +218,9 @@ def test_default_config_and_example_file() -> None:
 def test_variants_parse() -> None:
     v = parse_variant("temperature[floor=1e-4,mode=mix]")
     assert v.method == "temperature" and v.kwargs == {"floor": 1e-4, "floor_mode": "mix"}
-    assert parse_variant("uncalibrated").kwargs["floor"] == 1e-12
+    assert parse_variant("uncalibrated").method == "identity"
+    assert parse_variant("uncalibrated").kwargs == {}
+    assert parse_variant("temperature[prior=none]").kwargs["prior_sd"] is None
     assert parse_variant("histogram[bins=5]").kwargs["bins"] == 5
     assert parse_variant("temperature").fits_floor and not parse_variant("isotonic").fits_floor
 

@@ -47,3 +47,6 @@ def bins_from_edges(confidence: ArrayLike, upper_edges: NDArray[np.float64]) -> 
     values = np.asarray(confidence, dtype=np.float64)
     index = np.searchsorted(upper_edges, values - EDGE_TOLERANCE, side="left")
     return np.clip(index, 0, len(upper_edges) - 1).astype(np.int64)
+
+
+__all__ = ["EDGE_TOLERANCE", "bins_from_edges", "equal_mass_edges", "equal_width_bins"]

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from verbcal.calibrate import Calibrator, make_calibrator, normalise
-from verbcal.methods import parse_spec
+from verbcal.calibration import Calibrator, make_calibrator, normalise
+from verbcal.calibration.specs import parse_spec
 from verbcal.metrics import DEFAULT_BINS, METRICS, summary
 
 IntArray = NDArray[np.int64]
@@ -133,9 +133,13 @@ def compare(
     repeats: int = 20,
     seed: int = 0,
     n_bins: int = DEFAULT_BINS,
+    options: dict[str, dict[str, Any]] | None = None,
     on_repeat: Callable[[int], None] | None = None,
 ) -> list[SplitResult]:
-    """Every method scored on ``repeats`` random stratified splits (seeded)."""
+    """Every method scored on ``repeats`` random stratified splits (seeded).
+
+    ``options`` holds constructor options per method name (e.g. a fixed floor).
+    """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     check_split(y, calib, labels)
@@ -144,10 +148,10 @@ def compare(
     results = []
     for repeat in range(repeats):
         calib_idx, test_idx = stratified_split(y, calib, rng)
-        scored = score_split(probs, y, calib_idx, test_idx, methods, labels, n_bins)
+        scored = score_split(probs, y, calib_idx, test_idx, methods, labels, n_bins, options)
         for method, (metrics, calibrator) in scored.items():
             params = dict(calibrator.params)
-            params["floor"] = calibrator.floor.value
+            params["floor"] = calibrator.floor_
             results.append(SplitResult(method, repeat, metrics, params, tuple(calibrator.warnings)))
         if on_repeat is not None:
             on_repeat(repeat)
@@ -177,3 +181,6 @@ def summarise(results: Sequence[SplitResult]) -> list[dict[str, Any]]:
             sd = float(values.std(ddof=1)) if len(values) > 1 else 0.0
             rows.append({"method": method, "metric": metric, "mean": mean, "sd": sd})
     return rows
+
+
+__all__ = ["SplitResult", "compare", "score_split", "stratified_split", "summarise"]

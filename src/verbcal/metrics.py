@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -281,6 +281,28 @@ def summary(q: ArrayLike, y: ArrayLike, n_bins: int = DEFAULT_BINS) -> dict[str,
     return {name: _METRIC_FUNCS[name](q_arr, y_arr, n_bins) for name in METRICS}
 
 
+def evaluate(
+    q: Any,
+    y: Any,
+    labels: Sequence[str] | None = None,
+    n_bins: int = DEFAULT_BINS,
+) -> dict[str, float]:
+    """Every metric of :data:`METRICS` for probabilities ``q`` (n, K) and gold labels ``y``.
+
+    ``q`` may be a pandas / polars DataFrame with one column per label (matched by name
+    when ``labels`` is given); ``y`` holds label names (then ``labels``, or the frame's
+    columns, give their order) or integer indices. Definitions: see each metric's function
+    (ECE/MCE top-label with ``n_bins`` equal-width right-closed bins; NLL clipped at 1e-12).
+    """
+    from verbcal.calibration.inputs import as_matrix, as_targets
+
+    matrix, columns = as_matrix(q, labels)
+    q_arr = np.atleast_2d(np.asarray(matrix, dtype=np.float64))
+    names = tuple(labels) if labels is not None else columns
+    names = names or tuple(str(k) for k in range(q_arr.shape[1]))
+    return summary(q_arr, as_targets(y, names), n_bins=n_bins)
+
+
 def bootstrap_indices(n: int, n_boot: int, seed: int) -> Iterator[IntArray]:
     """Row indices of the bootstrap resamples, in chunks of whole resamples.
 
@@ -506,3 +528,29 @@ def by_slice(
 def _non_negative(value: float) -> float:
     """``value`` as a float, with rounding noise below 0 (and -0.0) mapped to 0.0."""
     return float(value) if value > 0 else 0.0
+
+
+__all__ = [
+    "CONFIDENCE_BANDS",
+    "DEFAULT_BINS",
+    "METRICS",
+    "NLL_CLIP",
+    "ReliabilityBin",
+    "accuracy",
+    "auroc",
+    "bootstrap_ci",
+    "bootstrap_indices",
+    "brier",
+    "by_band",
+    "by_slice",
+    "check_inputs",
+    "classwise_ece",
+    "ece",
+    "evaluate",
+    "macro_f1",
+    "mce",
+    "nll",
+    "predicted",
+    "reliability",
+    "summary",
+]

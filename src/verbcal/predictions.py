@@ -126,6 +126,78 @@ class Predictions:
             "Add a 'label' to every record, or filter the unlabelled ones out first",
         )
 
+    @classmethod
+    def from_frame(
+        cls,
+        frame: Any,
+        labels: Sequence[str] | None = None,
+        *,
+        label_column: str | None = "label",
+        id_column: str | None = "id",
+    ) -> Predictions:
+        """Predictions from a pandas or polars DataFrame: one column per label.
+
+        ``labels`` names the probability columns (default: every column but the id and
+        gold-label columns). The gold column holds label names (missing values: no gold).
+        """
+        from verbcal.calibration.inputs import as_matrix, frame_library
+
+        if frame_library(frame) is None or not hasattr(frame, "columns"):
+            raise PredictionsError(
+                "<frame>",
+                None,
+                None,
+                f"not a DataFrame ({type(frame).__name__})",
+                "Pass a pandas or polars DataFrame",
+            )
+        columns = [str(c) for c in frame.columns]
+        extra = {c for c in (label_column, id_column) if c and c in columns}
+        names = tuple(labels) if labels is not None else tuple(c for c in columns if c not in extra)
+        missing = [n for n in names if n not in columns]
+        if missing or not names:
+            raise PredictionsError(
+                "<frame>",
+                None,
+                ", ".join(missing) or None,
+                f"no probability column for label(s) {missing or 'any'}",
+                "Give one column per label, named as the label",
+            )
+        picked = (
+            frame.select(list(names)) if frame_library(frame) == "polars" else frame[list(names)]
+        )
+        matrix, _ = as_matrix(picked, names)
+        ids = _column(frame, id_column) if id_column in columns else None
+        gold = _column(frame, label_column) if label_column in columns else None
+        y = None
+        if gold is not None:
+            index = {n: i for i, n in enumerate(names)}
+            bad = sorted({str(g) for g in gold if g is not None and str(g) not in index})
+            if bad:
+                raise PredictionsError(
+                    "<frame>",
+                    None,
+                    label_column,
+                    f"gold label(s) {', '.join(map(repr, bad[:5]))} are not among {list(names)}",
+                    "Fix the labels or pass labels= with every class",
+                )
+            y = [index[str(g)] if g is not None else -1 for g in gold]
+        return from_arrays(matrix, y, names, ids)
+
+    def to_frame(self, library: str = "pandas") -> Any:
+        """A DataFrame (pandas or polars): ``id``, ``label`` (None without gold), one column per label."""
+        data: dict[str, Any] = {
+            "id": list(self.ids),
+            "label": [self.labels[i] if i >= 0 else None for i in self.y.tolist()],
+        }
+        data |= {label: self.probs[:, k] for k, label in enumerate(self.labels)}
+        if library == "polars":
+            import polars as pl
+
+            return pl.DataFrame(data)
+        import pandas as pd
+
+        return pd.DataFrame(data)
+
     def describe(self) -> str:
         """One line on what was read and what was adjusted."""
         text = f"{len(self)} predictions over {len(self.labels)} labels from {self.source}"
@@ -137,6 +209,12 @@ class Predictions:
         if self.n_unusable:
             text += f"; {self.n_unusable} records without a distribution were skipped"
         return text
+
+
+def _column(frame: Any, name: str | None) -> list[Any]:
+    """A column as a list, missing values (NaN / None) as None."""
+    values = frame[name].to_list() if hasattr(frame[name], "to_list") else list(frame[name])
+    return [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values]
 
 
 def from_arrays(
@@ -444,3 +522,14 @@ def with_probs(predictions: Predictions, probs: NDArray[np.float64]) -> list[dic
             label: float(p) for label, p in zip(predictions.labels, probs[row], strict=True)
         }
     return out
+
+
+__all__ = [
+    "SUM_TOLERANCE",
+    "Predictions",
+    "PredictionsError",
+    "from_arrays",
+    "read_predictions",
+    "with_probs",
+    "write_jsonl",
+]

@@ -273,7 +273,11 @@ def _headline(metrics: dict[str, Any]) -> str:
             f"{metrics['n_calibration']} / {metrics['n_test']}",
             f"stratified, seed {metrics['options']['seed']}",
         ),
-        ("recommended", _e(rec), "lowest cross-validated NLL on calibration"),
+        (
+            "recommended",
+            _e(rec),
+            "auto: simplest within one standard error of the best cross-validated NLL",
+        ),
         ("test ECE", _num(after["ece"]), delta("ece")),
         ("test NLL", _num(after["nll"]), delta("nll")),
         ("test accuracy", _num(after["accuracy"]), delta("accuracy")),

@@ -36,8 +36,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from verbcal import __version__, datasets
-from verbcal import methods as specs
-from verbcal.calibrate import CalibratorError
+from verbcal.calibration import (
+    AutoCalibrator,
+    make_calibrator,
+    specs,
+    uncalibrated,
+)
 from verbcal.compare import check_split, stratified_split
 from verbcal.decide import DEFAULT_PRECISION
 from verbcal.metrics import (
@@ -47,16 +51,14 @@ from verbcal.metrics import (
     bootstrap_ci,
     by_band,
     by_slice,
-    nll,
     summary,
 )
 from verbcal.predictions import Predictions, PredictionsError, field_values, write_jsonl
 
 DEFAULT_METHODS: tuple[str, ...] = ("identity", "resoftmax", "temperature", "best")
-"""``best`` stands for the best of :data:`ALTERNATIVES` by cross-validated NLL on the calibration part."""
+"""``best`` stands for the best of :data:`ALTERNATIVES` by cross-validated NLL on the calibration
+part; the recommended method is ``auto``'s choice (added when not listed)."""
 ALTERNATIVES: tuple[str, ...] = ("vector", "matrix", "platt", "isotonic", "histogram")
-BASELINES = ("identity", specs.UNCALIBRATED, "resoftmax")
-"""Never recommended: the uncalibrated distribution and the error the paper warns about."""
 COVERAGES = (0.5, 0.8, 0.9)
 """Coverages at which the selective accuracy is reported."""
 MIN_ITEMS = 10
@@ -127,40 +129,6 @@ def parse_methods(spec: str) -> tuple[str, ...]:
     if text in ("", "default"):
         return DEFAULT_METHODS
     return tuple(specs.parse_specs(text, also=("best",)))
-
-
-# ---------------------------------------------------------------- folds and CV
-
-
-def stratified_folds(y: NDArray[np.int64], k: int, rng: np.random.Generator) -> NDArray[np.int64]:
-    """A fold index in [0, k) per item; each label is dealt round-robin after shuffling."""
-    folds = np.empty(len(y), dtype=np.int64)
-    offset = 0
-    for label in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == label))
-        folds[members] = (np.arange(len(members)) + offset) % k
-        offset += len(members)
-    return folds
-
-
-def cv_nll(
-    method: str,
-    probs: NDArray[np.float64],
-    y: NDArray[np.int64],
-    labels: Sequence[str],
-    folds: NDArray[np.int64],
-) -> float:
-    """Mean out-of-fold NLL of ``method`` (nan if a fold fit fails)."""
-    total = 0.0
-    for fold in np.unique(folds):
-        train, held = folds != fold, folds == fold
-        try:
-            calibrator = specs.make(method).fit(probs[train], y[train], labels=labels)
-            q = calibrator.predict_proba(probs[held])
-        except (CalibratorError, ValueError, FloatingPointError, np.linalg.LinAlgError):
-            return math.nan
-        total += nll(q, y[held]) * int(held.sum())
-    return total / len(y)
 
 
 # ---------------------------------------------------------------- the analysis
@@ -287,37 +255,45 @@ def analyse(
     if missing:
         notes.append(f"no calibration item has the gold label {', '.join(missing)}")
 
-    # Cross-validated NLL on the calibration part: picks "best" and the recommendation.
+    # auto: cross-validated NLL on the calibration part picks the recommendation and "best".
     per_label = np.bincount(y_cal, minlength=len(labels))
     smallest = int(per_label[per_label > 0].min())
     k_folds = max(2, min(options.cv_folds, len(y_cal) // 2))
-    folds = stratified_folds(y_cal, k_folds, rng)
     if smallest < k_folds:
         notes.append(
             f"a label has only {smallest} calibration items, fewer than the {k_folds} folds"
         )
-    wanted = [m for m in options.methods if m != "best"]
-    candidates = list(
-        dict.fromkeys([*wanted, *(ALTERNATIVES if "best" in options.methods else ())])
-    )
-    cv = {m: cv_nll(m, p_cal, y_cal, labels, folds) for m in candidates}
+    auto = AutoCalibrator(folds=options.cv_folds, seed=options.seed)
+    auto.fit(p_cal, y_cal, labels=labels)
+    cv = {row["method"]: _nan(row["cv_nll"]) for row in auto.cv_}
     best_alternative = None
     if "best" in options.methods:
-        scored = [(cv[m], m) for m in ALTERNATIVES if not math.isnan(cv[m])]
+        others = AutoCalibrator(candidates=ALTERNATIVES, folds=options.cv_folds, seed=options.seed)
+        others.fit(p_cal, y_cal, labels=labels)
+        cv |= {row["method"]: _nan(row["cv_nll"]) for row in others.cv_}
+        scored = [(cv[m], m) for m in ALTERNATIVES if not math.isnan(cv.get(m, math.nan))]
         if not scored:
             raise RunError("no alternative calibrator could be fitted on the calibration part")
         best_alternative = min(scored)[1]
+    recommended = auto.chosen_
     methods: list[str] = list(
-        dict.fromkeys((best_alternative or "") if m == "best" else m for m in options.methods)
+        dict.fromkeys(
+            [(best_alternative or "") if m == "best" else m for m in options.methods]
+            + [recommended]
+        )
     )
+    (out / "calibrators").mkdir(parents=True, exist_ok=True)
+    auto.save(out / "calibrators" / "auto.json")
 
     # Fit on the whole calibration part, score on test.
-    (out / "calibrators").mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
     q_cal_by: dict[str, NDArray[np.float64]] = {}
     q_test_by: dict[str, NDArray[np.float64]] = {}
     for method in methods:
-        calibrator = specs.make(method).fit(p_cal, y_cal, labels=labels)
+        if method == recommended:
+            calibrator = auto.calibrator_
+        else:
+            calibrator = make_calibrator(method).fit(p_cal, y_cal, labels=labels)
         path = out / "calibrators" / f"{method}.json"
         calibrator.save(path)
         q_cal_by[method] = calibrator.predict_proba(p_cal)
@@ -327,15 +303,15 @@ def analyse(
             q, y_test, n_boot=options.n_boot, seed=options.seed, n_bins=options.n_bins
         )
         results[method] = {
-            "role": _role(method, best_alternative),
+            "role": _role(method, best_alternative, recommended),
             "calibrator": f"calibrators/{method}.json",
             "params": calibrator.params,
             "floor": {
-                "value": calibrator.floor.value,
-                "mode": calibrator.floor.mode,
-                "fitted": calibrator.floor.fitted,
+                "value": calibrator.floor_,
+                "mode": calibrator.floor_mode_name,
+                "fitted": calibrator.floor_is_fitted,
                 "used": calibrator.uses_floor,
-                "describe": calibrator.floor.describe() if calibrator.uses_floor else "not used",
+                "describe": calibrator.describe_floor(),
             },
             "fit": calibrator.fit_info,
             "warnings": calibrator.warnings,
@@ -343,16 +319,19 @@ def analyse(
             "test": scores,
             "ci": {m: list(ci[m]) for m in METRICS},
         }
-    degenerate = [m for m in methods if results[m]["warnings"]]
-    for method in degenerate:
-        notes.append(f"{method} is not recommended: " + "; ".join(results[method]["warnings"]))
-    eligible = [
-        m
-        for m in methods
-        if m not in BASELINES and m not in degenerate and not math.isnan(cv.get(m, math.nan))
-    ]
-    pool = eligible or [m for m in methods if not math.isnan(cv.get(m, math.nan))] or methods
-    recommended = min(pool, key=lambda m: (cv.get(m, math.inf), methods.index(m)))
+    for method in methods:
+        if results[method]["warnings"] and method != "identity":
+            notes.append(f"{method}: " + "; ".join(results[method]["warnings"]))
+    raw = results["identity"]["test"] if "identity" in results else None
+    if raw is None:
+        raw = summary(uncalibrated(p_test), y_test, n_bins=options.n_bins)
+    worse = [m for m in ("nll", "ece") if results[recommended]["test"][m] > raw[m]]
+    if worse:
+        notes.append(
+            f"the recommended {recommended} does worse than the uncalibrated distribution on "
+            f"the test part ({', '.join(worse)}); it was chosen on the {len(y_cal)} "
+            f"calibration items only, and a test part of {len(y_test)} items is noisy"
+        )
 
     shutil.copyfile(out / "calibrators" / f"{recommended}.json", out / "recommended.json")
     for method in methods:
@@ -416,7 +395,11 @@ def analyse(
         "conventions": {
             "ece": f"top-label, {options.n_bins} equal-width bins",
             "ci": f"{options.n_boot} percentile bootstrap resamples of the test items, 95%",
-            "cv": f"{k_folds}-fold stratified cross-validated NLL on the calibration part",
+            "cv": (
+                f"{auto.cv_[0]['folds']}-fold stratified cross-validated NLL on the calibration "
+                f"part, averaged over {auto.cv_[0]['repeats']} shufflings; recommended = the "
+                "simplest calibrator within one standard error of the best (auto)"
+            ),
             "thresholds": (
                 f"per class, a threshold whose true precision is at least {options.precision} "
                 f"with confidence {options.confidence}, the choice included (Learn-then-Test, "
@@ -436,6 +419,8 @@ def analyse(
         "cv_nll": cv,
         "best_alternative": best_alternative,
         "recommended": recommended,
+        "auto": {"cv": auto.cv_, "reason": auto.reason_, "chosen": auto.chosen_},
+        "baseline": "identity: the verbalized distribution normalised to sum 1, nothing fitted",
         "methods": results,
         "notes": notes + list(predictions.notes),
     }
@@ -489,9 +474,15 @@ def split_file(
     return predictions, write_parts(labelled, calib_idx, test_idx, target), calib_idx, test_idx
 
 
-def _role(method: str, best_alternative: str | None) -> str:
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _role(method: str, best_alternative: str | None, recommended: str) -> str:
     if method in ("identity", specs.UNCALIBRATED):
         return "uncalibrated"
+    if method == recommended and method != "temperature":
+        return "recommended (auto: cross-validated NLL, one-standard-error rule)"
     if method == "resoftmax":
         return "re-softmax (the error the paper warns about)"
     if method == "temperature":

@@ -13,11 +13,13 @@ Configuration (YAML; see ``examples/study.yaml``), every key optional:
     Relative paths are read relative to the config file. Default: the three bundled
     recorded sets (``recorded:tweets``, ``recorded:drug-reviews``, ``recorded:bbc-news``).
 ``methods``
-    list of method specs, as every command takes them (see :mod:`verbcal.methods`): a
-    calibrator name, optionally with options in brackets (``temperature[floor=1e-4]``,
-    ``temperature[floor=fit,mode=mix]``, ``matrix[reg=0.1]``, ``histogram[bins=5]``), or
-    ``uncalibrated`` (the verbalized distribution itself, normalised:
-    ``identity[floor=1e-12]``). Default: :data:`DEFAULT_METHODS`.
+    list of method specs, as every command takes them (see
+    :mod:`verbcal.calibration.specs`): a calibrator name (identity, floor, temperature,
+    resoftmax, vector, matrix, platt, isotonic, histogram, auto), optionally with options in
+    brackets: ``temperature[floor=1e-4]``, ``temperature[floor=fit,mode=mix]``,
+    ``temperature[prior=none]``, ``matrix[reg=0.1]``, ``histogram[bins=5]``.
+    ``uncalibrated`` is ``identity``: the verbalized distribution itself, normalised,
+    nothing fitted. Default: :data:`DEFAULT_METHODS`.
 ``sizes``
     calibration-set sizes: integers, or ``all`` (alias ``half``) = n // 2 for a dataset of
     n labelled items, the largest calibration set that leaves a test part at least as
@@ -43,7 +45,9 @@ Configuration (YAML; see ``examples/study.yaml``), every key optional:
 Tidy rows (``tidy.csv``): ``dataset, method, size, repeat, metric, value``. Metrics are
 :data:`verbcal.metrics.METRICS` on the test part, plus the fitted parameters
 ``temperature`` (T, temperature and resoftmax), ``floor`` (the floor value, variants that
-use one) and ``nll_fit`` (NLL on the calibration part itself, to show overfitting).
+use one) and ``nll_fit`` (NLL on the calibration part itself, to show overfitting); for
+``auto``, ``picked_<method>`` is 1 where auto chose that candidate and 0 elsewhere (its
+mean is the share of splits).
 
 Intervals: ``lo`` and ``hi`` are the 2.5th and 97.5th percentiles of the R per-repeat
 values (a percentile interval over repeats, not a standard error): they say how much a
@@ -70,11 +74,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from verbcal import datasets
-from verbcal.calibrate import Calibrator
+from verbcal.calibration import (
+    DEFAULT_CANDIDATES,
+    AutoCalibrator,
+    Calibrator,
+)
+from verbcal.calibration.specs import UNCALIBRATED as UNCALIBRATED
+from verbcal.calibration.specs import MethodError, Variant, parse_spec
 from verbcal.compare import stratified_split
 from verbcal.decide import TIE_TOLERANCE, pr_curve, threshold_for
-from verbcal.methods import UNCALIBRATED as UNCALIBRATED
-from verbcal.methods import MethodError, Variant, parse_spec
 from verbcal.metrics import DEFAULT_BINS, METRICS, summary
 from verbcal.predictions import Predictions
 
@@ -88,9 +96,10 @@ DEFAULT_DATASETS: dict[str, str] = {
 }
 DEFAULT_METHODS: tuple[str, ...] = (
     UNCALIBRATED,
-    "identity",
+    "floor",
     "resoftmax",
     "temperature",
+    "temperature[prior=none]",
     "temperature[floor=1e-2]",
     "temperature[floor=1e-3]",
     "temperature[floor=1e-4]",
@@ -105,9 +114,11 @@ DEFAULT_METHODS: tuple[str, ...] = (
     "platt",
     "isotonic",
     "histogram",
+    "auto",
 )
 """The default variants: every core method (floor fitted where one is used), the
-uncalibrated baseline, and temperature scaling under fixed clip and mix floors."""
+uncalibrated baseline, temperature scaling by maximum likelihood and under fixed clip and
+mix floors, and ``auto``."""
 DEFAULT_SIZES: tuple[int | str, ...] = (25, 50, 100, "all")
 DEFAULT_REPEATS = 50
 DEFAULT_TARGETS: tuple[float, ...] = (0.8, 0.9, 0.95)
@@ -144,7 +155,7 @@ class StudyError(ValueError):
 
 
 def parse_variant(spec: str) -> Variant:
-    """A method spec (see :mod:`verbcal.methods`), errors naming the ``methods`` key."""
+    """A method spec (see :mod:`verbcal.calibration.specs`), errors naming the ``methods`` key."""
     try:
         return parse_spec(spec)
     except MethodError as exc:
@@ -368,11 +379,15 @@ def _run_task(task: Task) -> tuple[Task, list[MetricRow], list[ThresholdRow]]:
             calibrator = fitted[variant.name]
             q = calibrator.predict_proba(probs[test])
             scores = summary(q, y[test], n_bins=shared.bins)
+            floor = calibrator.floor_
             params = {
                 "temperature": calibrator.params.get("temperature", math.nan),
-                "floor": calibrator.floor.value if calibrator.uses_floor else math.nan,
+                "floor": floor if floor is not None else math.nan,
                 "nll_fit": calibrator.fit_info.get("nll_after", math.nan),
             }
+            if isinstance(calibrator, AutoCalibrator):
+                names = calibrator.candidates or DEFAULT_CANDIDATES
+                params |= {f"picked_{m}": float(m == calibrator.chosen_) for m in names}
             for name, value in (*scores.items(), *params.items()):
                 if value is not None and not math.isnan(value):
                     rows.append((task.dataset, variant.name, task.size, repeat, name, float(value)))
@@ -388,18 +403,17 @@ def fit_variants(
 ) -> dict[str, Calibrator]:
     """Every variant fitted on the same calibration part.
 
-    The floor fitted jointly with T depends only on the data and the floor mode, so it is
-    fitted once per mode and handed to every other variant that fits it (temperature,
-    vector, matrix, platt); the result equals fitting each on its own.
+    The floor fitted jointly with T depends only on the data, the floor mode and the
+    prior on T, so it is fitted once per such key and handed to every other temperature
+    variant that fits it; the result equals fitting each on its own.
     """
-    floors: dict[str, float] = {}
+    floors: dict[tuple[Any, ...], float] = {}
     fitted = {}
     for variant in variants:
-        mode = variant.kwargs["floor_mode"]
-        reuse = floors.get(mode) if variant.fits_floor else None
+        reuse = floors.get(variant.floor_key) if variant.fits_floor else None
         calibrator = variant.make(floor=reuse).fit(probs, y)
-        if variant.fits_floor and reuse is None and calibrator.floor.value is not None:
-            floors[mode] = calibrator.floor.value
+        if variant.fits_floor and reuse is None and calibrator.floor_ is not None:
+            floors[variant.floor_key] = calibrator.floor_
         fitted[variant.name] = calibrator
     return fitted
 

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from verbcal.calibrate import BETA_BOUNDS, Calibrator, apply_floor, softmax
+from verbcal.calibration import (
+    BETA_BOUNDS,
+    METHODS,
+    Calibrator,
+    apply_floor,
+    parse_spec,
+    softmax,
+)
 from verbcal.compare import stratified_split
 from verbcal.study import (
     RULES,
@@ -283,6 +290,7 @@ def findings_markdown(
     parts.append(_wellformed_section(result))
     parts.append(_compare_section(result, summary, table))
     parts.append(_resoftmax_section(result, summary, table))
+    parts.append(_auto_section(result, table))
     parts.append(_floor_section(result, summary, table))
     parts.append(_size_section(result, table))
     parts.append(_threshold_section(result))
@@ -482,6 +490,52 @@ def _resoftmax_section(
         + _table(
             ["dataset", "verbalized top p", "resoftmax q", "temperature q", "difference"], maps
         )
+    )
+
+
+def _auto_section(
+    result: StudyResult, table: Mapping[tuple[str, str, int, str], dict[int, float]]
+) -> str:
+    """What ``auto`` picked per dataset and size, and its NLL against the baselines."""
+    if "auto" not in result.config.methods:
+        return ""
+    picked = sorted(
+        {key[3] for key in table if key[1] == "auto" and key[3].startswith("picked_")},
+        key=lambda m: METHODS[parse_spec(m.removeprefix("picked_")).method].complexity,
+    )
+    names = [m.removeprefix("picked_") for m in picked]
+    fixed = [m for m in result.config.methods if m not in ("auto", "uncalibrated") and "[" not in m]
+
+    def mean(dataset: str, size: int, method: str, metric: str = "nll") -> float:
+        values = list(table.get((dataset, method, size, metric), {}).values())
+        return float(np.mean(values)) if values else math.nan
+
+    body = []
+    for dataset, info in result.info.items():
+        for size in info.sizes:
+            scores = {m: mean(dataset, size, m) for m in fixed}
+            best = min(scores, key=lambda m: (math.isnan(scores[m]), scores[m]))
+            shares = [f"{mean(dataset, size, 'auto', p):.0%}" for p in picked]
+            tag = " (n // 2)" if size == _full_size(result, dataset) else ""
+            body.append(
+                [
+                    dataset,
+                    f"{size}{tag}",
+                    *shares,
+                    _fmt(mean(dataset, size, "auto")),
+                    _fmt(mean(dataset, size, "uncalibrated")),
+                    f"{best} {_fmt(scores[best])}",
+                ]
+            )
+    return "\n".join(
+        [
+            "## What `auto` picked (share of splits) and what it scored (mean test NLL)\n",
+            "`auto` chooses on the calibration part only, by 5-fold cross-validated NLL "
+            "(2 shufflings) with the one-standard-error rule (paired standard error), "
+            "preferring the simpler method. `best fixed` is the fixed method with the lowest "
+            "mean test NLL at that size (known only after the fact).\n",
+            _table(["dataset", "size", *names, "auto NLL", "uncalibrated NLL", "best fixed"], body),
+        ]
     )
 
 

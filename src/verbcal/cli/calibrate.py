@@ -15,12 +15,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from verbcal import datasets
-from verbcal.calibrate import METHODS, Calibrator, CalibratorError, make_calibrator
+from verbcal.calibration import (
+    METHODS,
+    AutoCalibrator,
+    Calibrator,
+    CalibratorError,
+    make_calibrator,
+    method_options,
+    parse_floor,
+    uncalibrated,
+)
+from verbcal.calibration.specs import UNCALIBRATED, parse_spec, parse_specs
 from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 from verbcal.compare import compare as run_compare
 from verbcal.compare import fit_warnings, summarise
-from verbcal.methods import UNCALIBRATED, parse_spec, parse_specs
 from verbcal.metrics import DEFAULT_BINS, METRICS, bootstrap_ci, by_band, by_slice, summary
 from verbcal.predictions import (
     Predictions,
@@ -40,6 +49,18 @@ DataOption = Annotated[
 LabelsOption = Annotated[
     str | None,
     typer.Option(help="Comma-separated label order (default: the first record's order)."),
+]
+FloorOption = Annotated[
+    str, typer.Option(help="Floor for zeros before log: a number in (0, 1), or 'fit'.")
+]
+FloorModeOption = Annotated[str, typer.Option(help="clip: max(p, floor); mix: (1 - a) p + a / K.")]
+MleOption = Annotated[
+    bool,
+    typer.Option(
+        "--mle",
+        help="temperature: the paper's exact maximum-likelihood T (default: MAP with a weak "
+        "prior log T ~ Normal(0, 1), which stays finite on separable data).",
+    ),
 ]
 BinsOption = opt.Bins
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
@@ -146,16 +167,17 @@ def evaluate(
 ) -> None:
     """Score predictions against gold labels, with 95% bootstrap confidence intervals.
 
-    Without --calibrator it scores the normalised verbalized distribution itself (no floor).
-    Also gives accuracy and ECE per confidence band (low < 0.6 <= medium < 0.8 <= high) and,
-    with --by FIELD, the metrics with CIs per value of that field of the records.
+    Without --calibrator it scores the uncalibrated baseline: the verbalized distribution
+    normalised to sum 1 (method ``identity``). Also gives accuracy and ECE per confidence
+    band (low < 0.6 <= medium < 0.8 <= high) and, with --by FIELD, the metrics with CIs per
+    value of that field of the records.
 
     Example: verbcal evaluate --data recorded:tweets --calibrator ts.json
     """
     with friendly_errors():
         fitted = load_calibrator(calibrator) if calibrator else None
         predictions = load_labelled(data, labels, "evaluate", fitted)
-        q = fitted.predict_proba(predictions.probs) if fitted else predictions.probs
+        q = fitted.predict_proba(predictions.probs) if fitted else uncalibrated(predictions.probs)
         scores = summary(q, predictions.y, n_bins=bins)
         ci = bootstrap_ci(q, predictions.y, n_boot=boot, seed=seed, n_bins=bins)
         bands = by_band(q, predictions.y, n_bins=bins)
@@ -175,7 +197,7 @@ def evaluate(
         print(json.dumps(out))
         return
     title = f"{escape(predictions.source)}: " + (
-        f"{fitted.method} calibrator ({fitted.floor.describe()})"
+        f"{fitted.method} calibrator ({fitted.describe_floor()})"
         if fitted
         else "verbalized (uncalibrated)"
     )
@@ -239,41 +261,72 @@ def fit(
     ],
     data: DataOption,
     out: Annotated[Path, typer.Option(help="Where to write the calibrator JSON.")],
-    floor: Annotated[
-        str, typer.Option(help="Floor for zeros before log: a number in (0, 1), or 'fit'.")
-    ] = "fit",
-    floor_mode: Annotated[
-        str, typer.Option(help="clip: max(p, floor); mix: (1 - a) p + a / K.")
-    ] = "clip",
+    floor: FloorOption = "fit",
+    floor_mode: FloorModeOption = "clip",
+    mle: MleOption = False,
     labels: LabelsOption = None,
     overwrite: opt.Overwrite = False,
 ) -> None:
     """Fit a calibrator on labelled predictions and save it as a small JSON file.
 
+    --method auto picks the calibrator by cross-validated NLL on these data (the simplest
+    within one standard error of the best) and prints the table and the reason.
+
     Example: verbcal fit --method temperature --data recorded:tweets --out ts.json
     """
     with friendly_errors():
-        if floor_mode not in ("clip", "mix"):
-            raise CalibratorError(f"--floor-mode must be clip or mix, got {floor_mode!r}")
         check_output(out, overwrite)
+        options = spec_options(method, floor, floor_mode, mle)
         predictions = load_labelled(data, labels, "fitting")
-        variant = parse_spec(method)
-        kwargs = variant.kwargs
-        if "[" not in method and method != UNCALIBRATED:  # no options in the spec: the flags
-            kwargs.update(floor=floor, floor_mode=floor_mode)
-        calibrator = make_calibrator(variant.method, **kwargs)
+        calibrator = make_calibrator(method, **options)
         calibrator.fit(predictions.probs, predictions.y, labels=predictions.labels)
         calibrator.save(out)
     info = calibrator.fit_info
-    floor_text = calibrator.floor.describe() if calibrator.uses_floor else "not used"
-    console.print(f"[bold]{method}[/] fitted on {int(info['n'])} items; floor: {floor_text}")
-    for name, value in calibrator.params.items():
+    if isinstance(calibrator, AutoCalibrator):
+        show_auto(calibrator)
+    console.print(
+        f"[bold]{method}[/] fitted on {int(info['n'])} items; floor: {calibrator.describe_floor()}"
+    )
+    shown = calibrator.calibrator_ if isinstance(calibrator, AutoCalibrator) else calibrator
+    for name, value in shown.params.items():
         console.print(f"  {name} = {value}", highlight=False)
     console.print(
         f"NLL on the fitting data: {info['nll_before']:.4f} (verbalized) → {info['nll_after']:.4f}"
     )
     warn(calibrator.warnings, f"{method} fit")
     console.print(f"saved to {out}", markup=False)
+
+
+def spec_options(spec: str, floor: str, floor_mode: str, mle: bool) -> dict[str, Any]:
+    """The CLI's floor flags as constructor options of a method spec (validated; unused ones
+    dropped); a spec with options of its own (``temperature[floor=1e-4]``) keeps them."""
+    variant = parse_spec(spec)
+    if "[" in spec or variant.name == UNCALIBRATED:
+        return {}
+    if floor_mode not in ("clip", "mix"):
+        raise CalibratorError(f"--floor-mode must be clip or mix, got {floor_mode!r}")
+    parse_floor(floor)
+    options: dict[str, Any] = {"floor": floor, "floor_mode": floor_mode}
+    if mle:
+        options["prior_sd"] = None
+    return method_options(variant.method, **options)
+
+
+def show_auto(calibrator: AutoCalibrator) -> None:
+    """The cross-validation table ``auto`` chose from, and why."""
+    table = Table(title="auto: cross-validated NLL on the fitting data (lower is better)")
+    for column in ("candidate", "CV NLL", "± se", "chosen"):
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+    for row in calibrator.cv_:
+        nll, se = row["cv_nll"], row["se"]
+        table.add_row(
+            escape(row["method"]),
+            "failed" if nll is None else f"{nll:.4f}",
+            "" if se is None else f"{se:.4f}",
+            "✓" if row["method"] == calibrator.chosen_ else "",
+        )
+    console.print(table)
+    console.print(f"chosen: {escape(calibrator.reason_)}", highlight=False)
 
 
 @app.command()
@@ -313,15 +366,22 @@ def compare(
     repeats: Annotated[int, typer.Option(min=1, help="Random stratified splits.")] = 20,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the splits.")] = 0,
     bins: BinsOption = DEFAULT_BINS,
+    floor: FloorOption = "fit",
+    floor_mode: FloorModeOption = "clip",
+    mle: MleOption = False,
     labels: LabelsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Fit every method on calibration splits and score it on the rest: mean ± sd over repeats.
 
+    ``identity`` is the uncalibrated baseline (normalised, nothing fitted); --floor and
+    --floor-mode apply to every method that uses a floor.
+
     Example: verbcal compare --data recorded:drug-reviews --methods identity,resoftmax,temperature
     """
     with friendly_errors():
         names = parse_specs(methods)
+        options = {m: spec_options(m, floor, floor_mode, mle) for m in names}
         predictions = load_labelled(data, labels, "compare")
         with Progress(
             TextColumn("compare"),
@@ -342,6 +402,7 @@ def compare(
                 repeats=repeats,
                 seed=seed,
                 n_bins=bins,
+                options=options,
                 on_repeat=lambda _: progress.advance(task),
             )
     rows = summarise(results)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from verbcal.cli.app import app, console, err_console
@@ -98,18 +99,39 @@ def _recorded_part(out: Path, name: str) -> tuple[str, Path | None, dict[str, An
 
 
 def _closing(reports: list[tuple[str, Path | None, dict[str, Any]]], seconds: float) -> None:
-    table = Table(title=f"verbcal demo finished in {seconds:.0f} s: test-set results")
-    for column in ("run", "recommended", "ECE before → after", "NLL before → after", "report"):
+    table = Table(
+        title=f"verbcal demo finished in {seconds:.0f} s: test-set results, raw → recommended",
+        caption="raw = the verbalized distribution normalised (identity, nothing fitted); "
+        "recommended = chosen by auto (cross-validated NLL on the calibration part, "
+        "one-standard-error rule). The test part is never used to choose.",
+    )
+    for column in ("run", "recommended", "ECE raw → rec.", "NLL raw → rec.", "report"):
         table.add_column(column)
+    worse: list[str] = []
     for title, report, metrics in reports:
         best = metrics["recommended"]
         before, after = metrics["methods"]["identity"]["test"], metrics["methods"][best]["test"]
+        flags = [m for m in ("ece", "nll") if after[m] > before[m]]
+        if flags:
+            worse.append(
+                f"{title}: {best} is worse than raw on the test part ({', '.join(flags)}) with "
+                f"{metrics['n_calibration']} calibration / {metrics['n_test']} test items"
+            )
         table.add_row(
             title,
-            best,
-            f"{before['ece']:.3f} → {after['ece']:.3f}",
-            f"{before['nll']:.3f} → {after['nll']:.3f}",
+            escape(best),
+            f"{before['ece']:.3f} → {after['ece']:.3f}" + (" (worse)" if "ece" in flags else ""),
+            f"{before['nll']:.3f} → {after['nll']:.3f}" + (" (worse)" if "nll" in flags else ""),
             str(report) if report else "-",
         )
     console.print(table)
+    for line in worse:
+        console.print(f"[bold yellow]note:[/] {escape(line)}", highlight=False)
+    if worse:
+        console.print(
+            "Why: the recommendation is made on the calibration part only, and a small test "
+            "part is noisy (a few items move ECE by several points; see the bootstrap "
+            "intervals in each run's table); it is shown, not hidden.",
+            highlight=False,
+        )
     console.print("Open a report in a browser; `verbcal --help` lists what else verbcal does.")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from verbcal.calibrate import CalibratorError
@@ -222,10 +223,12 @@ def print_run_summary(result: RunResult) -> None:
         for name in ("accuracy", "ece", "nll", "brier"):
             lo, hi = entry["ci"][name]
             cells.append(f"{entry['test'][name]:.3f} [dim][{lo:.3f}, {hi:.3f}][/]")
-        table.add_row(method + mark, *cells)
+        table.add_row(escape(method) + mark, *cells)
     console.print(table)
     if metrics.get("best_alternative"):
         console.print(f"best alternative by CV NLL: {metrics['best_alternative']}")
+    if metrics.get("auto"):
+        console.print(f"recommended by auto: {escape(metrics['auto']['reason'])}", highlight=False)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, markup=False)
     console.print(f"run directory: {result.out}")

@@ -24,7 +24,7 @@ def load_calibrator(path: str | Path) -> Calibrator:
 
 def calibrator_labels(calibrator: Calibrator) -> tuple[str, ...]:
     """The label order of a fitted calibrator: its output columns."""
-    return tuple(calibrator.labels or ())
+    return tuple(calibrator.labels_)
 
 
 @dataclass(frozen=True)
