@@ -8,9 +8,15 @@ from typing import Annotated
 import typer
 
 Backend = Annotated[
-    str, typer.Option(help="openai | anthropic | bedrock | local (embedded SmolLM2).")
+    str,
+    typer.Option(
+        help="openai | anthropic | bedrock | litellm (--model provider/model) | local (embedded SmolLM2)."
+    ),
 ]
-Model = Annotated[str | None, typer.Option(help="Model name (default per backend).")]
+Model = Annotated[
+    str | None,
+    typer.Option(help="Model name (default per backend); for litellm: provider/model."),
+]
 BaseUrl = Annotated[
     str | None, typer.Option(help="OpenAI-compatible server URL, or Bedrock endpoint.")
 ]
@@ -33,4 +39,16 @@ Prices = Annotated[
 ]
 ShowProgress = Annotated[
     bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")
+]
+MaxRequests = Annotated[
+    int | None,
+    typer.Option(help="Stop after sending this many requests (retries count); resume later."),
+]
+MaxCost = Annotated[
+    float | None,
+    typer.Option(help="Stop before the estimated spend in USD would exceed this (needs a price)."),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option(help="Print the planned requests, token and cost estimate; call nothing."),
 ]

@@ -47,6 +47,9 @@ def run_command(
     retries: opt.Retries = 6,
     structured: opt.Structured = True,
     prices: opt.Prices = None,
+    max_requests: opt.MaxRequests = None,
+    max_cost: opt.MaxCost = None,
+    dry_run: opt.DryRun = False,
     calib_frac: Annotated[
         float, typer.Option(help="Share of the labelled items used to fit and choose.")
     ] = 0.5,
@@ -87,7 +90,13 @@ def run_command(
 
     Example: verbcal run --task sentiment.yaml --input items.jsonl --backend openai
     --model gpt-4o-mini --out runs/gpt4o-mini
+
+    When eliciting, the first 401/403/404 or a budget reached (--max-requests,
+    --max-cost) stops the run before any analysis (exit 2 or 3) with replies kept in the
+    store and the command that resumes; --dry-run prints the plan and its cost only.
     """
+    from verbcal.cli.elicit import report_stop
+
     try:
         options = RunOptions(
             methods=parse_methods(methods),
@@ -124,8 +133,13 @@ def run_command(
                 "retries": retries,
                 "structured": structured,
                 "prices": prices,
+                "max_requests": max_requests,
+                "max_cost": max_cost,
             },
+            dry_run,
         )
+    except _stopped() as exc:
+        raise typer.Exit(report_stop(exc)) from exc  # type: ignore[arg-type]
     except (RunError, PredictionsError, CalibratorError, ValueError, OSError, RuntimeError) as exc:
         from verbcal.elicit.redact import redact
 
@@ -143,7 +157,21 @@ def run_command(
             f"(with --overwrite if {out}/metrics.json exists) to resume"
         )
         raise typer.Exit(130) from None
-    print_run_summary(result)
+    if result is not None:
+        print_run_summary(result)
+
+
+def _stopped() -> type[Exception]:
+    """:class:`ElicitStopped`, or a class nothing raises when the elicit extra is missing."""
+    try:
+        from verbcal.elicit import ElicitStopped
+    except ImportError:
+        return _NeverRaised
+    return ElicitStopped
+
+
+class _NeverRaised(Exception):
+    pass
 
 
 def _dispatch(
@@ -156,11 +184,14 @@ def _dispatch(
     overwrite: bool,
     progress: bool,
     elicit_args: dict[str, Any],
-) -> RunResult:
+    dry_run: bool = False,
+) -> RunResult | None:
     from verbcal import run as run_module
 
     label_list = [s.strip() for s in labels.split(",")] if labels else None
     if predictions is not None:
+        if dry_run:
+            raise RunError("--dry-run plans LLM calls, and --predictions makes none: drop one")
         if items is not None:
             raise RunError("give either --predictions or --task with --input, not both")
         if label_list is None and task is not None:
@@ -176,6 +207,14 @@ def _dispatch(
         )
     from verbcal.elicit import ElicitOptions
 
+    if dry_run:
+        from verbcal.cli.elicit import print_dry_run
+        from verbcal.elicit import dry_run as plan
+
+        if elicit_args["store"] is None:
+            elicit_args = {**elicit_args, "store": out / "store.sqlite"}
+        print_dry_run(plan(task, items, out / "predictions.jsonl", ElicitOptions(**elicit_args)))
+        return None
     return run_module.run(
         task,
         items,

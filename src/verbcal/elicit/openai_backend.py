@@ -6,7 +6,14 @@ import math
 import os
 from typing import Any
 
-from verbcal.elicit.backends import BackendError, Reply, Request, status_error
+from verbcal.elicit.backends import (
+    BackendError,
+    Reply,
+    Request,
+    credentials_hint,
+    status_error,
+    structured_or_plain,
+)
 
 
 def _import_openai() -> Any:
@@ -102,19 +109,10 @@ class OpenAIBackend:
         """Send one chat completion; fall back to plain prompting if the schema is refused."""
         if request.logprob_labels is not None:
             return await self._logprobs(request, request.logprob_labels)
-        if request.schema is not None and self.structured:
-            try:
-                return await self._chat(request, mode="json_schema")
-            except BackendError as exc:
-                if exc.status not in (400, 422):  # only a bad request can be the schema's fault
-                    raise
-                refusal = exc
-            reply = await self._chat(request, mode="plain")  # raises if the prompt is the problem
-            if self.structured:  # plain worked where the schema did not: stop sending it
-                self.structured = False
-                self.notes.append(f"structured output refused, using plain prompts: {refusal}")
-            return reply
-        return await self._chat(request, mode="plain")
+        return await structured_or_plain(self, request, self._ask)
+
+    async def _ask(self, request: Request, structured: bool) -> Reply:
+        return await self._chat(request, mode="json_schema" if structured else "plain")
 
     def _base_args(self, request: Request) -> dict[str, Any]:
         args: dict[str, Any] = {
@@ -172,7 +170,13 @@ class OpenAIBackend:
             raise BackendError(message, retryable=True) from exc
         except openai.APIStatusError as exc:
             headers = dict(exc.response.headers) if exc.response is not None else None
-            raise status_error(exc.status_code, str(exc.message), self._where, headers) from exc
+            raise status_error(
+                exc.status_code,
+                str(exc.message),
+                self._where,
+                headers,
+                credentials=credentials_hint(self.name),
+            ) from exc
         except ValueError as exc:  # a 200 whose body is not JSON: a proxy or server fault
             raise BackendError(
                 f"{self._where} sent a reply that is not JSON", retryable=True
