@@ -33,6 +33,12 @@ def _fake_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
 
 
+@pytest.fixture(params=["sdk", "lean"])
+def http(request: pytest.FixtureRequest) -> str:
+    """Both HTTP paths of the openai backend must behave the same."""
+    return str(request.param)
+
+
 def items(*texts: str) -> list[dict[str, Any]]:
     return [
         {"id": f"i{n}", "text": text, "label": "positive" if n % 2 else "negative"}
@@ -66,11 +72,11 @@ def assert_no_key(tmp: Path) -> None:
             assert b"FAKEKEY" not in path.read_bytes(), path
 
 
-def test_faults_end_in_a_status_and_nothing_is_lost(tmp_path: Path) -> None:
+def test_faults_end_in_a_status_and_nothing_is_lost(tmp_path: Path, http: str) -> None:
     markers = ["", "@429", "@500x2", "@slow", "@drop", "@pct", "@refuse", "@400", "@always500"]
     data = items(*[f"review {n} {markers[n % len(markers)]}" for n in range(36)])
     with FakeServer(slow_seconds=2.5) as server:
-        result = run(server, data, tmp_path, retries=3)
+        result = run(server, data, tmp_path, retries=3, http=http)
     out = read_out(tmp_path)
     assert [r["id"] for r in out] == [d["id"] for d in data]
     expected = {
@@ -106,16 +112,16 @@ def test_faults_end_in_a_status_and_nothing_is_lost(tmp_path: Path) -> None:
     assert_no_key(tmp_path)
 
 
-def test_retry_after_is_honoured(tmp_path: Path) -> None:
+def test_retry_after_is_honoured(tmp_path: Path, http: str) -> None:
     with FakeServer(retry_after=0.6) as server:
-        run(server, items("only one @429"), tmp_path, backoff_base=0.01)
+        run(server, items("only one @429"), tmp_path, backoff_base=0.01, http=http)
     times = [entry["time"] for entry in server.log]
     assert len(times) == 2 and times[1] - times[0] >= 0.6
 
 
-def test_auth_error_is_not_retried_and_names_the_fix(tmp_path: Path) -> None:
+def test_auth_error_is_not_retried_and_names_the_fix(tmp_path: Path, http: str) -> None:
     with FakeServer() as server, pytest.raises(ElicitStopped) as info:
-        run(server, items("a @401", "b @401"), tmp_path)
+        run(server, items("a @401", "b @401"), tmp_path, http=http)
     assert sum(server.counts.values()) == 2  # both in flight at once, neither retried
     assert "authentication failed" in str(info.value) and "OPENAI_API_KEY" in str(info.value)
     with sqlite3.connect(tmp_path / "store.sqlite") as db:
@@ -124,12 +130,12 @@ def test_auth_error_is_not_retried_and_names_the_fix(tmp_path: Path) -> None:
     assert_no_key(tmp_path)
 
 
-def test_resume_requests_nothing_twice(tmp_path: Path) -> None:
+def test_resume_requests_nothing_twice(tmp_path: Path, http: str) -> None:
     data = items(*[f"text {n}" for n in range(12)])
     with FakeServer() as server:
-        first = run(server, data, tmp_path)
+        first = run(server, data, tmp_path, http=http)
         assert sum(server.counts.values()) == 12 and first.n_from_store == 0
-        second = run(server, data, tmp_path)
+        second = run(server, data, tmp_path, http=http)
         assert sum(server.counts.values()) == 12
     assert second.n_from_store == 12 and second.stats.requests == 0
     assert [r["status"] for r in read_out(tmp_path)] == ["ok"] * 12
@@ -144,9 +150,9 @@ def test_errors_are_retried_on_the_next_run(tmp_path: Path) -> None:
     assert sum(1 for p, c in server.counts.items() if c == 1) == 1
 
 
-def test_structured_output_falls_back_to_plain(tmp_path: Path) -> None:
+def test_structured_output_falls_back_to_plain(tmp_path: Path, http: str) -> None:
     with FakeServer(reject_schema=True) as server:
-        result = run(server, items("a", "b", "c"), tmp_path, concurrency=1)
+        result = run(server, items("a", "b", "c"), tmp_path, concurrency=1, http=http)
     assert [r["status"] for r in read_out(tmp_path)] == ["ok"] * 3
     assert any("structured output refused" in note for note in result.notes)
     with sqlite3.connect(tmp_path / "store.sqlite") as db:
@@ -167,9 +173,9 @@ def test_samples_are_stored_and_averaged(tmp_path: Path) -> None:
         assert db.execute("SELECT COUNT(*) FROM replies").fetchone()[0] == 6
 
 
-def test_label_logprobs(tmp_path: Path) -> None:
+def test_label_logprobs(tmp_path: Path, http: str) -> None:
     with FakeServer() as server:
-        run(server, items("a"), tmp_path, label_logprobs=True)
+        run(server, items("a"), tmp_path, label_logprobs=True, http=http)
     record = read_out(tmp_path)[0]
     lp = record["logprob_probs"]
     assert lp["positive"] > lp["negative"] > 0

@@ -48,6 +48,7 @@ def elicit_command(
     max_requests: opt.MaxRequests = None,
     max_cost: opt.MaxCost = None,
     dry_run: opt.DryRun = False,
+    http: opt.Http = "sdk",
     progress: opt.ShowProgress = True,
 ) -> None:
     """Ask an LLM for a probability per label for every item; write predictions JSONL.
@@ -86,6 +87,7 @@ def elicit_command(
         prices=prices,
         max_requests=max_requests,
         max_cost=max_cost,
+        http=http,
     )
     try:
         if dry_run:

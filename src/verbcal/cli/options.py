@@ -52,3 +52,10 @@ DryRun = Annotated[
     bool,
     typer.Option(help="Print the planned requests, token and cost estimate; call nothing."),
 ]
+Http = Annotated[
+    str,
+    typer.Option(
+        help="HTTP path of the openai/local backends: sdk (the official SDK) or lean"
+        " (aiohttp, less CPU per request; same retries and errors)."
+    ),
+]

@@ -50,6 +50,7 @@ def run_command(
     max_requests: opt.MaxRequests = None,
     max_cost: opt.MaxCost = None,
     dry_run: opt.DryRun = False,
+    http: opt.Http = "sdk",
     calib_frac: Annotated[
         float, typer.Option(help="Share of the labelled items used to fit and choose.")
     ] = 0.5,
@@ -135,6 +136,7 @@ def run_command(
                 "prices": prices,
                 "max_requests": max_requests,
                 "max_cost": max_cost,
+                "http": http,
             },
             dry_run,
         )

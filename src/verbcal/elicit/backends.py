@@ -195,13 +195,19 @@ def make_backend(
     timeout: float = 120.0,
     concurrency: int = 8,
     structured: bool = True,
+    http: str = "sdk",
 ) -> Backend:
-    """Build a backend by name (``local`` is handled by :mod:`verbcal.elicit.local`)."""
+    """Build a backend by name (``local`` is handled by :mod:`verbcal.elicit.local`).
+
+    ``http`` (``sdk`` or ``lean``) picks the HTTP path of the OpenAI-compatible backends.
+    """
     model = model or DEFAULT_MODELS[name]
     if name in ("openai", "local"):
         from verbcal.elicit.openai_backend import OpenAIBackend
 
-        return OpenAIBackend(model, base_url, timeout=timeout, structured=structured, name=name)
+        return OpenAIBackend(
+            model, base_url, timeout=timeout, structured=structured, name=name, http=http
+        )
     if name == "anthropic":
         from verbcal.elicit.other_backends import AnthropicBackend
 

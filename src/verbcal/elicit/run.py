@@ -87,6 +87,7 @@ class ElicitOptions:
     prices: str | Path | None = None
     max_requests: int | None = None
     max_cost: float | None = None
+    http: str = "sdk"
 
     def check(self) -> None:
         """Raise :class:`ElicitError` on impossible combinations."""
@@ -98,6 +99,10 @@ class ElicitOptions:
             raise ElicitError("--max-requests must be at least 1")
         if self.max_cost is not None and not self.max_cost > 0:
             raise ElicitError("--max-cost must be a positive amount in USD")
+        if self.http not in ("sdk", "lean"):
+            raise ElicitError(f"--http {self.http!r}: choose sdk or lean")
+        if self.http == "lean" and self.backend not in ("openai", "local"):
+            raise ElicitError("--http lean is for the openai and local backends only")
         if self.label_logprobs and self.backend not in ("openai", "local"):
             raise ElicitError(
                 f"--label-logprobs needs logprobs, which the {self.backend} API does not return;"
@@ -370,6 +375,7 @@ def _run_pending(
             timeout=opts.timeout,
             concurrency=opts.concurrency,
             structured=opts.structured,
+            http=opts.http,
         )
         config = EngineConfig(
             concurrency=opts.concurrency,
