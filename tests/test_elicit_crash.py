@@ -18,6 +18,8 @@ pytest.importorskip("aiohttp")
 
 from elicit_fakeserver import FakeServer
 
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
 FAKE_KEY = "sk-test-CRASHKEY0123456789abcdefXYZ"
 TASK_YAML = """\
 name: sentiment

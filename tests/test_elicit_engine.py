@@ -17,6 +17,8 @@ from verbcal.elicit import ElicitOptions, ElicitStopped, elicit
 from verbcal.predictions import read_predictions
 from verbcal.task import Task
 
+pytestmark = pytest.mark.server
+
 FAKE_KEY = "sk-test-FAKEKEY0123456789abcdefXYZ"
 TASK = Task(
     name="sentiment",
@@ -275,3 +277,21 @@ def test_structured_off_sends_no_tools(tmp_path: Path) -> None:
         run(server, items("a @pct"), tmp_path, backend="anthropic",
             model="claude-haiku-4-5", base_url=server.url, structured=False)  # fmt: skip
     assert tool_requests(server) == [] and read_out(tmp_path)[0]["status"] == "repaired"
+
+
+def test_litellm_backend_faults_and_retry_after(tmp_path: Path) -> None:
+    pytest.importorskip("litellm")
+    with FakeServer(retry_after=0.6) as server:
+        result = run(
+            server, items("a", "b @429", "c @500x2", "d @400", "e @drop"), tmp_path,
+            backend="litellm", model="openai/fake-model", base_url=server.url + "/v1",
+            concurrency=1, backoff_base=0.01,
+        )  # fmt: skip
+    out = read_out(tmp_path)
+    assert [r["status"] for r in out] == ["ok", "ok", "ok", "error", "ok"]
+    assert "HTTP 400" in out[3]["issues"][0]
+    attempts = [e["time"] for e in server.log if "@429" in e["prompt"]]
+    assert len(attempts) == 2 and attempts[1] - attempts[0] >= 0.6  # Retry-After honoured
+    assert result.stats.retries >= 4 and result.cost is None
+    assert stored_modes(tmp_path) == {"json_schema", None}
+    assert_no_key(tmp_path)

@@ -119,22 +119,29 @@ def test_in_flight_requests_finish_and_are_kept(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("backend", "model", "env_var"),
+    ("backend", "model", "env_var", "http"),
     [
-        ("openai", "fake-model", "OPENAI_API_KEY"),
-        ("anthropic", "claude-haiku-4-5", "ANTHROPIC_API_KEY"),
-        ("litellm", "openai/fake-model", "OPENAI_API_KEY"),
+        ("openai", "fake-model", "OPENAI_API_KEY", "sdk"),
+        ("openai", "fake-model", "OPENAI_API_KEY", "lean"),
+        ("anthropic", "claude-haiku-4-5", "ANTHROPIC_API_KEY", "sdk"),
+        ("litellm", "openai/fake-model", "OPENAI_API_KEY", "sdk"),
     ],
 )
 def test_wrong_key_stops_every_backend(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, model: str, env_var: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
+    model: str,
+    env_var: str,
+    http: str,
 ) -> None:
     if backend == "litellm":
         pytest.importorskip("litellm")
     monkeypatch.setenv(env_var, WRONG_KEY)
     base = "" if backend == "anthropic" else "/v1"
     with FakeServer(api_key=RIGHT_KEY, latency=0.05) as server:
-        opts = options(server, tmp_path, backend=backend, model=model, base_url=server.url + base)
+        url = server.url + base
+        opts = options(server, tmp_path, backend=backend, model=model, base_url=url, http=http)
         with pytest.raises(ElicitStopped) as info:
             elicit(TASK, items(*(f"t{n}" for n in range(30))), tmp_path / "o.jsonl", opts)
         assert 1 <= sum(server.counts.values()) <= 4

@@ -18,6 +18,8 @@ from verbcal.elicit.local import LocalModelError, local_server, model_path
 from verbcal.predictions import read_predictions
 from verbcal.task import Task
 
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
 TASK = Task(
     name="sentiment",
     labels=("positive", "negative"),
