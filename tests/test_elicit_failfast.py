@@ -95,9 +95,9 @@ def test_wrong_key_stops_after_at_most_concurrency_requests(tmp_path: Path) -> N
     print(f"wrong key: {sent_wrong} requests sent, exit {wrong.returncode}\n{wrong.stderr}")
     assert wrong.returncode == 2
     assert 1 <= sent_wrong <= 4
-    for part in ("HTTP 401", "openai backend", "OPENAI_API_KEY", "Incorrect API key"):
+    for part in ("HTTP 401", "(openai backend)", "OPENAI_API_KEY", "Incorrect API key"):
         assert part in message, part
-    assert "resume: verbcal elicit --task" in message and "--concurrency 4" in message
+    assert "resume with: verbcal elicit --task" in message and "--concurrency 4" in message
     assert WRONG_KEY not in wrong.stderr + wrong.stdout
     # the command it printed resumes: with the right key every item is answered
     assert right.returncode == 0, right.stderr
@@ -146,7 +146,7 @@ def test_wrong_key_stops_every_backend(
             elicit(TASK, items(*(f"t{n}" for n in range(30))), tmp_path / "o.jsonl", opts)
         assert 1 <= sum(server.counts.values()) <= 4
     text = str(info.value)
-    assert "HTTP 401" in text and env_var in text and f"{backend} backend" in text
+    assert "HTTP 401" in text and env_var in text and f"({backend} backend)" in text
     assert WRONG_KEY not in text
 
 
@@ -242,7 +242,9 @@ def test_run_stops_before_analysis_on_wrong_key(tmp_path: Path) -> None:
     message = " ".join(result.stderr.split())
     assert result.returncode == 2, result.stderr
     assert (
-        "HTTP 401" in message and "OPENAI_API_KEY" in message and "resume: verbcal run" in message
+        "HTTP 401" in message
+        and "OPENAI_API_KEY" in message
+        and "resume with: verbcal run" in message
     )
     assert not (tmp_path / "run" / "metrics.json").exists()
     assert (tmp_path / "run" / "store.sqlite").exists()

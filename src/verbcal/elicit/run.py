@@ -52,15 +52,14 @@ class ElicitStopped(RuntimeError):
     def describe(self, resume: str = "re-run the same call") -> str:
         """The message: what stopped the run, what was kept, and how to resume."""
         if self.stop.kind == "fatal":
-            head = f"stopped at the first HTTP {self.stop.status} ({self.backend} backend)"
-            fix = "fix the key, --model or --base-url named above, then resume"
+            head = f"stopped ({self.backend} backend): {self.stop.message}"
+            how = "Fix that, then resume with"
         else:
-            head = f"stopped: budget reached ({self.stop.message})"
-            fix = "each run may spend its budget again: resume to continue"
+            head = f"stopped: {self.stop.message}"
+            how = "Resume with (each run may spend its budget again)"
         return (
-            f"{head}: {self.stop.message}\n"
-            f"{self.sent} requests sent; every reply received is kept in {self.store};"
-            f" {self.unsent} requests not sent. To {fix}: {resume}"
+            f"{head}\n{self.sent} requests sent; every reply received is kept in {self.store};"
+            f" {self.unsent} requests not sent.\n{how}: {resume}"
         )
 
 
@@ -328,10 +327,12 @@ def dry_run(
     if price is not None:
         cost_in = tokens_in * price[0] / 1e6
         cost_max = cost_in + tokens_out * price[1] / 1e6
+    mode = "plain prompts"
+    if opts.structured:
+        tool = opts.backend in ("anthropic", "bedrock")
+        mode = "forced tool call" if tool else "JSON-schema output"
     if opts.label_logprobs:
-        mode = "structured + label logprobs" if opts.structured else "plain + label logprobs"
-    else:
-        mode = "structured output (JSON schema / forced tool call)" if opts.structured else "plain"
+        mode += " + label logprobs"
     return DryRun(
         backend=opts.backend,
         model=model,
