@@ -9,7 +9,8 @@ reply, parsing, the output file) after the libraries have been imported.
 
 The time split of each run: client CPU (CPU seconds of this process during the call: the
 server runs in another process), of which the store (each reply's SQLite commit) and the
-parse (reply text to distribution, output records); the rest is HTTP and the engine.
+parse (reply text to distribution as each reply arrives, then the output records); the
+rest is HTTP and the engine.
 
 References measured in the same run against the same server: a bare aiohttp client and
 the bare ``AsyncOpenAI`` client (no store, no parsing), the ceilings of the two paths.
@@ -99,13 +100,15 @@ def instrumented() -> Iterator[dict[str, Timer]]:
     from verbcal.elicit import store as store_module
 
     timers = {"store": Timer(), "parse": Timer()}
-    saved = store_module.Store.put, run_module.build_record
+    saved = store_module.Store.put, run_module.parse_row, run_module.build_record
     store_module.Store.put = timers["store"].wrap(saved[0])  # type: ignore[method-assign]
-    run_module.build_record = timers["parse"].wrap(saved[1])  # type: ignore[assignment]
+    run_module.parse_row = timers["parse"].wrap(saved[1])  # type: ignore[assignment]
+    run_module.build_record = timers["parse"].wrap(saved[2])  # type: ignore[assignment]
     try:
         yield timers
     finally:
-        store_module.Store.put, run_module.build_record = saved  # type: ignore[method-assign]
+        store_module.Store.put = saved[0]  # type: ignore[method-assign]
+        run_module.parse_row, run_module.build_record = saved[1:]  # type: ignore[assignment]
 
 
 def elicit_once(port: int, n_items: int, concurrency: int, http: str) -> dict[str, float]:

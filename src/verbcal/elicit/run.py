@@ -25,8 +25,9 @@ from verbcal.elicit.backends import (
 from verbcal.elicit.engine import Engine, EngineConfig, EngineStats, Job, Stop, estimate_tokens
 from verbcal.elicit.pricing import Price, estimate_cost, load_prices, lookup
 from verbcal.elicit.progress import StatusProgress
-from verbcal.elicit.records import ItemPlan, build_record, sample_status, write_jsonl
+from verbcal.elicit.records import ItemPlan, build_record, parse_row, row_status, write_jsonl
 from verbcal.elicit.store import Row, Store, request_key
+from verbcal.parse import ParsedReply
 from verbcal.task import Task, load_task, read_items
 
 _SAMPLE_PREFIX = re.compile(r"^sample \d+: ")
@@ -238,18 +239,19 @@ def elicit(
     price = _price(opts, model, prices)
     started = time.monotonic()
     stop: Stop | None = None
+    parsed: dict[str, ParsedReply] = {}  # filled as replies arrive, while the network waits
     with Store(store_path) as store:
         done = {k: r for k, r in store.get_many(jobs).items() if r.status != "error"}
         pending = [job for key, job in jobs.items() if key not in done]
         stats, notes = EngineStats(), list[str]()
         if pending:
-            run = _run_pending(pending, store, opts, model, price, task, console, progress)
+            run = _run_pending(pending, store, opts, model, price, task, console, progress, parsed)
             stats, notes, stop = run
         rows = store.get_many(jobs)
     if stop is not None:
         unsent = sum(1 for key in jobs if key not in rows)
         raise ElicitStopped(stop, opts.backend, store_path, stats.requests, unsent)
-    records = [build_record(plan, rows, task.labels) for plan in plans]
+    records = [build_record(plan, rows, task.labels, parsed) for plan in plans]
     write_jsonl(out, records)
     cost = estimate_cost(opts.backend, model, stats.input_tokens, stats.output_tokens, prices)
     return ElicitResult(
@@ -367,6 +369,7 @@ def _run_pending(
     task: Task,
     console: Console | None,
     progress: bool,
+    parsed: dict[str, ParsedReply],
 ) -> tuple[EngineStats, list[str], Stop | None]:
     with _endpoint(opts, console) as base_url:
         backend = make_backend(
@@ -391,8 +394,10 @@ def _run_pending(
         with StatusProgress(len(pending), console, enabled=progress) as bar:
 
             def on_done(job: Job, row: Row) -> None:
-                # parse only to show live counts; the output is parsed from the store anyway
-                bar.advance(sample_status(row, task.labels) if progress else row.status)
+                result = parse_row(row, task.labels)
+                if result is not None:
+                    parsed[row.key] = result
+                bar.advance(row_status(row, result))
 
             engine = Engine(backend, store, config, on_done)
             stats = asyncio.run(_drive(engine, backend, pending))
