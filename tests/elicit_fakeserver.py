@@ -9,7 +9,8 @@ connection without a reply), ``@400`` / ``@401`` / ``@always500`` (every attempt
 ``@pct`` (reply in percentages), ``@refuse`` (a refusal), ``@403`` (every attempt).
 
 ``api_key`` makes every request without that key (``Authorization: Bearer`` or
-``x-api-key``) a 401; ``models`` makes every other model a 404; ``reject_tools`` answers
+``x-api-key``) a 401; ``models`` makes every other model a 404 (on Bedrock, a 400
+``ValidationException`` "The provided model identifier is invalid.", as Bedrock answers); ``reject_tools`` answers
 tool definitions (Anthropic ``tools``, Bedrock ``toolConfig``) with a 400. With tools, the
 Anthropic and Bedrock APIs answer with a ``tool_use`` / ``toolUse`` block.
 """
@@ -203,6 +204,14 @@ class FakeServer:
         body = await request.json()
         self.bodies.append(body)
         prompt = body["messages"][-1]["content"][0]["text"]
+        model = request.match_info["model_id"]
+        if self.models is not None and model not in self.models:
+            self.counts[prompt] += 1
+            return web.json_response(
+                {"message": "The provided model identifier is invalid."},
+                status=400,
+                headers={"x-amzn-ErrorType": "ValidationException"},
+            )
         fault = await self._fault(request, prompt)
         if fault is not None:
             kinds = {429: "ThrottlingException", 403: "AccessDeniedException"}

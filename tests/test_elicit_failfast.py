@@ -175,6 +175,21 @@ def test_unknown_model_stops(tmp_path: Path) -> None:
     assert "check --model" in str(info.value) and "does not exist" in str(info.value)
 
 
+def test_bedrock_unknown_model_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKEFAKEFAKE1234")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake-secret-abcdefghijkl")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with FakeServer(models={"anthropic.real"}) as server:
+        opts = options(
+            server, tmp_path, backend="bedrock", model="anthropic.typo", base_url=server.url
+        )
+        with pytest.raises(ElicitStopped) as info:
+            elicit(TASK, items(*(f"t{n}" for n in range(30))), tmp_path / "o.jsonl", opts)
+        # each of the 4 in flight: the tool request, then once more as a plain prompt
+        assert 1 <= sum(server.counts.values()) <= 8
+    assert "model identifier is invalid" in str(info.value) and "check --model" in str(info.value)
+
+
 def test_max_requests_stops_and_resumes(tmp_path: Path) -> None:
     data = items(*(f"t{n}" for n in range(20)))
     with FakeServer(latency=0.02) as server:

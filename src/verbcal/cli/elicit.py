@@ -115,7 +115,9 @@ def resume_command() -> str:
 
 def report_stop(exc: ElicitStopped) -> int:
     """Print why the run stopped and how to resume; return the exit code."""
-    message = escape(exc.describe(resume_command()))
+    from verbcal.elicit.redact import redact
+
+    message = escape(redact(exc.describe(resume_command())))
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return exc.exit_code
 

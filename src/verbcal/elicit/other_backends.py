@@ -215,13 +215,16 @@ class BedrockBackend:
         detail = f"{code}: {error.get('Message', '')}"
         if code in _RETRY_CODES:
             return BackendError(f"{detail} from {self._where}", retryable=True)
-        return status_error(
+        error_ = status_error(
             status,
             detail,
             self._where,
             meta.get("HTTPHeaders"),
             credentials=credentials_hint(self.name),
         )
+        if code == "ValidationException" and "model identifier" in detail.lower():
+            error_.fatal = True  # Bedrock's "unknown model" is a 400, not a 404
+        return error_
 
     async def aclose(self) -> None:
         """Shut the worker threads down."""
