@@ -57,6 +57,10 @@ def elicit_command(
     a crash and only the missing requests are sent. Keys come from the environment
     (OPENAI_API_KEY, ANTHROPIC_API_KEY, AWS credentials) and are never written anywhere.
 
+    The first 401, 403 or 404 stops the run at once (exit 2), and so does a budget reached
+    (--max-requests, --max-cost; exit 3): replies received are kept, and the message gives
+    the command that resumes. --dry-run prints the plan and its estimated cost only.
+
     Example: verbcal elicit --task sentiment.yaml --input items.jsonl --out preds.jsonl
     --backend openai --model gpt-4o-mini --concurrency 16
     """

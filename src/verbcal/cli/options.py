@@ -50,7 +50,7 @@ MaxCost = Annotated[
 ]
 DryRun = Annotated[
     bool,
-    typer.Option(help="Print the planned requests, token and cost estimate; call nothing."),
+    typer.Option("--dry-run", help="Print the planned requests, token and cost estimate; call nothing."),
 ]
 Http = Annotated[
     str,
