@@ -10,7 +10,8 @@ reply, parsing, the output file) after the libraries have been imported.
 The time split of each run: client CPU (CPU seconds of this process during the call: the
 server runs in another process), of which the store (each reply's SQLite commit) and the
 parse (reply text to distribution as each reply arrives, then the output records); the
-rest is HTTP and the engine.
+rest is HTTP and the engine. In wall time: the span with requests in flight, and the
+planning before it and the output after it.
 
 References measured in the same run against the same server: a bare aiohttp client and
 the bare ``AsyncOpenAI`` client (no store, no parsing), the ceilings of the two paths.
@@ -96,17 +97,29 @@ class Timer:
 @contextmanager
 def instrumented() -> Iterator[dict[str, Timer]]:
     """Time the store commits and the parsing of ``elicit()`` (restored afterwards)."""
+    from verbcal.elicit import engine as engine_module
     from verbcal.elicit import run as run_module
     from verbcal.elicit import store as store_module
 
-    timers = {"store": Timer(), "parse": Timer()}
+    timers = {"store": Timer(), "parse": Timer(), "engine": Timer()}
+    engine_run = engine_module.Engine.run
+
+    async def timed_run(self: Any, jobs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await engine_run(self, jobs)
+        finally:
+            timers["engine"].seconds += time.perf_counter() - start
+
     saved = store_module.Store.put, run_module.parse_row, run_module.build_record
     store_module.Store.put = timers["store"].wrap(saved[0])  # type: ignore[method-assign]
     run_module.parse_row = timers["parse"].wrap(saved[1])  # type: ignore[assignment]
     run_module.build_record = timers["parse"].wrap(saved[2])  # type: ignore[assignment]
+    engine_module.Engine.run = timed_run  # type: ignore[method-assign]
     try:
         yield timers
     finally:
+        engine_module.Engine.run = engine_run  # type: ignore[method-assign]
         store_module.Store.put = saved[0]  # type: ignore[method-assign]
         run_module.parse_row, run_module.build_record = saved[1:]  # type: ignore[assignment]
 
@@ -147,6 +160,8 @@ def elicit_once(port: int, n_items: int, concurrency: int, http: str) -> dict[st
         "store_s": round(store, 3),
         "parse_s": round(parse, 3),
         "http_and_engine_cpu_s": round(max(0.0, cpu - store - parse), 3),
+        "requests_phase_s": round(timers["engine"].seconds, 3),
+        "before_and_after_s": round(seconds - timers["engine"].seconds, 3),
         "client_cpu_us_per_request": round(cpu / n_items * 1e6),
     }
 
@@ -242,7 +257,9 @@ def main() -> None:
         print(
             f"  time split of {n['seconds']:.2f} s: client CPU {n['client_cpu_s']:.2f} s"
             f" ({n['client_cpu_us_per_request']} us a request) = store {n['store_s']:.2f} s"
-            f" + parse {n['parse_s']:.2f} s + HTTP and engine {n['http_and_engine_cpu_s']:.2f} s"
+            f" + parse {n['parse_s']:.2f} s + HTTP and engine {n['http_and_engine_cpu_s']:.2f} s;"
+            f" requests in flight {n['requests_phase_s']:.2f} s, planning and output"
+            f" {n['before_and_after_s']:.2f} s"
         )
     load = numbers["load_1min"]
     print(
