@@ -34,7 +34,7 @@ def test_bench_elicit_reports_rates_and_time_split() -> None:
     numbers = json.loads(done.stdout)
     for http in ("lean", "sdk"):
         n = numbers[http]
-        assert n["requests_per_s"] > 0 and 0 < n["ratio_to_ideal"]
+        assert n["requests_per_s"] > 0 and n["ratio_to_ideal"] > 0
         assert n["bare_client_requests_per_s"] > 0
         assert n["client_cpu_s"] > 0 and n["store_s"] > 0 and n["parse_s"] > 0
         assert n["http_and_engine_cpu_s"] >= 0
