@@ -17,7 +17,7 @@ from verbcal.elicit import ElicitOptions, ElicitStopped, elicit
 from verbcal.predictions import read_predictions
 from verbcal.task import Task
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server]
 
 FAKE_KEY = "sk-test-FAKEKEY0123456789abcdefXYZ"
 TASK = Task(
