@@ -220,8 +220,11 @@ def run(n_items: int, concurrency: int) -> dict[str, Any]:
         numbers: dict[str, Any] = {}
         for http in ("lean", "sdk"):
             numbers[http] = elicit_once(port, n_items, concurrency, http)
+            cpu = time.process_time()
             bare = asyncio.run(bare_rate(port, n_items, concurrency, http))
+            cpu = time.process_time() - cpu
             numbers[http]["bare_client_requests_per_s"] = round(bare, 1)
+            numbers[http]["bare_client_cpu_us_per_request"] = round(cpu / n_items * 1e6)
             numbers[http]["ratio_to_bare_client"] = round(numbers[http]["requests_per_s"] / bare, 3)
     finally:
         server.kill()
@@ -256,7 +259,8 @@ def main() -> None:
         )
         print(
             f"  time split of {n['seconds']:.2f} s: client CPU {n['client_cpu_s']:.2f} s"
-            f" ({n['client_cpu_us_per_request']} us a request) = store {n['store_s']:.2f} s"
+            f" ({n['client_cpu_us_per_request']} us a request; the bare client"
+            f" {n['bare_client_cpu_us_per_request']} us) = store {n['store_s']:.2f} s"
             f" + parse {n['parse_s']:.2f} s + HTTP and engine {n['http_and_engine_cpu_s']:.2f} s;"
             f" requests in flight {n['requests_phase_s']:.2f} s, planning and output"
             f" {n['before_and_after_s']:.2f} s"

@@ -50,7 +50,9 @@ MaxCost = Annotated[
 ]
 DryRun = Annotated[
     bool,
-    typer.Option("--dry-run", help="Print the planned requests, token and cost estimate; call nothing."),
+    typer.Option(
+        "--dry-run", help="Print the planned requests, token and cost estimate; call nothing."
+    ),
 ]
 Http = Annotated[
     str,
