@@ -8,15 +8,9 @@ from typing import Annotated
 import typer
 
 Backend = Annotated[
-    str,
-    typer.Option(
-        help="openai | anthropic | bedrock | litellm (--model provider/model) | local (embedded SmolLM2)."
-    ),
+    str, typer.Option(help="openai | anthropic | bedrock | local (embedded SmolLM2).")
 ]
-Model = Annotated[
-    str | None,
-    typer.Option(help="Model name (default per backend); for litellm: provider/model."),
-]
+Model = Annotated[str | None, typer.Option(help="Model name (default per backend).")]
 BaseUrl = Annotated[
     str | None, typer.Option(help="OpenAI-compatible server URL, or Bedrock endpoint.")
 ]

@@ -45,12 +45,12 @@ def run_command(
     max_tokens: opt.MaxTokens = 256,
     timeout: opt.Timeout = 120.0,
     retries: opt.Retries = 6,
-    structured: opt.Structured = True,
-    prices: opt.Prices = None,
     max_requests: opt.MaxRequests = None,
     max_cost: opt.MaxCost = None,
     dry_run: opt.DryRun = False,
     http: opt.Http = "sdk",
+    structured: opt.Structured = True,
+    prices: opt.Prices = None,
     calib_frac: Annotated[
         float, typer.Option(help="Share of the labelled items used to fit and choose.")
     ] = 0.5,
@@ -190,10 +190,11 @@ def _dispatch(
 ) -> RunResult | None:
     from verbcal import run as run_module
 
+    if dry_run:
+        _plan_only(out, predictions, task, items, elicit_args)
+        return None
     label_list = [s.strip() for s in labels.split(",")] if labels else None
     if predictions is not None:
-        if dry_run:
-            raise RunError("--dry-run plans LLM calls, and --predictions makes none: drop one")
         if items is not None:
             raise RunError("give either --predictions or --task with --input, not both")
         if label_list is None and task is not None:
@@ -209,14 +210,6 @@ def _dispatch(
         )
     from verbcal.elicit import ElicitOptions
 
-    if dry_run:
-        from verbcal.cli.elicit import print_dry_run
-        from verbcal.elicit import dry_run as plan
-
-        if elicit_args["store"] is None:
-            elicit_args = {**elicit_args, "store": out / "store.sqlite"}
-        print_dry_run(plan(task, items, out / "predictions.jsonl", ElicitOptions(**elicit_args)))
-        return None
     return run_module.run(
         task,
         items,
@@ -227,6 +220,26 @@ def _dispatch(
         progress=progress,
         overwrite=overwrite,
     )
+
+
+def _plan_only(
+    out: Path,
+    predictions: str | None,
+    task: Path | None,
+    items: Path | None,
+    elicit_args: dict[str, Any],
+) -> None:
+    """``--dry-run``: print what eliciting would send and cost; call nothing, write nothing."""
+    if predictions is not None:
+        raise RunError("--dry-run plans LLM calls, and --predictions makes none: drop one")
+    if task is None or items is None:
+        raise RunError("--dry-run plans the elicitation: give --task and --input")
+    from verbcal.cli.elicit import print_dry_run
+    from verbcal.elicit import ElicitOptions, dry_run
+
+    store = elicit_args["store"] or out / "store.sqlite"
+    options = ElicitOptions(**{**elicit_args, "store": store})
+    print_dry_run(dry_run(task, items, out / "predictions.jsonl", options))
 
 
 def print_run_summary(result: RunResult) -> None:
