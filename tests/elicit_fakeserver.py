@@ -6,7 +6,13 @@ Converse API. Markers in the prompt pick the behaviour of each request:
 ``@429`` (first attempt: 429 with Retry-After), ``@500x2`` (first two attempts: 500),
 ``@slow`` (first attempt: sleep past the client timeout), ``@drop`` (first attempt: close the
 connection without a reply), ``@400`` / ``@401`` / ``@always500`` (every attempt),
-``@pct`` (reply in percentages), ``@refuse`` (a refusal).
+``@pct`` (reply in percentages), ``@refuse`` (a refusal), ``@403`` (every attempt).
+
+``api_key`` makes every request without that key (``Authorization: Bearer`` or
+``x-api-key``) a 401; ``models`` makes every other model a 404 (on Bedrock, a 400
+``ValidationException`` "The provided model identifier is invalid.", as Bedrock answers); ``reject_tools`` answers
+tool definitions (Anthropic ``tools``, Bedrock ``toolConfig``) with a 400. With tools, the
+Anthropic and Bedrock APIs answer with a ``tool_use`` / ``toolUse`` block.
 """
 
 from __future__ import annotations
@@ -35,9 +41,14 @@ class FakeServer:
         slow_seconds: float = 3.0,
         retry_after: float = 0.3,
         reject_schema: bool = False,
+        api_key: str | None = None,
+        models: set[str] | None = None,
+        reject_tools: bool = False,
     ) -> None:
         self.latency, self.slow_seconds, self.retry_after = latency, slow_seconds, retry_after
-        self.reject_schema = reject_schema
+        self.reject_schema, self.reject_tools = reject_schema, reject_tools
+        self.api_key, self.models = api_key, models
+        self.bodies: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()
         self.log: list[dict[str, Any]] = []
         self.url = ""
@@ -69,12 +80,27 @@ class FakeServer:
         self.url = f"http://127.0.0.1:{port}"
 
     # -- behaviour ---------------------------------------------------------------------------
-    async def _fault(self, request: web.Request, prompt: str) -> web.StreamResponse | None:
+    async def _fault(
+        self, request: web.Request, prompt: str, model: str = ""
+    ) -> web.StreamResponse | None:
         self.counts[prompt] += 1
         attempt = self.counts[prompt]
         self.log.append({"prompt": prompt, "attempt": attempt, "time": time.monotonic()})
         if self.latency:
             await asyncio.sleep(self.latency)
+        if self.api_key is not None:
+            sent = request.headers.get("x-api-key") or request.headers.get("Authorization", "")
+            if sent.removeprefix("Bearer ") != self.api_key:
+                return web.json_response(
+                    {"error": {"message": "Incorrect API key provided", "type": "auth"}},
+                    status=401,
+                )
+        if self.models is not None and model not in self.models:
+            return web.json_response(
+                {"error": {"message": f"The model `{model}` does not exist"}}, status=404
+            )
+        if "@403" in prompt:
+            return web.json_response({"error": {"message": "not allowed"}}, status=403)
         if "@401" in prompt:
             return web.json_response(
                 {"error": {"message": "Incorrect API key provided"}}, status=401
@@ -110,8 +136,9 @@ class FakeServer:
     # -- APIs --------------------------------------------------------------------------------
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        self.bodies.append(body)
         prompt = body["messages"][-1]["content"]
-        fault = await self._fault(request, prompt)
+        fault = await self._fault(request, prompt, body.get("model", ""))
         if fault is not None:
             return fault
         if self.reject_schema and "response_format" in body:
@@ -140,19 +167,34 @@ class FakeServer:
 
     async def _anthropic(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        self.bodies.append(body)
         prompt = body["messages"][-1]["content"]
-        fault = await self._fault(request, prompt)
+        fault = await self._fault(request, prompt, body.get("model", ""))
         if fault is not None:
             return fault
-        text = self.reply_text(prompt, _labels_in(prompt), None)
+        tools = body.get("tools")
+        if tools and self.reject_tools:
+            return web.json_response(
+                {"type": "error", "error": {"type": "invalid_request_error", "message": "tools"}},
+                status=400,
+            )
+        if tools:
+            labels = tuple(tools[0]["input_schema"]["properties"])
+            data = json.loads(self.reply_text(prompt.replace("@pct", ""), labels, None))
+            content = [
+                {"type": "tool_use", "id": "toolu_1", "name": tools[0]["name"], "input": data}
+            ]
+        else:
+            text = self.reply_text(prompt, _labels_in(prompt), None)
+            content = [{"type": "text", "text": text}]
         return web.json_response(
             {
                 "id": "msg_1",
                 "type": "message",
                 "role": "assistant",
                 "model": body["model"],
-                "content": [{"type": "text", "text": text}],
-                "stop_reason": "end_turn",
+                "content": content,
+                "stop_reason": "tool_use" if tools else "end_turn",
                 "stop_sequence": None,
                 "usage": {"input_tokens": 20, "output_tokens": 10},
             }
@@ -160,21 +202,46 @@ class FakeServer:
 
     async def _bedrock(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        self.bodies.append(body)
         prompt = body["messages"][-1]["content"][0]["text"]
+        model = request.match_info["model_id"]
+        if self.models is not None and model not in self.models:
+            self.counts[prompt] += 1
+            return web.json_response(
+                {"message": "The provided model identifier is invalid."},
+                status=400,
+                headers={"x-amzn-ErrorType": "ValidationException"},
+            )
         fault = await self._fault(request, prompt)
         if fault is not None:
-            if fault.status == 429:
+            kinds = {429: "ThrottlingException", 403: "AccessDeniedException"}
+            if fault.status in kinds:
                 return web.json_response(
-                    {"message": "Too many requests"},
-                    status=429,
-                    headers={"x-amzn-ErrorType": "ThrottlingException"},
+                    {"message": "refused"},
+                    status=fault.status,
+                    headers={"x-amzn-ErrorType": kinds[fault.status]},
                 )
             return fault
-        text = self.reply_text(prompt, _labels_in(prompt), None)
+        tools = (body.get("toolConfig") or {}).get("tools")
+        if tools and self.reject_tools:
+            return web.json_response(
+                {"message": "This model does not support tool use."},
+                status=400,
+                headers={"x-amzn-ErrorType": "ValidationException"},
+            )
+        if tools:
+            spec = tools[0]["toolSpec"]
+            labels = tuple(spec["inputSchema"]["json"]["properties"])
+            data = json.loads(self.reply_text(prompt.replace("@pct", ""), labels, None))
+            block: dict[str, Any] = {
+                "toolUse": {"toolUseId": "t1", "name": spec["name"], "input": data}
+            }
+        else:
+            block = {"text": self.reply_text(prompt, _labels_in(prompt), None)}
         return web.json_response(
             {
-                "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
-                "stopReason": "end_turn",
+                "output": {"message": {"role": "assistant", "content": [block]}},
+                "stopReason": "tool_use" if tools else "end_turn",
                 "usage": {"inputTokens": 20, "outputTokens": 10, "totalTokens": 30},
                 "metrics": {"latencyMs": 1},
             }

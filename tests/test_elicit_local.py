@@ -111,3 +111,29 @@ def test_cli_errors_say_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_help_has_an_example() -> None:
     result = CliRunner().invoke(app, ["elicit", "--help"])
     assert result.exit_code == 0 and "Example: verbcal elicit" in result.output
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_litellm_route_against_llama_cpp(server_url: str, tmp_path: Path) -> None:
+    pytest.importorskip("litellm")
+    opts = ElicitOptions(
+        backend="litellm",
+        model="openai/smollm2",
+        base_url=server_url,
+        store=tmp_path / "s.sqlite",
+        concurrency=2,
+        max_tokens=64,
+    )
+    result = elicit(TASK, items(), tmp_path / "out.jsonl", opts, progress=False)
+    records = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["r0", "r1", "r2", "r3"]
+    assert result.backend == "litellm" and result.stats.requests == 4
+    assert result.stats.input_tokens > 0 and result.stats.output_tokens > 0
+    assert not result.notes  # llama.cpp honoured the JSON schema passed through LiteLLM
+    for record in records:
+        assert record["status"] in ("ok", "repaired"), record  # the schema makes it JSON
+        assert sum(record["probs"].values()) == pytest.approx(1)
+    # resume: the same call sends nothing
+    again = elicit(TASK, items(), tmp_path / "out.jsonl", opts, progress=False)
+    assert again.stats.requests == 0 and again.n_from_store == 4

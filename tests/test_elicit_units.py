@@ -57,9 +57,11 @@ def test_backoff_is_exponential_jittered_and_honours_retry_after() -> None:
 def test_status_errors_say_what_to_fix() -> None:
     assert status_error(429, "x", "h", {"Retry-After": "3"}).retry_after == 3.0
     assert status_error(503, "x", "h", None).retryable
-    for code, words in [(401, "API key"), (403, "permission"), (404, "--model"), (400, "--model")]:
-        error = status_error(code, "x", "h", None)
+    for code, words in [(401, "MY_KEY"), (403, "permission"), (404, "--model"), (400, "--model")]:
+        error = status_error(code, "x", "h", None, credentials="MY_KEY")
         assert not error.retryable and words in str(error)
+        assert error.fatal == (code in (401, 403, 404))
+    assert not status_error(429, "x", "h", None).fatal
 
 
 def test_redact_removes_env_secrets_and_key_shapes(monkeypatch: pytest.MonkeyPatch) -> None:

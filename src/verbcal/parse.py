@@ -19,15 +19,20 @@ Status rules (and the issue codes each rule adds):
   ``label_records``, ``key_value_text`` (``label: 0.8`` or ``P(label) = 0.8`` in plain text),
   ``json_in_string`` (the whole reply is a JSON string holding the object), ``case_drift:K``, ``whitespace_drift:K``,
   ``label_drift:K``, ``duplicate_label:L``, ``extra_key:K``, ``missing_label:L`` (counted
-  as 0), ``null_value:L`` (counted as 0), ``string_number:L``, ``percentages`` (a ``%``
-  sign, or values above 1 summing to between 90 and 110), ``renormalised:sum=S``.
+  as 0), ``null_value:L`` (counted as 0), ``string_number:L``, ``percentages`` (every value
+  has a ``%`` sign, or values above 1 summing to between 90 and 110),
+  ``mixed_units:percent`` / ``mixed_units:fractions`` (some values have a ``%`` sign and
+  some do not: the reply has one unit, the one under which its values sum to 1 within
+  :data:`MIXED_SUM_TOLERANCE`), ``renormalised:sum=S``.
 * ``failed``: no usable distribution; ``probs`` is None and ``issues`` says why:
   ``empty_reply``, ``no_labels``, ``no_json_found``, ``not_an_object`` (valid JSON but a
   bare number, string or list), ``refusal``, ``label_only`` (the reply names one label and
   gives no numbers, or a JSON object such as ``{"answer": L, "confidence": 0.9}``: no
   distribution is invented), ``no_task_label`` (JSON without any task label; its keys follow
   as ``extra_key``), ``bad_value:L`` (not a number), ``non_finite:L``,
-  ``negative:L``, ``all_zero``, ``internal_error:E``.
+  ``negative:L``, ``all_zero``, ``overflow:sum`` (finite values too large to add up),
+  ``ambiguous_units`` (values with and without ``%`` that sum to 1 under neither unit,
+  or under both with different results), ``internal_error:E`` (a bug: never expected).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -48,6 +53,9 @@ OK_SUM_TOLERANCE = 0.01
 
 PERCENT_SUM_RANGE = (90.0, 110.0)
 """Values above 1 whose sum falls in this range are read as percentages."""
+
+MIXED_SUM_TOLERANCE = 0.05
+"""A reply mixing ``80%`` with ``0.15`` is read in the unit under which it sums to 1 within this."""
 
 MAX_DEPTH = 64
 """JSON spans nested deeper than this are not read (they are never answers, and cost time)."""
@@ -428,7 +436,7 @@ def _number(value: Any) -> tuple[float | None, bool, bool]:
 def _distribution(mapping: _Mapping, labels: tuple[str, ...], issues: list[str]) -> ParsedReply:
     """Check, rescale and normalise the matched values into a ParsedReply."""
     values: dict[str, float] = {}
-    percent = False
+    marked: set[str] = set()  # labels whose value carries a % sign
     for label in labels:
         if label not in mapping:
             issues.append(f"missing_label:{label}")
@@ -442,12 +450,15 @@ def _distribution(mapping: _Mapping, labels: tuple[str, ...], issues: list[str])
             return _failed([*issues, f"bad_value:{label}"])
         if was_string and "key_value_text" not in issues:
             issues.append(f"string_number:{label}")
-        percent = percent or pct
+        if pct:
+            marked.add(label)
         values[label] = number
     bad = _bad_values(values)
     if bad:
         return _failed(issues + bad)
-    return _normalise(values, labels, issues, percent)
+    if marked and len(marked) < len(values):
+        return _mixed_units(values, marked, labels, issues)
+    return _normalise(values, labels, issues, percent=bool(marked))
 
 
 def _bad_values(values: dict[str, float]) -> list[str]:
@@ -455,16 +466,51 @@ def _bad_values(values: dict[str, float]) -> list[str]:
     return issues or [f"negative:{k}" for k, v in values.items() if v < 0]
 
 
+def _safe_sum(values: Iterable[float]) -> float:
+    """``math.fsum``, with an overflowing sum as ``inf`` instead of an exception."""
+    try:
+        return math.fsum(values)
+    except OverflowError:
+        return math.inf
+
+
+def _mixed_units(
+    values: dict[str, float], marked: set[str], labels: tuple[str, ...], issues: list[str]
+) -> ParsedReply:
+    """Values with and without ``%``: one unit for the whole reply, or a rejection.
+
+    Read as percentages, every value is divided by 100; read as fractions, only the
+    ``%`` values are. The reading whose sum is within :data:`MIXED_SUM_TOLERANCE` of 1
+    wins; if neither or both fit (and they disagree), the reply is ambiguous.
+    """
+    readings = {
+        "percent": {k: v / 100.0 for k, v in values.items()},
+        "fractions": {k: v / 100.0 if k in marked else v for k, v in values.items()},
+    }
+    fits = [
+        unit
+        for unit, vals in readings.items()
+        if abs(_safe_sum(vals.values()) - 1.0) <= MIXED_SUM_TOLERANCE
+    ]
+    if len(fits) == 2:
+        a, b = (readings[unit] for unit in fits)
+        if any(abs(a[k] - b[k]) > OK_SUM_TOLERANCE for k in values):
+            fits = []
+    if not fits:
+        return _failed([*issues, "ambiguous_units"])
+    return _normalise(readings[fits[0]], labels, [*issues, f"mixed_units:{fits[0]}"], False)
+
+
 def _normalise(
     values: dict[str, float], labels: tuple[str, ...], issues: list[str], percent: bool
 ) -> ParsedReply:
-    total = math.fsum(values.values())
+    total = _safe_sum(values.values())
     if percent or (values and max(values.values()) > 1 and _in_percent_range(total)):
         issues.append("percentages")
         values = {k: v / 100.0 for k, v in values.items()}
-        total = math.fsum(values.values())
+        total = _safe_sum(values.values())
     if not math.isfinite(total):
-        return _failed([*issues, "non_finite:sum"])
+        return _failed([*issues, "overflow:sum"])
     if total <= 0:
         return _failed([*issues, "all_zero"])
     if abs(total - 1.0) > OK_SUM_TOLERANCE + 1e-9:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 
 if TYPE_CHECKING:
-    from verbcal.elicit import ElicitResult
+    from verbcal.elicit import DryRun, ElicitResult, ElicitStopped
 
 STATUS_ORDER = ("ok", "repaired", "failed", "error")
 
@@ -42,6 +45,10 @@ def elicit_command(
     retries: opt.Retries = 6,
     structured: opt.Structured = True,
     prices: opt.Prices = None,
+    max_requests: opt.MaxRequests = None,
+    max_cost: opt.MaxCost = None,
+    dry_run: opt.DryRun = False,
+    http: opt.Http = "sdk",
     progress: opt.ShowProgress = True,
 ) -> None:
     """Ask an LLM for a probability per label for every item; write predictions JSONL.
@@ -50,11 +57,16 @@ def elicit_command(
     a crash and only the missing requests are sent. Keys come from the environment
     (OPENAI_API_KEY, ANTHROPIC_API_KEY, AWS credentials) and are never written anywhere.
 
+    The first 401, 403 or 404 stops the run at once (exit 2), and so does a budget reached
+    (--max-requests, --max-cost; exit 3): replies received are kept, and the message gives
+    the command that resumes. --dry-run prints the plan and its estimated cost only.
+
     Example: verbcal elicit --task sentiment.yaml --input items.jsonl --out preds.jsonl
     --backend openai --model gpt-4o-mini --concurrency 16
     """
     try:  # imported here so that the other commands work without the elicit extra
-        from verbcal.elicit import BackendError, ElicitError, ElicitOptions, elicit
+        from verbcal.elicit import BackendError, ElicitError, ElicitOptions, ElicitStopped, elicit
+        from verbcal.elicit import dry_run as plan
         from verbcal.elicit.redact import redact
         from verbcal.task import TaskError
     except ImportError as exc:
@@ -77,9 +89,17 @@ def elicit_command(
         retries=retries,
         structured=structured,
         prices=prices,
+        max_requests=max_requests,
+        max_cost=max_cost,
+        http=http,
     )
     try:
+        if dry_run:
+            print_dry_run(plan(task, input, out, options))
+            return
         result = elicit(task, input, out, options, console=err_console, progress=progress)
+    except ElicitStopped as exc:
+        raise typer.Exit(report_stop(exc)) from exc
     except (TaskError, ElicitError, BackendError, ValueError, OSError, RuntimeError) as exc:
         err_console.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
@@ -90,6 +110,43 @@ def elicit_command(
         )
         raise typer.Exit(130) from None
     print_summary(result)
+
+
+def resume_command() -> str:
+    """The command line this process was started with, to be run again."""
+    return shlex.join(["verbcal", *sys.argv[1:]])
+
+
+def report_stop(exc: ElicitStopped) -> int:
+    """Print why the run stopped and how to resume; return the exit code."""
+    from verbcal.elicit.redact import redact
+
+    message = escape(redact(exc.describe(resume_command())))
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return exc.exit_code
+
+
+def print_dry_run(plan: DryRun) -> None:
+    """The plan of a run: requests, tokens, cost, and one prompt as it would be sent."""
+
+    def usd(value: float | None) -> str:
+        return (
+            "unknown (no price for this model; pass --prices)" if value is None else f"${value:.4f}"
+        )
+
+    lines = [
+        f"dry run: {plan.backend} / {plan.model} ({plan.mode}); nothing was sent",
+        f"items: {plan.n_items}; requests: {plan.n_requests} planned, {plan.n_from_store} in the"
+        f" store ({plan.store}), {plan.n_to_send} to send (retries not counted)",
+        f"tokens (estimated at 4 characters a token): {plan.input_tokens} in, at most"
+        f" {plan.output_tokens_max} out",
+        f"cost: {usd(plan.cost_input)} for input, at most {usd(plan.cost_max)} in all",
+    ]
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
+    if plan.example_prompt is not None:
+        console.print("first request's prompt:", highlight=False)
+        console.print(plan.example_prompt, highlight=False, markup=False)
 
 
 def print_summary(result: ElicitResult) -> None:

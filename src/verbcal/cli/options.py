@@ -100,3 +100,24 @@ Prices = Annotated[
 ShowProgress = Annotated[
     bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")
 ]
+MaxRequests = Annotated[
+    int | None,
+    typer.Option(help="Stop after sending this many requests (retries count); resume later."),
+]
+MaxCost = Annotated[
+    float | None,
+    typer.Option(help="Stop before the estimated spend in USD would exceed this (needs a price)."),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Print the planned requests, token and cost estimate; call nothing."
+    ),
+]
+Http = Annotated[
+    str,
+    typer.Option(
+        help="HTTP path of the openai/local backends: sdk (the official SDK) or lean"
+        " (aiohttp, less CPU per request; same retries and errors)."
+    ),
+]

@@ -51,6 +51,10 @@ def run_command(
     max_tokens: opt.MaxTokens = 256,
     timeout: opt.Timeout = 120.0,
     retries: opt.Retries = 6,
+    max_requests: opt.MaxRequests = None,
+    max_cost: opt.MaxCost = None,
+    dry_run: opt.DryRun = False,
+    http: opt.Http = "sdk",
     structured: opt.Structured = True,
     prices: opt.Prices = None,
     calib_frac: opt.CalibFrac = 0.5,
@@ -100,7 +104,13 @@ def run_command(
 
     Example: verbcal run --task sentiment.yaml --input items.jsonl --backend openai
     --model gpt-4o-mini --out runs/gpt4o-mini
+
+    When eliciting, the first 401/403/404 or a budget reached (--max-requests,
+    --max-cost) stops the run before any analysis (exit 2 or 3) with replies kept in the
+    store and the command that resumes; --dry-run prints the plan and its cost only.
     """
+    from verbcal.cli.elicit import report_stop
+
     try:
         options = RunOptions(
             methods=parse_methods(methods),
@@ -140,8 +150,14 @@ def run_command(
                 "retries": retries,
                 "structured": structured,
                 "prices": prices,
+                "max_requests": max_requests,
+                "max_cost": max_cost,
+                "http": http,
             },
+            dry_run,
         )
+    except _stopped() as exc:
+        raise typer.Exit(report_stop(exc)) from exc  # type: ignore[arg-type]
     except (RunError, PredictionsError, CalibratorError, ValueError, OSError, RuntimeError) as exc:
         from verbcal.elicit.redact import redact
 
@@ -159,7 +175,21 @@ def run_command(
             f"(with --overwrite if {out}/metrics.json exists) to resume"
         )
         raise typer.Exit(130) from None
-    print_run_summary(result)
+    if result is not None:
+        print_run_summary(result)
+
+
+def _stopped() -> type[Exception]:
+    """:class:`ElicitStopped`, or a class nothing raises when the elicit extra is missing."""
+    try:
+        from verbcal.elicit import ElicitStopped
+    except ImportError:
+        return _NeverRaised
+    return ElicitStopped
+
+
+class _NeverRaised(Exception):
+    pass
 
 
 def _dispatch(
@@ -172,9 +202,13 @@ def _dispatch(
     overwrite: bool,
     progress: bool,
     elicit_args: dict[str, Any],
-) -> RunResult:
+    dry_run: bool = False,
+) -> RunResult | None:
     from verbcal import run as run_module
 
+    if dry_run:
+        _plan_only(out, predictions, task, items, elicit_args)
+        return None
     label_list = [s.strip() for s in labels.split(",")] if labels else None
     if predictions is not None:
         if items is not None:
@@ -204,6 +238,26 @@ def _dispatch(
         progress=progress,
         overwrite=overwrite,
     )
+
+
+def _plan_only(
+    out: Path,
+    predictions: str | None,
+    task: Path | None,
+    items: Path | None,
+    elicit_args: dict[str, Any],
+) -> None:
+    """``--dry-run``: print what eliciting would send and cost; call nothing, write nothing."""
+    if predictions is not None:
+        raise RunError("--dry-run plans LLM calls, and --predictions makes none: drop one")
+    if task is None or items is None:
+        raise RunError("--dry-run plans the elicitation: give --task and --input")
+    from verbcal.cli.elicit import print_dry_run
+    from verbcal.elicit import ElicitOptions, dry_run
+
+    store = elicit_args["store"] or out / "store.sqlite"
+    options = ElicitOptions(**{**elicit_args, "store": store})
+    print_dry_run(dry_run(task, items, out / "predictions.jsonl", options))
 
 
 def print_run_summary(result: RunResult) -> None:

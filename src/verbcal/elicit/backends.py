@@ -4,19 +4,40 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from verbcal.elicit.redact import redact
 
-BACKENDS = ("openai", "anthropic", "bedrock", "local")
+BACKENDS = ("openai", "anthropic", "bedrock", "litellm", "local")
 DEFAULT_MODELS = {
     "openai": "gpt-4o-mini",
     "anthropic": "claude-haiku-4-5",
     "bedrock": "anthropic.claude-3-haiku-20240307-v1:0",
+    "litellm": "openai/gpt-4o-mini",
     "local": "smollm2-135m-instruct",
 }
+FATAL_STATUSES = (401, 403, 404)
+"""Statuses that no retry and no other item can fix: the run stops at the first one."""
+
+CREDENTIALS = {
+    "openai": "the environment variable OPENAI_API_KEY (or --base-url for a server without keys)",
+    "anthropic": "the environment variable ANTHROPIC_API_KEY",
+    "bedrock": "AWS_PROFILE or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_REGION)",
+    "local": "nothing (the embedded server needs no key; check --base-url)",
+}
+"""Where each backend's credentials come from, for error messages."""
+
+
+def credentials_hint(backend: str, model: str = "") -> str:
+    """Where the key for ``backend`` (and, for LiteLLM, the model's provider) is read from."""
+    if backend != "litellm":
+        return CREDENTIALS.get(backend, "the backend's API key")
+    provider = model.split("/", 1)[0] if "/" in model else "openai"
+    if provider in CREDENTIALS:
+        return CREDENTIALS[provider]
+    return f"the environment variable LiteLLM reads for {provider} (usually {provider.upper()}_API_KEY)"
 
 
 @dataclass(frozen=True)
@@ -52,11 +73,14 @@ class BackendError(Exception):
         retryable: bool,
         retry_after: float | None = None,
         status: int | None = None,
+        fatal: bool | None = None,
     ) -> None:
         super().__init__(redact(message))
         self.retryable = retryable
         self.retry_after = retry_after
         self.status = status
+        self.fatal = status in FATAL_STATUSES if fatal is None else fatal
+        """True when every later request would fail the same way: stop the run."""
 
 
 class Backend(Protocol):
@@ -72,6 +96,45 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
+
+
+TOOL_NAME = "report_distribution"
+TOOL_DESCRIPTION = (
+    "Report the probability of every label for the text: one number in [0, 1] per label,"
+    " summing to 1."
+)
+"""The forced tool call through which Anthropic and Bedrock report the distribution."""
+
+
+class Fallback(Protocol):
+    """A backend that asks for structured output until the server refuses it once."""
+
+    structured: bool
+    notes: list[str]
+
+
+async def structured_or_plain(
+    backend: Fallback, request: Request, ask: Callable[[Request, bool], Awaitable[Reply]]
+) -> Reply:
+    """Ask with structured output (JSON schema or forced tool call), else plainly.
+
+    A 400 or 422 to the structured request is retried once as a plain prompt; if that
+    works, the backend stops asking for structured output and notes why. Any other error,
+    or a plain request failing too, is raised.
+    """
+    if request.schema is None or not backend.structured:
+        return await ask(request, False)
+    try:
+        return await ask(request, True)
+    except BackendError as exc:
+        if exc.status not in (400, 422):  # only a bad request can be the schema's fault
+            raise
+        refusal = exc
+    reply = await ask(request, False)  # raises if the prompt itself is the problem
+    if backend.structured:
+        backend.structured = False
+        backend.notes.append(f"structured output refused, using plain prompts: {refusal}")
+    return reply
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -95,7 +158,12 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
 
 
 def status_error(
-    status: int, detail: str, where: str, headers: Mapping[str, str] | None
+    status: int,
+    detail: str,
+    where: str,
+    headers: Mapping[str, str] | None,
+    *,
+    credentials: str = "the environment variable the SDK reads",
 ) -> BackendError:
     """Map an HTTP status to a retryable error or one that says what to fix."""
     detail = detail.strip()[:300]
@@ -108,9 +176,9 @@ def status_error(
         )
     fixes = {
         400: "the server rejected the request; check --model and the task's prompt size",
-        401: "authentication failed; set the API key in the environment variable the SDK reads",
-        403: "permission denied; check that this key or role may use the model",
-        404: "not found; check --model and --base-url",
+        401: f"authentication failed; set a valid key in {credentials}",
+        403: f"permission denied; check that the key in {credentials} may use this model",
+        404: "not found: unknown model or wrong URL; check --model and --base-url",
         422: "the server could not process the request; check --model and parameters",
     }
     fix = fixes.get(status, "check the request parameters")
@@ -127,19 +195,31 @@ def make_backend(
     timeout: float = 120.0,
     concurrency: int = 8,
     structured: bool = True,
+    http: str = "sdk",
 ) -> Backend:
-    """Build a backend by name (``local`` is handled by :mod:`verbcal.elicit.local`)."""
+    """Build a backend by name (``local`` is handled by :mod:`verbcal.elicit.local`).
+
+    ``http`` (``sdk`` or ``lean``) picks the HTTP path of the OpenAI-compatible backends.
+    """
     model = model or DEFAULT_MODELS[name]
     if name in ("openai", "local"):
         from verbcal.elicit.openai_backend import OpenAIBackend
 
-        return OpenAIBackend(model, base_url, timeout=timeout, structured=structured, name=name)
+        return OpenAIBackend(
+            model, base_url, timeout=timeout, structured=structured, name=name, http=http
+        )
     if name == "anthropic":
         from verbcal.elicit.other_backends import AnthropicBackend
 
-        return AnthropicBackend(model, base_url, timeout=timeout)
+        return AnthropicBackend(model, base_url, timeout=timeout, structured=structured)
     if name == "bedrock":
         from verbcal.elicit.other_backends import BedrockBackend
 
-        return BedrockBackend(model, base_url, timeout=timeout, concurrency=concurrency)
+        return BedrockBackend(
+            model, base_url, timeout=timeout, concurrency=concurrency, structured=structured
+        )
+    if name == "litellm":
+        from verbcal.elicit.litellm_backend import LiteLLMBackend
+
+        return LiteLLMBackend(model, base_url, timeout=timeout, structured=structured)
     raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")

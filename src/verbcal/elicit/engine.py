@@ -1,4 +1,10 @@
-"""The async engine: bounded concurrency, rate limits, retries with backoff, a store write per reply."""
+"""The async engine: bounded concurrency, rate limits, retries with backoff, a store write per reply.
+
+The engine stops early, without losing anything, in two cases: the first error that no
+retry can fix (:attr:`BackendError.fatal`: 401, 403, 404) and a budget reached
+(``max_requests``, ``max_cost``). Then no new request is sent, the requests in flight
+finish and are stored, and :attr:`Engine.stop` says why.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +40,19 @@ class EngineConfig:
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     retry_after_max: float = 600.0
+    max_requests: int | None = None
+    max_cost: float | None = None
+    price: tuple[float, float] | None = None
+    """USD per million (input, output) tokens; needed for ``max_cost``."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why the engine stopped before the end: a fatal backend error or a budget."""
+
+    kind: str  # "fatal" or "budget"
+    message: str
+    status: int | None = None
 
 
 @dataclass
@@ -45,6 +64,8 @@ class EngineStats:
     input_tokens: int = 0
     output_tokens: int = 0
     retry_reasons: dict[str, int] = field(default_factory=dict)
+    cost: float = 0.0
+    """USD for the tokens used, when the engine knows a price (else 0)."""
 
 
 class RateLimiter:
@@ -93,6 +114,15 @@ def estimate_tokens(request: Request) -> int:
     return len(request.prompt) // 4 + request.max_tokens
 
 
+def worst_case_cost(request: Request, price: tuple[float, float]) -> float:
+    """The most one request can cost: its prompt's estimated tokens and its full reply budget."""
+    return (len(request.prompt) / 4 * price[0] + request.max_tokens * price[1]) / 1e6
+
+
+class _BudgetReached(Exception):
+    """Raised before sending a request that the budget does not allow."""
+
+
 def backoff_delay(attempt: int, retry_after: float | None, config: EngineConfig) -> float:
     """Exponential backoff with full jitter; a server's Retry-After is a lower bound."""
     ceiling = min(config.backoff_max, config.backoff_base * 2 ** (attempt - 1))
@@ -115,11 +145,16 @@ class Engine:
         self.backend, self.store, self.config = backend, store, config
         self.on_done = on_done
         self.stats = EngineStats()
+        self.stop: Stop | None = None
+        self._in_flight_cost = 0.0
         self._rpm = RateLimiter(config.rpm) if config.rpm else None
         self._tpm = RateLimiter(config.tpm) if config.tpm else None
 
     async def run(self, jobs: Sequence[Job]) -> EngineStats:
-        """Run every job; each ends as a stored reply or a stored error, none is dropped."""
+        """Run the jobs; each sent one ends as a stored reply or error, none is dropped.
+
+        After a :class:`Stop` (see :attr:`stop`) the jobs not yet started are left unsent.
+        """
         queue: asyncio.Queue[Job] = asyncio.Queue()
         for job in jobs:
             queue.put_nowait(job)
@@ -135,12 +170,15 @@ class Engine:
         return self.stats
 
     async def _worker(self, queue: asyncio.Queue[Job]) -> None:
-        while True:
+        while self.stop is None:
             try:
                 job = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            row = await self._attempt(job)
+            try:
+                row = await self._attempt(job)
+            except _BudgetReached:
+                return  # not sent: the job stays for the next run
             self.store.put(self.backend.name, self.backend.model, row)
             if self.on_done is not None:
                 self.on_done(job, row)
@@ -153,11 +191,15 @@ class Engine:
             try:
                 reply = await self._send(job.request)
             except BackendError as exc:
+                if exc.fatal and self.stop is None:
+                    self.stop = Stop("fatal", str(exc), exc.status)
                 if not exc.retryable or attempt > self.config.max_retries:
                     note = "" if not exc.retryable else f" (gave up after {attempt} attempts)"
                     return self._error_row(job, f"{exc}{note}", attempt, started)
                 self._count_retry(str(exc))
                 await asyncio.sleep(backoff_delay(attempt, exc.retry_after, self.config))
+            except _BudgetReached:
+                raise
             except Exception as exc:  # an SDK surprise: record it, never lose the item
                 message = f"unexpected {type(exc).__name__}: {exc}"
                 return self._error_row(job, message, attempt, started)
@@ -182,13 +224,46 @@ class Engine:
             await self._rpm.acquire()
         if self._tpm is not None:
             await self._tpm.acquire(estimate)
+        most = self._check_budget(request)  # no await between the check and the count
         self.stats.requests += 1
-        reply = await self.backend.complete(request)
+        self._in_flight_cost += most
+        try:
+            reply = await self.backend.complete(request)
+        finally:
+            self._in_flight_cost -= most
         self.stats.input_tokens += reply.input_tokens
         self.stats.output_tokens += reply.output_tokens
+        price = self.config.price
+        if price is not None:
+            self.stats.cost += (
+                reply.input_tokens * price[0] + reply.output_tokens * price[1]
+            ) / 1e6
         if self._tpm is not None and (reply.input_tokens or reply.output_tokens):
             self._tpm.settle(reply.input_tokens + reply.output_tokens - estimate)
         return reply
+
+    def _check_budget(self, request: Request) -> float:
+        """The request's worst-case cost; raise :class:`_BudgetReached` if it is not allowed."""
+        config = self.config
+        if self.stop is not None and self.stop.kind == "budget":
+            raise _BudgetReached
+        if config.max_requests is not None and self.stats.requests >= config.max_requests:
+            self._stop_budget(f"--max-requests {config.max_requests} reached")
+        most = 0.0 if config.price is None else worst_case_cost(request, config.price)
+        if config.max_cost is not None:
+            committed = self.stats.cost + self._in_flight_cost
+            if committed + most > config.max_cost:
+                self._stop_budget(
+                    f"--max-cost ${config.max_cost:g} reached (spent ${self.stats.cost:.4f},"
+                    f" ${self._in_flight_cost:.4f} in flight; the next request may cost"
+                    f" up to ${most:.4f})"
+                )
+        return most
+
+    def _stop_budget(self, message: str) -> None:
+        if self.stop is None:
+            self.stop = Stop("budget", message)
+        raise _BudgetReached
 
     def _count_retry(self, message: str) -> None:
         self.stats.retries += 1

@@ -1,12 +1,28 @@
-"""The ``anthropic`` (official SDK) and ``bedrock`` (boto3 Converse) backends."""
+"""The ``anthropic`` (official SDK) and ``bedrock`` (boto3 Converse) backends.
+
+Both ask for the distribution through a forced tool call (``report_distribution``) whose
+input schema lists the task's labels, so the reply is the tool's input, a JSON object
+with one number per label. A server that refuses tools (a 400) gets plain prompts instead,
+noted once (see :func:`verbcal.elicit.backends.structured_or_plain`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from verbcal.elicit.backends import BackendError, Reply, Request, status_error
+from verbcal.elicit.backends import (
+    TOOL_DESCRIPTION,
+    TOOL_NAME,
+    BackendError,
+    Reply,
+    Request,
+    credentials_hint,
+    status_error,
+    structured_or_plain,
+)
 
 _RETRY_CODES = {
     "ThrottlingException",
@@ -21,7 +37,14 @@ _RETRY_CODES = {
 class AnthropicBackend:
     """Messages through ``anthropic.AsyncAnthropic`` (the key comes from ANTHROPIC_API_KEY)."""
 
-    def __init__(self, model: str, base_url: str | None = None, *, timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        *,
+        timeout: float = 120.0,
+        structured: bool = True,
+    ) -> None:
         try:
             import anthropic
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -30,6 +53,8 @@ class AnthropicBackend:
                 retryable=False,
             ) from exc
         self.name, self.model, self._sdk = "anthropic", model, anthropic
+        self.structured = structured
+        self.notes: list[str] = []
         self._where = base_url or "api.anthropic.com"
         try:
             self._client = anthropic.AsyncAnthropic(
@@ -41,17 +66,26 @@ class AnthropicBackend:
             ) from exc
 
     async def complete(self, request: Request) -> Reply:
-        """Send one message and return the text of its reply."""
+        """Send one message: a forced tool call where possible, else a plain prompt."""
         if request.logprob_labels is not None:
             raise BackendError("the anthropic API returns no logprobs", retryable=False)
+        return await structured_or_plain(self, request, self._ask)
+
+    async def _ask(self, request: Request, tool: bool) -> Reply:
         sdk = self._sdk
+        args: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": request.max_tokens,
+            "messages": [{"role": "user", "content": request.prompt}],
+            "extra_body": {"temperature": request.temperature},
+        }
+        if tool and request.schema is not None:
+            args["tools"] = [
+                {"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "input_schema": request.schema}
+            ]
+            args["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
         try:
-            message = await self._client.messages.create(
-                model=self.model,
-                max_tokens=request.max_tokens,
-                messages=[{"role": "user", "content": request.prompt}],
-                extra_body={"temperature": request.temperature},
-            )
+            message = await self._client.messages.create(**args)
         except sdk.APITimeoutError as exc:
             raise BackendError(f"timeout waiting for {self._where}", retryable=True) from exc
         except sdk.APIConnectionError as exc:
@@ -60,10 +94,20 @@ class AnthropicBackend:
             ) from exc
         except sdk.APIStatusError as exc:
             headers = dict(exc.response.headers) if exc.response is not None else None
-            raise status_error(exc.status_code, str(exc.message), self._where, headers) from exc
-        text = "".join(getattr(block, "text", "") for block in message.content)
+            raise status_error(
+                exc.status_code,
+                str(exc.message),
+                self._where,
+                headers,
+                credentials=credentials_hint(self.name),
+            ) from exc
         usage = message.usage
-        return Reply(text, int(usage.input_tokens), int(usage.output_tokens), mode="plain")
+        tokens = int(usage.input_tokens), int(usage.output_tokens)
+        for block in message.content:
+            if getattr(block, "type", "") == "tool_use" and block.name == TOOL_NAME:
+                return Reply(json.dumps(block.input), *tokens, mode="tool")
+        text = "".join(getattr(block, "text", "") for block in message.content)
+        return Reply(text, *tokens, mode="plain")
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
@@ -80,6 +124,7 @@ class BedrockBackend:
         *,
         timeout: float = 120.0,
         concurrency: int = 8,
+        structured: bool = True,
     ) -> None:
         try:
             import boto3
@@ -90,6 +135,8 @@ class BedrockBackend:
                 "boto3 is missing; run: pip install 'verbcal[elicit]'", retryable=False
             ) from exc
         self.name, self.model, self._exc = "bedrock", model, botocore.exceptions
+        self.structured = structured
+        self.notes: list[str] = []
         self._where = base_url or "Bedrock"
         config = botocore.config.Config(
             retries={"total_max_attempts": 1, "mode": "standard"},
@@ -106,27 +153,45 @@ class BedrockBackend:
         self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
 
     async def complete(self, request: Request) -> Reply:
-        """Run one Converse call in a worker thread."""
+        """One Converse call (in a worker thread): a forced tool call, else a plain prompt."""
         if request.logprob_labels is not None:
             raise BackendError("the Bedrock Converse API returns no logprobs", retryable=False)
-        loop = asyncio.get_running_loop()
-        response = await loop.run_in_executor(self._pool, self._converse, request)
-        blocks = response["output"]["message"]["content"]
-        text = "".join(block.get("text", "") for block in blocks)
-        usage = response.get("usage", {})
-        return Reply(text, int(usage.get("inputTokens", 0)), int(usage.get("outputTokens", 0)))
+        return await structured_or_plain(self, request, self._ask)
 
-    def _converse(self, request: Request) -> dict[str, Any]:
+    async def _ask(self, request: Request, tool: bool) -> Reply:
+        loop = asyncio.get_running_loop()
+        response = await loop.run_in_executor(self._pool, self._converse, request, tool)
+        blocks = response["output"]["message"]["content"]
+        usage = response.get("usage", {})
+        tokens = int(usage.get("inputTokens", 0)), int(usage.get("outputTokens", 0))
+        for block in blocks:
+            use = block.get("toolUse")
+            if use is not None and use.get("name") == TOOL_NAME:
+                return Reply(json.dumps(use.get("input")), *tokens, mode="tool")
+        return Reply("".join(block.get("text", "") for block in blocks), *tokens, mode="plain")
+
+    def _converse(self, request: Request, tool: bool) -> dict[str, Any]:
         exc_mod = self._exc
+        args: dict[str, Any] = {
+            "modelId": self.model,
+            "messages": [{"role": "user", "content": [{"text": request.prompt}]}],
+            "inferenceConfig": {
+                "maxTokens": request.max_tokens,
+                "temperature": request.temperature,
+            },
+        }
+        if tool and request.schema is not None:
+            spec = {
+                "name": TOOL_NAME,
+                "description": TOOL_DESCRIPTION,
+                "inputSchema": {"json": request.schema},
+            }
+            args["toolConfig"] = {
+                "tools": [{"toolSpec": spec}],
+                "toolChoice": {"tool": {"name": TOOL_NAME}},
+            }
         try:
-            result: dict[str, Any] = self._client.converse(
-                modelId=self.model,
-                messages=[{"role": "user", "content": [{"text": request.prompt}]}],
-                inferenceConfig={
-                    "maxTokens": request.max_tokens,
-                    "temperature": request.temperature,
-                },
-            )
+            result: dict[str, Any] = self._client.converse(**args)
             return result
         except exc_mod.ClientError as exc:
             raise self._client_error(exc) from exc
@@ -150,7 +215,16 @@ class BedrockBackend:
         detail = f"{code}: {error.get('Message', '')}"
         if code in _RETRY_CODES:
             return BackendError(f"{detail} from {self._where}", retryable=True)
-        return status_error(status, detail, self._where, meta.get("HTTPHeaders"))
+        error_ = status_error(
+            status,
+            detail,
+            self._where,
+            meta.get("HTTPHeaders"),
+            credentials=credentials_hint(self.name),
+        )
+        if code == "ValidationException" and "model identifier" in detail.lower():
+            error_.fatal = True  # Bedrock's "unknown model" is a 400, not a 404
+        return error_
 
     async def aclose(self) -> None:
         """Shut the worker threads down."""

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from verbcal.elicit.store import Row
-from verbcal.parse import parse_reply
+from verbcal.parse import ParsedReply, parse_reply
 
 
 @dataclass(frozen=True)
@@ -23,24 +23,33 @@ class ItemPlan:
     logprob_key: str | None = None
 
 
-def sample_status(row: Row, labels: Sequence[str]) -> str:
+Parsed = Mapping[str, ParsedReply]
+"""Replies parsed as they arrived, by store key (so the output need not parse them again)."""
+
+
+def parse_row(row: Row, labels: Sequence[str]) -> ParsedReply | None:
+    """The parsed text of a stored reply; None for errors and label-logprob rows."""
+    if row.status == "error" or row.logprobs is not None or row.mode == "logprobs":
+        return None
+    return parse_reply(row.raw or "", labels)
+
+
+def row_status(row: Row, parsed: ParsedReply | None) -> str:
     """The status one stored row counts as on the progress bar."""
     if row.status == "error":
         return "error"
-    if row.logprobs is not None or row.mode == "logprobs":
-        return "logprobs"
-    return parse_reply(row.raw or "", labels).status
+    return "logprobs" if parsed is None else parsed.status
 
 
 def _single(
-    row: Row | None, labels: Sequence[str]
+    row: Row | None, labels: Sequence[str], parsed: Parsed
 ) -> tuple[str, dict[str, float] | None, list[str]]:
     if row is None:
         return "error", None, ["no reply stored (the run was interrupted); re-run to resume"]
     if row.status == "error":
         return "error", None, [f"request failed: {row.error}"]
-    parsed = parse_reply(row.raw or "", labels)
-    return parsed.status, parsed.probs, list(parsed.issues)
+    result = parsed.get(row.key) or parse_reply(row.raw or "", labels)
+    return result.status, result.probs, list(result.issues)
 
 
 def _combine(
@@ -71,10 +80,12 @@ def softmax_logprobs(
     return {label: weight / total for label, weight in weights.items()}
 
 
-def build_record(plan: ItemPlan, rows: dict[str, Row], labels: Sequence[str]) -> dict[str, Any]:
+def build_record(
+    plan: ItemPlan, rows: dict[str, Row], labels: Sequence[str], parsed: Parsed | None = None
+) -> dict[str, Any]:
     """The output record of one item: id, probs, label, status, issues, raw (+ extras)."""
     found = [rows.get(key) for key in plan.keys]
-    results = [_single(row, labels) for row in found]
+    results = [_single(row, labels, parsed or {}) for row in found]
     status, probs, issues = results[0] if len(results) == 1 else _combine(results, labels)
     raws = [row.raw if row is not None else None for row in found]
     record: dict[str, Any] = {"id": plan.item["id"], "probs": probs}

@@ -22,11 +22,12 @@ from verbcal.elicit.backends import (
     Request,
     make_backend,
 )
-from verbcal.elicit.engine import Engine, EngineConfig, EngineStats, Job
-from verbcal.elicit.pricing import estimate_cost, load_prices
+from verbcal.elicit.engine import Engine, EngineConfig, EngineStats, Job, Stop, estimate_tokens
+from verbcal.elicit.pricing import Price, estimate_cost, load_prices, lookup
 from verbcal.elicit.progress import StatusProgress
-from verbcal.elicit.records import ItemPlan, build_record, sample_status, write_jsonl
+from verbcal.elicit.records import ItemPlan, build_record, parse_row, row_status, write_jsonl
 from verbcal.elicit.store import Row, Store, request_key
+from verbcal.parse import ParsedReply
 from verbcal.task import Task, load_task, read_items
 
 _SAMPLE_PREFIX = re.compile(r"^sample \d+: ")
@@ -34,6 +35,33 @@ _SAMPLE_PREFIX = re.compile(r"^sample \d+: ")
 
 class ElicitError(ValueError):
     """Options that cannot work together; the message says what to change."""
+
+
+class ElicitStopped(RuntimeError):
+    """The run stopped early: a fatal backend error (401/403/404) or a budget was reached.
+
+    Every reply received is in the store (``store``); ``unsent`` requests were never sent.
+    Re-running the same call (after fixing the cause) sends only what is missing.
+    """
+
+    def __init__(self, stop: Stop, backend: str, store: Path, sent: int, unsent: int) -> None:
+        self.stop, self.backend, self.store = stop, backend, store
+        self.sent, self.unsent = sent, unsent
+        self.exit_code = 2 if stop.kind == "fatal" else 3
+        super().__init__(self.describe())
+
+    def describe(self, resume: str = "re-run the same call") -> str:
+        """The message: what stopped the run, what was kept, and how to resume."""
+        if self.stop.kind == "fatal":
+            head = f"stopped ({self.backend} backend): {self.stop.message}"
+            how = "Fix that, then resume with"
+        else:
+            head = f"stopped: {self.stop.message}"
+            how = "Resume with (each run may spend its budget again)"
+        return (
+            f"{head}\n{self.sent} requests sent; every reply received is kept in {self.store};"
+            f" {self.unsent} requests not sent.\n{how}: {resume}"
+        )
 
 
 @dataclass(frozen=True)
@@ -57,6 +85,9 @@ class ElicitOptions:
     backoff_base: float = 1.0
     structured: bool = True
     prices: str | Path | None = None
+    max_requests: int | None = None
+    max_cost: float | None = None
+    http: str = "sdk"
 
     def check(self) -> None:
         """Raise :class:`ElicitError` on impossible combinations."""
@@ -64,6 +95,14 @@ class ElicitOptions:
             raise ElicitError(f"unknown backend {self.backend!r}: choose {', '.join(BACKENDS)}")
         if self.samples < 1 or self.concurrency < 1:
             raise ElicitError("--samples and --concurrency must be at least 1")
+        if self.max_requests is not None and self.max_requests < 1:
+            raise ElicitError("--max-requests must be at least 1")
+        if self.max_cost is not None and not self.max_cost > 0:
+            raise ElicitError("--max-cost must be a positive amount in USD")
+        if self.http not in ("sdk", "lean"):
+            raise ElicitError(f"--http {self.http!r}: choose sdk or lean")
+        if self.http == "lean" and self.backend not in ("openai", "local"):
+            raise ElicitError("--http lean is for the openai and local backends only")
         if self.label_logprobs and self.backend not in ("openai", "local"):
             raise ElicitError(
                 f"--label-logprobs needs logprobs, which the {self.backend} API does not return;"
@@ -163,6 +202,19 @@ def default_store(out: str | Path) -> Path:
     return out.with_name(out.stem + ".store.sqlite")
 
 
+def _price(opts: ElicitOptions, model: str, table: dict[str, Price]) -> Price | None:
+    """The model's price; an error when ``--max-cost`` needs one that the table lacks."""
+    price = (0.0, 0.0) if opts.backend == "local" else lookup(model, table)
+    if price is None and opts.max_cost is not None:
+        raise ElicitError(
+            f"--max-cost needs a price for {model!r}, which the built-in table lacks; pass"
+            ' --prices FILE with {"'
+            + model
+            + '": {"input": USD, "output": USD}} per million tokens'
+        )
+    return price
+
+
 def elicit(
     task: Task | str | Path,
     items: str | Path | Sequence[dict[str, Any]],
@@ -172,26 +224,34 @@ def elicit(
     console: Console | None = None,
     progress: bool = True,
 ) -> ElicitResult:
-    """Ask a backend for a label distribution per item; resume from the store; write ``out``."""
+    """Ask a backend for a label distribution per item; resume from the store; write ``out``.
+
+    Raises :class:`ElicitStopped` (after storing every reply received, without writing
+    ``out``) at the first 401/403/404 or when ``max_requests`` / ``max_cost`` is reached.
+    """
     opts = options or ElicitOptions()
     opts.check()
     task = task if isinstance(task, Task) else load_task(task)
-    rows_in = list(items) if not isinstance(items, (str, Path)) else read_items(items, task)
-    if opts.max_items is not None:
-        rows_in = rows_in[: opts.max_items]
     model = opts.model or DEFAULT_MODELS[opts.backend]
-    plans, jobs = plan_requests(task, rows_in, opts, model)
+    plans, jobs = plan_requests(task, _items(task, items, opts), opts, model)
     store_path = Path(opts.store) if opts.store else default_store(out)
     prices = load_prices(opts.prices)
+    price = _price(opts, model, prices)
     started = time.monotonic()
+    stop: Stop | None = None
+    parsed: dict[str, ParsedReply] = {}  # filled as replies arrive, while the network waits
     with Store(store_path) as store:
         done = {k: r for k, r in store.get_many(jobs).items() if r.status != "error"}
         pending = [job for key, job in jobs.items() if key not in done]
         stats, notes = EngineStats(), list[str]()
         if pending:
-            stats, notes = _run_pending(pending, store, opts, model, task, console, progress)
+            run = _run_pending(pending, store, opts, model, price, task, console, progress, parsed)
+            stats, notes, stop = run
         rows = store.get_many(jobs)
-    records = [build_record(plan, rows, task.labels) for plan in plans]
+    if stop is not None:
+        unsent = sum(1 for key in jobs if key not in rows)
+        raise ElicitStopped(stop, opts.backend, store_path, stats.requests, unsent)
+    records = [build_record(plan, rows, task.labels, parsed) for plan in plans]
     write_jsonl(out, records)
     cost = estimate_cost(opts.backend, model, stats.input_tokens, stats.output_tokens, prices)
     return ElicitResult(
@@ -211,6 +271,86 @@ def elicit(
     )
 
 
+def _items(
+    task: Task, items: str | Path | Sequence[dict[str, Any]], opts: ElicitOptions
+) -> list[dict[str, Any]]:
+    rows = list(items) if not isinstance(items, (str, Path)) else read_items(items, task)
+    return rows if opts.max_items is None else rows[: opts.max_items]
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What ``elicit`` would do, computed without calling anything."""
+
+    backend: str
+    model: str
+    store: Path
+    n_items: int
+    n_requests: int
+    n_from_store: int
+    input_tokens: int
+    """Estimated (4 characters a token) for the requests still to send."""
+    output_tokens_max: int
+    """The reply budget (``max_tokens``) summed over those requests: an upper bound."""
+    cost_input: float | None
+    cost_max: float | None
+    """USD for the input tokens, and at most for input plus every reply's full budget."""
+    example_prompt: str | None
+    mode: str
+
+    @property
+    def n_to_send(self) -> int:
+        """Requests that a real run would send (at least once each)."""
+        return self.n_requests - self.n_from_store
+
+
+def dry_run(
+    task: Task | str | Path,
+    items: str | Path | Sequence[dict[str, Any]],
+    out: str | Path,
+    options: ElicitOptions | None = None,
+) -> DryRun:
+    """Plan the requests, look them up in the store (if it exists) and estimate tokens and cost."""
+    opts = options or ElicitOptions()
+    opts.check()
+    task = task if isinstance(task, Task) else load_task(task)
+    model = opts.model or DEFAULT_MODELS[opts.backend]
+    _, jobs = plan_requests(task, _items(task, items, opts), opts, model)
+    store_path = Path(opts.store) if opts.store else default_store(out)
+    done: set[str] = set()
+    if store_path.exists():
+        with Store(store_path) as store:
+            done = {k for k, r in store.get_many(jobs).items() if r.status != "error"}
+    todo = [job.request for key, job in jobs.items() if key not in done]
+    tokens_in = sum(estimate_tokens(r) - r.max_tokens for r in todo)
+    tokens_out = sum(r.max_tokens for r in todo)
+    price = _price(opts, model, load_prices(opts.prices))
+    cost_in = cost_max = None
+    if price is not None:
+        cost_in = tokens_in * price[0] / 1e6
+        cost_max = cost_in + tokens_out * price[1] / 1e6
+    mode = "plain prompts"
+    if opts.structured:
+        tool = opts.backend in ("anthropic", "bedrock")
+        mode = "forced tool call" if tool else "JSON-schema output"
+    if opts.label_logprobs:
+        mode += " + label logprobs"
+    return DryRun(
+        backend=opts.backend,
+        model=model,
+        store=store_path,
+        n_items=len({job.item_id for job in jobs.values()}),
+        n_requests=len(jobs),
+        n_from_store=len(done),
+        input_tokens=tokens_in,
+        output_tokens_max=tokens_out,
+        cost_input=cost_in,
+        cost_max=cost_max,
+        example_prompt=todo[0].prompt if todo else None,
+        mode=mode,
+    )
+
+
 def _parse_issues(records: Sequence[dict[str, Any]]) -> Counter[str]:
     """How often each parse issue occurs (request errors are counted by status instead)."""
     found: Counter[str] = Counter()
@@ -225,10 +365,12 @@ def _run_pending(
     store: Store,
     opts: ElicitOptions,
     model: str,
+    price: Price | None,
     task: Task,
     console: Console | None,
     progress: bool,
-) -> tuple[EngineStats, list[str]]:
+    parsed: dict[str, ParsedReply],
+) -> tuple[EngineStats, list[str], Stop | None]:
     with _endpoint(opts, console) as base_url:
         backend = make_backend(
             opts.backend,
@@ -237,6 +379,7 @@ def _run_pending(
             timeout=opts.timeout,
             concurrency=opts.concurrency,
             structured=opts.structured,
+            http=opts.http,
         )
         config = EngineConfig(
             concurrency=opts.concurrency,
@@ -244,16 +387,21 @@ def _run_pending(
             tpm=opts.tpm,
             max_retries=opts.retries,
             backoff_base=opts.backoff_base,
+            max_requests=opts.max_requests,
+            max_cost=opts.max_cost,
+            price=price,
         )
         with StatusProgress(len(pending), console, enabled=progress) as bar:
 
             def on_done(job: Job, row: Row) -> None:
-                # parse only to show live counts; the output is parsed from the store anyway
-                bar.advance(sample_status(row, task.labels) if progress else row.status)
+                result = parse_row(row, task.labels)
+                if result is not None:
+                    parsed[row.key] = result
+                bar.advance(row_status(row, result))
 
             engine = Engine(backend, store, config, on_done)
             stats = asyncio.run(_drive(engine, backend, pending))
-        return stats, list(getattr(backend, "notes", []))
+        return stats, list(getattr(backend, "notes", [])), engine.stop
 
 
 async def _drive(engine: Engine, backend: Backend, jobs: list[Job]) -> EngineStats:
@@ -263,4 +411,13 @@ async def _drive(engine: Engine, backend: Backend, jobs: list[Job]) -> EngineSta
         await backend.aclose()
 
 
-__all__ = ["BackendError", "ElicitError", "ElicitOptions", "ElicitResult", "elicit"]
+__all__ = [
+    "BackendError",
+    "DryRun",
+    "ElicitError",
+    "ElicitOptions",
+    "ElicitResult",
+    "ElicitStopped",
+    "dry_run",
+    "elicit",
+]
