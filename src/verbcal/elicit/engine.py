@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from verbcal.elicit.backends import Backend, BackendError, Reply, Request
 from verbcal.elicit.redact import redact
@@ -34,6 +35,9 @@ class EngineConfig:
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     retry_after_max: float = 600.0
+    limiter: Callable[[str, float], Any] | None = field(default=None, compare=False)
+    """Seam for limits shared beyond this engine: ``limiter("rpm" | "tpm", per_minute)`` returns
+    an object with ``async acquire(cost)`` and ``settle(delta)``; None: a :class:`RateLimiter`."""
 
 
 @dataclass
@@ -107,8 +111,9 @@ class Engine:
         self.backend, self.store, self.config = backend, store, config
         self.on_done = on_done
         self.stats = EngineStats()
-        self._rpm = RateLimiter(config.rpm) if config.rpm else None
-        self._tpm = RateLimiter(config.tpm) if config.tpm else None
+        make = config.limiter or (lambda _kind, rate: RateLimiter(rate))
+        self._rpm = make("rpm", config.rpm) if config.rpm else None
+        self._tpm = make("tpm", config.tpm) if config.tpm else None
 
     async def run(self, jobs: Sequence[Job]) -> EngineStats:
         """Run every job; each ends as a stored reply or a stored error, none is dropped."""

@@ -6,7 +6,7 @@ import asyncio
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +57,8 @@ class ElicitOptions:
     backoff_base: float = 1.0
     structured: bool = True
     prices: str | Path | None = None
+    limiter: Callable[[str, float], Any] | None = field(default=None, compare=False)
+    """Shared rate limiters (see :attr:`EngineConfig.limiter`); None: one per run."""
 
     def check(self) -> None:
         """Raise :class:`ElicitError` on impossible combinations."""
@@ -244,6 +246,7 @@ def _run_pending(
             tpm=opts.tpm,
             max_retries=opts.retries,
             backoff_base=opts.backoff_base,
+            limiter=opts.limiter,
         )
         with StatusProgress(len(pending), console, enabled=progress) as bar:
 
