@@ -435,51 +435,58 @@ def require_pyarrow() -> Any:
     """Import pyarrow, or say which extra installs it."""
     try:
         import pyarrow
-        import pyarrow.parquet  # noqa: F401
+        import pyarrow.parquet
     except ImportError as exc:
-        raise ImportError(
-            "Parquet needs pyarrow: pip install 'verbcal[parquet]'"
-        ) from exc
+        raise ImportError("Parquet needs pyarrow: pip install 'verbcal[parquet]'") from exc
     return pyarrow
+
+
+def _read_table(path: Path) -> Any:
+    pa = require_pyarrow()
+    try:
+        return pa.parquet.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise PredictionsError(
+            path, None, None, f"not readable as Parquet ({exc})", "Check the file"
+        ) from exc
 
 
 def read_parquet_table(spec: str | Path) -> Any:
     """Every Parquet file of ``spec`` as one ``pyarrow.Table``, in file order."""
     pa = require_pyarrow()
-    tables = []
-    for path in parquet_paths(spec):
-        try:
-            tables.append(pa.parquet.read_table(path))
-        except (OSError, pa.ArrowException) as exc:
-            raise PredictionsError(
-                path, None, None, f"not readable as Parquet ({exc})", "Check the file"
-            ) from exc
+    tables = [_read_table(path) for path in parquet_paths(spec)]
     return pa.concat_tables(tables, promote_options="default")
 
 
 def _read_parquet(spec: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Records of a Parquet table, numbered by row from 1, with ``probs`` as a dict."""
-    table = read_parquet_table(spec)
-    prob_columns = [c for c in table.column_names if c.startswith(PROB_PREFIX)]
-    if PROBS_COLUMN not in table.column_names and not prob_columns:
-        raise PredictionsError(
-            spec,
-            None,
-            None,
-            "no 'probs' column (struct or map) and no p_<label> columns",
-            "Store the distribution as a 'probs' struct {label: p}, or one column p_<label> per class",
-        )
-    for number, row in enumerate(table.to_pylist(), start=1):
-        if PROBS_COLUMN in row:
-            probs = row[PROBS_COLUMN]
-            if isinstance(probs, list):  # a map column arrives as [(key, value), ...]
-                probs = dict(probs)
-            row[PROBS_COLUMN] = probs
-        else:
-            probs = {column[len(PROB_PREFIX) :]: row.pop(column) for column in prob_columns}
-            none = all(value is None for value in probs.values())
-            row[PROBS_COLUMN] = None if none else probs
-        yield number, row
+    """Records of every file of ``spec``, numbered by row from 1, with ``probs`` as a dict.
+
+    Each file is read on its own, so files may differ in layout (struct, map, p_<label>).
+    """
+    number = 0
+    for path in parquet_paths(spec):
+        table = _read_table(path)
+        prob_columns = [c for c in table.column_names if c.startswith(PROB_PREFIX)]
+        if PROBS_COLUMN not in table.column_names and not prob_columns:
+            raise PredictionsError(
+                path,
+                None,
+                None,
+                "no 'probs' column (struct or map) and no p_<label> columns",
+                "Store the distribution as a 'probs' struct {label: p}, or one column p_<label> per class",
+            )
+        for row in table.to_pylist():
+            number += 1
+            if PROBS_COLUMN in row:
+                probs = row[PROBS_COLUMN]
+                if isinstance(probs, list):  # a map column arrives as [(key, value), ...]
+                    probs = dict(probs)
+                row[PROBS_COLUMN] = probs
+            else:
+                probs = {column[len(PROB_PREFIX) :]: row.pop(column) for column in prob_columns}
+                none = all(value is None for value in probs.values())
+                row[PROBS_COLUMN] = None if none else probs
+            yield number, row
 
 
 def write_parquet(path: str | Path, records: Sequence[dict[str, Any]]) -> None:

@@ -177,13 +177,15 @@ def apply(
         str, typer.Option(help="local | ray | spark (ray and spark read Parquet).")
     ] = "local",
     out_format: Annotated[
-        str | None, typer.Option(help="parquet | jsonl: the shards' format when --out is a directory.")
+        str | None,
+        typer.Option(help="parquet | jsonl: the shards' format when --out is a directory."),
     ] = None,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster: auto | ray://HOST:10001 (default: start one).")
     ] = None,
     master: Annotated[
-        str | None, typer.Option(help="Spark master: local[2] | spark://HOST:7077 (default local[*]).")
+        str | None,
+        typer.Option(help="Spark master: local[2] | spark://HOST:7077 (default local[*])."),
     ] = None,
 ) -> None:
     """Apply a fitted calibrator to new predictions (the original kept as verbalized_probs).
@@ -196,7 +198,9 @@ def apply(
     with friendly_errors():
         fitted = Calibrator.load(calibrator)
         if engine != "local" or is_parquet(datasets.resolve(data)):
-            rows = engines.apply(engine, fitted, datasets.resolve(data), out, out_format, address, master)
+            rows = engines.apply(
+                engine, fitted, datasets.resolve(data), out, out_format, address, master
+            )
             console.print(f"wrote {rows} records to {out} (engine {engine})", markup=False)
             return
         predictions = datasets.load(data, fitted.labels)

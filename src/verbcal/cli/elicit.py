@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,7 +14,7 @@ from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 
 if TYPE_CHECKING:
-    from verbcal.elicit import ElicitResult
+    from verbcal.elicit import ElicitOptions, ElicitResult
 
 STATUS_ORDER = ("ok", "repaired", "failed", "error")
 
@@ -20,8 +22,10 @@ STATUS_ORDER = ("ok", "repaired", "failed", "error")
 @app.command("elicit")
 def elicit_command(
     task: Annotated[Path, typer.Option(help="Task spec (YAML): labels, instruction, fields.")],
-    input: Annotated[Path, typer.Option("--input", help="Items to classify (JSONL or CSV).")],
-    out: Annotated[Path, typer.Option(help="Predictions JSONL to write (input order).")],
+    input: Annotated[
+        Path, typer.Option("--input", help="Items to classify (JSONL, CSV or Parquet).")
+    ],
+    out: Annotated[Path, typer.Option(help="Predictions .jsonl or .parquet (input order).")],
     backend: opt.Backend = "local",
     model: opt.Model = None,
     base_url: opt.BaseUrl = None,
@@ -43,6 +47,16 @@ def elicit_command(
     structured: opt.Structured = True,
     prices: opt.Prices = None,
     progress: opt.ShowProgress = True,
+    engine: Annotated[
+        str, typer.Option(help="local | ray: a pool of Ray actors (see docs/scale.md).")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster: auto | ray://HOST:10001 (default: start one).")
+    ] = None,
+    actors: Annotated[int, typer.Option(help="Ray actors; --concurrency is split among them.")] = 2,
+    batch_size: Annotated[
+        int, typer.Option(help="Items per Ray batch (the unit of resume).")
+    ] = 100,
 ) -> None:
     """Ask an LLM for a probability per label for every item; write predictions JSONL.
 
@@ -54,7 +68,7 @@ def elicit_command(
     --backend openai --model gpt-4o-mini --concurrency 16
     """
     try:  # imported here so that the other commands work without the elicit extra
-        from verbcal.elicit import BackendError, ElicitError, ElicitOptions, elicit
+        from verbcal.elicit import BackendError, ElicitError, ElicitOptions
         from verbcal.elicit.redact import redact
         from verbcal.task import TaskError
     except ImportError as exc:
@@ -79,17 +93,64 @@ def elicit_command(
         prices=prices,
     )
     try:
-        result = elicit(task, input, out, options, console=err_console, progress=progress)
-    except (TaskError, ElicitError, BackendError, ValueError, OSError, RuntimeError) as exc:
+        if engine == "ray":
+            from verbcal.engines.ray_elicit import elicit_ray
+
+            result = elicit_ray(
+                task,
+                input,
+                out,
+                options,
+                actors=actors,
+                batch_size=batch_size,
+                address=address,
+                console=err_console,
+                progress=progress,
+            )
+        elif engine == "local":
+            result = elicit_to(out, task, input, options, progress)
+        else:
+            raise ElicitError(f"unknown engine {engine!r}: choose local or ray")
+    except (
+        TaskError,
+        ElicitError,
+        BackendError,
+        ValueError,
+        OSError,
+        RuntimeError,
+        ImportError,
+    ) as exc:
         err_console.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
     except KeyboardInterrupt:
         where = store or out.with_name(out.stem + ".store.sqlite")
+        if engine == "ray":
+            where = out.with_name(out.stem + ".parts")  # verbcal.engines.ray_elicit.default_parts
         err_console.print(
             f"interrupted: every finished reply is in {where}; re-run the same command to resume"
         )
         raise typer.Exit(130) from None
     print_summary(result)
+
+
+def elicit_to(
+    out: Path, task: Path, items: Path, options: ElicitOptions, progress: bool
+) -> ElicitResult:
+    """Run ``elicit``; for a ``.parquet`` out, write its JSONL next to it and convert."""
+    from verbcal.elicit import elicit
+    from verbcal.elicit.run import default_store
+    from verbcal.predictions import PARQUET_SUFFIXES, write_parquet
+
+    if not out.name.lower().endswith(PARQUET_SUFFIXES):
+        return elicit(task, items, out, options, console=err_console, progress=progress)
+    staged = out.with_name(f".{out.name}.jsonl")
+    options = replace(options, store=options.store or default_store(out))
+    result = elicit(task, items, staged, options, console=err_console, progress=progress)
+    lines = staged.read_text(encoding="utf-8").splitlines()
+    write_parquet(out, [json.loads(line) for line in lines])
+    staged.unlink()
+    result.out = out
+    return result
 
 
 def print_summary(result: ElicitResult) -> None:

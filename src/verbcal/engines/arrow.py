@@ -199,18 +199,19 @@ def _matrix(table: Any, layout: Layout) -> tuple[NDArray[np.float64], NDArray[np
     if layout.kind == "columns":
         cols = [table.column(name) for name in layout.columns]
         matrix = np.column_stack([_floats(col) for col in cols]) if n else np.empty((0, k))
-        present = ~np.isnan(matrix)
-        return matrix, present.any(axis=1) if k else np.zeros(n, bool)
+        present = np.asarray((~np.isnan(matrix)).any(axis=1), dtype=bool)
+        return matrix, present
     column = table.column(PROBS_COLUMN).combine_chunks()
     valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     if layout.kind == "struct":
         matrix = np.column_stack([_floats(column.field(label)) for label in layout.labels])
         return matrix.reshape(n, k), valid
     matrix = np.full((n, k), np.nan)
-    lengths = np.asarray(pa.compute.list_value_length(column).fill_null(0), dtype=np.int64)
-    rows = np.repeat(np.arange(n), lengths)
-    keys = np.asarray(column.keys.to_numpy(zero_copy_only=False), dtype=object)
-    values = _floats(column.items)
+    offsets = np.asarray(column.offsets, dtype=np.int64)  # into the unsliced children
+    first, last = int(offsets[0]), int(offsets[-1])
+    rows = np.repeat(np.arange(n), np.diff(offsets))
+    keys = np.asarray(column.keys[first:last].to_numpy(zero_copy_only=False), dtype=object)
+    values = _floats(column.items[first:last])
     for index, label in enumerate(layout.labels):
         hit = keys == label
         matrix[rows[hit], index] = values[hit]
@@ -243,9 +244,7 @@ def _check_values(
         if bad.any():
             row, col = np.argwhere(bad)[0]
             field = (
-                layout.columns[col]
-                if layout.kind == "columns"
-                else f"probs.{layout.labels[col]}"
+                layout.columns[col] if layout.kind == "columns" else f"probs.{layout.labels[col]}"
             )
             _raise(table, int(where[row]), field, f"the value {problem}", fix)
     zero = rows.sum(axis=1) <= 0

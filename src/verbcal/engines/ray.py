@@ -16,8 +16,10 @@ from verbcal.calibrate import Calibrator
 from verbcal.engines.arrow import (
     CalibratorSpec,
     calibrate_table,
-    load_calibrator,
+    check_input,
     count_rows,
+    input_error,
+    load_calibrator,
     out_kind,
     write_ordered,
 )
@@ -28,7 +30,7 @@ def require_ray() -> Any:
     """Import ray, or say which extra installs it."""
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError as exc:
         raise ImportError("the Ray engine needs Ray Data: pip install 'verbcal[ray]'") from exc
     return ray
@@ -69,7 +71,9 @@ def _calibrate_batch(batch: Any, shipped: list[Any]) -> Any:
     return calibrate_table(batch, _CALIBRATORS[key])
 
 
-def calibrate_dataset(dataset: Any, calibrator: CalibratorSpec, *, batch_size: int | None = None) -> Any:
+def calibrate_dataset(
+    dataset: Any, calibrator: CalibratorSpec, *, batch_size: int | None = None
+) -> Any:
     """A ``ray.data.Dataset`` with calibrated probabilities, ``top_label`` and ``confidence``.
 
     Columns and layouts as in :mod:`verbcal.engines.arrow`. The calibrator is put in the

@@ -197,11 +197,16 @@ def _run(
     """Run the batches on the actor pool; write each batch as it finishes, yield its stats."""
     ray = require_ray()
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    with ray_session(address), StatusProgress(sum(map(len, batches)), console, enabled=progress) as bar:
+    with (
+        ray_session(address),
+        StatusProgress(sum(map(len, batches)), console, enabled=progress) as bar,
+    ):
         buckets = None
         if opts.rpm or opts.tpm:
             bucket_actor = ray.remote(num_cpus=0)(TokenBuckets)
-            buckets = bucket_actor.options(name=f"verbcal-limits-{run_id}").remote(opts.rpm, opts.tpm)
+            buckets = bucket_actor.options(name=f"verbcal-limits-{run_id}").remote(
+                opts.rpm, opts.tpm
+            )
         actor_class = ray.remote(
             num_cpus=0, max_concurrency=BATCHES_PER_ACTOR, scheduling_strategy="SPREAD"
         )(Elicitor)

@@ -87,7 +87,9 @@ def calibrate_dataframe(frame: Any, calibrator: CalibratorSpec) -> Any:
         if key not in _CALIBRATORS:
             _CALIBRATORS[key] = Calibrator.from_dict(shipped.value)
         for batch in batches:
-            yield from calibrate_table(pa.Table.from_batches([batch]), _CALIBRATORS[key]).to_batches()
+            yield from calibrate_table(
+                pa.Table.from_batches([batch]), _CALIBRATORS[key]
+            ).to_batches()
 
     return frame.mapInArrow(calibrate, from_arrow_schema(schema))
 
