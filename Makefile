@@ -34,6 +34,7 @@ bench: venv
 	$(BIN)/pip install -q -e ".[bench]" || true
 	$(BIN)/python benchmarks/bench_calibrate.py
 	$(BIN)/python benchmarks/bench_elicit.py
+	$(BIN)/python benchmarks/bench_scale.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

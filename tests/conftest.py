@@ -40,13 +40,13 @@ def spark() -> Iterator[Any]:
     """A local[2] Spark session with 2 shuffle partitions; its workers run this Python."""
     from pyspark.sql import SparkSession
 
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers run this Python
     session = (
         SparkSession.builder.master("local[2]")
         .appName("verbcal-tests")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.default.parallelism", "2")
         .config("spark.ui.enabled", "false")
-        .config("spark.pyspark.python", sys.executable)
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")

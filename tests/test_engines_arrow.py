@@ -219,7 +219,7 @@ def test_items_from_parquet(tmp_path: Path) -> None:
         {"id": "2", "text": "two", "label": None},
     ]
     pq.write_table(pa.Table.from_pylist([*rows, {"id": 1, "text": "x"}]), tmp_path / "dup.parquet")
-    with pytest.raises(ItemsError, match="line 3.*duplicate id '1'"):
+    with pytest.raises(ItemsError, match=r"line 3.*duplicate id '1'"):
         read_items(tmp_path / "dup.parquet", task)
 
 

@@ -194,7 +194,6 @@ def calibrate_table(table: Any, calibrator: Calibrator) -> Any:
 
 def _matrix(table: Any, layout: Layout) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """The (n, K) input in label order (NaN where absent) and which rows carry a distribution."""
-    pa = require_pyarrow()
     n, k = table.num_rows, len(layout.labels)
     if layout.kind == "columns":
         cols = [table.column(name) for name in layout.columns]

@@ -116,7 +116,7 @@ def apply_ray(
             if out_format == "parquet":
                 calibrated.write_parquet(str(out))
             else:  # pandas writes 10 decimals by default: 15 keeps every engine within 1e-15
-                calibrated.write_json(str(out), pandas_json_args={"double_precision": 15})
+                calibrated.write_json(str(out), double_precision=15)
         except Exception as exc:
             raise (input_error(exc) or exc) from None
         finally:

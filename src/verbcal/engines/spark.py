@@ -60,7 +60,7 @@ def spark_session(master: str | None = None) -> Iterator[Any]:
         return
     builder = sql.SparkSession.builder.master(master or "local[*]").appName("verbcal")
     if (master or "local").startswith("local"):  # workers run this very Python
-        builder = builder.config("spark.pyspark.python", sys.executable)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = builder.config("spark.ui.enabled", "false").getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     try:
