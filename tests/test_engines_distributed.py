@@ -8,10 +8,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -88,7 +90,8 @@ def assert_same(a: dict[str, Any], b: dict[str, Any]) -> None:
 def read_shards(folder: Path, out_format: str) -> list[dict[str, Any]]:
     if out_format == "parquet":
         return pq.read_table(folder).to_pylist()
-    return [r for path in sorted(folder.glob("*.json*")) for r in read_jsonl(path)]
+    shards = [p for p in sorted(folder.glob("*.json*")) if not p.name.startswith((".", "_"))]
+    return [r for path in shards for r in read_jsonl(path)]
 
 
 @pytest.mark.parametrize("layout", ["struct", "columns"])
@@ -184,9 +187,12 @@ def test_ray_apply_connects_to_a_cluster_by_address(calibrator: Path, tmp_path: 
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     ray_bin = Path(sys.executable).with_name("ray")
+    # every port its own: the session's cluster (and any other on this machine) keeps its own
+    ports = [f"--{name}-port={free_port()}" for name in ("dashboard-agent-grpc", "dashboard-agent-listen", "metrics-export", "runtime-env-agent", "node-manager", "object-manager")]  # fmt: skip
+    temp = tempfile.mkdtemp(prefix="vc-ray-")  # short: Unix socket paths are limited to ~107 bytes
     head = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
-         "--include-dashboard=false", "--node-ip-address=127.0.0.1", f"--temp-dir={tmp_path / 'ray'}"],
+        [str(ray_bin), "start", "--head", "--block", f"--port={port}", *ports, "--num-cpus=1",
+         "--include-dashboard=false", f"--temp-dir={temp}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
@@ -194,12 +200,15 @@ def test_ray_apply_connects_to_a_cluster_by_address(calibrator: Path, tmp_path: 
         verbcal = Path(sys.executable).with_name("verbcal")
         command = [str(verbcal), "apply", "--engine", "ray", "--address", f"127.0.0.1:{port}",
                    "--calibrator", str(calibrator), "--data", str(data), "--out", str(tmp_path / "out.jsonl")]  # fmt: skip
-        for _ in range(60):  # the head takes a few seconds to accept drivers
-            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-            if done.returncode == 0 or "wrote" in done.stdout:
-                break
-            time.sleep(2)
-        assert done.returncode == 0, done.stderr[-2000:]
+        done = None
+        for _ in range(10):  # the head takes a few seconds to accept drivers
+            assert head.poll() is None, "ray start --head exited"
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+                if done.returncode == 0:
+                    break
+            time.sleep(3)
+        assert done is not None and done.returncode == 0, done and done.stderr[-2000:]
         assert "wrote 120 records" in done.stdout
         local = tmp_path / "local.jsonl"
         apply("local", calibrator, data, local)
@@ -214,3 +223,4 @@ def test_ray_apply_connects_to_a_cluster_by_address(calibrator: Path, tmp_path: 
         with contextlib.suppress(ProcessLookupError):  # whatever of its process group is left
             os.killpg(head.pid, signal.SIGKILL)
         head.wait(10)
+        shutil.rmtree(temp, ignore_errors=True)
