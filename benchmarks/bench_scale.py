@@ -47,7 +47,7 @@ def write_input(folder: Path, rows: int, files: int = 10) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    folder.mkdir()
+    folder.mkdir(parents=True)
     per_file = -(-rows // files)
     for index in range(files):
         n = min(per_file, rows - index * per_file)
@@ -114,7 +114,7 @@ def bench_apply(rows: int, tmp: Path) -> dict[str, Any]:
     }
 
 
-def bench_elicit(n_items: int, tmp: Path) -> dict[str, Any]:
+def bench_elicit(n_items: int, tmp: Path, batch_size: int = 100) -> dict[str, Any]:
     import aiohttp  # noqa: F401  (imported up front: import time is not throughput)
     import openai  # noqa: F401
     import ray
@@ -140,7 +140,15 @@ def bench_elicit(n_items: int, tmp: Path) -> dict[str, Any]:
             concurrency=CONCURRENCY,
         )
         start = time.perf_counter()
-        result = elicit_ray(task, items, tmp / "out.jsonl", opts, actors=ACTORS, progress=False)
+        result = elicit_ray(
+            task,
+            items,
+            tmp / "out.jsonl",
+            opts,
+            actors=ACTORS,
+            batch_size=batch_size,
+            progress=False,
+        )
         seconds = time.perf_counter() - start
     finally:
         ray.shutdown()
@@ -150,6 +158,7 @@ def bench_elicit(n_items: int, tmp: Path) -> dict[str, Any]:
     rate = n_items / seconds
     return {
         "items": n_items,
+        "ray_elicit_batch_size": batch_size,
         "ray_elicit_requests_per_s": round(rate, 1),
         "ray_elicit_ideal_per_s": round(CONCURRENCY / LATENCY),
         "ray_elicit_ratio_to_ideal": round(rate / (CONCURRENCY / LATENCY), 3),
@@ -162,6 +171,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON only")
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=100, help="items per Ray elicit batch")
     parser.add_argument("--skip-apply", action="store_true")
     parser.add_argument("--skip-elicit", action="store_true")
     args = parser.parse_args()
@@ -172,7 +182,7 @@ def main() -> None:
             numbers.update(bench_apply(args.rows, Path(tmp) / "apply"))
         if not args.skip_elicit:
             (Path(tmp) / "elicit").mkdir()
-            numbers.update(bench_elicit(args.items, Path(tmp) / "elicit"))
+            numbers.update(bench_elicit(args.items, Path(tmp) / "elicit", args.batch_size))
     numbers["load_average_1min"] = round(os.getloadavg()[0], 2)
     numbers["cores"] = os.cpu_count()
     if args.json:
