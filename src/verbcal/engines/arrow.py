@@ -251,7 +251,7 @@ def _check_values(
         _raise(
             table,
             int(where[np.flatnonzero(zero)[0]]),
-            layout.columns[0] if layout.kind != "columns" else PROBS_COLUMN,
+            PROBS_COLUMN,
             "every probability is 0",
             "Drop the row or set its distribution to null",
         )
