@@ -288,3 +288,19 @@ def test_cli_engine_errors_are_one_line(calibrator: Calibrator, tmp_path: Path) 
         "dask",
     )
     assert result.exit_code == 2 and "unknown engine 'dask'" in result.output
+    write_records(
+        tmp_path / "p.jsonl",
+        [{"id": "a", "probs": {"negative": 1.0, "neutral": 0.0, "positive": 0.0}}],
+    )
+    result = run_cli(
+        "apply",
+        "--calibrator",
+        tmp_path / "ts.json",
+        "--data",
+        tmp_path / "p.jsonl",
+        "--out",
+        tmp_path / "o.jsonl",
+        "--engine",
+        "spark",
+    )
+    assert result.exit_code == 2 and "--engine spark reads Parquet" in result.output

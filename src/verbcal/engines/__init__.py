@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from verbcal.engines.arrow import CalibratorSpec, apply_local
+from verbcal.predictions import is_parquet
 
 ENGINES = ("local", "ray", "spark")
 
@@ -29,6 +30,11 @@ def apply(
     ``address`` is Ray's cluster address (None: start a local one), ``master`` Spark's
     (None: ``local[*]``).
     """
+    if engine in ENGINES and not is_parquet(data):
+        raise ValueError(
+            f"{data}: --engine {engine} reads Parquet (a file, a directory or a glob);"
+            " use --engine local for JSONL/CSV, or convert the file to Parquet first"
+        )
     if engine == "local":
         return apply_local(calibrator, data, out, out_format)
     if engine == "ray":
