@@ -42,6 +42,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_elicit.py
 	$(BIN)/python benchmarks/bench_decide.py
 	$(BIN)/python benchmarks/bench_serve.py
+	$(BIN)/python benchmarks/bench_scale.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -7,12 +7,16 @@ JSON Lines, one record per item::
 ``label`` (the gold label) may be absent or null; any other key is kept and passed
 through. A record whose ``probs`` is null (an unparsable or failed LLM reply) is kept
 but not scored. CSV files hold the columns ``id``, ``label`` and one ``p_<label>``
-per class. Rows that do not sum to 1 are normalised and counted.
+per class. Parquet input (a file, a directory of ``*.parquet`` files or a glob, read
+with pyarrow, extra ``verbcal[parquet]``) holds ``probs`` as a struct or a
+``map<string, double>`` column, or one ``p_<label>`` column per class; every other column
+is passed through. Rows that do not sum to 1 are normalised and counted.
 """
 
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import math
 import os
@@ -37,7 +41,13 @@ class PredictionsError(ValueError):
     """A predictions file that cannot be used as it is: says where and what to do."""
 
     def __init__(
-        self, path: str | Path, line: int | None, field: str | None, problem: str, fix: str
+        self,
+        path: str | Path,
+        line: int | None,
+        field: str | None,
+        problem: str,
+        fix: str,
+        unit: str = "line",
     ):
         self.path, self.line, self.field, self.problem, self.fix = (
             str(path),
@@ -46,7 +56,7 @@ class PredictionsError(ValueError):
             problem,
             fix,
         )
-        where = str(path) + (f", line {line}" if line is not None else "")
+        where = str(path) + (f", {unit} {line}" if line is not None else "")
         where += f", field {field!r}" if field else ""
         super().__init__(f"{where}: {problem}. {fix}")
 
@@ -245,25 +255,37 @@ def from_arrays(
 
 
 def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> Predictions:
-    """Read a JSONL or CSV predictions file (by extension); errors name file, line and field."""
-    path = Path(path)
-    if not path.exists():
-        raise PredictionsError(path, None, None, "file not found", "Check the path")
-    if path.is_dir():
-        inside = path / "predictions.jsonl"
-        fix = (
-            f"Give the file inside it: {inside}"
-            if inside.is_file()
-            else "Give a predictions file (JSONL or CSV), not a directory"
-        )
-        raise PredictionsError(path, None, None, "is a directory, not a file", fix)
-    reader = _read_csv if path.suffix.lower() == ".csv" else _read_jsonl
-    records = list(reader(path))
+    """Read JSONL, CSV or Parquet predictions (by extension); errors name file, line and field.
+
+    Parquet may be a file, a directory or a glob; its errors name the row (from 1).
+    """
+    if is_parquet(path):
+        records = list(_read_parquet(path))
+        path = Path(path)
+    else:
+        path = Path(path)
+        if not path.exists():
+            raise PredictionsError(path, None, None, "file not found", "Check the path")
+        if path.is_dir():
+            inside = path / "predictions.jsonl"
+            fix = (
+                f"Give the file inside it: {inside}"
+                if inside.is_file()
+                else "Give a predictions file (JSONL, CSV or Parquet), not a directory"
+            )
+            raise PredictionsError(path, None, None, "is a directory, not a file", fix)
+        reader = _read_csv if path.suffix.lower() == ".csv" else _read_jsonl
+        records = list(reader(path))
     if not records:
         raise PredictionsError(
             path, None, None, "the file holds no records", "Write one record per line"
         )
-    return _assemble(path, records, tuple(labels) if labels else None)
+    try:
+        return _assemble(path, records, tuple(labels) if labels else None)
+    except PredictionsError as exc:
+        if not is_parquet(path) or exc.line is None:
+            raise
+        raise PredictionsError(path, exc.line, exc.field, exc.problem, exc.fix, "row") from None
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -524,12 +546,141 @@ def with_probs(predictions: Predictions, probs: NDArray[np.float64]) -> list[dic
     return out
 
 
+# ---------------------------------------------------------------------------- Parquet
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+PROBS_COLUMN = "probs"
+PROB_PREFIX = "p_"
+
+
+def is_parquet(spec: str | Path) -> bool:
+    """Whether ``spec`` names Parquet: a ``.parquet`` file or glob, or a directory of them."""
+    text = str(spec)
+    if text.lower().endswith(PARQUET_SUFFIXES):
+        return True
+    directory = Path(text)
+    return directory.is_dir() and any(
+        p.suffix.lower() in PARQUET_SUFFIXES for p in directory.rglob("*")
+    )
+
+
+def parquet_paths(spec: str | Path) -> list[Path]:
+    """The Parquet files of a file, a directory (recursively, in name order) or a glob."""
+    text = str(spec)
+    if Path(text).is_dir():
+        found = sorted(
+            path
+            for path in Path(text).rglob("*")
+            if path.suffix.lower() in PARQUET_SUFFIXES
+            and not any(part.startswith((".", "_")) for part in path.relative_to(text).parts)
+        )
+    elif glob.has_magic(text):
+        found = sorted(Path(path) for path in glob.glob(text, recursive=True))
+    else:
+        found = [Path(text)] if Path(text).exists() else []
+    if not found:
+        raise PredictionsError(
+            text, None, None, "no Parquet file found", "Check the path, directory or glob"
+        )
+    return found
+
+
+def require_pyarrow() -> Any:
+    """Import pyarrow, or say which extra installs it."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError as exc:
+        raise ImportError("Parquet needs pyarrow: pip install 'verbcal[parquet]'") from exc
+    return pyarrow
+
+
+def _read_table(path: Path) -> Any:
+    pa = require_pyarrow()
+    try:
+        return pa.parquet.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise PredictionsError(
+            path, None, None, f"not readable as Parquet ({exc})", "Check the file"
+        ) from exc
+
+
+def read_parquet_table(spec: str | Path) -> Any:
+    """Every Parquet file of ``spec`` as one ``pyarrow.Table``, in file order."""
+    pa = require_pyarrow()
+    tables = [_read_table(path) for path in parquet_paths(spec)]
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def _read_parquet(spec: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Records of every file of ``spec``, numbered by row from 1, with ``probs`` as a dict.
+
+    Each file is read on its own, so files may differ in layout (struct, map, p_<label>).
+    """
+    number = 0
+    for path in parquet_paths(spec):
+        table = _read_table(path)
+        prob_columns = [c for c in table.column_names if c.startswith(PROB_PREFIX)]
+        if PROBS_COLUMN not in table.column_names and not prob_columns:
+            raise PredictionsError(
+                path,
+                None,
+                None,
+                "no 'probs' column (struct or map) and no p_<label> columns",
+                "Store the distribution as a 'probs' struct {label: p}, or one column p_<label> per class",
+            )
+        for row in table.to_pylist():
+            number += 1
+            if PROBS_COLUMN in row:
+                probs = row[PROBS_COLUMN]
+                if isinstance(probs, list):  # a map column arrives as [(key, value), ...]
+                    probs = dict(probs)
+                row[PROBS_COLUMN] = probs
+            else:
+                probs = {column[len(PROB_PREFIX) :]: row.pop(column) for column in prob_columns}
+                none = all(value is None for value in probs.values())
+                row[PROBS_COLUMN] = None if none else probs
+            yield number, row
+
+
+def write_parquet(path: str | Path, records: Sequence[dict[str, Any]]) -> None:
+    """Write records as one Parquet file atomically (``probs`` becomes a struct column)."""
+    pa = require_pyarrow()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        table = pa.Table.from_pylist(list(records))
+    except (pa.ArrowException, TypeError) as exc:
+        raise PredictionsError(
+            path,
+            None,
+            None,
+            f"these records do not fit one Parquet schema ({exc})",
+            "Give every record the same fields and types, or write JSONL",
+        ) from exc
+    temp = path.with_name(f".{path.name}.tmp")
+    pa.parquet.write_table(table, temp)
+    os.replace(temp, path)
+
+
+def write_records(path: str | Path, records: Sequence[dict[str, Any]]) -> None:
+    """Write records as Parquet (``.parquet``/``.pq``) or else as JSON Lines."""
+    if str(path).lower().endswith(PARQUET_SUFFIXES):
+        write_parquet(path, records)
+    else:
+        write_jsonl(path, records)
+
+
 __all__ = [
     "SUM_TOLERANCE",
     "Predictions",
     "PredictionsError",
     "from_arrays",
+    "is_parquet",
+    "read_parquet_table",
     "read_predictions",
     "with_probs",
     "write_jsonl",
+    "write_parquet",
+    "write_records",
 ]

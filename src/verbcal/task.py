@@ -1,4 +1,4 @@
-"""Classification tasks (YAML) and the items to classify (JSONL or CSV).
+"""Classification tasks (YAML) and the items to classify (JSONL, CSV or Parquet).
 
 A task file::
 
@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from verbcal.predictions import PredictionsError, is_parquet, read_parquet_table
 
 PLACEHOLDERS = ("text", "instruction", "labels", "label_names", "name")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -272,18 +274,26 @@ def _template(path: str | Path, raw: Any) -> str | None:
 def read_items(path: str | Path, task: Task) -> list[dict[str, Any]]:
     """Items as ``{"id", "text", "label"}`` dicts (label None without gold), in file order.
 
-    ``.jsonl``/``.ndjson`` files hold one JSON object a line; ``.csv`` files have a header.
+    ``.jsonl``/``.ndjson`` files hold one JSON object a line; ``.csv`` files have a header;
+    Parquet (a file, a directory or a glob) holds one item a row (its "line" is the row, from 1).
     Raises :class:`ItemsError` naming the file, line and field for missing or bad fields,
     duplicate ids and unreadable lines.
     """
+    parquet = is_parquet(path)
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".ndjson", ".csv"):
+    if suffix not in (".jsonl", ".ndjson", ".csv") and not parquet:
         raise ItemsError(
-            path, None, f"unknown file type {suffix or '(none)'!r}", "Use .jsonl or .csv"
+            path,
+            None,
+            f"unknown file type {suffix or '(none)'!r}",
+            "Use .jsonl, .csv or .parquet",
         )
     try:
-        rows = list(_csv_rows(path) if suffix == ".csv" else _jsonl_rows(path))
+        if parquet:
+            rows = list(_parquet_rows(path))
+        else:
+            rows = list(_csv_rows(path) if suffix == ".csv" else _jsonl_rows(path))
     except FileNotFoundError:
         raise ItemsError(path, None, "file not found", "Check the --input path") from None
     except UnicodeDecodeError as exc:
@@ -315,6 +325,14 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     path, None, "not a JSON object", "Write one JSON object a line", number
                 )
             yield number, row
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        table = read_parquet_table(path)
+    except PredictionsError as exc:
+        raise ItemsError(path, None, exc.problem, exc.fix) from None
+    yield from enumerate(table.to_pylist(), start=1)
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from verbcal import datasets
+from verbcal import datasets, engines
 from verbcal.calibration import (
     METHODS,
     AutoCalibrator,
@@ -36,14 +36,17 @@ from verbcal.predictions import (
     PredictionsError,
     check_output,
     field_values,
+    is_parquet,
     with_probs,
-    write_jsonl,
+    write_records,
 )
 
 DataOption = Annotated[
     str,
     typer.Option(
-        "--data", "-d", help="Predictions JSONL/CSV, or recorded:<name> for bundled data."
+        "--data",
+        "-d",
+        help="Predictions JSONL/CSV/Parquet (file, directory or glob), or recorded:<name>.",
     ),
 ]
 LabelsOption = Annotated[
@@ -77,7 +80,7 @@ def friendly_errors() -> Iterator[None]:
     """Turn input and usage errors into one red line and exit status 2."""
     try:
         yield
-    except (PredictionsError, CalibratorError, ValueError, OSError) as exc:
+    except (PredictionsError, CalibratorError, ValueError, OSError, ImportError) as exc:
         # soft_wrap: the message stays one line however long the path, for logs and grep
         # escape: paths and labels with [brackets] are text, not rich markup
         err_console.print(
@@ -333,20 +336,46 @@ def show_auto(calibrator: AutoCalibrator) -> None:
 def apply(
     calibrator: Annotated[Path, typer.Option(help="A calibrator written by `verbcal fit`.")],
     data: DataOption,
-    out: Annotated[Path, typer.Option(help="Output JSONL with calibrated probs.")],
+    out: Annotated[
+        Path,
+        typer.Option(help="Output .jsonl or .parquet (one file, input order), or a directory."),
+    ],
     overwrite: opt.Overwrite = False,
+    engine: Annotated[
+        str, typer.Option(help="local | ray | spark (ray and spark read Parquet).")
+    ] = "local",
+    out_format: Annotated[
+        str | None,
+        typer.Option(help="parquet | jsonl: the shards' format when --out is a directory."),
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster: auto | ray://HOST:10001 (default: start one).")
+    ] = None,
+    master: Annotated[
+        str | None,
+        typer.Option(help="Spark master: local[2] | spark://HOST:7077 (default local[*])."),
+    ] = None,
 ) -> None:
     """Apply a fitted calibrator to new predictions (the original kept as verbalized_probs).
+
+    Parquet input (a file, a directory or a glob) runs batch by batch on the chosen engine
+    and gains top_label and confidence columns; see docs/scale.md.
 
     Example: verbcal apply --calibrator ts.json --data new.jsonl --out calibrated.jsonl
     """
     with friendly_errors():
         fitted = load_calibrator(calibrator)
+        if engine != "local" or is_parquet(datasets.resolve(data)):
+            rows = engines.apply(
+                engine, fitted, datasets.resolve(data), out, out_format, address, master
+            )
+            console.print(f"wrote {rows} records to {out} (engine {engine})", markup=False)
+            return
         check_output(out, overwrite)
         predictions = read_for(data, fitted)
         err_console.print(predictions.describe(), highlight=False, markup=False)
         q = fitted.predict_proba(predictions.probs)
-        write_jsonl(out, with_probs(predictions, q))
+        write_records(out, with_probs(predictions, q))
     console.print(
         f"wrote {len(predictions.records)} records to {out} ({len(q)} calibrated)", markup=False
     )

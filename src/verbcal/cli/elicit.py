@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,7 +17,7 @@ from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 
 if TYPE_CHECKING:
-    from verbcal.elicit import DryRun, ElicitResult, ElicitStopped
+    from verbcal.elicit import DryRun, ElicitOptions, ElicitResult, ElicitStopped
 
 STATUS_ORDER = ("ok", "repaired", "failed", "error")
 
@@ -23,8 +25,10 @@ STATUS_ORDER = ("ok", "repaired", "failed", "error")
 @app.command("elicit")
 def elicit_command(
     task: Annotated[Path, typer.Option(help="Task spec (YAML): labels, instruction, fields.")],
-    input: Annotated[Path, typer.Option("--input", help="Items to classify (JSONL or CSV).")],
-    out: Annotated[Path, typer.Option(help="Predictions JSONL to write (input order).")],
+    input: Annotated[
+        Path, typer.Option("--input", help="Items to classify (JSONL, CSV or Parquet).")
+    ],
+    out: Annotated[Path, typer.Option(help="Predictions .jsonl or .parquet (input order).")],
     backend: opt.Backend = None,
     model: opt.Model = None,
     base_url: opt.BaseUrl = None,
@@ -50,6 +54,16 @@ def elicit_command(
     dry_run: opt.DryRun = False,
     http: opt.Http = "sdk",
     progress: opt.ShowProgress = True,
+    engine: Annotated[
+        str, typer.Option(help="local | ray: a pool of Ray actors (see docs/scale.md).")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster: auto | ray://HOST:10001 (default: start one).")
+    ] = None,
+    actors: Annotated[int, typer.Option(help="Ray actors; --concurrency is split among them.")] = 2,
+    batch_size: Annotated[
+        int, typer.Option(help="Items per Ray batch (the unit of resume).")
+    ] = 100,
 ) -> None:
     """Ask an LLM for a probability per label for every item; write predictions JSONL.
 
@@ -65,7 +79,7 @@ def elicit_command(
     --backend openai --model gpt-4o-mini --concurrency 16
     """
     try:  # imported here so that the other commands work without the elicit extra
-        from verbcal.elicit import BackendError, ElicitError, ElicitOptions, ElicitStopped, elicit
+        from verbcal.elicit import BackendError, ElicitError, ElicitOptions, ElicitStopped
         from verbcal.elicit import dry_run as plan
         from verbcal.elicit.redact import redact
         from verbcal.task import TaskError
@@ -97,14 +111,41 @@ def elicit_command(
         if dry_run:
             print_dry_run(plan(task, input, out, options))
             return
-        result = elicit(task, input, out, options, console=err_console, progress=progress)
+        if engine == "ray":
+            from verbcal.engines.ray_elicit import elicit_ray
+
+            result = elicit_ray(
+                task,
+                input,
+                out,
+                options,
+                actors=actors,
+                batch_size=batch_size,
+                address=address,
+                console=err_console,
+                progress=progress,
+            )
+        elif engine == "local":
+            result = elicit_to(out, task, input, options, progress)
+        else:
+            raise ElicitError(f"unknown engine {engine!r}: choose local or ray")
     except ElicitStopped as exc:
         raise typer.Exit(report_stop(exc)) from exc
-    except (TaskError, ElicitError, BackendError, ValueError, OSError, RuntimeError) as exc:
+    except (
+        TaskError,
+        ElicitError,
+        BackendError,
+        ValueError,
+        OSError,
+        RuntimeError,
+        ImportError,
+    ) as exc:
         err_console.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
     except KeyboardInterrupt:
         where = store or out.with_name(out.stem + ".store.sqlite")
+        if engine == "ray":
+            where = out.with_name(out.stem + ".parts")  # verbcal.engines.ray_elicit.default_parts
         err_console.print(
             f"interrupted: every finished reply is in {where}; re-run the same command to resume"
         )
@@ -147,6 +188,26 @@ def print_dry_run(plan: DryRun) -> None:
     if plan.example_prompt is not None:
         console.print("first request's prompt:", highlight=False)
         console.print(plan.example_prompt, highlight=False, markup=False)
+
+
+def elicit_to(
+    out: Path, task: Path, items: Path, options: ElicitOptions, progress: bool
+) -> ElicitResult:
+    """Run ``elicit``; for a ``.parquet`` out, write its JSONL next to it and convert."""
+    from verbcal.elicit import elicit
+    from verbcal.elicit.run import default_store
+    from verbcal.predictions import PARQUET_SUFFIXES, write_parquet
+
+    if not out.name.lower().endswith(PARQUET_SUFFIXES):
+        return elicit(task, items, out, options, console=err_console, progress=progress)
+    staged = out.with_name(f".{out.name}.jsonl")
+    options = replace(options, store=options.store or default_store(out))
+    result = elicit(task, items, staged, options, console=err_console, progress=progress)
+    lines = staged.read_text(encoding="utf-8").splitlines()
+    write_parquet(out, [json.loads(line) for line in lines])
+    staged.unlink()
+    result.out = out
+    return result
 
 
 def print_summary(result: ElicitResult) -> None:

@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from verbcal.elicit.backends import Backend, BackendError, Reply, Request
 from verbcal.elicit.redact import redact
@@ -44,6 +45,9 @@ class EngineConfig:
     max_cost: float | None = None
     price: tuple[float, float] | None = None
     """USD per million (input, output) tokens; needed for ``max_cost``."""
+    limiter: Callable[[str, float], Any] | None = field(default=None, compare=False)
+    """Seam for limits shared beyond this engine: ``limiter("rpm" | "tpm", per_minute)`` returns
+    an object with ``async acquire(cost)`` and ``settle(delta)``; None: a :class:`RateLimiter`."""
 
 
 @dataclass(frozen=True)
@@ -147,8 +151,9 @@ class Engine:
         self.stats = EngineStats()
         self.stop: Stop | None = None
         self._in_flight_cost = 0.0
-        self._rpm = RateLimiter(config.rpm) if config.rpm else None
-        self._tpm = RateLimiter(config.tpm) if config.tpm else None
+        make = config.limiter or (lambda _kind, rate: RateLimiter(rate))
+        self._rpm = make("rpm", config.rpm) if config.rpm else None
+        self._tpm = make("tpm", config.tpm) if config.tpm else None
 
     async def run(self, jobs: Sequence[Job]) -> EngineStats:
         """Run the jobs; each sent one ends as a stored reply or error, none is dropped.

@@ -6,7 +6,7 @@ import asyncio
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +88,8 @@ class ElicitOptions:
     max_requests: int | None = None
     max_cost: float | None = None
     http: str = "sdk"
+    limiter: Callable[[str, float], Any] | None = field(default=None, compare=False)
+    """Shared rate limiters (see :attr:`EngineConfig.limiter`); None: one per run."""
 
     def check(self) -> None:
         """Raise :class:`ElicitError` on impossible combinations."""
@@ -390,6 +392,7 @@ def _run_pending(
             max_requests=opts.max_requests,
             max_cost=opts.max_cost,
             price=price,
+            limiter=opts.limiter,
         )
         with StatusProgress(len(pending), console, enabled=progress) as bar:
 
