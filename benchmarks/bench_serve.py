@@ -75,13 +75,60 @@ def start(command: list[str], port: int) -> subprocess.Popen[bytes]:
     return process
 
 
-def bodies() -> dict[str, bytes]:
-    row = {"negative": 0.1, "neutral": 0.2, "positive": 0.7}
-    single = {"items": [{"id": "0", "probs": row}]}
-    batch = {
-        "items": [{"id": str(i), "probs": {**row, "positive": 0.7 + i / 1000}} for i in range(100)]
-    }
-    return {"single": json.dumps(single).encode(), "batch": json.dumps(batch).encode()}
+DATASETS = ("tweets", "drug-reviews", "bbc-news")
+"""One calibrator per bundled recorded set; requests rotate between them."""
+
+
+def fit_calibrator(folder: Path) -> dict[str, Path]:
+    """Temperature scaling fitted on each bundled recorded set, saved under ``folder``."""
+    from verbcal import datasets
+    from verbcal.calibrate import make_calibrator
+
+    paths = {}
+    for name in DATASETS:
+        predictions = datasets.load(f"recorded:{name}").labelled()
+        calibrator = make_calibrator("temperature")
+        calibrator.fit(predictions.probs, predictions.y, labels=predictions.labels)
+        paths[name] = folder / f"{name}.json"
+        calibrator.save(paths[name])
+    return paths
+
+
+class Workload:
+    """Request bodies built from the recorded replies: rows drawn at random, never one row repeated.
+
+    Each body names one model (the datasets take turns) and carries rows of that dataset,
+    drawn with replacement from its recorded verbalized distributions (with their ids), so
+    the rows repeat as often as they do in the recorded replies.
+    """
+
+    def __init__(self, rows: dict[str, tuple[list[str], list[dict[str, float]]]], seed: int):
+        import random
+
+        self.rows = rows
+        self.random = random.Random(seed)
+
+    @classmethod
+    def recorded(cls, seed: int = 0) -> Workload:
+        from verbcal import datasets
+
+        rows = {}
+        for name in DATASETS:
+            data = datasets.load(f"recorded:{name}")
+            probs = [dict(zip(data.labels, map(float, row), strict=True)) for row in data.probs]
+            rows[name] = (list(data.ids), probs)
+        return cls(rows, seed)
+
+    def bodies(self, items: int, count: int) -> list[bytes]:
+        """``count`` bodies of ``items`` rows each, models in turn."""
+        out = []
+        for b in range(count):
+            model = DATASETS[b % len(DATASETS)]
+            ids, probs = self.rows[model]
+            picks = [self.random.randrange(len(ids)) for _ in range(items)]
+            body = {"model": model, "items": [{"id": ids[i], "probs": probs[i]} for i in picks]}
+            out.append(json.dumps(body).encode())
+        return out
 
 
 async def drive(url: str, body: bytes, seconds: float, concurrency: int) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from verbcal.serve.cache import Row, as_matrix
 from verbcal.serve.registry import Served
 
 Array = NDArray[np.float64]
@@ -45,21 +46,29 @@ def pick_model(models: Mapping[str, Served], name: str | None) -> Served:
     return models[name]
 
 
-def probs_matrix(served: Served, rows: Sequence[Mapping[str, float]]) -> Array:
-    """Label-keyed rows as an (n, K) matrix in the model's label order; errors name item and label."""
+def checked_rows(served: Served, rows: Sequence[Mapping[str, float]]) -> list[list[float]]:
+    """Label-keyed rows as lists in the model's label order; errors name item and label."""
     labels, k = served.labels, len(served.labels)
     try:  # the common case in one pass; any missing or extra label is explained below
-        matrix = np.array([[probs[label] for label in labels] for probs in rows], dtype=np.float64)
+        values = [[probs[label] for label in labels] for probs in rows]
         if any(len(probs) != k for probs in rows):
             raise KeyError
     except KeyError:
         raise InputError(_label_errors(served, rows)) from None
-    zero = np.flatnonzero(~matrix.any(axis=1))
-    if len(zero):
-        raise InputError(
-            [field_error(int(i), "probs", "every probability is 0") for i in zero[:20]]
-        )
-    return matrix
+    if not all(map(any, values)):
+        zero = [i for i, row in enumerate(values) if not any(row)]
+        raise InputError([field_error(i, "probs", "every probability is 0") for i in zero[:20]])
+    return values
+
+
+def probs_matrix(served: Served, rows: Sequence[Mapping[str, float]]) -> Array:
+    """Label-keyed rows as an (n, K) matrix in the model's label order (checked)."""
+    return np.array(checked_rows(served, rows), dtype=np.float64)
+
+
+def calibrated(served: Served, rows: Sequence[Sequence[float]]) -> list[Row]:
+    """Checked rows (label order) through the model's row cache and calibrator."""
+    return served.cache.calibrate(rows, served.calibrator.predict_proba)
 
 
 def _label_errors(served: Served, rows: Sequence[Mapping[str, float]]) -> list[dict[str, Any]]:
@@ -84,7 +93,7 @@ def _label_errors(served: Served, rows: Sequence[Mapping[str, float]]) -> list[d
 
 def add_decisions(
     items: list[dict[str, Any]],
-    q: Array,
+    rows: Sequence[Row],
     labels: Sequence[str],
     accept_threshold: float | None,
     set_mass: float | None,
@@ -94,6 +103,7 @@ def add_decisions(
         for item in items:
             item["decision"] = "accept" if item["confidence"] >= accept_threshold else "abstain"
     if set_mass is not None:
+        q = as_matrix(rows)
         order = np.argsort(-q, axis=1, kind="stable")
         mass = np.cumsum(np.take_along_axis(q, order, axis=1), axis=1)
         sizes = np.minimum((mass < set_mass - 1e-12).sum(axis=1) + 1, len(labels)).tolist()
@@ -109,11 +119,17 @@ def calibrate_rows(
     set_mass: float | None = None,
 ) -> list[dict[str, Any]]:
     """Calibrated items (id, probs, top label, its confidence, decisions) for label-keyed rows."""
-    q = served.calibrator.predict_proba(probs_matrix(served, rows))
+    out = calibrated(served, checked_rows(served, rows))
     labels = served.labels
     items = [
-        {"id": i, "probs": dict(zip(labels, row)), "label": labels[k], "confidence": row[k]}  # noqa: B905
-        for i, row, k in zip(ids, q.tolist(), q.argmax(axis=1).tolist())  # noqa: B905
+        {
+            "id": i,
+            "probs": dict(zip(labels, row.probs)),  # noqa: B905
+            "label": labels[row.top],
+            "confidence": row.confidence,
+        }
+        for i, row in zip(ids, out)  # noqa: B905
     ]
-    add_decisions(items, q, labels, accept_threshold, set_mass)
+    if accept_threshold is not None or set_mass is not None:
+        add_decisions(items, out, labels, accept_threshold, set_mass)
     return items
