@@ -168,7 +168,9 @@ def measure(requests: int, profile: bool) -> dict[str, Any]:
             logger.setLevel("INFO")
             profiler = cProfile.Profile()
             profiler.enable()
-            per_request_us(app, single, max(1, requests // 400))
+            per_request_us(
+                app, batch if os.environ.get("PROFILE_BATCH") else single, max(1, requests // 400)
+            )
             profiler.disable()
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)

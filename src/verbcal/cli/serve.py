@@ -56,7 +56,9 @@ def serve_command(
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 1_048_576,
     cache_rows: Annotated[
         int,
-        typer.Option(help="Calibrated rows cached per calibrator (0: no cache); cleared on reload."),
+        typer.Option(
+            help="Calibrated rows cached per calibrator (0: no cache); cleared on reload."
+        ),
     ] = 65_536,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:

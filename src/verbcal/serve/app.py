@@ -20,7 +20,13 @@ from starlette.exceptions import HTTPException
 import verbcal
 from verbcal.serve import oip
 from verbcal.serve.auth import HEALTH_PATHS, KeyRing, RateLimiter
-from verbcal.serve.calibrate import InputError, calibrate_rows, field_error, pick_model
+from verbcal.serve.calibrate import (
+    InputError,
+    calibrate_json,
+    calibrate_rows,
+    field_error,
+    pick_model,
+)
 from verbcal.serve.config import ServeConfig, parse_rate, read_api_keys
 from verbcal.serve.gate import Gate, error_content
 from verbcal.serve.observe import Metrics, ensure_handler
@@ -91,28 +97,27 @@ class Service:
             for name, stats in self.registry.cache_stats.items()
         ]
 
-    def calibrate(self, body: CalibrateRequest) -> dict[str, Any]:
-        """The ``/v1/calibrate`` answer for a validated body (raises InputError)."""
+    def calibrate(self, body: CalibrateRequest) -> bytes:
+        """The ``/v1/calibrate`` answer (JSON) for a validated body (raises InputError)."""
         self.check_count(len(body.items))
         served = pick_model(self.registry.models, body.model)
-        items = calibrate_rows(
-            served,
-            [item.probs for item in body.items],
-            [item.id for item in body.items],
-            body.accept_threshold,
-            body.set_mass,
-        )
-        self.metrics.count_items(served.name, len(items))
-        return {"model": served.name, "method": served.method, "items": items}
+        probs = [item.probs for item in body.items]
+        ids = [item.id for item in body.items]
+        if body.accept_threshold is None and body.set_mass is None:
+            answer = calibrate_json(served, probs, ids)
+        else:
+            items = calibrate_rows(served, probs, ids, body.accept_threshold, body.set_mass)
+            answer = to_json({"model": served.name, "method": served.method, "items": items})
+        self.metrics.count_items(served.name, len(ids))
+        return answer
 
     async def fast_calibrate(self, raw: bytes) -> bytes | None:
         """``/v1/calibrate`` without the framework: the JSON answer, or None on any problem
         (the request then goes the framework's way, which gives the standard error)."""
         try:
-            answer = self.calibrate(CalibrateRequest.model_validate_json(raw))
+            return self.calibrate(CalibrateRequest.model_validate_json(raw))
         except (ValidationError, InputError):
             return None
-        return to_json(answer)
 
     def check_count(self, n: int) -> None:
         if n > self.config.max_items:
@@ -225,7 +230,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     )
     async def calibrate(request: Request) -> Response:
         """Calibrate verbalized distributions with a fitted calibrator (as `verbcal apply` does)."""
-        return JSONBytes(service.calibrate(await parse_body(request, CalibrateRequest)))
+        answer = service.calibrate(await parse_body(request, CalibrateRequest))
+        return Response(answer, media_type="application/json")
 
     if service.classifier is not None:
         classifier = service.classifier

@@ -23,17 +23,26 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic_core import to_json
 
 Array = NDArray[np.float64]
 Predict = Callable[[Array], Array]
 
 
 class Row(NamedTuple):
-    """One calibrated row: probabilities (label order), index of the top label, its value."""
+    """One calibrated row: probabilities (label order), index of the top label, its value,
+    and those three as the JSON members of a ``/v1/calibrate`` item (rendered once)."""
 
     probs: tuple[float, ...]
     top: int
     confidence: float
+    json: bytes
+
+    @classmethod
+    def of(cls, values: list[float], top: int, labels: Sequence[str]) -> Row:
+        member = {"probs": dict(zip(labels, values, strict=True)), "label": labels[top]}
+        member["confidence"] = values[top]
+        return cls(tuple(values), top, values[top], to_json(member)[1:-1])
 
 
 class CacheStats:
@@ -52,9 +61,9 @@ class CacheStats:
 class RowCache:
     """Calibrated rows by the exact bytes of the verbalized row; at most ``size`` entries."""
 
-    def __init__(self, k: int, size: int, stats: CacheStats | None = None) -> None:
-        self.k, self.size = k, size
-        self.key: Callable[..., bytes] = struct.Struct(f"<{k}d").pack
+    def __init__(self, labels: Sequence[str], size: int, stats: CacheStats | None = None) -> None:
+        self.labels, self.size = tuple(labels), size
+        self.key: Callable[..., bytes] = struct.Struct(f"<{len(self.labels)}d").pack
         self._rows: OrderedDict[bytes, Row] = OrderedDict()
         self._lock = threading.Lock()
         self.stats = stats if stats is not None else CacheStats()
@@ -88,7 +97,7 @@ class RowCache:
                     firsts[k] = row
             q = predict(np.array(list(firsts.values()), dtype=np.float64))
             fresh = [
-                Row(tuple(values), top, values[top])
+                Row.of(values, top, self.labels)
                 for values, top in zip(q.tolist(), q.argmax(axis=1).tolist(), strict=True)
             ]
             by_key = dict(zip(firsts, fresh, strict=True))

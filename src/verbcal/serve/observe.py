@@ -39,6 +39,7 @@ class CacheCollector(Collector):
             rows.add_metric([model], held)
         yield from (hits, misses, rows)
 
+
 LOGGER = "verbcal.serve"
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",

@@ -39,7 +39,7 @@ class Served:
     labels: tuple[str, ...]
     index: Mapping[str, int]
     loaded_at: float
-    cache: RowCache = field(default_factory=lambda: RowCache(1, 0), compare=False, repr=False)
+    cache: RowCache = field(default_factory=lambda: RowCache((), 0), compare=False, repr=False)
     """Calibrated rows of this calibrator; a reload builds a new entry, so a fresh cache."""
 
     @property
@@ -67,7 +67,7 @@ def load_one(
     if len(labels) < 2:
         raise CalibratorError(f"{path}: the calibrator names no labels; refit it with verbcal fit")
     index = MappingProxyType({label: k for k, label in enumerate(labels)})
-    cache = RowCache(len(labels), cache_rows, stats)
+    cache = RowCache(labels, cache_rows, stats)
     return Served(name, path, calibrator, labels, index, time.time(), cache)
 
 
