@@ -40,8 +40,8 @@ class Row(NamedTuple):
 
     @classmethod
     def of(cls, values: list[float], top: int, labels: Sequence[str]) -> Row:
-        member = {"probs": dict(zip(labels, values, strict=True)), "label": labels[top]}
-        member["confidence"] = values[top]
+        probs = dict(zip(labels, values, strict=True))
+        member = {"probs": probs, "label": labels[top], "confidence": values[top]}
         return cls(tuple(values), top, values[top], to_json(member)[1:-1])
 
 
@@ -91,7 +91,7 @@ class RowCache:
                     missing.setdefault(k, len(missing))
                 out.append(hit)
         if missing:
-            firsts = {}
+            firsts: dict[bytes, Sequence[float]] = {}
             for row, k in zip(rows, keys, strict=True):
                 if k in missing and k not in firsts:
                     firsts[k] = row
@@ -104,8 +104,8 @@ class RowCache:
             out = [row if row is not None else by_key[k] for row, k in zip(out, keys, strict=True)]
             if self.size > 0:
                 with self._lock:
-                    for k, row in by_key.items():
-                        self._rows[k] = row
+                    for k, fresh_row in by_key.items():
+                        self._rows[k] = fresh_row
                     while len(self._rows) > self.size:
                         self._rows.popitem(last=False)
         hits = len(keys) - sum(1 for k in keys if k in missing) if missing else len(keys)

@@ -63,7 +63,8 @@ class Gate:
         self.app, self.keys, self.limiter = app, keys, limiter
         self.max_body = max_body_bytes
         self.metrics, self.logger = metrics, logger
-        self._known_paths, self._known = known_paths, None
+        self._known_paths = known_paths
+        self._known: Container[str] | None = None
         self.fast_routes = fast_routes or {}
 
     def known_paths(self) -> Container[str]:
