@@ -1,15 +1,24 @@
 """Throughput of ``verbcal serve`` against a bare FastAPI app on the same uvicorn settings.
 
-Both servers run in their own process, one uvicorn worker each, with the same settings
+All servers run in their own process, one uvicorn worker each, with the same settings
 (loopback, access log off, the same JSON log configuration). ``verbcal serve`` runs as the
-command users start (API keys on, rate limit off, a JSON log line per request to /dev/null);
-the bare app has one POST route that reads the body and returns a constant response of the
-same size as verbcal's answer. The load generator is one aiohttp client with ``concurrency``
-connections that sends the same request for a fixed time; single-item and 100-item
-``/v1/calibrate`` bodies are timed, servers alternating, and each figure is the median of
-``--rounds`` rounds. Goal: >= 0.8 of the bare app's requests/s, zero errors.
+command users start (API keys on, rate limit off, a JSON log line per request to /dev/null),
+serving one temperature-scaling calibrator per bundled recorded set (tweets, drug reviews,
+BBC news); a second ``verbcal serve`` runs with the row cache off (``--cache-rows 0``) for the
+worst case. The bare app has one POST route that reads the body and returns a constant
+response: verbcal's own answer to a request of the same kind and model, so the same size.
+
+Requests are built from the recorded replies: each names one model (the sets take turns) and
+carries rows drawn at random from that set's recorded verbalized distributions, so rows repeat
+as often as the recorded replies make them (3,000 distinct single-item bodies, 300 100-item
+bodies, sent in turn). The row cache's hit rate over the timed requests is read from
+``/metrics`` and reported. The load generator is one aiohttp client with ``concurrency``
+connections for a fixed time; single-item and 100-item ``/v1/calibrate`` bodies are timed,
+servers alternating, and each figure is the median of ``--rounds`` rounds.
+Goal: >= 0.8 of the bare app's requests/s, zero errors.
 
 Usage: python benchmarks/bench_serve.py [--json] [--seconds S] [--rounds R] [--concurrency C]
+       [--no-uncached]
 """
 
 from __future__ import annotations
