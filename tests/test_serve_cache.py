@@ -159,3 +159,54 @@ def test_http_answers_and_metrics_with_the_cache(tmp_path: Path) -> None:
             assert 'verbcal_items_calibrated_total{model="tweets"} 6.0' in metrics
             assert 'route="/v1/calibrate",status="200"} 3.0' in metrics
     assert answers[0] == answers[1]
+
+
+def test_fast_path_reads_a_body_in_chunks_and_falls_back_on_errors(tmp_path: Path) -> None:
+    """The gate's /v1/calibrate fast path joins chunks; bad bodies get the framework's errors."""
+    app = create_app(
+        ServeConfig(calibrators={"tweets": str(fit_file(tmp_path / "ts.json"))}, no_auth=True)
+    )
+    row = {"negative": 0.1, "neutral": 0.2, "positive": 0.7}
+    good = json.dumps({"items": [{"id": "x", "probs": row}]}).encode()
+    bad = json.dumps({"items": [{"id": "x", "probs": {**row, "positive": -1}}]}).encode()
+
+    async def call(chunks: list[bytes]) -> tuple[int, bytes, dict[bytes, bytes]]:
+        messages = [
+            {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+            for i, c in enumerate(chunks)
+        ]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/calibrate",
+            "raw_path": b"/v1/calibrate",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json")],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 2),
+        }
+        await app(scope, receive, send)
+        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        return sent[0]["status"], body, dict(sent[0]["headers"])
+
+    status, whole, headers = asyncio.run(call([good]))
+    assert status == 200 and headers[b"content-type"] == b"application/json"
+    assert headers[b"content-length"] == str(len(whole)).encode() and b"x-request-id" in headers
+    assert asyncio.run(call([good[:7], good[7:30], good[30:]]))[:2] == (200, whole)
+    status, error, _ = asyncio.run(call([bad[:10], bad[10:]]))
+    assert status == 422
+    located = json.loads(error)
+    assert located["error"]["errors"][0]["loc"] == "items[0].probs.positive"
+    assert located["request_id"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -137,18 +136,6 @@ def calibrate_rows(
     return items
 
 
-_PLAIN_ID = re.compile(r"[A-Za-z0-9 ._:/#@+-]*")
-"""Ids that JSON writes as they are (no escapes), so they need no encoder."""
-
-
-def _id_json(item_id: str | None) -> bytes:
-    if item_id is None:
-        return b"null"
-    if _PLAIN_ID.fullmatch(item_id):
-        return b'"' + item_id.encode() + b'"'
-    return to_json(item_id)
-
-
 def calibrate_json(
     served: Served, rows: Sequence[Mapping[str, float]], ids: Sequence[str | None]
 ) -> bytes:
@@ -158,8 +145,8 @@ def calibrate_json(
     """
     out = calibrated(served, checked_rows(served, rows))
     head = to_json({"model": served.name, "method": served.method})[:-1]
-    items = b",".join(
-        b'{"id":' + _id_json(i) + b"," + row.json + b"}"
-        for i, row in zip(ids, out)  # noqa: B905
-    )
-    return head + b',"items":[' + items + b"]}"
+    parts = [b',"items":[']
+    for item_id, row in zip(ids, out):  # noqa: B905
+        parts += (b'{"id":', to_json(item_id), b",", row.json, b"},")
+    parts[-1] = b"}]}"  # the last item closes the list and the answer
+    return head + b"".join(parts)
