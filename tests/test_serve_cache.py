@@ -112,11 +112,13 @@ def test_rendered_answer_equals_the_dict_answer(tmp_path: Path) -> None:
     rows = [dict(zip(data.labels, map(float, r), strict=True)) for r in data.probs[:40]]
     ids: list[str | None] = [f"id-{i}" for i in range(len(rows))]
     ids[:4] = [None, 'quote " and \\ back', "ünïcödé ✓", "tab\there"]
+    with_comma = [*ids[:-1], "a, b"]
     for _ in range(2):  # misses, then hits
-        rendered = calibrate_json(served, rows, ids)
-        items = calibrate_rows(served, rows, ids)
-        as_dict = {"model": served.name, "method": served.method, "items": items}
-        assert rendered == to_json(as_dict)
+        for some_ids in (ids, with_comma):
+            rendered = calibrate_json(served, rows, some_ids)
+            items = calibrate_rows(served, rows, some_ids)
+            as_dict = {"model": served.name, "method": served.method, "items": items}
+            assert rendered == to_json(as_dict)
         assert json.loads(rendered)["items"][1]["id"] == 'quote " and \\ back'
 
 

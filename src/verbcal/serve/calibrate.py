@@ -136,6 +136,14 @@ def calibrate_rows(
     return items
 
 
+def _ids_json(ids: Sequence[str | None]) -> list[bytes]:
+    """Each id as JSON: one encoder call for all when no id holds a comma (JSON escapes never
+    make one, so the list then splits exactly at its commas), else one call per id."""
+    if any("," in i for i in ids if i is not None):
+        return [to_json(i) for i in ids]
+    return to_json(ids)[1:-1].split(b",")
+
+
 def calibrate_json(
     served: Served, rows: Sequence[Mapping[str, float]], ids: Sequence[str | None]
 ) -> bytes:
@@ -146,7 +154,7 @@ def calibrate_json(
     out = calibrated(served, checked_rows(served, rows))
     head = to_json({"model": served.name, "method": served.method})[:-1]
     parts = [b',"items":[']
-    for item_id, row in zip(ids, out):  # noqa: B905
-        parts += (b'{"id":', to_json(item_id), b",", row.json, b"},")
+    for item_id, row in zip(_ids_json(ids), out):  # noqa: B905
+        parts += (b'{"id":', item_id, b",", row.json, b"},")
     parts[-1] = b"}]}"  # the last item closes the list and the answer
     return head + b"".join(parts)
