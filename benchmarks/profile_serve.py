@@ -3,10 +3,10 @@
 Calls the ASGI applications directly (``verbcal serve``'s app and the bare FastAPI app of
 ``bench_serve.py``) with the same request bodies as the benchmark, and prints microseconds of
 CPU per request for each, plus the service with parts switched off (the log line; the row
-cache) so the split is measured, not guessed. ``--profile`` adds a cProfile listing of the
-service's single-item requests (cumulative time, the top entries).
+cache) so the split is measured, not guessed. ``--profile [single|batch100]`` adds a cProfile
+listing (internal time, the top entries) of the service's requests of that kind.
 
-Usage: python benchmarks/profile_serve.py [--requests N] [--profile] [--json]
+Usage: python benchmarks/profile_serve.py [--requests N] [--profile [single|batch100]] [--json]
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def per_request_us(app: Any, bodies: list[bytes], repeat: int) -> float:
     return asyncio.run(loop())
 
 
-def measure(requests: int, profile: bool) -> dict[str, Any]:
+def measure(requests: int, profile: str | None) -> dict[str, Any]:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -168,20 +168,24 @@ def measure(requests: int, profile: bool) -> dict[str, Any]:
             logger.setLevel("INFO")
             profiler = cProfile.Profile()
             profiler.enable()
-            per_request_us(
-                app, batch if os.environ.get("PROFILE_BATCH") else single, max(1, requests // 400)
-            )
+            per_request_us(app, batch if profile == "batch100" else single, max(1, requests // 400))
             profiler.disable()
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)
-            results["profile_single"] = out.getvalue()
+            results["profile"] = out.getvalue()
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=8000)
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="single",
+        choices=("single", "batch100"),
+        help="add a cProfile listing of verbcal's single-item (default) or 100-item requests",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results = measure(args.requests, args.profile)
@@ -191,8 +195,8 @@ def main() -> None:
     for key, value in results.items():
         if not key.startswith("profile"):
             print(f"{key:>28}: {value} µs CPU per request")
-    if "profile_single" in results:
-        print(results["profile_single"])
+    if "profile" in results:
+        print(results["profile"])
 
 
 if __name__ == "__main__":
