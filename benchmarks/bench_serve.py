@@ -1,15 +1,24 @@
 """Throughput of ``verbcal serve`` against a bare FastAPI app on the same uvicorn settings.
 
-Both servers run in their own process, one uvicorn worker each, with the same settings
+All servers run in their own process, one uvicorn worker each, with the same settings
 (loopback, access log off, the same JSON log configuration). ``verbcal serve`` runs as the
-command users start (API keys on, rate limit off, a JSON log line per request to /dev/null);
-the bare app has one POST route that reads the body and returns a constant response of the
-same size as verbcal's answer. The load generator is one aiohttp client with ``concurrency``
-connections that sends the same request for a fixed time; single-item and 100-item
-``/v1/calibrate`` bodies are timed, servers alternating, and each figure is the median of
-``--rounds`` rounds. Goal: >= 0.8 of the bare app's requests/s, zero errors.
+command users start (API keys on, rate limit off, a JSON log line per request to /dev/null),
+serving one temperature-scaling calibrator per bundled recorded set (tweets, drug reviews,
+BBC news); a second ``verbcal serve`` runs with the row cache off (``--cache-rows 0``) for the
+worst case. The bare app has one POST route that reads the body and returns a constant
+response: verbcal's own answer to a request of the same kind and model, so the same size.
+
+Requests are built from the recorded replies: each names one model (the sets take turns) and
+carries rows drawn at random from that set's recorded verbalized distributions, so rows repeat
+as often as the recorded replies make them (3,000 distinct single-item bodies, 300 100-item
+bodies, sent in turn). The row cache's hit rate over the timed requests is read from
+``/metrics`` and reported. The load generator is one aiohttp client with ``concurrency``
+connections for a fixed time; single-item and 100-item ``/v1/calibrate`` bodies are timed,
+servers alternating, and each figure is the median of ``--rounds`` rounds.
+Goal: >= 0.8 of the bare app's requests/s, zero errors.
 
 Usage: python benchmarks/bench_serve.py [--json] [--seconds S] [--rounds R] [--concurrency C]
+       [--no-uncached]
 """
 
 from __future__ import annotations
@@ -37,14 +46,16 @@ from fastapi.responses import Response
 from verbcal.serve.observe import log_config
 
 port, replies = int(sys.argv[1]), Path(sys.argv[2])
-answers = {name: replies.joinpath(name).read_bytes() for name in ("single", "batch")}
+answers = {path.name.encode(): path.read_bytes() for path in replies.iterdir()}
 app = FastAPI()
 
 @app.post("/v1/calibrate")
 async def calibrate(request: Request) -> Response:
     body = await request.body()
-    answer = answers["batch" if body.count(b'"probs"') > 1 else "single"]
-    return Response(answer, media_type="application/json")
+    start = body.index(b'"model": "') + 10
+    model = body[start : body.index(b'"', start)]
+    kind = b"batch-" if body.count(b'"probs"') > 1 else b"single-"
+    return Response(answers[kind + model], media_type="application/json")
 
 uvicorn.run(app, host="127.0.0.1", port=port, log_config=log_config("info"), access_log=False)
 """
@@ -75,28 +86,78 @@ def start(command: list[str], port: int) -> subprocess.Popen[bytes]:
     return process
 
 
-def bodies() -> dict[str, bytes]:
-    row = {"negative": 0.1, "neutral": 0.2, "positive": 0.7}
-    single = {"items": [{"id": "0", "probs": row}]}
-    batch = {
-        "items": [{"id": str(i), "probs": {**row, "positive": 0.7 + i / 1000}} for i in range(100)]
-    }
-    return {"single": json.dumps(single).encode(), "batch": json.dumps(batch).encode()}
+DATASETS = ("tweets", "drug-reviews", "bbc-news")
+"""One calibrator per bundled recorded set; requests rotate between them."""
 
 
-async def drive(url: str, body: bytes, seconds: float, concurrency: int) -> dict[str, Any]:
-    """Send ``body`` from ``concurrency`` connections for ``seconds``; count and time answers."""
+def fit_calibrator(folder: Path) -> dict[str, Path]:
+    """Temperature scaling fitted on each bundled recorded set, saved under ``folder``."""
+    from verbcal import datasets
+    from verbcal.calibrate import make_calibrator
+
+    paths = {}
+    for name in DATASETS:
+        predictions = datasets.load(f"recorded:{name}").labelled()
+        calibrator = make_calibrator("temperature")
+        calibrator.fit(predictions.probs, predictions.y, labels=predictions.labels)
+        paths[name] = folder / f"{name}.json"
+        calibrator.save(paths[name])
+    return paths
+
+
+class Workload:
+    """Request bodies built from the recorded replies: rows drawn at random, never one row repeated.
+
+    Each body names one model (the datasets take turns) and carries rows of that dataset,
+    drawn with replacement from its recorded verbalized distributions (with their ids), so
+    the rows repeat as often as they do in the recorded replies.
+    """
+
+    def __init__(self, rows: dict[str, tuple[list[str], list[dict[str, float]]]], seed: int):
+        import random
+
+        self.rows = rows
+        self.random = random.Random(seed)
+
+    @classmethod
+    def recorded(cls, seed: int = 0) -> Workload:
+        from verbcal import datasets
+
+        rows = {}
+        for name in DATASETS:
+            data = datasets.load(f"recorded:{name}")
+            probs = [dict(zip(data.labels, map(float, row), strict=True)) for row in data.probs]
+            rows[name] = (list(data.ids), probs)
+        return cls(rows, seed)
+
+    def bodies(self, items: int, count: int) -> list[bytes]:
+        """``count`` bodies of ``items`` rows each, models in turn."""
+        out = []
+        for b in range(count):
+            model = DATASETS[b % len(DATASETS)]
+            ids, probs = self.rows[model]
+            picks = [self.random.randrange(len(ids)) for _ in range(items)]
+            body = {"model": model, "items": [{"id": ids[i], "probs": probs[i]} for i in picks]}
+            out.append(json.dumps(body).encode())
+        return out
+
+
+async def drive(url: str, bodies: list[bytes], seconds: float, concurrency: int) -> dict[str, Any]:
+    """Send ``bodies`` in turn from ``concurrency`` connections for ``seconds``; time answers."""
     import aiohttp
 
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     latencies: list[float] = []
     errors = 0
+    turn = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
         async def worker(until: float, record: bool) -> None:
-            nonlocal errors
+            nonlocal errors, turn
             while time.perf_counter() < until:
+                body = bodies[turn % len(bodies)]
+                turn += 1
                 sent = time.perf_counter()
                 try:
                     async with session.post(url, data=body) as response:
@@ -123,70 +184,113 @@ async def drive(url: str, body: bytes, seconds: float, concurrency: int) -> dict
     }
 
 
-def run(seconds: float, rounds: int, concurrency: int) -> dict[str, Any]:
-    from verbcal import datasets
-    from verbcal.calibrate import make_calibrator
+def post(port: int, path: str, body: bytes | None = None) -> bytes:
+    import urllib.request
 
-    payloads = bodies()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=body,
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as response:
+        return bytes(response.read())
+
+
+def cache_counts(port: int) -> tuple[float, float] | None:
+    """(hits, misses) summed over models from /metrics, or None where the server has no cache."""
+    hits = misses = 0.0
+    found = False
+    for line in post(port, "/metrics").decode().splitlines():
+        if line.startswith("verbcal_cache_hits_total{"):
+            hits += float(line.rsplit(" ", 1)[1])
+            found = True
+        elif line.startswith("verbcal_cache_misses_total{"):
+            misses += float(line.rsplit(" ", 1)[1])
+    return (hits, misses) if found else None
+
+
+def run(
+    seconds: float, rounds: int, concurrency: int, uncached: bool = True, seed: int = 0
+) -> dict[str, Any]:
+    workload = Workload.recorded(seed)
+    payloads = {"single": workload.bodies(1, 3000), "batch": workload.bodies(100, 300)}
+    processes: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        predictions = datasets.load("recorded:tweets").labelled()
-        calibrator = make_calibrator("temperature")
-        calibrator.fit(predictions.probs, predictions.y, labels=predictions.labels)
-        calibrator.save(Path(tmp) / "ts.json")
-        ours_port, bare_port = free_port(), free_port()
+        paths = fit_calibrator(Path(tmp))
         env_keys = {**os.environ, "VERBCAL_API_KEYS": KEY}
-        ours_cmd = [
-            sys.executable,
-            "-c",
-            "from verbcal.cli import main; main()",
-            "serve",
-            "--calibrator",
-            f"tweets={Path(tmp) / 'ts.json'}",
-            "--port",
-            str(ours_port),
-            "--rate-limit",
-            "",
-            "--max-items",
-            "1000",
-        ]
-        ours = subprocess.Popen(
-            ours_cmd, env=env_keys, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        bare = None
+        ports: dict[str, int] = {}
         try:
-            wait_ready(ours_port, ours)
+            for side, cache in (("verbcal", None), ("verbcal_nocache", "0")):
+                if side == "verbcal_nocache" and not uncached:
+                    continue
+                ports[side] = free_port()
+                command = [sys.executable, "-c", "from verbcal.cli import main; main()", "serve"]
+                for name, path in paths.items():
+                    command += ["--calibrator", f"{name}={path}"]
+                command += ["--port", str(ports[side]), "--rate-limit", "", "--max-items", "1000"]
+                command += ["--cache-rows", cache] if cache is not None else []
+                process = subprocess.Popen(
+                    command, env=env_keys, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+                processes.append(process)
+                wait_ready(ports[side], process)
             replies = Path(tmp) / "replies"
             replies.mkdir()
-            import urllib.request
-
-            for name, body in payloads.items():  # the bare app answers with verbcal's bytes
-                request = urllib.request.Request(
-                    f"http://127.0.0.1:{ours_port}/v1/calibrate",
-                    data=body,
-                    headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+            # the bare app answers with verbcal's bytes for the first body of each kind and model
+            for kind, bodies in payloads.items():
+                for body in bodies[: len(DATASETS)]:
+                    model = json.loads(body)["model"]
+                    answer = post(
+                        ports["verbcal_nocache" if uncached else "verbcal"], "/v1/calibrate", body
+                    )
+                    (replies / f"{kind}-{model}").write_bytes(answer)
+            ports["bare"] = free_port()
+            processes.append(
+                start(
+                    [sys.executable, "-c", BARE_SERVER, str(ports["bare"]), str(replies)],
+                    ports["bare"],
                 )
-                with urllib.request.urlopen(request) as response:
-                    (replies / name).write_bytes(response.read())
-            bare = start(
-                [sys.executable, "-c", BARE_SERVER, str(bare_port), str(replies)], bare_port
             )
             results: dict[str, list[dict[str, Any]]] = {}
+            counts: dict[str, list[float]] = {}
             for _ in range(rounds):
-                for name, body in payloads.items():
-                    for side, port in (("bare", bare_port), ("verbcal", ours_port)):
-                        url = f"http://127.0.0.1:{port}/v1/calibrate"
-                        outcome = asyncio.run(drive(url, body, seconds, concurrency))
-                        results.setdefault(f"{side}_{name}", []).append(outcome)
+                for kind, bodies in payloads.items():
+                    for side in ("bare", "verbcal", "verbcal_nocache"):
+                        if side not in ports:
+                            continue
+                        before = cache_counts(ports[side]) if side == "verbcal" else None
+                        url = f"http://127.0.0.1:{ports[side]}/v1/calibrate"
+                        outcome = asyncio.run(drive(url, bodies, seconds, concurrency))
+                        results.setdefault(f"{side}_{kind}", []).append(outcome)
+                        after = cache_counts(ports[side]) if side == "verbcal" else None
+                        if before is not None and after is not None:
+                            tally = counts.setdefault(kind, [0.0, 0.0])
+                            tally[0] += after[0] - before[0]
+                            tally[1] += after[1] - before[1]
         finally:
-            for process in (ours, bare):
-                if process is not None:
-                    process.terminate()
-                    process.wait(10)
+            for process in processes:
+                process.terminate()
+                process.wait(10)
     med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}
     errors = sum(r["errors"] for v in results.values() for r in v)
+
+    def ratio(side: str, kind: str) -> float | None:
+        if f"{side}_{kind}" not in med:
+            return None
+        return round(med[f"{side}_{kind}"]["rps"] / med[f"bare_{kind}"]["rps"], 3)
+
+    def hit_rate(kind: str) -> float | None:
+        if kind not in counts or sum(counts[kind]) == 0:
+            return None
+        return round(counts[kind][0] / sum(counts[kind]), 4)
+
     return {
-        "ratio_single_vs_bare": round(med["verbcal_single"]["rps"] / med["bare_single"]["rps"], 3),
-        "ratio_batch100_vs_bare": round(med["verbcal_batch"]["rps"] / med["bare_batch"]["rps"], 3),
+        "ratio_single_vs_bare": ratio("verbcal", "single"),
+        "ratio_batch100_vs_bare": ratio("verbcal", "batch"),
+        "ratio_single_nocache_vs_bare": ratio("verbcal_nocache", "single"),
+        "ratio_batch100_nocache_vs_bare": ratio("verbcal_nocache", "batch"),
+        "cache_hit_rate_single": hit_rate("single"),
+        "cache_hit_rate_batch100": hit_rate("batch"),
         "rps_single": round(med["verbcal_single"]["rps"], 1),
         "rps_single_bare": round(med["bare_single"]["rps"], 1),
         "rps_batch100": round(med["verbcal_batch"]["rps"], 1),
@@ -199,6 +303,7 @@ def run(seconds: float, rounds: int, concurrency: int) -> dict[str, Any]:
         "p99_ms_batch100_bare": round(med["bare_batch"]["p99_ms"], 2),
         "errors": errors,
         "requests": sum(r["requests"] for v in results.values() for r in v),
+        "distinct_bodies": {kind: len(set(bodies)) for kind, bodies in payloads.items()},
         "seconds": seconds,
         "rounds": rounds,
         "concurrency": concurrency,
@@ -213,8 +318,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="timed span per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (the median is kept)")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--no-uncached",
+        action="store_true",
+        help="skip the server with the row cache off (--cache-rows 0), e.g. for older versions",
+    )
     args = parser.parse_args()
-    numbers = run(args.seconds, args.rounds, args.concurrency)
+    numbers = run(args.seconds, args.rounds, args.concurrency, uncached=not args.no_uncached)
     if args.json:
         print(json.dumps(numbers))
         return
@@ -229,6 +339,13 @@ def main() -> None:
             f" {numbers[f'ratio_{name}_vs_bare']:.3f} (goal >= 0.8); p99 verbcal"
             f" {numbers[f'p99_ms_{name}']:.1f} ms, bare {numbers[f'p99_ms_{name}_bare']:.1f} ms"
         )
+    for name, label in (("single", "1 item"), ("batch100", "100 items")):
+        if numbers[f"ratio_{name}_nocache_vs_bare"] is not None:
+            print(
+                f"{label:>9}: row cache off (--cache-rows 0): ratio"
+                f" {numbers[f'ratio_{name}_nocache_vs_bare']:.3f}; cache hit rate with it on:"
+                f" {numbers[f'cache_hit_rate_{name}']}"
+            )
     print(f"errors: {numbers['errors']} of {numbers['requests']} requests")
     print(
         f"machine: {numbers['cores']} cores, 1-min load average {numbers['load_1min_at_end']:.2f}"

@@ -24,5 +24,12 @@ def test_bench_serve_short_run() -> None:
     spec.loader.exec_module(bench)
     numbers = bench.run(seconds=0.5, rounds=1, concurrency=4)
     assert numbers["errors"] == 0 and numbers["requests"] > 0
-    for key in ("ratio_single_vs_bare", "ratio_batch100_vs_bare", "p99_ms_single"):
+    for key in (
+        "ratio_single_vs_bare",
+        "ratio_batch100_vs_bare",
+        "ratio_single_nocache_vs_bare",
+        "ratio_batch100_nocache_vs_bare",
+        "p99_ms_single",
+    ):
         assert numbers[key] > 0, key
+    assert 0 < numbers["cache_hit_rate_single"] <= 1

@@ -54,6 +54,12 @@ def serve_command(
     ] = "600/minute",
     max_items: Annotated[int, typer.Option(help="Most items (or tensor rows) per request.")] = 1000,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 1_048_576,
+    cache_rows: Annotated[
+        int,
+        typer.Option(
+            help="Calibrated rows cached per calibrator (0: no cache); cleared on reload."
+        ),
+    ] = 65_536,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve calibrators over HTTP: /v1/calibrate, /v1/classify, Open Inference Protocol v2, /metrics.
@@ -104,6 +110,7 @@ def serve_command(
             rate_limit=rate_limit or None,
             max_items=max_items,
             max_body_bytes=max_body_bytes,
+            cache_rows=cache_rows,
             log_level=log_level,
         )
         check_exposure(host, len(read_api_keys(config)), no_auth)

@@ -13,12 +13,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from pydantic_core import to_json
 from starlette.exceptions import HTTPException
 
 import verbcal
 from verbcal.serve import oip
 from verbcal.serve.auth import HEALTH_PATHS, KeyRing, RateLimiter
-from verbcal.serve.calibrate import InputError, calibrate_rows, field_error, pick_model
+from verbcal.serve.calibrate import (
+    InputError,
+    calibrate_json,
+    calibrate_rows,
+    field_error,
+    pick_model,
+)
 from verbcal.serve.config import ServeConfig, parse_rate, read_api_keys
 from verbcal.serve.gate import Gate, error_content
 from verbcal.serve.observe import Metrics, ensure_handler
@@ -63,8 +71,11 @@ class Service:
             from verbcal.serve.classify import Classifier
 
             self.classifier = Classifier(config.classify)
-        self.registry = Registry(config.calibrators, check=self._check_classify)
+        self.registry = Registry(
+            config.calibrators, check=self._check_classify, cache_rows=config.cache_rows
+        )
         self.metrics = Metrics()
+        self.metrics.watch_caches(self._cache_view)
         self.logger = ensure_handler(config.log_level)
         keys = KeyRing(read_api_keys(config))
         self.keys = keys if len(keys) and not config.no_auth else None
@@ -78,6 +89,35 @@ class Service:
     def classify_model(self, models: Mapping[str, Served]) -> Served:
         assert self.classifier is not None
         return pick_model(models, self.classifier.config.calibrator)
+
+    def _cache_view(self) -> list[tuple[str, int, int, int]]:
+        models = self.registry.models
+        return [
+            (name, stats.hits, stats.misses, len(models[name].cache) if name in models else 0)
+            for name, stats in self.registry.cache_stats.items()
+        ]
+
+    def calibrate(self, body: CalibrateRequest) -> bytes:
+        """The ``/v1/calibrate`` answer (JSON) for a validated body (raises InputError)."""
+        self.check_count(len(body.items))
+        served = pick_model(self.registry.models, body.model)
+        probs = [item.probs for item in body.items]
+        ids = [item.id for item in body.items]
+        if body.accept_threshold is None and body.set_mass is None:
+            answer = calibrate_json(served, probs, ids)
+        else:
+            items = calibrate_rows(served, probs, ids, body.accept_threshold, body.set_mass)
+            answer = to_json({"model": served.name, "method": served.method, "items": items})
+        self.metrics.count_items(served.name, len(ids))
+        return answer
+
+    async def fast_calibrate(self, raw: bytes) -> bytes | None:
+        """``/v1/calibrate`` without the framework: the JSON answer, or None on any problem
+        (the request then goes the framework's way, which gives the standard error)."""
+        try:
+            return self.calibrate(CalibrateRequest.model_validate_json(raw))
+        except (ValidationError, InputError):
+            return None
 
     def check_count(self, n: int) -> None:
         if n > self.config.max_items:
@@ -149,6 +189,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         metrics=service.metrics,
         logger=service.logger,
         known_paths=lambda: {getattr(r, "path", "") for r in app.routes},
+        fast_routes={"/v1/calibrate": service.fast_calibrate},
     )
     _add_error_handlers(app, service)
     _add_routes(app, service)
@@ -189,18 +230,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     )
     async def calibrate(request: Request) -> Response:
         """Calibrate verbalized distributions with a fitted calibrator (as `verbcal apply` does)."""
-        body = await parse_body(request, CalibrateRequest)
-        service.check_count(len(body.items))
-        served = pick_model(service.registry.models, body.model)
-        items = calibrate_rows(
-            served,
-            [item.probs for item in body.items],
-            [item.id for item in body.items],
-            body.accept_threshold,
-            body.set_mass,
-        )
-        service.metrics.items.labels(served.name).inc(len(items))
-        return JSONBytes({"model": served.name, "method": served.method, "items": items})
+        answer = service.calibrate(await parse_body(request, CalibrateRequest))
+        return Response(answer, media_type="application/json")
 
     if service.classifier is not None:
         classifier = service.classifier
@@ -231,7 +262,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             for status, count in statuses.items():
                 metrics.classify_status.labels(status).inc(count)
             metrics.llm_errors.inc(statuses.get("error", 0))
-            metrics.items.labels(served.name).inc(sum(1 for r in out if r["probs"] is not None))
+            metrics.count_items(served.name, sum(1 for r in out if r["probs"] is not None))
             return JSONBytes({"model": served.name, "method": served.method, "items": out})
 
     @app.post(

@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic_core import to_json
 
+from verbcal.serve.cache import Row, as_matrix
 from verbcal.serve.registry import Served
 
 Array = NDArray[np.float64]
@@ -45,21 +47,29 @@ def pick_model(models: Mapping[str, Served], name: str | None) -> Served:
     return models[name]
 
 
-def probs_matrix(served: Served, rows: Sequence[Mapping[str, float]]) -> Array:
-    """Label-keyed rows as an (n, K) matrix in the model's label order; errors name item and label."""
+def checked_rows(served: Served, rows: Sequence[Mapping[str, float]]) -> list[list[float]]:
+    """Label-keyed rows as lists in the model's label order; errors name item and label."""
     labels, k = served.labels, len(served.labels)
     try:  # the common case in one pass; any missing or extra label is explained below
-        matrix = np.array([[probs[label] for label in labels] for probs in rows], dtype=np.float64)
+        values = [[probs[label] for label in labels] for probs in rows]
         if any(len(probs) != k for probs in rows):
             raise KeyError
     except KeyError:
         raise InputError(_label_errors(served, rows)) from None
-    zero = np.flatnonzero(~matrix.any(axis=1))
-    if len(zero):
-        raise InputError(
-            [field_error(int(i), "probs", "every probability is 0") for i in zero[:20]]
-        )
-    return matrix
+    if not all(map(any, values)):
+        zero = [i for i, row in enumerate(values) if not any(row)]
+        raise InputError([field_error(i, "probs", "every probability is 0") for i in zero[:20]])
+    return values
+
+
+def probs_matrix(served: Served, rows: Sequence[Mapping[str, float]]) -> Array:
+    """Label-keyed rows as an (n, K) matrix in the model's label order (checked)."""
+    return np.array(checked_rows(served, rows), dtype=np.float64)
+
+
+def calibrated(served: Served, rows: Sequence[Sequence[float]]) -> list[Row]:
+    """Checked rows (label order) through the model's row cache and calibrator."""
+    return served.cache.calibrate(rows, served.calibrator.predict_proba)
 
 
 def _label_errors(served: Served, rows: Sequence[Mapping[str, float]]) -> list[dict[str, Any]]:
@@ -84,7 +94,7 @@ def _label_errors(served: Served, rows: Sequence[Mapping[str, float]]) -> list[d
 
 def add_decisions(
     items: list[dict[str, Any]],
-    q: Array,
+    rows: Sequence[Row],
     labels: Sequence[str],
     accept_threshold: float | None,
     set_mass: float | None,
@@ -94,6 +104,7 @@ def add_decisions(
         for item in items:
             item["decision"] = "accept" if item["confidence"] >= accept_threshold else "abstain"
     if set_mass is not None:
+        q = as_matrix(rows)
         order = np.argsort(-q, axis=1, kind="stable")
         mass = np.cumsum(np.take_along_axis(q, order, axis=1), axis=1)
         sizes = np.minimum((mass < set_mass - 1e-12).sum(axis=1) + 1, len(labels)).tolist()
@@ -109,11 +120,41 @@ def calibrate_rows(
     set_mass: float | None = None,
 ) -> list[dict[str, Any]]:
     """Calibrated items (id, probs, top label, its confidence, decisions) for label-keyed rows."""
-    q = served.calibrator.predict_proba(probs_matrix(served, rows))
+    out = calibrated(served, checked_rows(served, rows))
     labels = served.labels
     items = [
-        {"id": i, "probs": dict(zip(labels, row)), "label": labels[k], "confidence": row[k]}  # noqa: B905
-        for i, row, k in zip(ids, q.tolist(), q.argmax(axis=1).tolist())  # noqa: B905
+        {
+            "id": i,
+            "probs": dict(zip(labels, row.probs)),  # noqa: B905
+            "label": labels[row.top],
+            "confidence": row.confidence,
+        }
+        for i, row in zip(ids, out)  # noqa: B905
     ]
-    add_decisions(items, q, labels, accept_threshold, set_mass)
+    if accept_threshold is not None or set_mass is not None:
+        add_decisions(items, out, labels, accept_threshold, set_mass)
     return items
+
+
+def _ids_json(ids: Sequence[str | None]) -> list[bytes]:
+    """Each id as JSON: one encoder call for all when no id holds a comma (JSON escapes never
+    make one, so the list then splits exactly at its commas), else one call per id."""
+    if any("," in i for i in ids if i is not None):
+        return [to_json(i) for i in ids]
+    return to_json(ids)[1:-1].split(b",")
+
+
+def calibrate_json(
+    served: Served, rows: Sequence[Mapping[str, float]], ids: Sequence[str | None]
+) -> bytes:
+    """The ``/v1/calibrate`` answer (no decisions asked) as JSON bytes, from rendered rows.
+
+    Byte for byte what ``to_json`` writes for the items of :func:`calibrate_rows`.
+    """
+    out = calibrated(served, checked_rows(served, rows))
+    head = to_json({"model": served.name, "method": served.method})[:-1]
+    parts = [b',"items":[']
+    for item_id, row in zip(_ids_json(ids), out):  # noqa: B905
+        parts += (b'{"id":', item_id, b",", row.json, b"},")
+    parts[-1] = b"}]}"  # the last item closes the list and the answer
+    return head + b"".join(parts)

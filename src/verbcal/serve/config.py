@@ -21,6 +21,10 @@ _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(second|minute|hour)\s*$")
 _PER = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
 
 
+DEFAULT_CACHE_ROWS = 65_536
+"""Calibrated rows kept per loaded calibrator (``--cache-rows``; 0 turns the cache off)."""
+
+
 class ServeConfigError(ValueError):
     """A configuration that cannot work; the message says what to change."""
 
@@ -55,6 +59,8 @@ class ServeConfig:
     max_items: int = 1000
     max_body_bytes: int = 1_048_576
     log_level: str = "info"
+    cache_rows: int = DEFAULT_CACHE_ROWS
+    """Calibrated rows cached per calibrator (``--cache-rows``; 0: no cache)."""
     extra_keys: tuple[str, ...] = field(default=(), repr=False, compare=False)
     """Keys given in code (in addition to the environment and the file); never serialised."""
 
@@ -68,6 +74,8 @@ class ServeConfig:
                 )
         if self.max_items < 1 or self.max_body_bytes < 1:
             raise ServeConfigError("--max-items and --max-body-bytes must be positive")
+        if self.cache_rows < 0:
+            raise ServeConfigError("--cache-rows must be 0 (no cache) or more")
         parse_rate(self.rate_limit)
 
     def to_json(self) -> str:

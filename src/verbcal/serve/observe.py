@@ -6,9 +6,39 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+CacheView = Callable[[], Iterable[tuple[str, int, int, int]]]
+"""Yields (model, hits, misses, rows held) for the row caches."""
+
+
+class CacheCollector(Collector):
+    """The row caches' hits, misses and sizes, read at scrape time (nothing per request)."""
+
+    def __init__(self, view: CacheView) -> None:
+        self.view = view
+
+    def collect(self) -> Iterator[Any]:
+        hits = CounterMetricFamily(
+            "verbcal_cache_hits", "Rows answered from the row cache, by model.", labels=["model"]
+        )
+        misses = CounterMetricFamily(
+            "verbcal_cache_misses", "Rows computed by the calibrator, by model.", labels=["model"]
+        )
+        rows = GaugeMetricFamily(
+            "verbcal_cache_rows", "Rows held in the row cache, by model.", labels=["model"]
+        )
+        for model, hit, miss, held in self.view():
+            hits.add_metric([model], hit)
+            misses.add_metric([model], miss)
+            rows.add_metric([model], held)
+        yield from (hits, misses, rows)
+
 
 LOGGER = "verbcal.serve"
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -61,6 +91,30 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self._requests: dict[tuple[str, str, int], Any] = {}
+        self._latency: dict[str, Any] = {}
+        self._items: dict[str, Any] = {}
+
+    def watch_caches(self, view: CacheView) -> None:
+        self.registry.register(CacheCollector(view))
+
+    def count_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered request (labelled children looked up once, then reused)."""
+        key = (route, method, status)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = self.requests.labels(route, method, str(status))
+        counter.inc()
+        latency = self._latency.get(route)
+        if latency is None:
+            latency = self._latency[route] = self.latency.labels(route)
+        latency.observe(seconds)
+
+    def count_items(self, model: str, n: int) -> None:
+        counter = self._items.get(model)
+        if counter is None:
+            counter = self._items[model] = self.items.labels(model)
+        counter.inc(n)
 
 
 class JsonFormatter(logging.Formatter):

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 import verbcal
-from verbcal.serve.calibrate import InputError, field_error
+from verbcal.serve.calibrate import InputError, calibrated, field_error
 from verbcal.serve.registry import Served
 from verbcal.serve.schemas import (
     InferInput,
@@ -200,22 +200,22 @@ def add_routes(app: FastAPI, service: Service) -> None:
         unknown = [o for o in wanted if o not in OUTPUTS]
         if unknown:
             raise _bad("outputs", f"unknown output {unknown[0]!r}; this model has {list(OUTPUTS)}")
-        q = model.calibrator.predict_proba(matrix)
+        rows = calibrated(model, matrix.tolist())
         tensors = {
             "probs": {
                 "name": "probs",
-                "shape": list(q.shape),
+                "shape": [len(rows), len(model.labels)],
                 "datatype": "FP64",
-                "data": q.reshape(-1).tolist(),
+                "data": [value for row in rows for value in row.probs],
             },
             "label": {
                 "name": "label",
-                "shape": [len(q)],
+                "shape": [len(rows)],
                 "datatype": "BYTES",
-                "data": [model.labels[k] for k in q.argmax(axis=1).tolist()],
+                "data": [model.labels[row.top] for row in rows],
             },
         }
-        service.metrics.items.labels(model.name).inc(len(q))
+        service.metrics.count_items(model.name, len(rows))
         content = {
             "model_name": model.name,
             "model_version": "1",

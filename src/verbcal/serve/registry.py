@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 from verbcal.calibrate import Calibrator, CalibratorError
+from verbcal.serve.cache import CacheStats, RowCache
+from verbcal.serve.config import DEFAULT_CACHE_ROWS
 
 
 def load_calibrator(path: str | Path) -> Calibrator:
@@ -37,6 +39,8 @@ class Served:
     labels: tuple[str, ...]
     index: Mapping[str, int]
     loaded_at: float
+    cache: RowCache = field(default_factory=lambda: RowCache((), 0), compare=False, repr=False)
+    """Calibrated rows of this calibrator; a reload builds a new entry, so a fresh cache."""
 
     @property
     def method(self) -> str:
@@ -55,21 +59,32 @@ class ReloadError(Exception):
         self.errors = errors
 
 
-def load_one(name: str, path: str) -> Served:
+def load_one(
+    name: str, path: str, cache_rows: int = DEFAULT_CACHE_ROWS, stats: CacheStats | None = None
+) -> Served:
     calibrator = load_calibrator(path)
     labels = calibrator_labels(calibrator)
     if len(labels) < 2:
         raise CalibratorError(f"{path}: the calibrator names no labels; refit it with verbcal fit")
     index = MappingProxyType({label: k for k, label in enumerate(labels)})
-    return Served(name, path, calibrator, labels, index, time.time())
+    cache = RowCache(labels, cache_rows, stats)
+    return Served(name, path, calibrator, labels, index, time.time(), cache)
 
 
 class Registry:
     """Name → loaded calibrator; :meth:`reload` re-reads every file and swaps atomically."""
 
-    def __init__(self, paths: Mapping[str, str], check: Check | None = None) -> None:
+    def __init__(
+        self,
+        paths: Mapping[str, str],
+        check: Check | None = None,
+        cache_rows: int = DEFAULT_CACHE_ROWS,
+    ) -> None:
         self.paths = dict(paths)
         self.check = check
+        self.cache_rows = cache_rows
+        self.cache_stats = {name: CacheStats() for name in self.paths}
+        """Hits and misses per model name, carried across reloads (the caches are not)."""
         self.models: Mapping[str, Served] = self._load_all()
         self.generation = 1
         self._lock = asyncio.Lock()
@@ -79,7 +94,7 @@ class Registry:
         errors: dict[str, str] = {}
         for name, path in self.paths.items():
             try:
-                loaded[name] = load_one(name, path)
+                loaded[name] = load_one(name, path, self.cache_rows, self.cache_stats[name])
             except (CalibratorError, OSError, KeyError, TypeError, ValueError) as exc:
                 errors[name] = str(exc) or type(exc).__name__
         if errors:

@@ -1,0 +1,214 @@
+"""The row cache of ``verbcal serve``: bit-identical to uncached predict_proba, bounded, per load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+
+from pydantic_core import to_json
+
+from serve_helpers import fit_file
+from verbcal import datasets
+from verbcal.calibrate import METHODS, make_calibrator
+from verbcal.serve import ServeConfig, create_app
+from verbcal.serve.cache import RowCache, as_matrix
+from verbcal.serve.calibrate import calibrate_json, calibrate_rows
+from verbcal.serve.registry import Registry
+
+SETS = ("tweets", "drug-reviews", "bbc-news")
+
+
+def fitted(method: str, name: str) -> tuple[Any, np.ndarray]:
+    data = datasets.load(f"recorded:{name}")
+    labelled = data.labelled()
+    calibrator = make_calibrator(method)
+    calibrator.fit(labelled.probs, labelled.y, labels=labelled.labels)
+    return calibrator, np.asarray(data.probs, dtype=np.float64)
+
+
+@pytest.mark.parametrize("name", SETS)
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_cached_rows_are_bit_identical_to_predict_proba(method: str, name: str) -> None:
+    calibrator, probs = fitted(method, name)
+    rng = np.random.default_rng(7)
+    cache = RowCache(calibrator.labels, size=64)  # smaller than the distinct rows: evictions too
+    for n in (1, 3, 100, 100, 250, 1, 100):
+        batch = probs[rng.integers(0, len(probs), n)]
+        expected = calibrator.predict_proba(batch)
+        rows = cache.calibrate(batch.tolist(), calibrator.predict_proba)
+        got = as_matrix(rows)
+        assert got.tobytes() == expected.tobytes()
+        assert [r.top for r in rows] == expected.argmax(axis=1).tolist()
+        assert [r.confidence for r in rows] == expected.max(axis=1).tolist()
+    assert cache.stats.hits > 0 and cache.stats.misses > 0
+    assert len(cache) <= 64
+
+
+def test_cache_is_bounded_lru_and_off_at_zero() -> None:
+    calls: list[int] = []
+
+    def predict(matrix: np.ndarray) -> np.ndarray:
+        calls.append(len(matrix))
+        return matrix / matrix.sum(axis=1, keepdims=True)
+
+    cache = RowCache(("a", "b"), size=2)
+    cache.calibrate([[1.0, 1.0], [1.0, 3.0], [1.0, 1.0]], predict)  # one call, two distinct rows
+    assert calls == [2] and len(cache) == 2
+    cache.calibrate([[1.0, 1.0]], predict)  # hit: [1, 1] is now the most recent
+    cache.calibrate([[2.0, 1.0]], predict)  # evicts [1, 3], the least recently used
+    assert calls == [2, 1] and len(cache) == 2
+    cache.calibrate([[1.0, 1.0]], predict)
+    assert calls == [2, 1]
+    cache.calibrate([[1.0, 3.0]], predict)
+    assert calls == [2, 1, 1]
+    assert (cache.stats.hits, cache.stats.misses) == (2, 5)  # a repeat within a batch: a miss
+
+    off = RowCache(("a", "b"), size=0)
+    off.calibrate([[1.0, 1.0]], predict)
+    off.calibrate([[1.0, 1.0]], predict)
+    assert len(off) == 0 and off.stats.hits == 0
+
+
+def test_keys_are_exact_bytes() -> None:
+    """-0.0 and 0.0, or values one ulp apart, are different rows."""
+    cache = RowCache(("a", "b"), size=10)
+    seen: list[list[float]] = []
+
+    def predict(matrix: np.ndarray) -> np.ndarray:
+        seen.extend(matrix.tolist())
+        return matrix / matrix.sum(axis=1, keepdims=True)
+
+    x = 0.3
+    cache.calibrate([[0.0, 1.0], [-0.0, 1.0], [x, 0.7], [np.nextafter(x, 1.0), 0.7]], predict)
+    assert len(seen) == 4
+
+
+def test_reload_starts_an_empty_cache_and_keeps_the_tally(tmp_path: Path) -> None:
+    path = fit_file(tmp_path / "ts.json")
+    registry = Registry({"tweets": str(path)}, cache_rows=100)
+    old = registry.models["tweets"]
+    old.cache.calibrate([[0.1, 0.2, 0.7]], old.calibrator.predict_proba)
+    old.cache.calibrate([[0.1, 0.2, 0.7]], old.calibrator.predict_proba)
+    assert len(old.cache) == 1
+
+    asyncio.run(registry.reload())
+    new = registry.models["tweets"]
+    assert new is not old and new.cache is not old.cache and len(new.cache) == 0
+    assert len(old.cache) == 1  # requests in flight keep the old calibrator and its rows
+    assert new.cache.stats is old.cache.stats and new.cache.stats.hits == 1
+
+
+def test_rendered_answer_equals_the_dict_answer(tmp_path: Path) -> None:
+    registry = Registry({"tweets": str(fit_file(tmp_path / "ts.json"))}, cache_rows=100)
+    served = registry.models["tweets"]
+    data = datasets.load("recorded:tweets")
+    rows = [dict(zip(data.labels, map(float, r), strict=True)) for r in data.probs[:40]]
+    ids: list[str | None] = [f"id-{i}" for i in range(len(rows))]
+    ids[:4] = [None, 'quote " and \\ back', "ünïcödé ✓", "tab\there"]
+    with_comma = [*ids[:-1], "a, b"]
+    for _ in range(2):  # misses, then hits
+        for some_ids in (ids, with_comma):
+            rendered = calibrate_json(served, rows, some_ids)
+            items = calibrate_rows(served, rows, some_ids)
+            as_dict = {"model": served.name, "method": served.method, "items": items}
+            assert rendered == to_json(as_dict)
+        assert json.loads(rendered)["items"][1]["id"] == 'quote " and \\ back'
+
+
+def test_http_answers_and_metrics_with_the_cache(tmp_path: Path) -> None:
+    """Same answers with the cache on and off; /metrics shows hits and misses."""
+    import httpx
+
+    path = fit_file(tmp_path / "ts.json")
+    key = "k-cache-test"
+    answers = []
+    for rows in (65_536, 0):
+        config = ServeConfig(
+            calibrators={"tweets": str(path)}, rate_limit=None, cache_rows=rows, extra_keys=(key,)
+        )
+        app = create_app(config)
+
+        async def calls(app: Any = app) -> tuple[list[bytes], str]:
+            transport = httpx.ASGITransport(app=app)
+            headers = {"Authorization": f"Bearer {key}"}
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://t", headers=headers
+            ) as client:
+                row = {"negative": 0.1, "neutral": 0.2, "positive": 0.7}
+                body = {"items": [{"id": "a", "probs": row}, {"id": "b", "probs": row}]}
+                out = []
+                for _ in range(3):
+                    response = await client.post("/v1/calibrate", json=body)
+                    assert response.status_code == 200
+                    assert response.headers["x-request-id"]
+                    out.append(response.content)
+                metrics = (await client.get("/metrics")).text
+            return out, metrics
+
+        out, metrics = asyncio.run(calls())
+        answers.append(out)
+        if rows:
+            assert 'verbcal_cache_hits_total{model="tweets"} 4.0' in metrics
+            assert 'verbcal_cache_misses_total{model="tweets"} 2.0' in metrics
+            assert 'verbcal_cache_rows{model="tweets"} 1.0' in metrics
+            assert 'verbcal_items_calibrated_total{model="tweets"} 6.0' in metrics
+            assert 'route="/v1/calibrate",status="200"} 3.0' in metrics
+    assert answers[0] == answers[1]
+
+
+def test_fast_path_reads_a_body_in_chunks_and_falls_back_on_errors(tmp_path: Path) -> None:
+    """The gate's /v1/calibrate fast path joins chunks; bad bodies get the framework's errors."""
+    app = create_app(
+        ServeConfig(calibrators={"tweets": str(fit_file(tmp_path / "ts.json"))}, no_auth=True)
+    )
+    row = {"negative": 0.1, "neutral": 0.2, "positive": 0.7}
+    good = json.dumps({"items": [{"id": "x", "probs": row}]}).encode()
+    bad = json.dumps({"items": [{"id": "x", "probs": {**row, "positive": -1}}]}).encode()
+
+    async def call(chunks: list[bytes]) -> tuple[int, bytes, dict[bytes, bytes]]:
+        messages = [
+            {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+            for i, c in enumerate(chunks)
+        ]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/calibrate",
+            "raw_path": b"/v1/calibrate",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json")],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 2),
+        }
+        await app(scope, receive, send)
+        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        return sent[0]["status"], body, dict(sent[0]["headers"])
+
+    status, whole, headers = asyncio.run(call([good]))
+    assert status == 200 and headers[b"content-type"] == b"application/json"
+    assert headers[b"content-length"] == str(len(whole)).encode() and b"x-request-id" in headers
+    assert asyncio.run(call([good[:7], good[7:30], good[30:]]))[:2] == (200, whole)
+    status, error, _ = asyncio.run(call([bad[:10], bad[10:]]))
+    assert status == 422
+    located = json.loads(error)
+    assert located["error"]["errors"][0]["loc"] == "items[0].probs.positive"
+    assert located["request_id"]
