@@ -16,7 +16,7 @@ from pydantic_core import to_json
 
 from serve_helpers import fit_file
 from verbcal import datasets
-from verbcal.calibrate import METHODS, make_calibrator
+from verbcal.calibration import METHODS, make_calibrator
 from verbcal.serve import ServeConfig, create_app
 from verbcal.serve.cache import RowCache, as_matrix
 from verbcal.serve.calibrate import calibrate_json, calibrate_rows
@@ -38,7 +38,7 @@ def fitted(method: str, name: str) -> tuple[Any, np.ndarray]:
 def test_cached_rows_are_bit_identical_to_predict_proba(method: str, name: str) -> None:
     calibrator, probs = fitted(method, name)
     rng = np.random.default_rng(7)
-    cache = RowCache(calibrator.labels, size=64)  # smaller than the distinct rows: evictions too
+    cache = RowCache(calibrator.labels_, size=64)  # smaller than the distinct rows: evictions too
     for n in (1, 3, 100, 100, 250, 1, 100):
         batch = probs[rng.integers(0, len(probs), n)]
         expected = calibrator.predict_proba(batch)
