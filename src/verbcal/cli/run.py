@@ -256,7 +256,8 @@ def _plan_only(
     from verbcal.elicit import ElicitOptions, dry_run
 
     store = elicit_args["store"] or out / "store.sqlite"
-    options = ElicitOptions(**{**elicit_args, "store": store})
+    backend = opt.require_backend(elicit_args["backend"])
+    options = ElicitOptions(**{**elicit_args, "store": store, "backend": backend})
     print_dry_run(dry_run(task, items, out / "predictions.jsonl", options))
 
 
