@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from verbcal.calibrate import Calibrator
-from verbcal.metrics import METRICS
+from verbcal.metrics import LOWER_IS_BETTER, METRICS
 from verbcal.predictions import read_predictions
 
 
@@ -36,7 +36,6 @@ METRIC_NAMES = {
     "brier": "Brier",
     "auroc": "AUROC",
 }
-LOWER_IS_BETTER = {"ece", "mce", "nll", "brier"}
 STATUS_COLOURS = {"ok": "#10b981", "repaired": "#eab308", "failed": "#ef4444", "error": "#7f1d1d"}
 PLOT_ORDER = ("identity", "resoftmax", "temperature")
 

@@ -20,7 +20,6 @@ is only ever scored.
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import shutil
@@ -44,6 +43,7 @@ from verbcal.calibration import (
 )
 from verbcal.compare import check_split, stratified_split
 from verbcal.decide import DEFAULT_PRECISION
+from verbcal.jsonio import json_ready, write_json
 from verbcal.metrics import (
     CONFIDENCE_BANDS,
     DEFAULT_BINS,
@@ -155,14 +155,14 @@ def _thresholds(
     confidence: float,
 ) -> dict[str, dict[str, Any]]:
     """Per class: the threshold chosen on calibration, and what it gives on test."""
-    from verbcal.decide import threshold_for
+    from verbcal.decide import apply_threshold, threshold_for
 
     out: dict[str, dict[str, Any]] = {}
     for k, label in enumerate(labels):
         result = threshold_for(q_calib, y_calib, k, precision=precision, confidence=confidence)
-        entry: dict[str, Any] = {"calibration": _jsonable(result.to_dict())}
+        entry: dict[str, Any] = {"calibration": json_ready(result.to_dict())}
         if result.reachable and result.threshold is not None:
-            chosen = q_test[:, k] >= result.threshold
+            chosen = apply_threshold(q_test[:, k], result.threshold)
             hits = int(np.sum(chosen & (y_test == k)))
             n_pos = int(np.sum(y_test == k))
             entry["test"] = {
@@ -217,7 +217,7 @@ def _decisions(
             name: {**entry, "ci": {m: list(v) for m, v in entry["ci"].items()}}  # type: ignore[attr-defined]
             for name, entry in slices.items()
         }
-    return _jsonable(out)  # type: ignore[no-any-return]
+    return json_ready(out)  # type: ignore[no-any-return]
 
 
 def _selective(q: NDArray[np.float64], y: NDArray[np.int64]) -> dict[str, Any]:
@@ -367,7 +367,7 @@ def analyse(
             ],
         },
     }
-    _write_json(out / "split.json", split)
+    write_json(out / "split.json", split)
     write_parts(labelled, calib_idx, test_idx, out)
     metrics = {
         "format": "verbcal-run",
@@ -424,7 +424,7 @@ def analyse(
         "methods": results,
         "notes": notes + list(predictions.notes),
     }
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -490,34 +490,6 @@ def _role(method: str, best_alternative: str | None, recommended: str) -> str:
     if method == best_alternative:
         return "best alternative (by cross-validated NLL on the calibration part)"
     return "alternative"
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types: numpy scalars and arrays become Python numbers and lists."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """JSON with NaN and infinities written as null (valid JSON for every reader)."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
-    path.write_text(json.dumps(clean(_jsonable(data)), indent=2) + "\n", encoding="utf-8")
 
 
 # ---------------------------------------------------------------- entry points

@@ -82,7 +82,8 @@ from verbcal.calibration import (
 from verbcal.calibration.specs import UNCALIBRATED as UNCALIBRATED
 from verbcal.calibration.specs import MethodError, Variant, parse_spec
 from verbcal.compare import stratified_split
-from verbcal.decide import TIE_TOLERANCE, pr_curve, threshold_for
+from verbcal.decide import apply_threshold, pr_curve, threshold_for
+from verbcal.jsonio import json_ready
 from verbcal.metrics import DEFAULT_BINS, METRICS, summary
 from verbcal.predictions import Predictions
 
@@ -144,7 +145,6 @@ CONFIG_KEYS = (
     "threshold_methods",
     "confidence",
 )
-LOWER_IS_BETTER = {"ece", "mce", "nll", "brier", "nll_fit"}
 
 
 class StudyError(ValueError):
@@ -448,7 +448,7 @@ def threshold_rows(
                 if t is None:
                     yield cls, target, rule, False, math.nan, 0, math.nan, math.nan, math.nan
                     continue
-                chosen = q_test[:, cls] >= t - TIE_TOLERANCE
+                chosen = apply_threshold(q_test[:, cls], t)
                 n_pred = int(chosen.sum())
                 support = int(np.sum(y_test == cls))
                 hits = int(np.sum(chosen & (y_test == cls)))
@@ -770,7 +770,7 @@ def write_outputs(result: StudyResult, out: Path) -> dict[str, Path]:
     rows = summarise(result.rows)
     keys = ("dataset", "method", "size", "metric", "mean", "lo", "hi", "n")
     _write_csv(out / "summary.csv", keys, [tuple(r[k] for k in keys) for r in rows])
-    (out / "summary.json").write_text(json.dumps(_json_ready(rows), indent=1) + "\n", "utf-8")
+    (out / "summary.json").write_text(json.dumps(json_ready(rows), indent=1) + "\n", "utf-8")
     files["summary"] = out / "summary.csv"
     _write_csv(out / "thresholds.csv", THRESHOLD_COLUMNS, result.thresholds)
     files["thresholds"] = out / "thresholds.csv"
@@ -790,13 +790,6 @@ def write_outputs(result: StudyResult, out: Path) -> dict[str, Path]:
     return files
 
 
-def _json_ready(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-        for row in rows
-    ]
-
-
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -808,7 +801,7 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]])
 def summary_json(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``--json`` output: {"dataset", "method", "size", "metric", "mean", "lo", "hi"}."""
     keys = ("dataset", "method", "size", "metric", "mean", "lo", "hi")
-    return _json_ready([{k: r[k] for k in keys} for r in rows])
+    return json_ready([{k: r[k] for k in keys} for r in rows])
 
 
 __all__ = [

@@ -23,6 +23,7 @@ from verbcal.calibration import (
     softmax,
 )
 from verbcal.compare import stratified_split
+from verbcal.metrics import LOWER_IS_BETTER
 from verbcal.study import (
     RULES,
     UNCALIBRATED,
@@ -353,7 +354,6 @@ def _compare_section(
     table: Mapping[tuple[str, str, int, str], dict[int, float]],
 ) -> str:
     methods = _base_methods(result.config.methods)
-    lower = {"ece", "mce", "nll", "brier"}
     text = [
         "## Which calibrator? (test part, calibration set = all: n // 2 items)\n",
         "Mean [95% percentile interval] over the splits; the best mean per column in bold. "
@@ -374,7 +374,7 @@ def _compare_section(
                 if (dataset, m, size, metric) in summary
             ]
             if means:
-                best[metric] = min(means) if metric in lower else max(means)
+                best[metric] = min(means) if metric in LOWER_IS_BETTER else max(means)
         body = []
         for method in methods:
             cells = []
