@@ -15,7 +15,7 @@ pytest.importorskip("matplotlib")
 from verbcal.calibrate import Calibrator
 from verbcal.calibration.auto import stratified_folds
 from verbcal.cli import app
-from verbcal.run import (
+from verbcal.pipeline import (
     ALTERNATIVES,
     RunError,
     RunOptions,

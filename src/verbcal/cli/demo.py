@@ -46,8 +46,7 @@ def demo(
 
 
 def _local_part(out: Path, dataset: str, n_items: int) -> tuple[str, Path | None, dict[str, Any]]:
-    from verbcal import datasets
-    from verbcal import run as run_module
+    from verbcal import datasets, pipeline
     from verbcal.elicit import ElicitOptions
 
     console.rule(f"1. The embedded model: SmolLM2-135M-Instruct on {n_items} {dataset} items")
@@ -56,7 +55,7 @@ def _local_part(out: Path, dataset: str, n_items: int) -> tuple[str, Path | None
     datasets.export_items(dataset, items_path, n=n_items, seed=0)
     task = datasets.text_dataset(dataset).task_path()
     err_console.print("starting the embedded llama.cpp server (loads in a few seconds) ...")
-    result = run_module.run(
+    result = pipeline.run(
         task,
         items_path,
         target,
@@ -88,10 +87,10 @@ def _honest_note(target: Path) -> None:
 
 
 def _recorded_part(out: Path, name: str) -> tuple[str, Path | None, dict[str, Any]]:
-    from verbcal import run as run_module
+    from verbcal import pipeline
 
     console.rule(f"2. Recorded replies of a frontier-class LLM: recorded:{name} (no calls)")
-    result = run_module.run_from_predictions(
+    result = pipeline.run_from_predictions(
         f"recorded:{name}", out / f"recorded-{name}", overwrite=True
     )
     print_run_summary(result)

@@ -12,8 +12,8 @@ from rich.table import Table
 from verbcal.calibrate import CalibratorError
 from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
+from verbcal.pipeline import RunError, RunOptions, RunResult, parse_methods
 from verbcal.predictions import PredictionsError
-from verbcal.run import RunError, RunOptions, RunResult, parse_methods
 
 
 @app.command("run")
@@ -204,7 +204,7 @@ def _dispatch(
     elicit_args: dict[str, Any],
     dry_run: bool = False,
 ) -> RunResult | None:
-    from verbcal import run as run_module
+    from verbcal import pipeline
 
     if dry_run:
         _plan_only(out, predictions, task, items, elicit_args)
@@ -217,7 +217,7 @@ def _dispatch(
             from verbcal.task import load_task
 
             label_list = list(load_task(task).labels)
-        return run_module.run_from_predictions(
+        return pipeline.run_from_predictions(
             predictions, out, options, labels=label_list, overwrite=overwrite
         )
     if task is None or items is None:
@@ -228,7 +228,7 @@ def _dispatch(
 
     elicit_args["backend"] = opt.require_backend(elicit_args["backend"])
 
-    return run_module.run(
+    return pipeline.run(
         task,
         items,
         out,

@@ -1,4 +1,5 @@
-"""``elicit()``: plan the requests, run what the store lacks, write the output from the store."""
+"""An elicitation job, ``elicit()``: plan the requests, run what the store lacks, write the
+output from the store."""
 
 from __future__ import annotations
 

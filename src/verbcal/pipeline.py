@@ -1,4 +1,5 @@
-"""``verbcal run``: elicit → parse → split → calibrate → evaluate → thresholds → report.
+"""The pipeline behind ``verbcal run``: elicit → parse → split → calibrate → evaluate →
+thresholds → report.
 
 A run directory holds::
 
