@@ -1,6 +1,6 @@
 """Plots and the findings page of ``verbcal study`` (see :mod:`verbcal.study`).
 
-Every number in ``findings.md`` comes from the :class:`~verbcal.study.StudyResult` it is
+Every number in ``findings.md`` comes from the :class:`~verbcal.study.grid.StudyResult` it is
 given, so rerunning the command printed at the top of the page regenerates it.
 """
 
@@ -22,19 +22,12 @@ from verbcal.calibration import (
     parse_spec,
     softmax,
 )
+from verbcal.calibration.specs import UNCALIBRATED
 from verbcal.compare import stratified_split
 from verbcal.metrics import LOWER_IS_BETTER
-from verbcal.study import (
-    RULES,
-    UNCALIBRATED,
-    StudyResult,
-    by_key,
-    fit_variants,
-    paired,
-    parse_variant,
-    split_rng,
-    threshold_summary,
-)
+from verbcal.study.config import RULES, parse_variant
+from verbcal.study.grid import StudyResult, fit_variants, split_rng
+from verbcal.study.summary import by_key, paired, threshold_summary
 
 FloatArray = NDArray[np.float64]
 SummaryKey = tuple[str, str, int, str]
