@@ -55,6 +55,7 @@ from verbcal.metrics import (
     summary,
 )
 from verbcal.predictions import Predictions, PredictionsError, field_values, write_jsonl
+from verbcal.run_metrics import FORMAT, VERSION, MethodResult, RunMetrics
 
 DEFAULT_METHODS: tuple[str, ...] = ("identity", "resoftmax", "temperature", "best")
 """``best`` stands for the best of :data:`ALTERNATIVES` by cross-validated NLL on the calibration
@@ -287,7 +288,7 @@ def analyse(
     auto.save(out / "calibrators" / "auto.json")
 
     # Fit on the whole calibration part, score on test.
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, MethodResult] = {}
     q_cal_by: dict[str, NDArray[np.float64]] = {}
     q_test_by: dict[str, NDArray[np.float64]] = {}
     for method in methods:
@@ -303,30 +304,30 @@ def analyse(
         ci = bootstrap_ci(
             q, y_test, n_boot=options.n_boot, seed=options.seed, n_bins=options.n_bins
         )
-        results[method] = {
-            "role": _role(method, best_alternative, recommended),
-            "calibrator": f"calibrators/{method}.json",
-            "params": calibrator.params,
-            "floor": {
+        results[method] = MethodResult(
+            role=_role(method, best_alternative, recommended),
+            calibrator=f"calibrators/{method}.json",
+            params=calibrator.params,
+            floor={
                 "value": calibrator.floor_,
                 "mode": calibrator.floor_mode_name,
                 "fitted": calibrator.floor_is_fitted,
                 "used": calibrator.uses_floor,
                 "describe": calibrator.describe_floor(),
             },
-            "fit": calibrator.fit_info,
-            "warnings": calibrator.warnings,
-            "cv_nll": cv.get(method, math.nan),
-            "test": scores,
-            "ci": {m: list(ci[m]) for m in METRICS},
-        }
+            fit=calibrator.fit_info,
+            warnings=calibrator.warnings,
+            cv_nll=cv.get(method, math.nan),
+            test=scores,
+            ci={m: list(ci[m]) for m in METRICS},
+        )
     for method in methods:
-        if results[method]["warnings"] and method != "identity":
-            notes.append(f"{method}: " + "; ".join(results[method]["warnings"]))
-    raw = results["identity"]["test"] if "identity" in results else None
+        if results[method].warnings and method != "identity":
+            notes.append(f"{method}: " + "; ".join(results[method].warnings))
+    raw = results["identity"].test if "identity" in results else None
     if raw is None:
         raw = summary(uncalibrated(p_test), y_test, n_bins=options.n_bins)
-    worse = [m for m in ("nll", "ece") if results[recommended]["test"][m] > raw[m]]
+    worse = [m for m in ("nll", "ece") if results[recommended].test[m] > raw[m]]
     if worse:
         notes.append(
             f"the recommended {recommended} does worse than the uncalibrated distribution on "
@@ -336,7 +337,7 @@ def analyse(
 
     shutil.copyfile(out / "calibrators" / f"{recommended}.json", out / "recommended.json")
     for method in methods:
-        results[method]["thresholds"] = _thresholds(
+        results[method].thresholds = _thresholds(
             q_cal_by[method],
             y_cal,
             q_test_by[method],
@@ -345,8 +346,8 @@ def analyse(
             options.precision,
             options.confidence,
         )
-        results[method]["selective"] = _selective(q_test_by[method], y_test)
-        results[method]["decisions"] = _decisions(
+        results[method].selective = _selective(q_test_by[method], y_test)
+        results[method].decisions = _decisions(
             q_cal_by[method], y_cal, q_test_by[method], y_test, labels, options, slice_keys
         )
 
@@ -370,21 +371,21 @@ def analyse(
     }
     write_json(out / "split.json", split)
     write_parts(labelled, calib_idx, test_idx, out)
-    metrics = {
-        "format": "verbcal-run",
-        "version": 1,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "verbcal": __version__,
-        "python": platform.python_version(),
-        "run": run_info,
-        "labels": labels,
-        "n_records": len(predictions.records),
-        "n_usable": len(predictions),
-        "n_labelled": len(labelled),
-        "n_calibration": len(calib_idx),
-        "n_test": len(test_idx),
-        "status_counts": status_counts(predictions),
-        "label_counts": {
+    metrics = RunMetrics(
+        format=FORMAT,
+        version=VERSION,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        verbcal=__version__,
+        python=platform.python_version(),
+        run=run_info,
+        labels=labels,
+        n_records=len(predictions.records),
+        n_usable=len(predictions),
+        n_labelled=len(labelled),
+        n_calibration=len(calib_idx),
+        n_test=len(test_idx),
+        status_counts=status_counts(predictions),
+        label_counts={
             "calibration": dict(
                 zip(labels, np.bincount(y_cal, minlength=len(labels)).tolist(), strict=True)
             ),
@@ -392,8 +393,8 @@ def analyse(
                 zip(labels, np.bincount(y_test, minlength=len(labels)).tolist(), strict=True)
             ),
         },
-        "options": {**asdict(options), "methods": list(options.methods)},
-        "conventions": {
+        options={**asdict(options), "methods": list(options.methods)},
+        conventions={
             "ece": f"top-label, {options.n_bins} equal-width bins",
             "ci": f"{options.n_boot} percentile bootstrap resamples of the test items, 95%",
             "cv": (
@@ -417,16 +418,17 @@ def analyse(
                 "test part"
             ),
         },
-        "cv_nll": cv,
-        "best_alternative": best_alternative,
-        "recommended": recommended,
-        "auto": {"cv": auto.cv_, "reason": auto.reason_, "chosen": auto.chosen_},
-        "baseline": "identity: the verbalized distribution normalised to sum 1, nothing fitted",
-        "methods": results,
-        "notes": notes + list(predictions.notes),
-    }
-    write_json(out / "metrics.json", metrics)
-    return metrics
+        cv_nll=cv,
+        best_alternative=best_alternative,
+        recommended=recommended,
+        auto={"cv": auto.cv_, "reason": auto.reason_, "chosen": auto.chosen_},
+        baseline="identity: the verbalized distribution normalised to sum 1, nothing fitted",
+        methods=results,
+        notes=notes + list(predictions.notes),
+    )
+    written = metrics.to_dict()
+    write_json(out / "metrics.json", written)
+    return written
 
 
 def split_labelled(

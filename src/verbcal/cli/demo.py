@@ -15,6 +15,7 @@ from verbcal.cli.app import app, console, err_console
 from verbcal.cli.calibrate import friendly_errors
 from verbcal.cli.run import print_run_summary
 from verbcal.datasets import RECORDED
+from verbcal.run_metrics import RunMetrics
 
 
 @app.command()
@@ -107,14 +108,15 @@ def _closing(reports: list[tuple[str, Path | None, dict[str, Any]]], seconds: fl
     for column in ("run", "recommended", "ECE raw → rec.", "NLL raw → rec.", "report"):
         table.add_column(column)
     worse: list[str] = []
-    for title, report, metrics in reports:
-        best = metrics["recommended"]
-        before, after = metrics["methods"]["identity"]["test"], metrics["methods"][best]["test"]
+    for title, report, written in reports:
+        metrics = RunMetrics.from_dict(written)
+        best = metrics.recommended
+        before, after = metrics.methods["identity"].test, metrics.methods[best].test
         flags = [m for m in ("ece", "nll") if after[m] > before[m]]
         if flags:
             worse.append(
                 f"{title}: {best} is worse than raw on the test part ({', '.join(flags)}) with "
-                f"{metrics['n_calibration']} calibration / {metrics['n_test']} test items"
+                f"{metrics.n_calibration} calibration / {metrics.n_test} test items"
             )
         table.add_row(
             title,

@@ -14,6 +14,7 @@ from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 from verbcal.pipeline import RunError, RunOptions, RunResult, parse_methods
 from verbcal.predictions import PredictionsError
+from verbcal.run_metrics import RunMetrics
 
 
 @app.command("run")
@@ -262,27 +263,27 @@ def _plan_only(
 
 def print_run_summary(result: RunResult) -> None:
     """Test metrics per method, the recommendation and where everything went."""
-    metrics = result.metrics
+    metrics = RunMetrics.from_dict(result.metrics)
     table = Table(
-        title=f"verbcal run: {metrics['n_calibration']} calibration / {metrics['n_test']} test items"
+        title=f"verbcal run: {metrics.n_calibration} calibration / {metrics.n_test} test items"
     )
     table.add_column("method")
     table.add_column("CV NLL (calib.)", justify="right")
     for name in ("accuracy", "ece", "nll", "brier"):
         table.add_column(f"test {name}", justify="right")
-    for method, entry in metrics["methods"].items():
-        mark = " [bold](recommended)[/]" if method == metrics["recommended"] else ""
-        cv = entry.get("cv_nll")
+    for method, entry in metrics.methods.items():
+        mark = " [bold](recommended)[/]" if method == metrics.recommended else ""
+        cv = entry.cv_nll
         cells = [f"{cv:.4f}" if isinstance(cv, float) else "n/a"]
         for name in ("accuracy", "ece", "nll", "brier"):
-            lo, hi = entry["ci"][name]
-            cells.append(f"{entry['test'][name]:.3f} [dim][{lo:.3f}, {hi:.3f}][/]")
+            lo, hi = entry.ci[name]
+            cells.append(f"{entry.test[name]:.3f} [dim][{lo:.3f}, {hi:.3f}][/]")
         table.add_row(escape(method) + mark, *cells)
     console.print(table)
-    if metrics.get("best_alternative"):
-        console.print(f"best alternative by CV NLL: {metrics['best_alternative']}")
-    if metrics.get("auto"):
-        console.print(f"recommended by auto: {escape(metrics['auto']['reason'])}", highlight=False)
+    if metrics.best_alternative:
+        console.print(f"best alternative by CV NLL: {metrics.best_alternative}")
+    if metrics.auto:
+        console.print(f"recommended by auto: {escape(metrics.auto['reason'])}", highlight=False)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, markup=False)
     console.print(f"run directory: {result.out}")
