@@ -98,7 +98,7 @@ class Timer:
 def instrumented() -> Iterator[dict[str, Timer]]:
     """Time the store commits and the parsing of ``elicit()`` (restored afterwards)."""
     from verbcal.elicit import engine as engine_module
-    from verbcal.elicit import run as run_module
+    from verbcal.elicit import job as job_module
     from verbcal.elicit import store as store_module
 
     timers = {"store": Timer(), "parse": Timer(), "engine": Timer()}
@@ -111,17 +111,17 @@ def instrumented() -> Iterator[dict[str, Timer]]:
         finally:
             timers["engine"].seconds += time.perf_counter() - start
 
-    saved = store_module.Store.put, run_module.parse_row, run_module.build_record
+    saved = store_module.Store.put, job_module.parse_row, job_module.build_record
     store_module.Store.put = timers["store"].wrap(saved[0])  # type: ignore[method-assign]
-    run_module.parse_row = timers["parse"].wrap(saved[1])  # type: ignore[assignment]
-    run_module.build_record = timers["parse"].wrap(saved[2])  # type: ignore[assignment]
+    job_module.parse_row = timers["parse"].wrap(saved[1])  # type: ignore[assignment]
+    job_module.build_record = timers["parse"].wrap(saved[2])  # type: ignore[assignment]
     engine_module.Engine.run = timed_run  # type: ignore[method-assign]
     try:
         yield timers
     finally:
         engine_module.Engine.run = engine_run  # type: ignore[method-assign]
         store_module.Store.put = saved[0]  # type: ignore[method-assign]
-        run_module.parse_row, run_module.build_record = saved[1:]  # type: ignore[assignment]
+        job_module.parse_row, job_module.build_record = saved[1:]  # type: ignore[assignment]
 
 
 def elicit_once(port: int, n_items: int, concurrency: int, http: str) -> dict[str, float]:

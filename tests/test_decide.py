@@ -466,3 +466,12 @@ def test_abstain_band_each_side_keeps_its_guarantee_in_simulation() -> None:
             bad_reject += 1 - w / 2 < 0.85
     assert bad_accept / repeats <= limit and bad_reject / repeats <= limit
     assert decided >= 0.5 * repeats  # not vacuous
+
+
+def test_apply_threshold_counts_float_noise_as_tied() -> None:
+    from verbcal.decide import TIE_TOLERANCE, apply_threshold
+
+    scores = np.array([0.62, 0.6200000000000001, 0.61, 0.9])
+    assert apply_threshold(scores, 0.6200000000000001).tolist() == [True, True, False, True]
+    # an unreachable point's threshold (top score + 2 * tolerance) predicts nothing
+    assert not apply_threshold(scores, 0.9 + 2 * TIE_TOLERANCE).any()

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 pytest.importorskip("matplotlib")
 
 from verbcal.cli import app
+from verbcal.pipeline import RunOptions, run_from_predictions
 from verbcal.report import ReportError, render_report
-from verbcal.run import RunOptions, run_from_predictions
 
 ARTEFACTS = Path(os.environ.get("VERBCAL_ARTEFACTS") or Path(__file__).parent / "artefacts")
 

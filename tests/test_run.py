@@ -15,7 +15,7 @@ pytest.importorskip("matplotlib")
 from verbcal.calibrate import Calibrator
 from verbcal.calibration.auto import stratified_folds
 from verbcal.cli import app
-from verbcal.run import (
+from verbcal.pipeline import (
     ALTERNATIVES,
     RunError,
     RunOptions,
@@ -355,3 +355,16 @@ def test_run_slices_by_a_record_field(tmp_path: Path) -> None:
         )
     with pytest.raises(RunError, match="alpha"):
         run_from_predictions("recorded:tweets", tmp_path / "t", RunOptions(alpha=1.5))
+
+
+def test_metrics_json_round_trips_through_the_dataclasses(tweets_run: Path) -> None:
+    from verbcal.jsonio import json_ready
+    from verbcal.run_metrics import MethodResult, RunMetrics
+
+    text = (tweets_run / "metrics.json").read_text(encoding="utf-8")
+    data = json.loads(text)
+    metrics = RunMetrics.from_dict(data)
+    assert all(isinstance(m, MethodResult) for m in metrics.methods.values())
+    assert metrics.to_dict() == data
+    assert list(metrics.to_dict()) == list(data)
+    assert json.dumps(json_ready(metrics.to_dict()), indent=2) + "\n" == text

@@ -275,3 +275,21 @@ def test_cli_reports_config_errors_on_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["study", "--config", str(cfg), "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "unknown method 'nope'" in result.output
+
+
+def test_study_modules_import_in_one_direction() -> None:
+    order = ["config", "rows", "grid", "summary", "report", "outputs"]
+    folder = Path(study.__file__).parent
+    for i, name in enumerate(order):
+        text = (folder / f"{name}.py").read_text("utf-8")
+        for later in order[i + 1 :]:
+            assert f"verbcal.study.{later}" not in text, (name, later)
+        assert "from verbcal.study import" not in text
+
+
+def test_rows_are_named(synth_result: study.StudyResult) -> None:
+    row = synth_result.rows[0]
+    assert isinstance(row, study.MetricRow)
+    assert row.dataset == row[0] and row.value == row[5]
+    assert all(isinstance(r, study.ThresholdRow) for r in synth_result.thresholds)
+    assert study.ThresholdRow._fields == study.THRESHOLD_COLUMNS

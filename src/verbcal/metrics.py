@@ -35,6 +35,9 @@ NLL_CLIP = 1e-12
 DEFAULT_BINS = 15
 METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "ece", "mce", "nll", "brier", "auroc")
 """The metrics of :func:`summary` and :func:`bootstrap_ci`, in display order."""
+LOWER_IS_BETTER = frozenset({"ece", "mce", "nll", "brier", "nll_fit"})
+"""The metrics (and the study's ``nll_fit``) where a smaller value is better; the others
+(accuracy, macro-F1, AUROC) are better when larger."""
 
 _BOOT_CHUNK = 4_000_000  # resampled rows drawn at once in bootstrap_ci
 
@@ -533,6 +536,7 @@ def _non_negative(value: float) -> float:
 __all__ = [
     "CONFIDENCE_BANDS",
     "DEFAULT_BINS",
+    "LOWER_IS_BETTER",
     "METRICS",
     "NLL_CLIP",
     "ReliabilityBin",

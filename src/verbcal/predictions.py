@@ -22,9 +22,10 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -491,29 +492,45 @@ def field_values(predictions: Predictions, name: str) -> list[Any]:
     return [record.get(name) for record in records]
 
 
-def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    """Write records as JSON Lines atomically: a crash never leaves a half-written file."""
-    path = Path(path)
-    check_output(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as handle:
-        try:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        except BaseException:
-            handle.close()
-            Path(handle.name).unlink(missing_ok=True)
-            raise
-    umask = os.umask(0)
-    os.umask(umask)
+@contextmanager
+def atomic_output(path: str | Path, binary: bool = False) -> Iterator[IO[Any]]:
+    """A file handle whose contents replace ``path`` atomically when the block ends.
+
+    The one atomic writer of verbcal: the data goes to a uniquely named temporary
+    file in the target's directory, which is flushed and fsynced, then renamed over
+    the target with :func:`os.replace`; if the block raises, the temporary file is
+    removed and the target is left as it was.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, then renamed)
+        "wb" if binary else "w",
+        encoding=None if binary else "utf-8",
+        dir=target.parent,
+        prefix=f".{target.name}.",
+        suffix=".tmp",
+        delete=False,
+    )
     try:
+        with handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
         os.chmod(handle.name, 0o666 & ~umask)  # temporary files are created private (0600)
-        os.replace(handle.name, path)
+        os.replace(handle.name, target)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write records as JSON Lines atomically: a crash never leaves a half-written file."""
+    path = check_output(path)
+    with atomic_output(path) as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def check_output(path: str | Path, overwrite: bool = True) -> Path:
@@ -675,6 +692,7 @@ __all__ = [
     "SUM_TOLERANCE",
     "Predictions",
     "PredictionsError",
+    "atomic_output",
     "from_arrays",
     "is_parquet",
     "read_parquet_table",

@@ -19,8 +19,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from verbcal.calibrate import Calibrator
-from verbcal.metrics import METRICS
+from verbcal.metrics import LOWER_IS_BETTER, METRICS
 from verbcal.predictions import read_predictions
+from verbcal.run_metrics import RunMetrics
 
 
 class ReportError(ValueError):
@@ -36,7 +37,6 @@ METRIC_NAMES = {
     "brier": "Brier",
     "auroc": "AUROC",
 }
-LOWER_IS_BETTER = {"ece", "mce", "nll", "brier"}
 STATUS_COLOURS = {"ok": "#10b981", "repaired": "#eab308", "failed": "#ef4444", "error": "#7f1d1d"}
 PLOT_ORDER = ("identity", "resoftmax", "temperature")
 
@@ -126,9 +126,14 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     root = Path(run_dir)
     if not root.is_dir():
         raise ReportError(f"{root} is not a directory")
-    metrics = _read_json(root / "metrics.json")
+    try:
+        metrics = RunMetrics.from_dict(_read_json(root / "metrics.json"))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ReportError(
+            f"{root / 'metrics.json'}: not a metrics.json of `verbcal run` ({exc!r})"
+        ) from None
     split = _read_json(root / "split.json")
-    labels = metrics["labels"]
+    labels = metrics.labels
     predictions = read_predictions(root / "predictions.jsonl", labels)
     position = {item_id: i for i, item_id in enumerate(predictions.ids)}
     missing = [i for i in split["test"] if i not in position]
@@ -139,8 +144,8 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     p_test, y_test = predictions.probs[test], predictions.y[test]
     q_test: dict[str, NDArray[np.float64]] = {}
     q_calib: dict[str, NDArray[np.float64]] = {}
-    for method, entry in metrics["methods"].items():
-        calibrator = Calibrator.load(root / entry["calibrator"])
+    for method, entry in metrics.methods.items():
+        calibrator = Calibrator.load(root / entry.calibrator)
         q_test[method] = calibrator.predict_proba(p_test)
         q_calib[method] = calibrator.predict_proba(predictions.probs[calib])
     return {
@@ -164,7 +169,7 @@ def _figures(data: dict[str, Any]) -> dict[str, Any]:
     metrics = data["metrics"]
     y = data["y_test"]
     methods = _plot_methods(metrics)
-    n_bins = int(metrics["options"].get("n_bins", 15))
+    n_bins = int(metrics.options.get("n_bins", 15))
     out: dict[str, Any] = {"reliability": [], "histogram": []}
     for method in methods:
         title = _method_title(metrics, method)
@@ -174,12 +179,12 @@ def _figures(data: dict[str, Any]) -> dict[str, Any]:
         fig, ax = plots.new_figure(4.4, 2.9)
         plots.confidence_histogram(ax, data["q_test"][method], y, title=title)
         out["histogram"].append((method, plots.figure_to_data_uri(fig)))
-    rec = metrics["recommended"]
+    rec = metrics.recommended
     thresholds = {
         label: entry["calibration"].get("threshold")
         if entry["calibration"].get("reachable")
         else None
-        for label, entry in metrics["methods"][rec]["thresholds"].items()
+        for label, entry in (metrics.methods[rec].thresholds or {}).items()
     }
     fig, ax = plots.new_figure(5.6, 4.4)
     plots.pr_curves(
@@ -197,7 +202,7 @@ def _figures(data: dict[str, Any]) -> dict[str, Any]:
     )
     out["pr_test"] = plots.figure_to_data_uri(fig)
     fig, ax = plots.new_figure(5.6, 4.4)
-    for k, method in enumerate(metrics["methods"]):
+    for k, method in enumerate(metrics.methods):
         plots.risk_coverage_plot(
             ax,
             data["q_test"][method],
@@ -210,24 +215,24 @@ def _figures(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _plot_methods(metrics: dict[str, Any]) -> list[str]:
+def _plot_methods(metrics: RunMetrics) -> list[str]:
     """Uncalibrated, re-softmax, temperature, the best alternative, then any others."""
-    present = list(metrics["methods"])
+    present = list(metrics.methods)
     first = [m for m in PLOT_ORDER if m in present]
-    best = str(metrics.get("best_alternative"))
+    best = str(metrics.best_alternative)
     if best in present and best not in first:
         first.append(best)
     return first + [m for m in present if m not in first]
 
 
-def _method_title(metrics: dict[str, Any], method: str) -> str:
+def _method_title(metrics: RunMetrics, method: str) -> str:
     names = {
         "identity": "uncalibrated (verbalized)",
         "resoftmax": "re-softmax",
         "temperature": "invert softmax + temperature",
     }
     title = names.get(method, method)
-    if method == metrics.get("best_alternative"):
+    if method == metrics.best_alternative:
         title += " (best alternative)"
     return title
 
@@ -235,8 +240,8 @@ def _method_title(metrics: dict[str, Any], method: str) -> str:
 # ---------------------------------------------------------------- sections
 
 
-def _header(metrics: dict[str, Any]) -> str:
-    run = metrics.get("run", {})
+def _header(metrics: RunMetrics) -> str:
+    run = metrics.run
     task = run.get("task") or {}
     name = task.get("name") or Path(str(run.get("source", "predictions"))).stem
     if run.get("mode") == "elicit":
@@ -249,17 +254,17 @@ def _header(metrics: dict[str, Any]) -> str:
     )
     return (
         f"<header><h1>Calibration report: {_e(name)}</h1>"
-        f"<p class='sub'>{origin} · labels {_e(', '.join(metrics['labels']))} · "
-        f"created {_e(metrics.get('created', ''))} · verbcal {_e(metrics.get('verbcal', ''))}</p>"
+        f"<p class='sub'>{origin} · labels {_e(', '.join(metrics.labels))} · "
+        f"created {_e(metrics.created)} · verbcal {_e(metrics.verbcal)}</p>"
         f"{instruction}</header>"
     )
 
 
-def _headline(metrics: dict[str, Any]) -> str:
-    methods = metrics["methods"]
-    rec = metrics["recommended"]
-    base = methods.get("identity", {}).get("test")
-    after = methods[rec]["test"]
+def _headline(metrics: RunMetrics) -> str:
+    methods = metrics.methods
+    rec = metrics.recommended
+    base = methods["identity"].test if "identity" in methods else None
+    after = methods[rec].test
 
     def delta(metric: str) -> str:
         if not base:
@@ -267,11 +272,11 @@ def _headline(metrics: dict[str, Any]) -> str:
         return f"<div class='delta'>uncalibrated {_num(base[metric])}</div>"
 
     cards = [
-        ("items", _num(metrics["n_records"]), f"{metrics['n_labelled']} usable with a gold label"),
+        ("items", _num(metrics.n_records), f"{metrics.n_labelled} usable with a gold label"),
         (
             "calibration / test",
-            f"{metrics['n_calibration']} / {metrics['n_test']}",
-            f"stratified, seed {metrics['options']['seed']}",
+            f"{metrics.n_calibration} / {metrics.n_test}",
+            f"stratified, seed {metrics.options['seed']}",
         ),
         (
             "recommended",
@@ -292,8 +297,8 @@ def _headline(metrics: dict[str, Any]) -> str:
     return f"<section class='cards'>{body}</section>"
 
 
-def _status(metrics: dict[str, Any]) -> str:
-    counts = metrics.get("status_counts", {})
+def _status(metrics: RunMetrics) -> str:
+    counts = metrics.status_counts
     total = max(1, sum(counts.values()))
     order = ["ok", "repaired", "failed", "error"]
     keys = [k for k in order if k in counts] + [k for k in counts if k not in order]
@@ -302,7 +307,7 @@ def _status(metrics: dict[str, Any]) -> str:
         f"{_e(k)}: {counts[k]} ({counts[k] / total:.0%})</span>"
         for k in keys
     )
-    run = metrics.get("run", {})
+    run = metrics.run
     issues = run.get("issue_counts") or {}
     issue_text = ""
     if issues:
@@ -313,7 +318,7 @@ def _status(metrics: dict[str, Any]) -> str:
             "<div class='scroll'><table><tr><th class='l'>most frequent parse issues</th>"
             f"<th>items</th></tr>{rows}</table></div>"
         )
-    left = metrics["n_records"] - metrics["n_labelled"]
+    left = metrics.n_records - metrics.n_labelled
     extra = (
         f"<p class='sub'>{left} record(s) without a usable distribution or a gold label are left out of "
         "the analysis (listed in <code>split.json</code>).</p>"
@@ -326,14 +331,14 @@ def _status(metrics: dict[str, Any]) -> str:
     )
 
 
-def _metrics_table(metrics: dict[str, Any]) -> str:
-    methods = metrics["methods"]
+def _metrics_table(metrics: RunMetrics) -> str:
+    methods = metrics.methods
     best: dict[str, float] = {}
     for metric in METRICS:
         values = [
-            m["test"][metric]
+            m.test[metric]
             for m in methods.values()
-            if m["test"].get(metric) is not None and not math.isnan(m["test"][metric])
+            if m.test.get(metric) is not None and not math.isnan(m.test[metric])
         ]
         if values:
             best[metric] = min(values) if metric in LOWER_IS_BETTER else max(values)
@@ -345,28 +350,28 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     for name, entry in methods.items():
         cells = []
         for metric in METRICS:
-            value = entry["test"].get(metric)
-            lo, hi = (entry.get("ci", {}).get(metric) or [None, None])[:2]
+            value = entry.test.get(metric)
+            lo, hi = (entry.ci.get(metric) or [None, None])[:2]
             cls = " class='best'" if value is not None and value == best.get(metric) else ""
             cells.append(
                 f"<td><span{cls}>{_num(value)}</span>"
                 f"<span class='ci'>[{_num(lo)}, {_num(hi)}]</span></td>"
             )
         tags = ""
-        if name == metrics["recommended"]:
+        if name == metrics.recommended:
             tags += "<span class='tag'>recommended</span>"
-        if name == metrics.get("best_alternative"):
+        if name == metrics.best_alternative:
             tags += "<span class='tag'>best alternative</span>"
-        rec = " class='rec'" if name == metrics["recommended"] else ""
+        rec = " class='rec'" if name == metrics.recommended else ""
         rows.append(
-            f"<tr{rec}><td class='l'><b>{_e(name)}</b>{tags}<span class='ci'>{_e(entry.get('role', ''))}</span></td>"
-            f"<td>{_num(entry.get('cv_nll'))}</td>{''.join(cells)}</tr>"
+            f"<tr{rec}><td class='l'><b>{_e(name)}</b>{tags}<span class='ci'>{_e(entry.role)}</span></td>"
+            f"<td>{_num(entry.cv_nll)}</td>{''.join(cells)}</tr>"
         )
-    conv = metrics.get("conventions", {})
+    conv = metrics.conventions
     return (
         "<h2>Metrics on the test part</h2><div class='card'><div class='scroll'><table>"
         f"<tr><th class='l'>method</th><th>CV NLL (calib.)</th>{head}</tr>{''.join(rows)}</table></div>"
-        f"<p class='sub'>Test part: {metrics['n_test']} items, never used to fit or choose anything. "
+        f"<p class='sub'>Test part: {metrics.n_test} items, never used to fit or choose anything. "
         f"Brackets: 95% CIs from {_e(conv.get('ci', 'a percentile bootstrap'))}. "
         f"ECE/MCE: {_e(conv.get('ece', 'top-label'))}. CV NLL: {_e(conv.get('cv', ''))}, which picks "
         "the best alternative and the recommended method. Best value per column in blue.</p></div>"
@@ -383,11 +388,11 @@ def _figure_grid(
     return f"<h2>{_e(title)}</h2><p class='sub lead'>{caption}</p><div class='grid {columns}'>{items}</div>"
 
 
-def _thresholds(metrics: dict[str, Any], figures: dict[str, Any]) -> str:
-    rec = metrics["recommended"]
-    opts = metrics["options"]
+def _thresholds(metrics: RunMetrics, figures: dict[str, Any]) -> str:
+    rec = metrics.recommended
+    opts = metrics.options
     rows = []
-    for label, entry in metrics["methods"][rec]["thresholds"].items():
+    for label, entry in (metrics.methods[rec].thresholds or {}).items():
         cal = entry["calibration"]
         test = entry.get("test") or {}
         if cal.get("reachable"):
@@ -428,11 +433,11 @@ def _thresholds(metrics: dict[str, Any], figures: dict[str, Any]) -> str:
     )
 
 
-def _selective(metrics: dict[str, Any], figures: dict[str, Any]) -> str:
+def _selective(metrics: RunMetrics, figures: dict[str, Any]) -> str:
     coverages = None
     rows = []
-    for name, entry in metrics["methods"].items():
-        sel = entry.get("selective", {})
+    for name, entry in metrics.methods.items():
+        sel = entry.selective or {}
         at = sel.get("accuracy_at_coverage", {})
         coverages = coverages or list(at)
         cells = "".join(f"<td>{_num(at.get(c))}</td>" for c in coverages or [])
@@ -471,13 +476,13 @@ def _pct(value: Any) -> str:
     )
 
 
-def _decisions(metrics: dict[str, Any]) -> str:
+def _decisions(metrics: RunMetrics) -> str:
     """Abstain band, conformal sets, costs, confidence bands and slices (runs that have them)."""
-    methods = {n: e["decisions"] for n, e in metrics["methods"].items() if "decisions" in e}
+    methods = {n: e.decisions for n, e in metrics.methods.items() if e.decisions is not None}
     if not methods:
         return ""
-    rec = metrics["recommended"]
-    opts = metrics["options"]
+    rec = metrics.recommended
+    opts = metrics.options
     ours = methods.get(rec) or next(iter(methods.values()))
     band_rows = [
         [
@@ -591,30 +596,30 @@ def _param_text(params: dict[str, Any]) -> str:
     return "<br>".join(parts) or "—"
 
 
-def _parameters(metrics: dict[str, Any]) -> str:
+def _parameters(metrics: RunMetrics) -> str:
     rows = []
-    for name, entry in metrics["methods"].items():
-        fit = entry.get("fit", {})
-        floor = entry.get("floor", {})
+    for name, entry in metrics.methods.items():
+        fit = entry.fit
+        floor = entry.floor
         rows.append(
-            f"<tr><td class='l'><b>{_e(name)}</b></td><td class='l'>{_param_text(entry.get('params', {}))}</td>"
+            f"<tr><td class='l'><b>{_e(name)}</b></td><td class='l'>{_param_text(entry.params)}</td>"
             f"<td class='l'>{_e(floor.get('describe', ''))}</td>"
             f"<td>{_num(fit.get('nll_before'))}</td><td>{_num(fit.get('nll_after'))}</td>"
-            f"<td class='l'><code>{_e(entry.get('calibrator', ''))}</code></td></tr>"
+            f"<td class='l'><code>{_e(entry.calibrator)}</code></td></tr>"
         )
     return (
         "<h2>Fitted calibrators</h2><div class='card'><div class='scroll'><table>"
         "<tr><th class='l'>method</th><th class='l'>parameters</th><th class='l'>floor</th>"
         "<th>NLL before (calib.)</th><th>NLL after (calib.)</th><th class='l'>file</th></tr>"
-        f"{''.join(rows)}</table></div><p class='sub'>Fitted on the {metrics['n_calibration']} "
+        f"{''.join(rows)}</table></div><p class='sub'>Fitted on the {metrics.n_calibration} "
         "calibration items. The floor replaces zeros before taking logs; it is chosen by NLL "
         "on the calibration part unless fixed. Apply a calibrator to new predictions with "
         "<code>verbcal apply --calibrator FILE --data new.jsonl --out calibrated.jsonl</code>.</p></div>"
     )
 
 
-def _facts(metrics: dict[str, Any]) -> str:
-    run = metrics.get("run", {})
+def _facts(metrics: RunMetrics) -> str:
+    run = metrics.run
     facts: list[tuple[str, str]] = []
     if run.get("mode") == "elicit":
         facts += [
@@ -651,13 +656,13 @@ def _facts(metrics: dict[str, Any]) -> str:
         )
     if run.get("elicit_seconds") is not None:
         facts.append(("elicitation time", f"{run['elicit_seconds']:.1f} s"))
-    counts = metrics.get("label_counts", {})
+    counts = metrics.label_counts
     for part in ("calibration", "test"):
         if part in counts:
             facts.append(
                 (f"gold labels, {part}", _e(", ".join(f"{k} {v}" for k, v in counts[part].items())))
             )
-    opts = metrics.get("options", {})
+    opts = metrics.options
     facts.append(
         (
             "options",
@@ -668,7 +673,7 @@ def _facts(metrics: dict[str, Any]) -> str:
         )
     )
     body = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
-    notes = "".join(f"<div class='note'>{_e(n)}</div>" for n in metrics.get("notes", []))
+    notes = "".join(f"<div class='note'>{_e(n)}</div>" for n in metrics.notes)
     notes += "".join(f"<div class='note'>{_e(n)}</div>" for n in run.get("notes", []) or [])
     return f"<h2>Run</h2><div class='card'><dl>{body}</dl>{notes}</div>"
 
@@ -678,7 +683,7 @@ def render_report(run_dir: str | Path) -> str:
     data = load_run(run_dir)
     metrics = data["metrics"]
     figures = _figures(data)
-    title = metrics.get("run", {}).get("task", {}) or {}
+    title = metrics.run.get("task", {}) or {}
     sections = [
         _header(metrics),
         _headline(metrics),

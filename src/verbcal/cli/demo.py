@@ -15,6 +15,7 @@ from verbcal.cli.app import app, console, err_console
 from verbcal.cli.calibrate import friendly_errors
 from verbcal.cli.run import print_run_summary
 from verbcal.datasets import RECORDED
+from verbcal.run_metrics import RunMetrics
 
 
 @app.command()
@@ -46,8 +47,7 @@ def demo(
 
 
 def _local_part(out: Path, dataset: str, n_items: int) -> tuple[str, Path | None, dict[str, Any]]:
-    from verbcal import datasets
-    from verbcal import run as run_module
+    from verbcal import datasets, pipeline
     from verbcal.elicit import ElicitOptions
 
     console.rule(f"1. The embedded model: SmolLM2-135M-Instruct on {n_items} {dataset} items")
@@ -56,7 +56,7 @@ def _local_part(out: Path, dataset: str, n_items: int) -> tuple[str, Path | None
     datasets.export_items(dataset, items_path, n=n_items, seed=0)
     task = datasets.text_dataset(dataset).task_path()
     err_console.print("starting the embedded llama.cpp server (loads in a few seconds) ...")
-    result = run_module.run(
+    result = pipeline.run(
         task,
         items_path,
         target,
@@ -88,10 +88,10 @@ def _honest_note(target: Path) -> None:
 
 
 def _recorded_part(out: Path, name: str) -> tuple[str, Path | None, dict[str, Any]]:
-    from verbcal import run as run_module
+    from verbcal import pipeline
 
     console.rule(f"2. Recorded replies of a frontier-class LLM: recorded:{name} (no calls)")
-    result = run_module.run_from_predictions(
+    result = pipeline.run_from_predictions(
         f"recorded:{name}", out / f"recorded-{name}", overwrite=True
     )
     print_run_summary(result)
@@ -108,14 +108,15 @@ def _closing(reports: list[tuple[str, Path | None, dict[str, Any]]], seconds: fl
     for column in ("run", "recommended", "ECE raw → rec.", "NLL raw → rec.", "report"):
         table.add_column(column)
     worse: list[str] = []
-    for title, report, metrics in reports:
-        best = metrics["recommended"]
-        before, after = metrics["methods"]["identity"]["test"], metrics["methods"][best]["test"]
+    for title, report, written in reports:
+        metrics = RunMetrics.from_dict(written)
+        best = metrics.recommended
+        before, after = metrics.methods["identity"].test, metrics.methods[best].test
         flags = [m for m in ("ece", "nll") if after[m] > before[m]]
         if flags:
             worse.append(
                 f"{title}: {best} is worse than raw on the test part ({', '.join(flags)}) with "
-                f"{metrics['n_calibration']} calibration / {metrics['n_test']} test items"
+                f"{metrics.n_calibration} calibration / {metrics.n_test} test items"
             )
         table.add_row(
             title,

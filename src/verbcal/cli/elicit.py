@@ -195,7 +195,7 @@ def elicit_to(
 ) -> ElicitResult:
     """Run ``elicit``; for a ``.parquet`` out, write its JSONL next to it and convert."""
     from verbcal.elicit import elicit
-    from verbcal.elicit.run import default_store
+    from verbcal.elicit.job import default_store
     from verbcal.predictions import PARQUET_SUFFIXES, write_parquet
 
     if not out.name.lower().endswith(PARQUET_SUFFIXES):

@@ -12,8 +12,9 @@ from rich.table import Table
 from verbcal.calibrate import CalibratorError
 from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
+from verbcal.pipeline import RunError, RunOptions, RunResult, parse_methods
 from verbcal.predictions import PredictionsError
-from verbcal.run import RunError, RunOptions, RunResult, parse_methods
+from verbcal.run_metrics import RunMetrics
 
 
 @app.command("run")
@@ -204,7 +205,7 @@ def _dispatch(
     elicit_args: dict[str, Any],
     dry_run: bool = False,
 ) -> RunResult | None:
-    from verbcal import run as run_module
+    from verbcal import pipeline
 
     if dry_run:
         _plan_only(out, predictions, task, items, elicit_args)
@@ -217,7 +218,7 @@ def _dispatch(
             from verbcal.task import load_task
 
             label_list = list(load_task(task).labels)
-        return run_module.run_from_predictions(
+        return pipeline.run_from_predictions(
             predictions, out, options, labels=label_list, overwrite=overwrite
         )
     if task is None or items is None:
@@ -228,7 +229,7 @@ def _dispatch(
 
     elicit_args["backend"] = opt.require_backend(elicit_args["backend"])
 
-    return run_module.run(
+    return pipeline.run(
         task,
         items,
         out,
@@ -263,27 +264,27 @@ def _plan_only(
 
 def print_run_summary(result: RunResult) -> None:
     """Test metrics per method, the recommendation and where everything went."""
-    metrics = result.metrics
+    metrics = RunMetrics.from_dict(result.metrics)
     table = Table(
-        title=f"verbcal run: {metrics['n_calibration']} calibration / {metrics['n_test']} test items"
+        title=f"verbcal run: {metrics.n_calibration} calibration / {metrics.n_test} test items"
     )
     table.add_column("method")
     table.add_column("CV NLL (calib.)", justify="right")
     for name in ("accuracy", "ece", "nll", "brier"):
         table.add_column(f"test {name}", justify="right")
-    for method, entry in metrics["methods"].items():
-        mark = " [bold](recommended)[/]" if method == metrics["recommended"] else ""
-        cv = entry.get("cv_nll")
+    for method, entry in metrics.methods.items():
+        mark = " [bold](recommended)[/]" if method == metrics.recommended else ""
+        cv = entry.cv_nll
         cells = [f"{cv:.4f}" if isinstance(cv, float) else "n/a"]
         for name in ("accuracy", "ece", "nll", "brier"):
-            lo, hi = entry["ci"][name]
-            cells.append(f"{entry['test'][name]:.3f} [dim][{lo:.3f}, {hi:.3f}][/]")
+            lo, hi = entry.ci[name]
+            cells.append(f"{entry.test[name]:.3f} [dim][{lo:.3f}, {hi:.3f}][/]")
         table.add_row(escape(method) + mark, *cells)
     console.print(table)
-    if metrics.get("best_alternative"):
-        console.print(f"best alternative by CV NLL: {metrics['best_alternative']}")
-    if metrics.get("auto"):
-        console.print(f"recommended by auto: {escape(metrics['auto']['reason'])}", highlight=False)
+    if metrics.best_alternative:
+        console.print(f"best alternative by CV NLL: {metrics.best_alternative}")
+    if metrics.auto:
+        console.print(f"recommended by auto: {escape(metrics.auto['reason'])}", highlight=False)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, markup=False)
     console.print(f"run directory: {result.out}")

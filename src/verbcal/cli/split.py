@@ -28,7 +28,7 @@ def split(
 
     Example: verbcal split --data recorded:tweets --calib-frac 0.5 --seed 0 --out parts
     """
-    from verbcal.run import RunError, split_file
+    from verbcal.pipeline import RunError, split_file
 
     with friendly_errors():
         try:

@@ -7,6 +7,8 @@ Conventions, fixed for all functions:
 
 * **Predicted ``cls`` at threshold t**: an item counts as predicted ``cls`` when
   ``probs[i, cls] >= t`` (one-vs-rest; an item may be predicted for several classes).
+  On new scores (a test part, production) apply t with :func:`apply_threshold`, which
+  counts scores within ``TIE_TOLERANCE`` below t as reaching it (they are tied with t).
 * **Operating points**: one per distinct score (scores within ``TIE_TOLERANCE`` = 1e-9 of
   each other count as one; the group's threshold is its smallest member). Lowering t past a score adds every item
   holding that score at once (ties are never split), so a coarse verbalized grid (0.05,
@@ -46,6 +48,22 @@ DEFAULT_PRECISION = 0.9
 TIE_TOLERANCE = 1e-9
 """Scores closer than this count as tied: normalising a row leaves float noise such as
 0.6200000000000001 next to 0.62, which must not make a second operating point."""
+
+
+def apply_threshold(scores: ArrayLike, threshold: float) -> NDArray[np.bool_]:
+    """Which items a threshold chosen by this module predicts: ``scores >= threshold``,
+    with scores within :data:`TIE_TOLERANCE` below it counted as reaching it.
+
+    The one rule for applying a threshold to new scores (``verbcal run`` and ``verbcal
+    study`` on the test part). A threshold is the smallest score of its group of tied
+    scores, and scores within ``TIE_TOLERANCE`` count as tied, so a score that differs
+    from the threshold by float noise only (0.62 against 0.6200000000000001) is
+    predicted, as its tied twin was when the threshold was chosen. An unreachable
+    point's threshold (``v + 2 * TIE_TOLERANCE`` above the top score ``v``) still
+    predicts nothing.
+    """
+    return np.asarray(scores, dtype=np.float64) >= threshold - TIE_TOLERANCE
+
 
 COARSE_GRID = 25
 """Fewer distinct scores than this earn a note that the grid limits the operating points."""

@@ -10,7 +10,7 @@ reached, raises :class:`ElicitStopped` with every reply received kept in the sto
 from __future__ import annotations
 
 from verbcal.elicit.backends import BackendError
-from verbcal.elicit.run import (
+from verbcal.elicit.job import (
     DryRun,
     ElicitError,
     ElicitOptions,

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from verbcal.elicit.store import Row
@@ -98,14 +95,3 @@ def build_record(
         lp_row = rows.get(plan.logprob_key)
         record["logprob_probs"] = softmax_logprobs(lp_row.logprobs if lp_row else None, labels)
     return record
-
-
-def write_jsonl(path: str | Path, records: Sequence[dict[str, Any]]) -> None:
-    """Write records atomically (a temporary file renamed over the target)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(target.name + ".tmp")
-    with temp.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(temp, target)

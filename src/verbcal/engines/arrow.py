@@ -14,7 +14,6 @@ so the three agree to the last bit.
 from __future__ import annotations
 
 import json
-import os
 import re
 import traceback
 from collections.abc import Iterable, Iterator
@@ -31,6 +30,7 @@ from verbcal.predictions import (
     PROB_PREFIX,
     PROBS_COLUMN,
     PredictionsError,
+    atomic_output,
     parquet_paths,
     require_pyarrow,
 )
@@ -306,28 +306,21 @@ def write_ordered(tables: Iterable[Any], out: str | Path, kind: str) -> int:
     """Write tables in order to one JSONL or Parquet file, atomically; return the row count."""
     pa = require_pyarrow()
     target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.tmp")
     rows = 0
     writer = None
-    try:
-        with temp.open("wb") as handle:
-            for table in tables:
-                rows += table.num_rows
-                if kind == "jsonl":
-                    handle.write(_jsonl_bytes(table))
-                    continue
-                if writer is None:
-                    writer = pa.parquet.ParquetWriter(handle, table.schema)
-                writer.write_table(table)
-            if writer is not None:
-                writer.close()
-                writer = None
-            elif kind == "parquet":
-                raise PredictionsError(target, None, None, "no rows to write", "Check the input")
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
+    with atomic_output(target, binary=True) as handle:
+        for table in tables:
+            rows += table.num_rows
+            if kind == "jsonl":
+                handle.write(_jsonl_bytes(table))
+                continue
+            if writer is None:
+                writer = pa.parquet.ParquetWriter(handle, table.schema)
+            writer.write_table(table)
+        if writer is not None:
+            writer.close()
+        elif kind == "parquet":
+            raise PredictionsError(target, None, None, "no rows to write", "Check the input")
     return rows
 
 

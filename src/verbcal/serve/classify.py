@@ -23,8 +23,8 @@ from verbcal.elicit.backends import (
     make_backend,
 )
 from verbcal.elicit.engine import Engine, EngineConfig
+from verbcal.elicit.job import plan_requests
 from verbcal.elicit.records import build_record
-from verbcal.elicit.run import plan_requests
 from verbcal.elicit.store import Store
 from verbcal.serve.calibrate import calibrate_rows
 from verbcal.serve.config import ClassifyConfig, ServeConfigError

@@ -1,4 +1,5 @@
-"""``elicit()``: plan the requests, run what the store lacks, write the output from the store."""
+"""An elicitation job, ``elicit()``: plan the requests, run what the store lacks, write the
+output from the store."""
 
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ from verbcal.elicit.backends import (
 from verbcal.elicit.engine import Engine, EngineConfig, EngineStats, Job, Stop, estimate_tokens
 from verbcal.elicit.pricing import Price, estimate_cost, load_prices, lookup
 from verbcal.elicit.progress import StatusProgress
-from verbcal.elicit.records import ItemPlan, build_record, parse_row, row_status, write_jsonl
+from verbcal.elicit.records import ItemPlan, build_record, parse_row, row_status
 from verbcal.elicit.store import Row, Store, request_key
 from verbcal.parse import ParsedReply
+from verbcal.predictions import write_jsonl
 from verbcal.task import Task, load_task, read_items
 
 _SAMPLE_PREFIX = re.compile(r"^sample \d+: ")

@@ -1,6 +1,6 @@
 """Plots and the findings page of ``verbcal study`` (see :mod:`verbcal.study`).
 
-Every number in ``findings.md`` comes from the :class:`~verbcal.study.StudyResult` it is
+Every number in ``findings.md`` comes from the :class:`~verbcal.study.grid.StudyResult` it is
 given, so rerunning the command printed at the top of the page regenerates it.
 """
 
@@ -22,18 +22,12 @@ from verbcal.calibration import (
     parse_spec,
     softmax,
 )
+from verbcal.calibration.specs import UNCALIBRATED
 from verbcal.compare import stratified_split
-from verbcal.study import (
-    RULES,
-    UNCALIBRATED,
-    StudyResult,
-    by_key,
-    fit_variants,
-    paired,
-    parse_variant,
-    split_rng,
-    threshold_summary,
-)
+from verbcal.metrics import LOWER_IS_BETTER
+from verbcal.study.config import RULES, parse_variant
+from verbcal.study.grid import StudyResult, fit_variants, split_rng
+from verbcal.study.summary import by_key, paired, threshold_summary
 
 FloatArray = NDArray[np.float64]
 SummaryKey = tuple[str, str, int, str]
@@ -353,7 +347,6 @@ def _compare_section(
     table: Mapping[tuple[str, str, int, str], dict[int, float]],
 ) -> str:
     methods = _base_methods(result.config.methods)
-    lower = {"ece", "mce", "nll", "brier"}
     text = [
         "## Which calibrator? (test part, calibration set = all: n // 2 items)\n",
         "Mean [95% percentile interval] over the splits; the best mean per column in bold. "
@@ -374,7 +367,7 @@ def _compare_section(
                 if (dataset, m, size, metric) in summary
             ]
             if means:
-                best[metric] = min(means) if metric in lower else max(means)
+                best[metric] = min(means) if metric in LOWER_IS_BETTER else max(means)
         body = []
         for method in methods:
             cells = []

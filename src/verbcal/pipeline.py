@@ -1,4 +1,5 @@
-"""``verbcal run``: elicit → parse → split → calibrate → evaluate → thresholds → report.
+"""The pipeline behind ``verbcal run``: elicit → parse → split → calibrate → evaluate →
+thresholds → report.
 
 A run directory holds::
 
@@ -20,7 +21,6 @@ is only ever scored.
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import shutil
@@ -44,6 +44,7 @@ from verbcal.calibration import (
 )
 from verbcal.compare import check_split, stratified_split
 from verbcal.decide import DEFAULT_PRECISION
+from verbcal.jsonio import json_ready, write_json
 from verbcal.metrics import (
     CONFIDENCE_BANDS,
     DEFAULT_BINS,
@@ -54,6 +55,7 @@ from verbcal.metrics import (
     summary,
 )
 from verbcal.predictions import Predictions, PredictionsError, field_values, write_jsonl
+from verbcal.run_metrics import FORMAT, VERSION, MethodResult, RunMetrics
 
 DEFAULT_METHODS: tuple[str, ...] = ("identity", "resoftmax", "temperature", "best")
 """``best`` stands for the best of :data:`ALTERNATIVES` by cross-validated NLL on the calibration
@@ -155,14 +157,14 @@ def _thresholds(
     confidence: float,
 ) -> dict[str, dict[str, Any]]:
     """Per class: the threshold chosen on calibration, and what it gives on test."""
-    from verbcal.decide import threshold_for
+    from verbcal.decide import apply_threshold, threshold_for
 
     out: dict[str, dict[str, Any]] = {}
     for k, label in enumerate(labels):
         result = threshold_for(q_calib, y_calib, k, precision=precision, confidence=confidence)
-        entry: dict[str, Any] = {"calibration": _jsonable(result.to_dict())}
+        entry: dict[str, Any] = {"calibration": json_ready(result.to_dict())}
         if result.reachable and result.threshold is not None:
-            chosen = q_test[:, k] >= result.threshold
+            chosen = apply_threshold(q_test[:, k], result.threshold)
             hits = int(np.sum(chosen & (y_test == k)))
             n_pos = int(np.sum(y_test == k))
             entry["test"] = {
@@ -217,7 +219,7 @@ def _decisions(
             name: {**entry, "ci": {m: list(v) for m, v in entry["ci"].items()}}  # type: ignore[attr-defined]
             for name, entry in slices.items()
         }
-    return _jsonable(out)  # type: ignore[no-any-return]
+    return json_ready(out)  # type: ignore[no-any-return]
 
 
 def _selective(q: NDArray[np.float64], y: NDArray[np.int64]) -> dict[str, Any]:
@@ -286,7 +288,7 @@ def analyse(
     auto.save(out / "calibrators" / "auto.json")
 
     # Fit on the whole calibration part, score on test.
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, MethodResult] = {}
     q_cal_by: dict[str, NDArray[np.float64]] = {}
     q_test_by: dict[str, NDArray[np.float64]] = {}
     for method in methods:
@@ -302,30 +304,30 @@ def analyse(
         ci = bootstrap_ci(
             q, y_test, n_boot=options.n_boot, seed=options.seed, n_bins=options.n_bins
         )
-        results[method] = {
-            "role": _role(method, best_alternative, recommended),
-            "calibrator": f"calibrators/{method}.json",
-            "params": calibrator.params,
-            "floor": {
+        results[method] = MethodResult(
+            role=_role(method, best_alternative, recommended),
+            calibrator=f"calibrators/{method}.json",
+            params=calibrator.params,
+            floor={
                 "value": calibrator.floor_,
                 "mode": calibrator.floor_mode_name,
                 "fitted": calibrator.floor_is_fitted,
                 "used": calibrator.uses_floor,
                 "describe": calibrator.describe_floor(),
             },
-            "fit": calibrator.fit_info,
-            "warnings": calibrator.warnings,
-            "cv_nll": cv.get(method, math.nan),
-            "test": scores,
-            "ci": {m: list(ci[m]) for m in METRICS},
-        }
+            fit=calibrator.fit_info,
+            warnings=calibrator.warnings,
+            cv_nll=cv.get(method, math.nan),
+            test=scores,
+            ci={m: list(ci[m]) for m in METRICS},
+        )
     for method in methods:
-        if results[method]["warnings"] and method != "identity":
-            notes.append(f"{method}: " + "; ".join(results[method]["warnings"]))
-    raw = results["identity"]["test"] if "identity" in results else None
+        if results[method].warnings and method != "identity":
+            notes.append(f"{method}: " + "; ".join(results[method].warnings))
+    raw = results["identity"].test if "identity" in results else None
     if raw is None:
         raw = summary(uncalibrated(p_test), y_test, n_bins=options.n_bins)
-    worse = [m for m in ("nll", "ece") if results[recommended]["test"][m] > raw[m]]
+    worse = [m for m in ("nll", "ece") if results[recommended].test[m] > raw[m]]
     if worse:
         notes.append(
             f"the recommended {recommended} does worse than the uncalibrated distribution on "
@@ -335,7 +337,7 @@ def analyse(
 
     shutil.copyfile(out / "calibrators" / f"{recommended}.json", out / "recommended.json")
     for method in methods:
-        results[method]["thresholds"] = _thresholds(
+        results[method].thresholds = _thresholds(
             q_cal_by[method],
             y_cal,
             q_test_by[method],
@@ -344,8 +346,8 @@ def analyse(
             options.precision,
             options.confidence,
         )
-        results[method]["selective"] = _selective(q_test_by[method], y_test)
-        results[method]["decisions"] = _decisions(
+        results[method].selective = _selective(q_test_by[method], y_test)
+        results[method].decisions = _decisions(
             q_cal_by[method], y_cal, q_test_by[method], y_test, labels, options, slice_keys
         )
 
@@ -367,23 +369,23 @@ def analyse(
             ],
         },
     }
-    _write_json(out / "split.json", split)
+    write_json(out / "split.json", split)
     write_parts(labelled, calib_idx, test_idx, out)
-    metrics = {
-        "format": "verbcal-run",
-        "version": 1,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "verbcal": __version__,
-        "python": platform.python_version(),
-        "run": run_info,
-        "labels": labels,
-        "n_records": len(predictions.records),
-        "n_usable": len(predictions),
-        "n_labelled": len(labelled),
-        "n_calibration": len(calib_idx),
-        "n_test": len(test_idx),
-        "status_counts": status_counts(predictions),
-        "label_counts": {
+    metrics = RunMetrics(
+        format=FORMAT,
+        version=VERSION,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        verbcal=__version__,
+        python=platform.python_version(),
+        run=run_info,
+        labels=labels,
+        n_records=len(predictions.records),
+        n_usable=len(predictions),
+        n_labelled=len(labelled),
+        n_calibration=len(calib_idx),
+        n_test=len(test_idx),
+        status_counts=status_counts(predictions),
+        label_counts={
             "calibration": dict(
                 zip(labels, np.bincount(y_cal, minlength=len(labels)).tolist(), strict=True)
             ),
@@ -391,8 +393,8 @@ def analyse(
                 zip(labels, np.bincount(y_test, minlength=len(labels)).tolist(), strict=True)
             ),
         },
-        "options": {**asdict(options), "methods": list(options.methods)},
-        "conventions": {
+        options={**asdict(options), "methods": list(options.methods)},
+        conventions={
             "ece": f"top-label, {options.n_bins} equal-width bins",
             "ci": f"{options.n_boot} percentile bootstrap resamples of the test items, 95%",
             "cv": (
@@ -416,16 +418,17 @@ def analyse(
                 "test part"
             ),
         },
-        "cv_nll": cv,
-        "best_alternative": best_alternative,
-        "recommended": recommended,
-        "auto": {"cv": auto.cv_, "reason": auto.reason_, "chosen": auto.chosen_},
-        "baseline": "identity: the verbalized distribution normalised to sum 1, nothing fitted",
-        "methods": results,
-        "notes": notes + list(predictions.notes),
-    }
-    _write_json(out / "metrics.json", metrics)
-    return metrics
+        cv_nll=cv,
+        best_alternative=best_alternative,
+        recommended=recommended,
+        auto={"cv": auto.cv_, "reason": auto.reason_, "chosen": auto.chosen_},
+        baseline="identity: the verbalized distribution normalised to sum 1, nothing fitted",
+        methods=results,
+        notes=notes + list(predictions.notes),
+    )
+    written = metrics.to_dict()
+    write_json(out / "metrics.json", written)
+    return written
 
 
 def split_labelled(
@@ -490,34 +493,6 @@ def _role(method: str, best_alternative: str | None, recommended: str) -> str:
     if method == best_alternative:
         return "best alternative (by cross-validated NLL on the calibration part)"
     return "alternative"
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types: numpy scalars and arrays become Python numbers and lists."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """JSON with NaN and infinities written as null (valid JSON for every reader)."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
-    path.write_text(json.dumps(clean(_jsonable(data)), indent=2) + "\n", encoding="utf-8")
 
 
 # ---------------------------------------------------------------- entry points
