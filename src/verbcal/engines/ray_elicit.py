@@ -96,8 +96,10 @@ class Elicitor:
         self.parsed: dict[str, ParsedReply] = {}
         self.waiting: dict[str, asyncio.Future[Row | None]] = {}
 
-    def ready(self) -> bool:
-        """Answers once the actor is up (to time start-up apart)."""
+    async def ready(self) -> bool:
+        """Build the engine (the HTTP client's imports included); answers once the actor is up."""
+        if self.engine is None:
+            self._start()
         return True
 
     def _start(self) -> Engine:
