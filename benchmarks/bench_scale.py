@@ -15,8 +15,11 @@ Elicit: ITEMS (default 2,000) items through ``elicit --engine ray`` (2 actors, t
 concurrency 32) against a local aiohttp server (its own process) answering every chat
 completion after 50 ms. Ideal = 32 / 0.05 s = 640 requests/s. The timed span is the whole
 ``elicit_ray`` call after ``ray.init``: actor start-up, batches, part files, the output file.
+Actor start-up (until every actor has its engine built) is also reported apart, with the
+ratio to ideal of the time after it. ``--http lean|sdk`` picks the elicit HTTP path.
 
-Usage: python benchmarks/bench_scale.py [--json] [--rows N] [--items N] [--skip-apply]
+Usage: python benchmarks/bench_scale.py [--json] [--rows N] [--items N] [--http sdk|lean]
+    [--batch-size N] [--skip-apply] [--skip-elicit]
 """
 
 from __future__ import annotations
