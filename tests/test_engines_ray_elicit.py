@@ -167,3 +167,14 @@ def test_cli_a_401_on_ray_exits_as_locally(ray_cluster: Any, tmp_path: Path) -> 
     assert runs["local"].exit_code == runs["ray"].exit_code == 2, runs["ray"].output
     heads = {engine: run.output.split("\n")[0] for engine, run in runs.items()}
     assert heads["local"] == heads["ray"] and "401" in heads["ray"], heads
+
+
+def test_a_budget_is_shared_by_the_actors_and_stops_the_job(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    with FakeServer() as server, pytest.raises(ElicitStopped) as stopped:
+        elicit_ray(TASK, items(40), out, options(server, max_requests=9), batch_size=4, progress=False)  # fmt: skip
+    assert stopped.value.exit_code == 3 and "--max-requests" in str(stopped.value)
+    assert sum(server.counts.values()) <= 9 and stopped.value.sent <= 9
+    assert stopped.value.unsent >= 40 - 9 and not out.exists()

@@ -43,7 +43,7 @@ from verbcal.elicit.pricing import estimate_cost, load_prices, lookup
 from verbcal.elicit.progress import StatusProgress
 from verbcal.elicit.records import build_record, parse_row
 from verbcal.elicit.run import _parse_issues, plan_requests
-from verbcal.elicit.store import Row, Store
+from verbcal.elicit.store import Row
 from verbcal.engines.ray import ray_session, require_ray
 from verbcal.parse import ParsedReply
 from verbcal.predictions import write_jsonl, write_records
@@ -125,7 +125,7 @@ class Elicitor:
             price=self.price,
             limiter=self.limiter,
         )
-        self.engine = Engine(backend, Store(":memory:"), config)
+        self.engine = Engine(backend, _Rows(), config)  # type: ignore[arg-type]
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self.workers = [asyncio.ensure_future(self._work()) for _ in range(opts.concurrency)]
         return self.engine
@@ -164,12 +164,10 @@ class Elicitor:
         engine = self.engine or self._start()
         loop = asyncio.get_running_loop()
         plans, jobs = plan_requests(self.task, items, self.options, self.model)
-        rows = {k: r for k, r in engine.store.get_many(jobs).items() if r.status != "error"}
+        rows: dict[str, Row] = {}
         pending: dict[str, asyncio.Future[Row | None]] = {}
         for key, job in jobs.items():
-            if key in rows:
-                continue
-            if key not in self.waiting:  # the same request in two batches is sent once
+            if key not in self.waiting:  # a request already in flight is not sent twice
                 self.waiting[key] = loop.create_future()
                 self.queue.put_nowait(job)
             pending[key] = self.waiting[key]
@@ -181,6 +179,8 @@ class Elicitor:
         complete = [plan for plan in plans if all(k in rows for k in _keys(plan))]
         records = [build_record(plan, rows, self.task.labels, self.parsed) for plan in complete]
         unsent = sum(1 for key in jobs if key not in rows)
+        for key in jobs:
+            self.parsed.pop(key, None)
         return records, stop, unsent
 
     async def summary(self) -> dict[str, Any]:
@@ -195,6 +195,17 @@ class Elicitor:
             "output_tokens": stats.output_tokens,
             "notes": list(getattr(self.engine.backend, "notes", [])),
         }
+
+
+class _Rows:
+    """The engine's store on an actor: rows go back to the driver with their batch, not kept.
+
+    (The driver's part files are the durable store; keeping every row on the actor would
+    grow with the job.)
+    """
+
+    def put(self, backend: str, model: str, row: Row) -> None:
+        """Nothing to keep."""
 
 
 def _keys(plan: Any) -> list[str]:
@@ -378,6 +389,9 @@ def _run(
                     bar.advance(record["status"])
                 outcome.unsent += unsent
                 if stop is not None and stop.kind != "halted" and outcome.stop is None:
+                    if stop.kind == "budget" and actors > 1:
+                        note = f" (one actor's share: the job's budget is split over {actors})"
+                        stop = replace(stop, message=stop.message + note)
                     outcome.stop = stop
                     ray.get([actor.halt.remote() for actor in pool])
                 if queue and outcome.stop is None:
