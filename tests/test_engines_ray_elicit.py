@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from conftest import ENGINE_KEY
 from elicit_fakeserver import FakeServer
 from verbcal.cli import app
-from verbcal.elicit import ElicitError, ElicitOptions, elicit
+from verbcal.elicit import ElicitError, ElicitOptions, ElicitStopped, elicit
 from verbcal.engines.ray_elicit import elicit_ray, read_parts
 from verbcal.task import Task
 
@@ -133,3 +133,48 @@ def test_cli_elicit_on_ray_and_to_parquet(ray_cluster: Any, tmp_path: Path) -> N
     assert [r["probs"] for r in ray_rows] == [r["probs"] for r in local_rows]
     assert [r["status"] for r in ray_rows] == ["ok"] * 12
     assert (tmp_path / "l.store.sqlite").exists() and not list(tmp_path.glob(".l.parquet*"))
+
+
+def test_a_401_stops_every_actor_and_keeps_what_came_back(ray_cluster: Any, tmp_path: Path) -> None:
+    data = items(80, faults={50: "@401"})
+    out = tmp_path / "out.jsonl"
+    with FakeServer() as server, pytest.raises(ElicitStopped) as stopped:
+        elicit_ray(TASK, data, out, options(server, concurrency=4), batch_size=5, progress=False)
+    assert stopped.value.exit_code == 2 and stopped.value.stop.status == 401
+    assert "Incorrect API key" in str(stopped.value) and not out.exists()
+    kept = read_parts(tmp_path / "out.parts")
+    assert kept.get("i50", {"status": "error"})["status"] == "error"
+    assert len(kept) < 80  # the job stopped: not every batch was asked
+    assert sum(server.counts.values()) < 80 + 5  # no actor went on after the stop
+    with FakeServer() as server:  # fixed: the re-run asks only what is missing
+        again = elicit_ray(TASK, items(80), out, options(server), batch_size=5, progress=False)
+    answered = [k for k, r in kept.items() if r["status"] != "error"]
+    assert again.n_from_store == len(answered) and again.status_counts["ok"] == 80
+
+
+def test_cli_a_401_on_ray_exits_as_locally(ray_cluster: Any, tmp_path: Path) -> None:
+    task = tmp_path / "task.yaml"
+    task.write_text("name: s\ninstruction: Classify.\nlabels: [positive, negative]\n")
+    source = tmp_path / "items.jsonl"
+    source.write_text("".join(json.dumps(i) + "\n" for i in items(12)))
+    runs = {}
+    with FakeServer(api_key="sk-the-right-key") as server:  # every request: 401
+        common = ["elicit", "--task", str(task), "--input", str(source), "--backend", "openai",
+                  "--model", "fake", "--base-url", server.url + "/v1", "--no-progress"]  # fmt: skip
+        for engine in ("local", "ray"):
+            out = str(tmp_path / f"{engine}.jsonl")
+            runs[engine] = CliRunner().invoke(app, [*common, "--out", out, "--engine", engine])
+    assert runs["local"].exit_code == runs["ray"].exit_code == 2, runs["ray"].output
+    heads = {engine: run.output.split("\n")[0] for engine, run in runs.items()}
+    assert heads["local"] == heads["ray"] and "401" in heads["ray"], heads
+
+
+def test_a_budget_is_shared_by_the_actors_and_stops_the_job(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    with FakeServer() as server, pytest.raises(ElicitStopped) as stopped:
+        elicit_ray(TASK, items(40), out, options(server, max_requests=9), batch_size=4, progress=False)  # fmt: skip
+    assert stopped.value.exit_code == 3 and "--max-requests" in str(stopped.value)
+    assert sum(server.counts.values()) <= 9 and stopped.value.sent <= 9
+    assert stopped.value.unsent >= 40 - 9 and not out.exists()

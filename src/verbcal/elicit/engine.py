@@ -180,13 +180,23 @@ class Engine:
                 job = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            try:
-                row = await self._attempt(job)
-            except _BudgetReached:
+            if await self.run_job(job) is None:
                 return  # not sent: the job stays for the next run
-            self.store.put(self.backend.name, self.backend.model, row)
-            if self.on_done is not None:
-                self.on_done(job, row)
+
+    async def run_job(self, job: Job) -> Row | None:
+        """Send one job (with its retries), store its row and report it; None if not sent.
+
+        None means a budget refused the job (see :attr:`stop`); the job stays for the next run.
+        For callers that feed jobs one at a time (``verbcal.engines.ray_elicit``).
+        """
+        try:
+            row = await self._attempt(job)
+        except _BudgetReached:
+            return None
+        self.store.put(self.backend.name, self.backend.model, row)
+        if self.on_done is not None:
+            self.on_done(job, row)
+        return row
 
     async def _attempt(self, job: Job) -> Row:
         started = time.time()

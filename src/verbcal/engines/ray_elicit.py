@@ -1,10 +1,19 @@
-"""``verbcal elicit --engine ray``: the elicitation engine on a pool of Ray actors.
+"""``verbcal elicit --engine ray``: the elicitation engine on a pool of long-lived Ray actors.
 
-The items are cut into batches; ``actors`` Ray actors each run :func:`verbcal.elicit.elicit`
-(the async engine, retries, parsing, statuses: all as on one machine) on two batches at a
-time, with ``concurrency / (2 * actors)`` requests in flight per batch, so the whole job
-keeps ``concurrency`` requests in flight. ``--rpm``/``--tpm`` are one token bucket for the
-whole job: a named actor that every engine asks before each request.
+Each of ``actors`` Ray actors is an async actor that keeps, for the whole job, one event
+loop, one backend (one HTTP client and its connection pool) and one
+:class:`verbcal.elicit.engine.Engine` with ``ceil(concurrency / actors)`` workers pulling
+requests from one queue: the same retries, parsing and statuses as on one machine. The
+driver cuts the items into batches and keeps :data:`BATCHES_IN_FLIGHT` batches queued on
+every actor, so an actor's workers never wait for a batch to drain before the next fills
+in: the whole job keeps ``concurrency`` requests in flight until the last batch.
+``--rpm``/``--tpm`` are one token bucket for the whole job: a named actor that every engine
+asks before each request. ``--max-requests``/``--max-cost`` are split evenly over the
+actors, so the job never spends more than the budget.
+
+Stops: a 401/403/404 or a budget reached in any actor halts every actor (the requests in
+flight finish and are kept), and :func:`elicit_ray` raises
+:class:`verbcal.elicit.ElicitStopped`, as the local engine does.
 
 Durability: the driver writes each finished batch to ``<out>.parts/part-<run>-<n>.jsonl``
 (atomically) as it arrives. A re-run reads the parts, keyed by item id, and asks only for
@@ -14,29 +23,34 @@ no file system shared with the workers. A killed job loses at most the batches i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
-import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from verbcal.elicit import ElicitError, ElicitOptions, ElicitResult, elicit
-from verbcal.elicit.backends import DEFAULT_MODELS
-from verbcal.elicit.engine import EngineStats, RateLimiter
+from verbcal.elicit import ElicitError, ElicitOptions, ElicitResult, ElicitStopped
+from verbcal.elicit.backends import DEFAULT_MODELS, make_backend
+from verbcal.elicit.engine import Engine, EngineConfig, EngineStats, Job, RateLimiter, Stop
+from verbcal.elicit.pricing import estimate_cost, load_prices, lookup
 from verbcal.elicit.progress import StatusProgress
+from verbcal.elicit.records import build_record, parse_row
+from verbcal.elicit.run import _parse_issues, plan_requests
+from verbcal.elicit.store import Row
 from verbcal.engines.ray import ray_session, require_ray
+from verbcal.parse import ParsedReply
 from verbcal.predictions import write_jsonl, write_records
 from verbcal.task import Task, load_task, read_items
 
-BATCHES_PER_ACTOR = 2
-"""Batches each actor runs at once: one drains while the next fills the pipe."""
+BATCHES_IN_FLIGHT = 3
+"""Batches queued on each actor at once: while one drains, the next ones keep its workers busy."""
 
 
 class TokenBuckets:
@@ -66,30 +80,145 @@ class SharedLimiter:
 
 
 class Elicitor:
-    """A Ray actor that elicits whole batches with :func:`verbcal.elicit.elicit`."""
+    """A Ray async actor: one engine for the whole job, fed batch after batch.
 
-    def __init__(self, task: Task, options: ElicitOptions, buckets: Any | None) -> None:
-        limiter = None if buckets is None else (lambda kind, _: SharedLimiter(buckets, kind))
-        self.task = task
-        self.options = replace(options, limiter=limiter, store=":memory:", max_items=None)
+    :meth:`run` queues a batch's requests on the actor's engine and returns the batch's
+    output records once its last reply is in; several batches may be queued at once, and
+    the engine's workers take their requests in order, so they never idle between batches.
+    """
 
-    def run(self, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """The output records of ``items`` (input order) and what the run did."""
-        with tempfile.TemporaryDirectory(prefix="verbcal-batch-") as temp:
-            out = Path(temp) / "batch.jsonl"
-            result = elicit(self.task, items, out, self.options, progress=False)
-            records = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
-        stats = result.stats
-        done = {
+    def __init__(self, task: Task, options: ElicitOptions, buckets: Any | None, price: Any) -> None:
+        self.task, self.options, self.price = task, options, price
+        self.model = options.model or DEFAULT_MODELS[options.backend]
+        self.limiter = None if buckets is None else (lambda kind, _: SharedLimiter(buckets, kind))
+        self.engine: Engine | None = None
+        self.halted = False
+        self.parsed: dict[str, ParsedReply] = {}
+        self.waiting: dict[str, asyncio.Future[Row | None]] = {}
+
+    async def ready(self) -> bool:
+        """Build the engine (the HTTP client's imports included); answers once the actor is up."""
+        if self.engine is None:
+            self._start()
+        return True
+
+    def _start(self) -> Engine:
+        """The actor's engine and workers, built once, on the actor's event loop."""
+        opts = self.options
+        backend = make_backend(
+            opts.backend,
+            self.model,
+            opts.base_url,
+            timeout=opts.timeout,
+            concurrency=opts.concurrency,
+            structured=opts.structured,
+            http=opts.http,
+        )
+        config = EngineConfig(
+            concurrency=opts.concurrency,
+            rpm=opts.rpm,
+            tpm=opts.tpm,
+            max_retries=opts.retries,
+            backoff_base=opts.backoff_base,
+            max_requests=opts.max_requests,
+            max_cost=opts.max_cost,
+            price=self.price,
+            limiter=self.limiter,
+        )
+        self.engine = Engine(backend, _Rows(), config)  # type: ignore[arg-type]
+        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.workers = [asyncio.ensure_future(self._work()) for _ in range(opts.concurrency)]
+        return self.engine
+
+    async def _work(self) -> None:
+        engine = self.engine
+        assert engine is not None
+        while True:
+            job = await self.queue.get()
+            row = None
+            if engine.stop is None and not self.halted:
+                try:
+                    row = await engine.run_job(job)
+                except Exception as exc:  # never leave a batch waiting forever
+                    engine.stop = engine.stop or Stop("fatal", f"{type(exc).__name__}: {exc}")
+            if row is not None:
+                result = parse_row(row, self.task.labels)
+                if result is not None:
+                    self.parsed[row.key] = result
+            waiting = self.waiting.pop(job.key, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(row)
+
+    def halt(self) -> None:
+        """Send no new request (the job stopped elsewhere); requests in flight finish."""
+        self.halted = True
+
+    async def run(
+        self, items: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], Stop | None, int]:
+        """The records of ``items`` (input order), why the actor stopped (or None), and unsent.
+
+        After a stop the records cover only the items with every reply in; ``unsent`` counts
+        the requests of this batch that were never sent.
+        """
+        engine = self.engine or self._start()
+        loop = asyncio.get_running_loop()
+        plans, jobs = plan_requests(self.task, items, self.options, self.model)
+        rows: dict[str, Row] = {}
+        pending: dict[str, asyncio.Future[Row | None]] = {}
+        for key, job in jobs.items():
+            if key not in self.waiting:  # a request already in flight is not sent twice
+                self.waiting[key] = loop.create_future()
+                self.queue.put_nowait(job)
+            pending[key] = self.waiting[key]
+        for key, waiting in pending.items():
+            row = await waiting
+            if row is not None:
+                rows[key] = row
+        stop = engine.stop or (Stop("halted", "stopped by another actor") if self.halted else None)
+        complete = [plan for plan in plans if all(k in rows for k in _keys(plan))]
+        records = [build_record(plan, rows, self.task.labels, self.parsed) for plan in complete]
+        unsent = sum(1 for key in jobs if key not in rows)
+        for key in jobs:
+            self.parsed.pop(key, None)
+        return records, stop, unsent
+
+    async def summary(self) -> dict[str, Any]:
+        """What this actor's engine did (requests, retries, tokens) and its backend's notes."""
+        if self.engine is None:
+            return {"requests": 0, "retries": 0, "input_tokens": 0, "output_tokens": 0, "notes": []}
+        stats = self.engine.stats
+        return {
             "requests": stats.requests,
             "retries": stats.retries,
             "input_tokens": stats.input_tokens,
             "output_tokens": stats.output_tokens,
-            "issues": dict(result.issue_counts),
-            "cost": result.cost,
-            "notes": result.notes,
+            "notes": list(getattr(self.engine.backend, "notes", [])),
         }
-        return records, done
+
+
+class _Rows:
+    """The engine's store on an actor: rows go back to the driver with their batch, not kept.
+
+    (The driver's part files are the durable store; keeping every row on the actor would
+    grow with the job.)
+    """
+
+    def put(self, backend: str, model: str, row: Row) -> None:
+        """Nothing to keep."""
+
+
+def _keys(plan: Any) -> list[str]:
+    return [*plan.keys, *([plan.logprob_key] if plan.logprob_key else [])]
+
+
+def _split(total: float | None, actors: int, index: int) -> Any:
+    """Actor ``index``'s share of a job-wide budget (None: no budget)."""
+    if total is None:
+        return None
+    if isinstance(total, int):
+        return total // actors + (1 if index < total % actors else 0)
+    return total / actors
 
 
 def default_parts(out: str | Path) -> Path:
@@ -114,6 +243,17 @@ def _batches(items: Sequence[dict[str, Any]], size: int) -> Iterator[list[dict[s
         yield list(items[start : start + size])
 
 
+@dataclass
+class _Outcome:
+    """What the actors did, summed over the pool."""
+
+    stats: EngineStats = field(default_factory=EngineStats)
+    notes: list[str] = field(default_factory=list)
+    stop: Stop | None = None
+    unsent: int = 0
+    startup: float = 0.0
+
+
 def elicit_ray(
     task: Task | str | Path,
     items: str | Path | Sequence[dict[str, Any]],
@@ -126,8 +266,14 @@ def elicit_ray(
     parts: str | Path | None = None,
     console: Console | None = None,
     progress: bool = True,
+    timings: dict[str, float] | None = None,
 ) -> ElicitResult:
-    """Elicit on a Ray cluster (see the module doc); write ``out`` (JSONL or Parquet) in input order."""
+    """Elicit on a Ray cluster (see the module doc); write ``out`` (JSONL or Parquet) in input order.
+
+    Raises :class:`ElicitStopped` (every finished batch kept in the parts, ``out`` not
+    written) at a 401/403/404 or a budget reached in any actor. ``timings``, if given, gets
+    ``startup`` (seconds until every actor answered) and ``total``.
+    """
     opts = options or ElicitOptions()
     opts.check()
     if opts.backend == "local":
@@ -137,7 +283,14 @@ def elicit_ray(
         )
     if actors < 1 or batch_size < 1:
         raise ElicitError("--actors and --batch-size must be at least 1")
+    if opts.max_requests is not None:
+        actors = min(actors, opts.max_requests)  # every actor's share is at least one request
     task = task if isinstance(task, Task) else load_task(task)
+    model = opts.model or DEFAULT_MODELS[opts.backend]
+    prices = load_prices(opts.prices)
+    price = (0.0, 0.0) if opts.backend == "local" else lookup(model, prices)
+    if price is None and opts.max_cost is not None:
+        raise ElicitError(f"--max-cost needs a price for {model!r}: pass --prices FILE")
     rows = list(items) if not isinstance(items, (str, Path)) else read_items(items, task)
     rows = rows[: opts.max_items] if opts.max_items is not None else rows
     parts_dir = Path(parts) if parts else default_parts(out)
@@ -145,58 +298,54 @@ def elicit_ray(
     answered = {k: r for k, r in read_parts(parts_dir).items() if r.get("status") != "error"}
     todo = [row for row in rows if str(row["id"]) not in answered]
     started = time.monotonic()
-    totals: Counter[str] = Counter()
-    issues: Counter[str] = Counter()
-    costs: list[float | None] = []
-    notes: list[str] = []
+    outcome = _Outcome()
     if todo:
-        per_batch = max(1, math.ceil(opts.concurrency / (actors * BATCHES_PER_ACTOR)))
-        batch_opts = replace(opts, concurrency=per_batch)
+        per_actor = max(1, math.ceil(opts.concurrency / actors))
         batches = list(_batches(todo, batch_size))
-        for done in _run(task, batch_opts, batches, actors, address, parts_dir, console, progress):
-            totals.update({k: v for k, v in done.items() if isinstance(v, int)})
-            issues.update(done["issues"])
-            costs.append(done["cost"])
-            notes += [n for n in done["notes"] if n not in notes]
+        outcome = _run(
+            task, replace(opts, concurrency=per_actor), price, batches, actors, address,
+            parts_dir, console, progress,
+        )  # fmt: skip
+    if timings is not None:
+        timings.update(startup=outcome.startup, total=time.monotonic() - started)
+    stats = outcome.stats
+    if outcome.stop is not None:
+        raise ElicitStopped(outcome.stop, opts.backend, parts_dir, stats.requests, outcome.unsent)
     fresh = read_parts(parts_dir)
     records = [fresh[str(row["id"])] for row in rows]
     write_records(out, records)
-    stats = EngineStats(
-        requests=totals["requests"],
-        retries=totals["retries"],
-        input_tokens=totals["input_tokens"],
-        output_tokens=totals["output_tokens"],
-    )
     return ElicitResult(
         out=Path(out),
         store=parts_dir,
         n_items=len(records),
         status_counts=Counter(r["status"] for r in records),
-        issue_counts=issues,
+        issue_counts=_parse_issues(records),
         stats=stats,
         n_requests_planned=len(rows) * opts.samples,
         n_from_store=(len(rows) - len(todo)) * opts.samples,
         seconds=time.monotonic() - started,
-        cost=None if not costs or None in costs else sum(c for c in costs if c is not None),
+        cost=estimate_cost(opts.backend, model, stats.input_tokens, stats.output_tokens, prices),
         backend=opts.backend,
-        model=opts.model or DEFAULT_MODELS[opts.backend],
-        notes=notes,
+        model=model,
+        notes=outcome.notes,
     )
 
 
 def _run(
     task: Task,
     opts: ElicitOptions,
+    price: Any,
     batches: list[list[dict[str, Any]]],
     actors: int,
     address: str | None,
     parts: Path,
     console: Console | None,
     progress: bool,
-) -> Iterator[dict[str, Any]]:
-    """Run the batches on the actor pool; write each batch as it finishes, yield its stats."""
+) -> _Outcome:
+    """Run the batches on the actor pool, writing each batch as it finishes."""
     ray = require_ray()
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    outcome = _Outcome()
     with (
         ray_session(address),
         StatusProgress(sum(map(len, batches)), console, enabled=progress) as bar,
@@ -207,31 +356,55 @@ def _run(
             buckets = bucket_actor.options(name=f"verbcal-limits-{run_id}").remote(
                 opts.rpm, opts.tpm
             )
-        actor_class = ray.remote(
-            num_cpus=0, max_concurrency=BATCHES_PER_ACTOR, scheduling_strategy="SPREAD"
-        )(Elicitor)
-        pool = [actor_class.remote(task, opts, buckets) for _ in range(actors)]
-        queue = batches[::-1]
-        running: dict[Any, int] = {}
-        for _ in range(BATCHES_PER_ACTOR):
-            for index, actor in enumerate(pool):
-                if queue:
-                    running[actor.run.remote(queue.pop())] = index
-        number = 0
+        actor_class = ray.remote(num_cpus=0, max_concurrency=1000, scheduling_strategy="SPREAD")(
+            Elicitor
+        )
+        pool = []
+        for index in range(actors):
+            share = replace(
+                opts,
+                max_requests=_split(opts.max_requests, actors, index),
+                max_cost=_split(opts.max_cost, actors, index),
+            )
+            pool.append(actor_class.remote(task, share, buckets, price))
+        clock = time.monotonic()
         try:
+            ray.get([actor.ready.remote() for actor in pool])
+            outcome.startup = time.monotonic() - clock
+            queue = batches[::-1]
+            running: dict[Any, int] = {}
+            for _ in range(BATCHES_IN_FLIGHT):
+                for index, actor in enumerate(pool):
+                    if queue:
+                        running[actor.run.remote(queue.pop())] = index
+            number = 0
             while running:
                 (ready,), _ = ray.wait(list(running), num_returns=1)
                 index = running.pop(ready)
-                records, done = ray.get(ready)
-                write_jsonl(parts / f"part-{run_id}-{number:06d}.jsonl", records)
-                number += 1
+                records, stop, unsent = ray.get(ready)
+                if records:
+                    write_jsonl(parts / f"part-{run_id}-{number:06d}.jsonl", records)
+                    number += 1
                 for record in records:
                     bar.advance(record["status"])
-                if queue:
+                outcome.unsent += unsent
+                if stop is not None and stop.kind != "halted" and outcome.stop is None:
+                    if stop.kind == "budget" and actors > 1:
+                        note = f" (one actor's share: the job's budget is split over {actors})"
+                        stop = replace(stop, message=stop.message + note)
+                    outcome.stop = stop
+                    ray.get([actor.halt.remote() for actor in pool])
+                if queue and outcome.stop is None:
                     running[pool[index].run.remote(queue.pop())] = index
-                yield done
+            if outcome.stop is not None:
+                outcome.unsent += sum(len(b) for b in queue) * opts.samples
+            for summary in ray.get([actor.summary.remote() for actor in pool]):
+                for name in ("requests", "retries", "input_tokens", "output_tokens"):
+                    setattr(outcome.stats, name, getattr(outcome.stats, name) + summary[name])
+                outcome.notes += [n for n in summary["notes"] if n not in outcome.notes]
         finally:
             for actor in pool:
                 ray.kill(actor)
             if buckets is not None:
                 ray.kill(buckets)
+    return outcome
