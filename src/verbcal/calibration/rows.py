@@ -172,12 +172,12 @@ def _decimal_grid_counts(probs: Array, y: NDArray[np.int64]) -> tuple[Array, Arr
 def grid_codes(probs: Array, y: NDArray[np.int64]) -> tuple[Array, int, float] | None:
     """Row-and-label codes (exact integers held as float64), the row base and the scale.
 
-    Values within 1e-9 / 10^d of a d-decimal number are read as that number; ``None``
-    when the rows are not on a decimal grid of at most 6 decimals or the codes would
-    reach 2**53.
+    Values within 1e-9 / 10^d of a d-decimal number (d = 0 for whole numbers such as
+    percentages) are read as that number; ``None`` when the rows are not on a decimal grid
+    of at most 6 decimals or the codes would reach 2**53.
     """
     k = probs.shape[1]
-    for decimals in range(1, 7):
+    for decimals in range(0, 7):
         scale = 10.0**decimals
         head = probs[:1000] * scale
         if np.abs(np.rint(head) - head).max() > 1e-9:
