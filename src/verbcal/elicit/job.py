@@ -263,7 +263,7 @@ def elicit(
         store=store_path,
         n_items=len(records),
         status_counts=Counter(r["status"] for r in records),
-        issue_counts=_parse_issues(records),
+        issue_counts=parse_issues(records),
         stats=stats,
         n_requests_planned=len(jobs),
         n_from_store=len(done),
@@ -355,7 +355,7 @@ def dry_run(
     )
 
 
-def _parse_issues(records: Sequence[dict[str, Any]]) -> Counter[str]:
+def parse_issues(records: Sequence[dict[str, Any]]) -> Counter[str]:
     """How often each parse issue occurs (request errors are counted by status instead)."""
     found: Counter[str] = Counter()
     for record in records:

@@ -39,10 +39,10 @@ from rich.console import Console
 from verbcal.elicit import ElicitError, ElicitOptions, ElicitResult, ElicitStopped
 from verbcal.elicit.backends import DEFAULT_MODELS, make_backend
 from verbcal.elicit.engine import Engine, EngineConfig, EngineStats, Job, RateLimiter, Stop
+from verbcal.elicit.job import parse_issues, plan_requests
 from verbcal.elicit.pricing import estimate_cost, load_prices, lookup
 from verbcal.elicit.progress import StatusProgress
 from verbcal.elicit.records import build_record, parse_row
-from verbcal.elicit.run import _parse_issues, plan_requests
 from verbcal.elicit.store import Row
 from verbcal.engines.ray import ray_session, require_ray
 from verbcal.parse import ParsedReply
@@ -319,7 +319,7 @@ def elicit_ray(
         store=parts_dir,
         n_items=len(records),
         status_counts=Counter(r["status"] for r in records),
-        issue_counts=_parse_issues(records),
+        issue_counts=parse_issues(records),
         stats=stats,
         n_requests_planned=len(rows) * opts.samples,
         n_from_store=(len(rows) - len(todo)) * opts.samples,
