@@ -120,6 +120,34 @@ class ElicitOptions:
             return self.temperature
         return 0.0 if self.samples == 1 else 0.7
 
+    def make_backend(self, model: str, base_url: str | None) -> Backend:
+        """The backend these options ask for (one per run, or one per Ray actor)."""
+        return make_backend(
+            self.backend,
+            model,
+            base_url,
+            timeout=self.timeout,
+            concurrency=self.concurrency,
+            structured=self.structured,
+            http=self.http,
+        )
+
+    def engine_config(
+        self, price: tuple[float, float] | None, limiter: Callable[[str, float], Any] | None
+    ) -> EngineConfig:
+        """The engine's limits, retries and budgets from these options."""
+        return EngineConfig(
+            concurrency=self.concurrency,
+            rpm=self.rpm,
+            tpm=self.tpm,
+            max_retries=self.retries,
+            backoff_base=self.backoff_base,
+            max_requests=self.max_requests,
+            max_cost=self.max_cost,
+            price=price,
+            limiter=limiter,
+        )
+
 
 @dataclass
 class ElicitResult:
@@ -376,26 +404,8 @@ def _run_pending(
     parsed: dict[str, ParsedReply],
 ) -> tuple[EngineStats, list[str], Stop | None]:
     with _endpoint(opts, console) as base_url:
-        backend = make_backend(
-            opts.backend,
-            model,
-            base_url,
-            timeout=opts.timeout,
-            concurrency=opts.concurrency,
-            structured=opts.structured,
-            http=opts.http,
-        )
-        config = EngineConfig(
-            concurrency=opts.concurrency,
-            rpm=opts.rpm,
-            tpm=opts.tpm,
-            max_retries=opts.retries,
-            backoff_base=opts.backoff_base,
-            max_requests=opts.max_requests,
-            max_cost=opts.max_cost,
-            price=price,
-            limiter=opts.limiter,
-        )
+        backend = opts.make_backend(model, base_url)
+        config = opts.engine_config(price, opts.limiter)
         with StatusProgress(len(pending), console, enabled=progress) as bar:
 
             def on_done(job: Job, row: Row) -> None:

@@ -37,8 +37,8 @@ from typing import Any
 from rich.console import Console
 
 from verbcal.elicit import ElicitError, ElicitOptions, ElicitResult, ElicitStopped
-from verbcal.elicit.backends import DEFAULT_MODELS, make_backend
-from verbcal.elicit.engine import Engine, EngineConfig, EngineStats, Job, RateLimiter, Stop
+from verbcal.elicit.backends import DEFAULT_MODELS
+from verbcal.elicit.engine import Engine, EngineStats, Job, RateLimiter, Stop
 from verbcal.elicit.job import parse_issues, plan_requests
 from verbcal.elicit.pricing import estimate_cost, load_prices, lookup
 from verbcal.elicit.progress import StatusProgress
@@ -105,26 +105,8 @@ class Elicitor:
     def _start(self) -> Engine:
         """The actor's engine and workers, built once, on the actor's event loop."""
         opts = self.options
-        backend = make_backend(
-            opts.backend,
-            self.model,
-            opts.base_url,
-            timeout=opts.timeout,
-            concurrency=opts.concurrency,
-            structured=opts.structured,
-            http=opts.http,
-        )
-        config = EngineConfig(
-            concurrency=opts.concurrency,
-            rpm=opts.rpm,
-            tpm=opts.tpm,
-            max_retries=opts.retries,
-            backoff_base=opts.backoff_base,
-            max_requests=opts.max_requests,
-            max_cost=opts.max_cost,
-            price=self.price,
-            limiter=self.limiter,
-        )
+        backend = opts.make_backend(self.model, opts.base_url)
+        config = opts.engine_config(self.price, self.limiter)
         self.engine = Engine(backend, _Rows(), config)  # type: ignore[arg-type]
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self.workers = [asyncio.ensure_future(self._work()) for _ in range(opts.concurrency)]
