@@ -52,11 +52,6 @@ class CacheStats:
         self.hits = 0
         self.misses = 0
 
-    @property
-    def hit_rate(self) -> float:
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
-
 
 class RowCache:
     """Calibrated rows by the exact bytes of the verbalized row; at most ``size`` entries."""

@@ -62,11 +62,6 @@ def checked_rows(served: Served, rows: Sequence[Mapping[str, float]]) -> list[li
     return values
 
 
-def probs_matrix(served: Served, rows: Sequence[Mapping[str, float]]) -> Array:
-    """Label-keyed rows as an (n, K) matrix in the model's label order (checked)."""
-    return np.array(checked_rows(served, rows), dtype=np.float64)
-
-
 def calibrated(served: Served, rows: Sequence[Sequence[float]]) -> list[Row]:
     """Checked rows (label order) through the model's row cache and calibrator."""
     return served.cache.calibrate(rows, served.calibrator.predict_proba)
