@@ -501,6 +501,33 @@ def test_vector_scaling_recovers_generating_parameters() -> None:
     np.testing.assert_allclose(vs.bias_ - vs.bias_.mean(), b - b.mean(), atol=0.1)
 
 
+def test_matrix_prior_is_the_map_fit_and_bounds_separable_data() -> None:
+    rng = np.random.default_rng(42)
+    n, k, sd = 40, 3, 1.0
+    y = np.arange(n) % k
+    p = np.full((n, k), 0.1)
+    p[np.arange(n), y] = 0.8  # every item ranked right: separable
+    p += rng.uniform(0, 0.05, size=(n, k))
+    p /= p.sum(axis=1, keepdims=True)
+    plain = fitted("matrix", p, y, floor=1e-12)
+    prior = make_calibrator("matrix", prior_sd=sd, floor=1e-12).fit(p, y)
+    # the plain fit sharpens until the optimiser stops; the prior keeps W near I
+    assert np.diag(plain.weights_).min() > 3 * np.diag(prior.weights_).max()
+    z, eye = np.log(p), np.r_[np.eye(k).ravel(), np.zeros(k)]
+    off = 1 - np.eye(k)
+
+    def objective(theta: Array) -> float:  # written out independently: NLL + ODIR + prior
+        w, b = theta[: k * k].reshape(k, k), theta[k * k :]
+        nll = -np.mean(log_softmax(z @ w.T + b, axis=1)[np.arange(n), y])
+        odir = 1e-2 * (np.sum((w * off) ** 2) / (k * (k - 1)) + np.sum(b**2) / k)
+        return float(nll + odir + np.sum((theta - eye) ** 2) / (2 * sd**2 * n))
+
+    ref = minimize(objective, eye, method="BFGS", options={"gtol": 1e-10})
+    theta = np.r_[prior.weights_.ravel(), prior.bias_]
+    assert objective(theta) == pytest.approx(ref.fun, abs=1e-7)
+    np.testing.assert_allclose(theta, ref.x, atol=1e-3)
+
+
 @pytest.mark.parametrize("method", ["platt", "isotonic", "histogram"])
 def test_one_vs_rest_k2_uses_the_complement(method: str) -> None:
     p, y = grid_data(500, 2, seed=50)

@@ -270,7 +270,8 @@ def test_auto_saves_its_table_and_reason_and_prefers_the_simpler_method() -> Non
     # well calibrated already: the verbalized p is the truth, so identity should win
     truth = rng.dirichlet(np.ones(3), size=300)
     y = (rng.random(300)[:, None] > np.cumsum(truth, axis=1)).sum(axis=1)
-    auto = AutoCalibrator(candidates=["identity", "temperature", "vector"]).fit(truth, y)
+    auto = AutoCalibrator(candidates=["identity", "temperature", "vector"], rule="1se")
+    auto.fit(truth, y)
     assert [row["method"] for row in auto.cv_] == ["identity", "temperature", "vector"]
     best = min(r["cv_nll"] for r in auto.cv_)
     chosen = next(r for r in auto.cv_ if r["method"] == auto.chosen_)
@@ -285,5 +286,67 @@ def test_auto_saves_its_table_and_reason_and_prefers_the_simpler_method() -> Non
     np.testing.assert_array_equal(loaded.predict_proba(truth), auto.predict_proba(truth))
     # overconfident: sharpened rows need a temperature well above 1
     sharp = truth**4 / (truth**4).sum(axis=1, keepdims=True)
-    picked = AutoCalibrator(candidates=["identity", "temperature"]).fit(sharp, y)
+    picked = AutoCalibrator(candidates=["identity", "temperature"], rule="1se").fit(sharp, y)
     assert picked.chosen_ == "temperature" and picked.calibrator_.temperature_ > 2
+
+
+def test_stacking_weights_match_an_independent_optimiser() -> None:
+    from scipy import optimize
+
+    from verbcal.calibration.auto import stacking_weights
+
+    rng = np.random.default_rng(5)
+    gold = rng.uniform(0.01, 1, size=(200, 4)) ** rng.uniform(0.5, 3, size=4)
+    item_weight = rng.uniform(0.5, 2, size=200)
+    w = stacking_weights(gold, item_weight)
+
+    def loss(v: np.ndarray) -> float:
+        return float(-np.average(np.log(gold @ v), weights=item_weight))
+
+    ref = optimize.minimize(
+        loss,
+        np.full(4, 0.25),
+        method="SLSQP",
+        bounds=[(0, 1)] * 4,
+        constraints=[{"type": "eq", "fun": lambda v: v.sum() - 1}],
+        options={"ftol": 1e-14},
+    )
+    assert w.min() >= 0 and w.sum() == pytest.approx(1)
+    assert loss(w) == pytest.approx(ref.fun, abs=1e-8)
+    np.testing.assert_allclose(w, ref.x, atol=1e-3)
+
+
+def test_auto_stack_mixes_its_members_and_round_trips() -> None:
+    rng = np.random.default_rng(13)
+    truth = rng.dirichlet(np.ones(3), size=300)
+    y = (rng.random(300)[:, None] > np.cumsum(truth, axis=1)).sum(axis=1)
+    sharp = truth**3 / (truth**3).sum(axis=1, keepdims=True)
+    auto = AutoCalibrator(candidates=["identity", "temperature", "matrix[prior=1]"]).fit(sharp, y)
+    assert auto.rule == "stack" and set(auto.weights_) == set(auto.members_)
+    assert sum(auto.weights_.values()) == pytest.approx(1)
+    assert min(auto.weights_.values()) >= 0.01
+    assert auto.weights_.get("identity", 0) < 0.05  # sharpened: the raw p is worst
+    assert [r["weight"] for r in auto.cv_] == [auto.weights_.get(r["method"], 0) for r in auto.cv_]
+    mixed = sum(w * auto.members_[m].predict_proba(sharp) for m, w in auto.weights_.items())
+    np.testing.assert_allclose(auto.predict_proba(sharp), mixed, rtol=1e-12)
+    loaded = Calibrator.from_dict(json.loads(json.dumps(auto.to_dict())))
+    np.testing.assert_array_equal(loaded.predict_proba(sharp), auto.predict_proba(sharp))
+    assert loaded.describe() == auto.describe()
+
+
+def test_auto_files_from_before_stacking_still_load() -> None:
+    rng = np.random.default_rng(2)
+    p = rng.dirichlet(np.ones(3), size=60)
+    y = rng.integers(0, 3, size=60)
+    auto = AutoCalibrator(candidates=["identity", "temperature"], rule="1se").fit(p, y)
+    old = auto.to_dict()
+    chosen = old["state"]["chosen"]
+    old["params"].pop("rule")
+    old["state"] = {
+        "chosen": chosen,
+        "reason": old["state"]["reason"],
+        "cv": old["state"]["cv"],
+        "calibrator": old["state"]["members"][chosen],
+    }
+    loaded = Calibrator.from_dict(old)
+    np.testing.assert_array_equal(loaded.predict_proba(p), auto.predict_proba(p))

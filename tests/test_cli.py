@@ -381,7 +381,7 @@ def test_demo_closing_table_says_when_recommended_is_worse_than_raw(
 
     _closing([("better", None, run(0.40)), ("worse", None, run(0.60))], 1.0)
     out = " ".join(capsys.readouterr().out.split())
-    assert "raw → recommended" in out and "chosen by auto" in out
+    assert "raw → recommended" in out and "built by auto" in out
     assert "worse: temperature is worse than raw on the test part (nll)" in out
     assert "better: temperature is worse" not in out
     assert "small test part is noisy" in out

@@ -14,6 +14,7 @@ pytest.importorskip("matplotlib")
 
 from verbcal.calibrate import Calibrator
 from verbcal.calibration.auto import stratified_folds
+from verbcal.calibration.specs import parse_spec
 from verbcal.cli import app
 from verbcal.pipeline import (
     ALTERNATIVES,
@@ -58,7 +59,7 @@ def test_run_dir_holds_the_promised_files(tweets_run: Path) -> None:
     assert list(metrics["methods"]) == expected + ([rec] if rec not in expected else [])
     for method, entry in metrics["methods"].items():
         calibrator = Calibrator.load(tweets_run / entry["calibrator"])
-        assert calibrator.method == method
+        assert calibrator.method == parse_spec(method).method
         assert set(entry["test"]) == set(entry["ci"])
         for label in metrics["labels"]:
             assert "reachable" in entry["thresholds"][label]["calibration"]
@@ -66,8 +67,11 @@ def test_run_dir_holds_the_promised_files(tweets_run: Path) -> None:
     assert metrics["recommended"] in metrics["methods"]
     # recommended through auto: its CV table and reason are in metrics.json and auto.json
     auto = Calibrator.load(tweets_run / "calibrators" / "auto.json")
-    assert auto.method == "auto" and auto.chosen_ == metrics["recommended"]
-    assert metrics["auto"]["chosen"] == metrics["recommended"]
+    # a stack is recommended as auto itself; a single candidate by its spec
+    assert auto.method == "auto"
+    assert metrics["recommended"] == ("auto" if auto.chosen_ == "stack" else auto.chosen_)
+    assert metrics["auto"]["chosen"] == auto.chosen_
+    assert metrics["auto"]["built"] == auto.describe()
     assert metrics["auto"]["reason"] == auto.reason_
     assert {row["method"] for row in metrics["auto"]["cv"]} >= {"identity", "temperature"}
     lines = (tweets_run / "predictions.jsonl").read_text(encoding="utf-8").rstrip("\n").split("\n")

@@ -277,7 +277,7 @@ def analyse(
         if not scored:
             raise RunError("no alternative calibrator could be fitted on the calibration part")
         best_alternative = min(scored)[1]
-    recommended = auto.chosen_
+    recommended = "auto" if auto.chosen_ == "stack" else auto.chosen_
     methods: list[str] = list(
         dict.fromkeys(
             [(best_alternative or "") if m == "best" else m for m in options.methods]
@@ -399,8 +399,8 @@ def analyse(
             "ci": f"{options.n_boot} percentile bootstrap resamples of the test items, 95%",
             "cv": (
                 f"{auto.cv_[0]['folds']}-fold stratified cross-validated NLL on the calibration "
-                f"part, averaged over {auto.cv_[0]['repeats']} shufflings; recommended = the "
-                "simplest calibrator within one standard error of the best (auto)"
+                f"part, {auto.cv_[0]['repeats']} shufflings; recommended = auto "
+                f"(rule {auto.rule}): {auto.describe()}"
             ),
             "thresholds": (
                 f"per class, a threshold whose true precision is at least {options.precision} "
@@ -421,7 +421,12 @@ def analyse(
         cv_nll=cv,
         best_alternative=best_alternative,
         recommended=recommended,
-        auto={"cv": auto.cv_, "reason": auto.reason_, "chosen": auto.chosen_},
+        auto={
+            "cv": auto.cv_,
+            "reason": auto.reason_,
+            "chosen": auto.chosen_,
+            "built": auto.describe(),
+        },
         baseline="identity: the verbalized distribution normalised to sum 1, nothing fitted",
         methods=results,
         notes=notes + list(predictions.notes),
@@ -485,7 +490,7 @@ def _role(method: str, best_alternative: str | None, recommended: str) -> str:
     if method in ("identity", specs.UNCALIBRATED):
         return "uncalibrated"
     if method == recommended and method != "temperature":
-        return "recommended (auto: cross-validated NLL, one-standard-error rule)"
+        return "recommended (auto: built by cross-validated NLL on the calibration part)"
     if method == "resoftmax":
         return "re-softmax (the error the paper warns about)"
     if method == "temperature":

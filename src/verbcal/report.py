@@ -281,7 +281,7 @@ def _headline(metrics: RunMetrics) -> str:
         (
             "recommended",
             _e(rec),
-            "auto: simplest within one standard error of the best cross-validated NLL",
+            "auto: built by cross-validated NLL on the calibration part",
         ),
         ("test ECE", _num(after["ece"]), delta("ece")),
         ("test NLL", _num(after["nll"]), delta("nll")),

@@ -203,8 +203,14 @@ class ReSoftmax(TemperatureScaling):
 class _LogitModel(Calibrator):
     """Affine maps of the estimated logits fitted by L-BFGS over distinct rows.
 
-    ``floor="fit"`` chooses the floor by this model's own penalised NLL, refitting the
-    map for each floor on a grid every two decades (each fit warm-started from the last).
+    ``prior_sd`` (default None: no prior) makes the fit a MAP estimate under independent
+    normal priors centred on the identity map: every weight ~ N(its identity value,
+    ``prior_sd``^2) and every bias ~ N(0, ``prior_sd``^2), the analogue of
+    ``temperature``'s prior on log T. Its weight falls as 1/n, so it matters on small or
+    separable calibration sets (where the plain fit sharpens without bound) and fades
+    with data. ``floor="fit"`` chooses the floor by this model's own penalised NLL,
+    refitting the map for each floor on a grid every two decades (each fit warm-started
+    from the last).
     """
 
     floor_grid_step = 2.0
@@ -212,11 +218,16 @@ class _LogitModel(Calibrator):
     _warm: Array | None = None
 
     def __init__(
-        self, floor: float | str = "fit", floor_mode: FloorMode = "clip", reg: float = 0.0
+        self,
+        floor: float | str = "fit",
+        floor_mode: FloorMode = "clip",
+        reg: float = 0.0,
+        prior_sd: float | None = None,
     ):
         self.floor = floor
         self.floor_mode = floor_mode
         self.reg = reg
+        self.prior_sd = prior_sd
 
     @abstractmethod
     def _initial(self, k: int) -> Array: ...
@@ -236,20 +247,32 @@ class _LogitModel(Calibrator):
     def _solve(self, data: Counts, start: Array | None = None) -> tuple[Array, Array, float]:
         z = self.logits(data.rows)
         k, totals, n = z.shape[1], data.totals, data.n
+        identity = self._initial(k)
+        precision = self._prior_precision(n)
 
         def objective(theta: Array) -> tuple[float, Array]:
             weights, bias = self._unpack(theta, k)
             log_q = log_softmax(self._scores(z, weights, bias), axis=1)
             residual = totals[:, None] * np.exp(log_q) - data.counts
             penalty, penalty_grad = self._penalty(weights, bias)
-            value = -np.sum(data.counts * log_q) / n + penalty
-            return value, self._gradient(z, residual, weights, bias) / n + penalty_grad
+            away = theta - identity
+            value = -np.sum(data.counts * log_q) / n + penalty + 0.5 * precision * away @ away
+            gradient = self._gradient(z, residual, weights, bias) / n + penalty_grad
+            return value, gradient + precision * away
 
-        initial = self._initial(k) if start is None else start
+        initial = identity if start is None else start
         result = optimize.minimize(objective, initial, jac=True, method="L-BFGS-B")
         self._warm = result.x
         weights, bias = self._unpack(result.x, k)
         return weights, bias, float(result.fun)
+
+    def _prior_precision(self, n: float) -> float:
+        """1 / (sd^2 n): the prior's weight in the per-item objective (0 without a prior)."""
+        if self.prior_sd is None:
+            return 0.0
+        if not self.prior_sd > 0:
+            raise ValueError(f"prior_sd must be positive or None, got {self.prior_sd!r}")
+        return 1.0 / (self.prior_sd**2 * n)
 
     def _choose_floor(self, data: Counts) -> float | None:
         self._warm = None
@@ -279,6 +302,9 @@ class _LogitModel(Calibrator):
 @register
 class VectorScaling(_LogitModel):
     """``softmax(a ⊙ z + b)`` on the estimated logits; L2 penalty ``reg`` on (a - 1) and b.
+
+    ``reg`` is a fixed penalty; ``prior_sd`` a normal prior on the same (a - 1, b) whose
+    weight falls as 1/n (see the base class).
 
     ``floor="fit"`` chooses the floor by vector scaling's own penalised NLL.
     """
@@ -310,8 +336,10 @@ class MatrixScaling(_LogitModel):
     """``softmax(W z + b)`` on the estimated logits z = log p: Dirichlet calibration.
 
     Regularised as in Kull et al. (2019), ODIR: ``reg`` times the mean squared
-    off-diagonal entry of W plus the mean squared bias. ``floor="fit"`` chooses the floor
-    by matrix scaling's own penalised NLL.
+    off-diagonal entry of W plus the mean squared bias; ODIR leaves W's diagonal free, so
+    on a separable calibration set the fit sharpens without bound. ``prior_sd`` (e.g.
+    ``matrix[prior=1]``) adds a normal prior towards the identity map that bounds it.
+    ``floor="fit"`` chooses the floor by matrix scaling's own penalised NLL.
     """
 
     method = "matrix"
@@ -319,9 +347,13 @@ class MatrixScaling(_LogitModel):
     complexity = 40
 
     def __init__(
-        self, floor: float | str = "fit", floor_mode: FloorMode = "clip", reg: float = 1e-2
+        self,
+        floor: float | str = "fit",
+        floor_mode: FloorMode = "clip",
+        reg: float = 1e-2,
+        prior_sd: float | None = None,
     ) -> None:
-        super().__init__(floor, floor_mode, reg)
+        super().__init__(floor, floor_mode, reg, prior_sd)
 
     def _initial(self, k: int) -> Array:
         return np.concatenate([np.eye(k).ravel(), np.zeros(k)])

@@ -5,7 +5,8 @@ options in brackets: ``temperature[floor=1e-4]``, ``temperature[floor=fit,mode=m
 ``temperature[prior=none]``, ``vector[reg=0.1]``, ``histogram[bins=5]``. Options:
 ``floor`` (a number in (0, 1) or ``fit``), ``mode`` (``clip``: max(p, floor), or ``mix``:
 (1 - a) p + a / K), ``prior`` (temperature: sd of the normal prior on log T, or ``none``
-for the paper's exact maximum-likelihood T), ``reg`` (vector, matrix), ``bins``
+for the paper's exact maximum-likelihood T; vector, matrix: sd of the normal prior
+towards the identity map, as in ``matrix[prior=1]``), ``reg`` (vector, matrix), ``bins``
 (histogram); every other constructor argument by its own name. ``uncalibrated`` is
 ``identity``: the verbalized distribution itself, normalised, nothing fitted.
 ``make_calibrator``, ``auto``'s candidates, ``fit``, ``compare``, ``run`` and ``study``

@@ -272,8 +272,9 @@ def fit(
 ) -> None:
     """Fit a calibrator on labelled predictions and save it as a small JSON file.
 
-    --method auto picks the calibrator by cross-validated NLL on these data (the simplest
-    within one standard error of the best) and prints the table and the reason.
+    --method auto builds the calibrator by cross-validated NLL on these data (a mixture of
+    candidates weighted by out-of-fold log score; auto[rule=1se] picks the simplest within
+    one standard error of the best) and prints the table and the reason.
 
     Example: verbcal fit --method temperature --data recorded:tweets --out ts.json
     """
@@ -291,8 +292,9 @@ def fit(
         f"[bold]{method}[/] fitted on {int(info['n'])} items; floor: {calibrator.describe_floor()}"
     )
     shown = calibrator.calibrator_ if isinstance(calibrator, AutoCalibrator) else calibrator
-    for name, value in shown.params.items():
-        console.print(f"  {name} = {value}", highlight=False)
+    if not isinstance(shown, AutoCalibrator):  # a stack's weights are in the table above
+        for name, value in shown.params.items():
+            console.print(f"  {name} = {value}", highlight=False)
     console.print(
         f"NLL on the fitting data: {info['nll_before']:.4f} (verbalized) → {info['nll_after']:.4f}"
     )
@@ -318,7 +320,7 @@ def spec_options(spec: str, floor: str, floor_mode: str, mle: bool) -> dict[str,
 def show_auto(calibrator: AutoCalibrator) -> None:
     """The cross-validation table ``auto`` chose from, and why."""
     table = Table(title="auto: cross-validated NLL on the fitting data (lower is better)")
-    for column in ("candidate", "CV NLL", "± se", "chosen"):
+    for column in ("candidate", "CV NLL", "± se", "weight"):
         table.add_column(column, justify="left" if column == "candidate" else "right")
     for row in calibrator.cv_:
         nll, se = row["cv_nll"], row["se"]
@@ -326,10 +328,11 @@ def show_auto(calibrator: AutoCalibrator) -> None:
             escape(row["method"]),
             "failed" if nll is None else f"{nll:.4f}",
             "" if se is None else f"{se:.4f}",
-            "✓" if row["method"] == calibrator.chosen_ else "",
+            f"{row['weight']:.2f}" if row.get("weight") else "",
         )
     console.print(table)
-    console.print(f"chosen: {escape(calibrator.reason_)}", highlight=False)
+    console.print(f"built: {escape(calibrator.describe())}", highlight=False)
+    console.print(f"why: {escape(calibrator.reason_)}", highlight=False)
 
 
 @app.command()

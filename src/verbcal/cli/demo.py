@@ -102,8 +102,9 @@ def _closing(reports: list[tuple[str, Path | None, dict[str, Any]]], seconds: fl
     table = Table(
         title=f"verbcal demo finished in {seconds:.0f} s: test-set results, raw → recommended",
         caption="raw = the verbalized distribution normalised (identity, nothing fitted); "
-        "recommended = chosen by auto (cross-validated NLL on the calibration part, "
-        "one-standard-error rule). The test part is never used to choose.",
+        "recommended = built by auto from cross-validated NLL on the calibration part "
+        "(a stack: candidates weighted by out-of-fold log score). The test part is never "
+        "used to choose.",
     )
     for column in ("run", "recommended", "ECE raw → rec.", "NLL raw → rec.", "report"):
         table.add_column(column)
@@ -118,9 +119,10 @@ def _closing(reports: list[tuple[str, Path | None, dict[str, Any]]], seconds: fl
                 f"{title}: {best} is worse than raw on the test part ({', '.join(flags)}) with "
                 f"{metrics.n_calibration} calibration / {metrics.n_test} test items"
             )
+        built = metrics.auto.get("built", best)
         table.add_row(
             title,
-            escape(best),
+            escape(best if built == best else f"{best}: {built}"),
             f"{before['ece']:.3f} → {after['ece']:.3f}" + (" (worse)" if "ece" in flags else ""),
             f"{before['nll']:.3f} → {after['nll']:.3f}" + (" (worse)" if "nll" in flags else ""),
             str(report) if report else "-",

@@ -46,8 +46,8 @@ Tidy rows (``tidy.csv``): ``dataset, method, size, repeat, metric, value``. Metr
 :data:`verbcal.metrics.METRICS` on the test part, plus the fitted parameters
 ``temperature`` (T, temperature and resoftmax), ``floor`` (the floor value, variants that
 use one) and ``nll_fit`` (NLL on the calibration part itself, to show overfitting); for
-``auto``, ``picked_<method>`` is 1 where auto chose that candidate and 0 elsewhere (its
-mean is the share of splits).
+``auto``, ``weight_<method>``: the candidate's weight in auto's calibrator (its stacking
+weight; 1 or 0 under ``auto[rule=1se]``), so its mean over splits is the average share.
 
 Intervals: ``lo`` and ``hi`` are the 2.5th and 97.5th percentiles of the R per-repeat
 values (a percentile interval over repeats, not a standard error): they say how much a

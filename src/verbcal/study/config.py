@@ -33,6 +33,7 @@ DEFAULT_METHODS: tuple[str, ...] = (
     "temperature[floor=1e-6,mode=mix]",
     "vector",
     "matrix",
+    "matrix[prior=1]",
     "platt",
     "isotonic",
     "histogram",
@@ -40,7 +41,7 @@ DEFAULT_METHODS: tuple[str, ...] = (
 )
 """The default variants: every core method (floor fitted where one is used), the
 uncalibrated baseline, temperature scaling by maximum likelihood and under fixed clip and
-mix floors, and ``auto``."""
+mix floors, matrix scaling with the prior towards the identity map, and ``auto``."""
 DEFAULT_SIZES: tuple[int | str, ...] = (25, 50, 100, "all")
 DEFAULT_REPEATS = 50
 DEFAULT_TARGETS: tuple[float, ...] = (0.8, 0.9, 0.95)

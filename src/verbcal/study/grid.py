@@ -98,7 +98,7 @@ def _run_task(task: Task) -> tuple[Task, list[MetricRow], list[ThresholdRow]]:
             }
             if isinstance(calibrator, AutoCalibrator):
                 names = calibrator.candidates or DEFAULT_CANDIDATES
-                params |= {f"picked_{m}": float(m == calibrator.chosen_) for m in names}
+                params |= {f"weight_{m}": calibrator.weights_.get(m, 0.0) for m in names}
             for name, value in (*scores.items(), *params.items()):
                 if value is not None and not math.isnan(value):
                     rows.append(

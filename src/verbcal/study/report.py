@@ -63,8 +63,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _base_methods(methods: Sequence[str]) -> list[str]:
-    """Variants with the method's default options (no brackets), the baseline first."""
-    return [m for m in methods if "[" not in m]
+    """Variants compared side by side: every method with its default options, plus variants
+    of methods other than temperature (whose floor and prior variants have their own
+    sections), the baseline first."""
+    return [m for m in methods if "[" not in m or parse_variant(m).method != "temperature"]
 
 
 def _reference(methods: Sequence[str]) -> str | None:
@@ -493,11 +495,11 @@ def _auto_section(
     if "auto" not in result.config.methods:
         return ""
     picked = sorted(
-        {key[3] for key in table if key[1] == "auto" and key[3].startswith("picked_")},
-        key=lambda m: METHODS[parse_spec(m.removeprefix("picked_")).method].complexity,
+        {key[3] for key in table if key[1] == "auto" and key[3].startswith("weight_")},
+        key=lambda m: METHODS[parse_spec(m.removeprefix("weight_")).method].complexity,
     )
-    names = [m.removeprefix("picked_") for m in picked]
-    fixed = [m for m in result.config.methods if m not in ("auto", "uncalibrated") and "[" not in m]
+    names = [m.removeprefix("weight_") for m in picked]
+    fixed = [m for m in result.config.methods if m not in ("auto", "uncalibrated")]
 
     def mean(dataset: str, size: int, method: str, metric: str = "nll") -> float:
         values = list(table.get((dataset, method, size, metric), {}).values())
@@ -522,11 +524,13 @@ def _auto_section(
             )
     return "\n".join(
         [
-            "## What `auto` picked (share of splits) and what it scored (mean test NLL)\n",
-            "`auto` chooses on the calibration part only, by 5-fold cross-validated NLL "
-            "(2 shufflings) with the one-standard-error rule (paired standard error), "
-            "preferring the simpler method. `best fixed` is the fixed method with the lowest "
-            "mean test NLL at that size (known only after the fact).\n",
+            "## What `auto` built (mean weight over splits) and what it scored (mean test NLL)\n",
+            "`auto` is built on the calibration part only, from 5-fold cross-validated "
+            "predictions (2 shufflings): by default a mixture of the candidates weighted to "
+            "maximise the out-of-fold log score (stacking); a weight is a candidate's share of "
+            "the mixture, averaged over the splits. `best fixed` is the variant (any but "
+            "`auto` and `uncalibrated`) with the lowest mean test NLL at that size, known "
+            "only after the fact.\n",
             _table(["dataset", "size", *names, "auto NLL", "uncalibrated NLL", "best fixed"], body),
         ]
     )
