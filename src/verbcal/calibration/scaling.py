@@ -362,7 +362,12 @@ class MatrixScaling(_LogitModel):
         return theta[: k * k].reshape(k, k), theta[k * k :]
 
     def _scores(self, z: Array, weights: Array, bias: Array) -> Array:
-        return z @ weights.T + bias
+        """W z + b, summed column by column: a row's result does not depend on the batch
+        (a BLAS matrix product may round differently for different batch sizes)."""
+        scores = np.broadcast_to(bias, z.shape).copy()
+        for j in range(z.shape[1]):
+            scores += z[:, j, None] * weights[:, j]
+        return scores
 
     def _gradient(self, z: Array, residual: Array, weights: Array, bias: Array) -> Array:
         return np.concatenate([(residual.T @ z).ravel(), residual.sum(axis=0)])
