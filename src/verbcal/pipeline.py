@@ -270,7 +270,9 @@ def analyse(
     cv = {row["method"]: _nan(row["cv_nll"]) for row in auto.cv_}
     best_alternative = None
     if "best" in options.methods:
-        others = AutoCalibrator(candidates=ALTERNATIVES, folds=options.cv_folds, seed=options.seed)
+        others = AutoCalibrator(  # only its CV table is used: the 1-SE rule fits one member
+            candidates=ALTERNATIVES, rule="1se", folds=options.cv_folds, seed=options.seed
+        )
         others.fit(p_cal, y_cal, labels=labels)
         cv |= {row["method"]: _nan(row["cv_nll"]) for row in others.cv_}
         scored = [(cv[m], m) for m in ALTERNATIVES if not math.isnan(cv.get(m, math.nan))]
