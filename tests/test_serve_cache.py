@@ -340,21 +340,28 @@ def test_fast_path_agrees_on_random_bodies(tmp_path: Path) -> None:
         st.text(max_size=3),
     )
     labels = ("negative", "neutral", "positive")
+    valid = st.fixed_dictionaries(dict.fromkeys(labels, good))
     probs = st.one_of(
-        st.fixed_dictionaries(dict.fromkeys(labels, good)),
         st.fixed_dictionaries(dict.fromkeys(labels, value)),
         st.dictionaries(st.sampled_from([*labels, "other"]), value, min_size=2, max_size=4),
     )
-    item = st.fixed_dictionaries(
-        {"probs": probs}, optional={"id": st.none() | st.text(max_size=5) | st.integers()}
-    ) | st.fixed_dictionaries({"probs": probs, "x": value})
+    item = st.one_of(
+        st.fixed_dictionaries({"probs": valid}, optional={"id": st.none() | st.text(max_size=5)}),
+        st.fixed_dictionaries({"probs": probs}, optional={"id": st.integers() | st.text()}),
+        st.fixed_dictionaries({"probs": valid, "x": value}),
+    )
     body = st.fixed_dictionaries(
         {"items": st.lists(item, min_size=0, max_size=3)},
         optional={"model": st.sampled_from(["tweets", "", "nope"]), "set_mass": value},
     )
     accepted = []
 
-    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=400,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(body)
     def check(b: dict[str, Any]) -> None:
         raw = json.dumps(b).encode()
@@ -363,4 +370,4 @@ def test_fast_path_agrees_on_random_bodies(tmp_path: Path) -> None:
         accepted.append(expected is not None)
 
     check()
-    assert sum(accepted) >= 20  # the valid bodies were tried, not only the refused ones
+    assert sum(accepted) >= 30  # the valid bodies were tried, not only the refused ones

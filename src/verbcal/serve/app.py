@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic_core import from_json, to_json
+from pydantic_core import to_json
 from starlette.exceptions import HTTPException
 
 import verbcal
@@ -113,7 +114,7 @@ class Service:
         """``/v1/calibrate`` without the framework: the JSON answer, or None on any problem
         (the request then goes the framework's way, which gives the standard error)."""
         try:
-            body = CalibrateEnvelope.model_validate(from_json(raw))
+            body = CalibrateEnvelope.model_validate(orjson.loads(raw))
             self.check_count(len(body.items))
             served = pick_model(self.registry.models, body.model)
             ids, matrix = plain_rows(served, body.items)
