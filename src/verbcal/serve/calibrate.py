@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from itertools import chain
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -59,8 +57,7 @@ def checked_rows(served: Served, rows: Sequence[Mapping[str, float]]) -> Array:
             raise KeyError
     except KeyError:
         raise InputError(_label_errors(served, rows)) from None
-    _usable(values)
-    return np.array(values, dtype=np.float64)
+    return _usable(np.array(values, dtype=np.float64))
 
 
 _ABSENT = object()
@@ -76,40 +73,36 @@ def plain_rows(served: Served, items: list[Any]) -> tuple[list[str | None], Arra
     absent = ids.count(_ABSENT)
     if sum(map(len, items)) != 2 * len(items) - absent:  # a field besides id and probs
         raise KeyError("items")
-    if set(map(len, probs)) != {len(served.labels)}:  # as many labels as the model, all its own:
+    labels = served.labels
+    if set(map(len, probs)) != {len(labels)}:  # K labels each, and (a KeyError below) its own
         raise KeyError("probs")
-    rows = list(map(itemgetter(*served.labels), probs))  # ... a missing one raises here
-    values = ROW_VALUES.validate_python(list(chain.from_iterable(rows)))
-    _usable(rows)
+    values = ROW_VALUES.validate_python([p[label] for p in probs for label in labels])
     if absent:
         ids = [None if i is _ABSENT else i for i in ids]
-    matrix = np.array(values, dtype=np.float64).reshape(len(rows), -1)
-    return ITEM_IDS.validate_python(ids), matrix
+    matrix = np.array(values, dtype=np.float64).reshape(len(probs), -1)
+    return ITEM_IDS.validate_python(ids), _usable(matrix)
 
 
-def refused_rows(rows: Sequence[Sequence[float]]) -> list[tuple[int, str]]:
+def refused_rows(matrix: Array) -> list[tuple[int, str]]:
     """Rows of valid probabilities the calibrators refuse, as (index, why): all zeros, or a
     sum past the largest float (computed as the calibrators compute it)."""
-    if all(map(any, rows)) and max(map(max, rows)) < _SAFE:  # the common case, in a glance
-        return []
-    matrix = np.asarray(rows, dtype=np.float64)
     with np.errstate(over="ignore"):
         sums = matrix @ np.ones(matrix.shape[1])
+    usable = (sums > 0) & (sums < np.inf)
+    if usable.all():
+        return []
     return [
         (i, "every probability is 0" if sums[i] == 0 else "the sum is too large: scale the row")
-        for i in np.flatnonzero(~((sums > 0) & (sums < np.inf))).tolist()
+        for i in np.flatnonzero(~usable).tolist()
     ]
 
 
-_SAFE = 1e300
-"""Rows whose values are all below this cannot sum past the largest float (~1.8e308)."""
-
-
-def _usable(rows: Sequence[Sequence[float]]) -> None:
-    """InputError naming the items the calibrators would refuse."""
-    refused = refused_rows(rows)
+def _usable(matrix: Array) -> Array:
+    """``matrix``, or InputError naming the items the calibrators would refuse."""
+    refused = refused_rows(matrix)
     if refused:
         raise InputError([field_error(i, "probs", why) for i, why in refused[:20]])
+    return matrix
 
 
 def calibrated(served: Served, matrix: Array) -> list[Row]:

@@ -120,7 +120,7 @@ def input_matrix(served: Served, request: InferRequest, binary: bytes, max_rows:
         if not math.isfinite(value) or value < 0:
             raise _bad(spot, f"{value} is not a finite probability ≥ 0")
     matrix = np.asarray(flat, dtype=np.float64).reshape(n, k)
-    refused = refused_rows(matrix.tolist())
+    refused = refused_rows(matrix)
     if refused:
         row, why = refused[0]
         raise _bad(f"{where}.data[{row}]", why)
