@@ -118,9 +118,9 @@ class Service:
             self.check_count(len(body.items))
             served = pick_model(self.registry.models, body.model)
             ids, matrix = plain_rows(served, body.items)
+            return self.answer(served, ids, matrix, body)
         except (ValueError, TypeError, KeyError, OverflowError, InputError):
             return None
-        return self.answer(served, ids, matrix, body)
 
     def answer(
         self, served: Served, ids: list[str | None], matrix: Array, decisions: Decisions

@@ -79,9 +79,8 @@ class RowCache:
             out: list[Row | None] = list(map(self._rows.get, keys))
             misses = out.count(None)
             deque(map(self._rows.move_to_end, compress(keys, out)), maxlen=0)  # recently used
-        self.stats.hits += len(keys) - misses
-        self.stats.misses += misses
         if not misses:
+            self.stats.hits += len(keys)
             return out  # type: ignore[return-value]
         todo = list(dict.fromkeys(k for k, row in zip(keys, out, strict=True) if row is None))
         q = predict(np.frombuffer(bytearray(b"".join(todo)), np.float64).reshape(len(todo), -1))
@@ -94,6 +93,8 @@ class RowCache:
                 self._rows.update(fresh)
                 while len(self._rows) > self.size:
                     self._rows.popitem(last=False)
+        self.stats.hits += len(keys) - misses
+        self.stats.misses += misses
         return [row or fresh[k] for row, k in zip(out, keys, strict=True)]
 
 

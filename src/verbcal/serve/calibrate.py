@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic_core import to_json
 
+from verbcal.calibrate import CalibratorError
 from verbcal.serve.cache import Row, as_matrix
 from verbcal.serve.registry import Served
 from verbcal.serve.schemas import ITEM_IDS, ROW_VALUES
@@ -57,7 +58,7 @@ def checked_rows(served: Served, rows: Sequence[Mapping[str, float]]) -> Array:
             raise KeyError
     except KeyError:
         raise InputError(_label_errors(served, rows)) from None
-    return _usable(np.array(values, dtype=np.float64))
+    return np.array(values, dtype=np.float64)
 
 
 _ABSENT = object()
@@ -80,7 +81,7 @@ def plain_rows(served: Served, items: list[Any]) -> tuple[list[str | None], Arra
     if absent:
         ids = [None if i is _ABSENT else i for i in ids]
     matrix = np.array(values, dtype=np.float64).reshape(len(probs), -1)
-    return ITEM_IDS.validate_python(ids), _usable(matrix)
+    return ITEM_IDS.validate_python(ids), matrix
 
 
 def refused_rows(matrix: Array) -> list[tuple[int, str]]:
@@ -97,17 +98,16 @@ def refused_rows(matrix: Array) -> list[tuple[int, str]]:
     ]
 
 
-def _usable(matrix: Array) -> Array:
-    """``matrix``, or InputError naming the items the calibrators would refuse."""
-    refused = refused_rows(matrix)
-    if refused:
-        raise InputError([field_error(i, "probs", why) for i, why in refused[:20]])
-    return matrix
-
-
 def calibrated(served: Served, matrix: Array) -> list[Row]:
-    """Checked rows (label order) through the model's row cache and calibrator."""
-    return served.cache.calibrate(matrix, served.calibrator.predict_proba)
+    """Rows in label order through the model's row cache and calibrator; rows the calibrator
+    refuses (all zeros, a sum past the largest float) are an InputError naming the items."""
+    try:
+        return served.cache.calibrate(matrix, served.calibrator.predict_proba)
+    except CalibratorError:
+        refused = refused_rows(matrix)
+        if not refused:
+            raise
+        raise InputError([field_error(i, "probs", why) for i, why in refused[:20]]) from None
 
 
 def _label_errors(served: Served, rows: Sequence[Mapping[str, float]]) -> list[dict[str, Any]]:
