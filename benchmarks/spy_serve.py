@@ -28,8 +28,7 @@ import bench_serve as bench
 
 PARTS = [  # (part, text in a frame), matched from the innermost frame outwards
     ("JSON parsing and validation (pydantic-core)", "model_validate_json"),
-    ("JSON parsing (pydantic-core from_json)", "from_json"),
-    ("JSON parsing and validation (pydantic-core)", "model_validate"),
+    ("JSON parsing (orjson), top-level fields (pydantic)", "fast_calibrate"),
     ("calibrator predict_proba (cache misses)", "predict_proba"),
     ("row cache keys and lookups", "serve/cache.py"),
     ("input checks (label order, zero rows)", "checked_rows"),
