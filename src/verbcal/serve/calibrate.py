@@ -67,8 +67,8 @@ _ABSENT = object()
 def plain_rows(served: Served, items: list[Any]) -> tuple[list[str | None], Array]:
     """Ids and (n, K) matrix of parsed, unvalidated JSON items, accepted exactly where
     ``CalibrateItem`` and :func:`checked_rows` would accept them; anything else raises
-    (ValueError, TypeError, KeyError or InputError) without saying why: the caller then
-    takes the validating path, which explains."""
+    (ValueError, TypeError or KeyError) without saying why: the caller then takes the
+    validating path, which explains."""
     probs = [item["probs"] for item in items]
     ids = [item.get("id", _ABSENT) for item in items]
     absent = ids.count(_ABSENT)
