@@ -14,7 +14,9 @@ as often as the recorded replies make them (3,000 distinct single-item bodies, 3
 bodies, sent in turn). The row cache's hit rate over the timed requests is read from
 ``/metrics`` and reported. The load generator is one aiohttp client with ``concurrency``
 connections for a fixed time; single-item and 100-item ``/v1/calibrate`` bodies are timed,
-servers alternating, and each figure is the median of ``--rounds`` rounds.
+servers alternating, and each figure is the median of ``--rounds`` rounds. The server
+process's CPU time per timed request (Linux ``/proc``) is reported too: on a machine shared
+with other jobs it moves less than requests/s do.
 Goal: >= 0.8 of the bare app's requests/s, zero errors.
 
 Usage: python benchmarks/bench_serve.py [--json] [--seconds S] [--rounds R] [--concurrency C]
@@ -142,8 +144,11 @@ class Workload:
         return out
 
 
-async def drive(url: str, bodies: list[bytes], seconds: float, concurrency: int) -> dict[str, Any]:
-    """Send ``bodies`` in turn from ``concurrency`` connections for ``seconds``; time answers."""
+async def drive(
+    url: str, bodies: list[bytes], seconds: float, concurrency: int, pid: int | None = None
+) -> dict[str, Any]:
+    """Send ``bodies`` in turn from ``concurrency`` connections for ``seconds``; time answers
+    (and the CPU time the server process ``pid`` used per timed request)."""
     import aiohttp
 
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
@@ -171,9 +176,9 @@ async def drive(url: str, bodies: list[bytes], seconds: float, concurrency: int)
 
         warm = time.perf_counter() + min(1.0, seconds / 5)
         await asyncio.gather(*(worker(warm, False) for _ in range(concurrency)))
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds(pid)
         await asyncio.gather(*(worker(start + seconds, True) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, cpu_seconds(pid) - cpu
     latencies.sort()
     return {
         "rps": len(latencies) / elapsed,
@@ -181,7 +186,19 @@ async def drive(url: str, bodies: list[bytes], seconds: float, concurrency: int)
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
         "errors": errors,
         "requests": len(latencies),
+        "cpu_us": 1e6 * cpu / max(1, len(latencies)),
     }
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) a process has used so far (Linux ``/proc``; 0 elsewhere)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def post(port: int, path: str, body: bytes | None = None) -> bytes:
@@ -219,6 +236,7 @@ def run(
         paths = fit_calibrator(Path(tmp))
         env_keys = {**os.environ, "VERBCAL_API_KEYS": KEY}
         ports: dict[str, int] = {}
+        pids: dict[str, int] = {}
         try:
             for side, cache in (("verbcal", None), ("verbcal_nocache", "0")):
                 if side == "verbcal_nocache" and not uncached:
@@ -233,6 +251,7 @@ def run(
                     command, env=env_keys, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
                 )
                 processes.append(process)
+                pids[side] = process.pid
                 wait_ready(ports[side], process)
             replies = Path(tmp) / "replies"
             replies.mkdir()
@@ -251,6 +270,7 @@ def run(
                     ports["bare"],
                 )
             )
+            pids["bare"] = processes[-1].pid
             results: dict[str, list[dict[str, Any]]] = {}
             counts: dict[str, list[float]] = {}
             for _ in range(rounds):
@@ -260,7 +280,7 @@ def run(
                             continue
                         before = cache_counts(ports[side]) if side == "verbcal" else None
                         url = f"http://127.0.0.1:{ports[side]}/v1/calibrate"
-                        outcome = asyncio.run(drive(url, bodies, seconds, concurrency))
+                        outcome = asyncio.run(drive(url, bodies, seconds, concurrency, pids[side]))
                         results.setdefault(f"{side}_{kind}", []).append(outcome)
                         after = cache_counts(ports[side]) if side == "verbcal" else None
                         if before is not None and after is not None:
@@ -301,6 +321,10 @@ def run(
         "p99_ms_single_bare": round(med["bare_single"]["p99_ms"], 2),
         "p99_ms_batch100": round(med["verbcal_batch"]["p99_ms"], 2),
         "p99_ms_batch100_bare": round(med["bare_batch"]["p99_ms"], 2),
+        "server_cpu_us_single": round(med["verbcal_single"]["cpu_us"], 1),
+        "server_cpu_us_single_bare": round(med["bare_single"]["cpu_us"], 1),
+        "server_cpu_us_batch100": round(med["verbcal_batch"]["cpu_us"], 1),
+        "server_cpu_us_batch100_bare": round(med["bare_batch"]["cpu_us"], 1),
         "errors": errors,
         "requests": sum(r["requests"] for v in results.values() for r in v),
         "distinct_bodies": {kind: len(set(bodies)) for kind, bodies in payloads.items()},
@@ -337,7 +361,9 @@ def main() -> None:
             f"{label:>9}: verbcal {numbers[f'rps_{name}']:8.1f} req/s, bare"
             f" {numbers[f'rps_{name}_bare']:8.1f} req/s, ratio"
             f" {numbers[f'ratio_{name}_vs_bare']:.3f} (goal >= 0.8); p99 verbcal"
-            f" {numbers[f'p99_ms_{name}']:.1f} ms, bare {numbers[f'p99_ms_{name}_bare']:.1f} ms"
+            f" {numbers[f'p99_ms_{name}']:.1f} ms, bare {numbers[f'p99_ms_{name}_bare']:.1f} ms;"
+            f" server CPU per request verbcal {numbers[f'server_cpu_us_{name}']:.0f} µs, bare"
+            f" {numbers[f'server_cpu_us_{name}_bare']:.0f} µs"
         )
     for name, label in (("single", "1 item"), ("batch100", "100 items")):
         if numbers[f"ratio_{name}_nocache_vs_bare"] is not None:

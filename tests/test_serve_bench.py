@@ -30,6 +30,8 @@ def test_bench_serve_short_run() -> None:
         "ratio_single_nocache_vs_bare",
         "ratio_batch100_nocache_vs_bare",
         "p99_ms_single",
+        "server_cpu_us_batch100",
+        "server_cpu_us_batch100_bare",
     ):
         assert numbers[key] > 0, key
     assert 0 < numbers["cache_hit_rate_single"] <= 1

@@ -19,7 +19,7 @@ from verbcal import datasets
 from verbcal.calibration import METHODS, make_calibrator
 from verbcal.serve import ServeConfig, create_app
 from verbcal.serve.cache import RowCache, as_matrix
-from verbcal.serve.calibrate import calibrate_json, calibrate_rows
+from verbcal.serve.calibrate import calibrate_json, calibrate_rows, calibrated, checked_rows
 from verbcal.serve.registry import Registry
 
 SETS = ("tweets", "drug-reviews", "bbc-news")
@@ -115,7 +115,9 @@ def test_rendered_answer_equals_the_dict_answer(tmp_path: Path) -> None:
     with_comma = [*ids[:-1], "a, b"]
     for _ in range(2):  # misses, then hits
         for some_ids in (ids, with_comma):
-            rendered = calibrate_json(served, rows, some_ids)
+            rendered = calibrate_json(
+                served, some_ids, calibrated(served, checked_rows(served, rows))
+            )
             items = calibrate_rows(served, rows, some_ids)
             as_dict = {"model": served.name, "method": served.method, "items": items}
             assert rendered == to_json(as_dict)
@@ -212,3 +214,160 @@ def test_fast_path_reads_a_body_in_chunks_and_falls_back_on_errors(tmp_path: Pat
     located = json.loads(error)
     assert located["error"]["errors"][0]["loc"] == "items[0].probs.positive"
     assert located["request_id"]
+
+
+def _outcome(service: Any, raw: bytes) -> bytes | None:
+    """The validating path's answer (the FastAPI route's), or None where it refuses the body."""
+    from pydantic import ValidationError
+
+    from verbcal.serve.calibrate import InputError
+    from verbcal.serve.schemas import CalibrateRequest
+
+    try:
+        return bytes(service.calibrate(CalibrateRequest.model_validate_json(raw)))
+    except (ValidationError, InputError):
+        return None
+
+
+ROW = {"negative": 0.1, "neutral": 0.2, "positive": 0.7}
+BODIES: list[Any] = [
+    {"items": [{"id": "a", "probs": ROW}]},
+    {"model": "tweets", "items": [{"probs": ROW}, {"id": None, "probs": ROW}]},
+    {"items": [{"id": 'q " \\ , ✓', "probs": {"positive": 1, "negative": 0, "neutral": 0}}]},
+    {"items": [{"probs": {**ROW, "neutral": 5e-324}}, {"probs": {**ROW, "negative": -0.0}}]},
+    {"items": [{"probs": ROW}], "accept_threshold": 0.5, "set_mass": 0.9},
+    {"items": [{"probs": ROW}] * 3, "accept_threshold": None},
+    {"items": [{"probs": {**ROW, "neutral": True}}]},
+    {"items": [{"probs": {**ROW, "neutral": "0.2"}}]},
+    {"items": [{"probs": {**ROW, "neutral": None}}]},
+    {"items": [{"probs": {**ROW, "neutral": -0.2}}]},
+    {"items": [{"probs": {**ROW, "neutral": 10**400}}]},
+    {"items": [{"probs": {"negative": 0.1, "positive": 0.9}}]},
+    {"items": [{"probs": {**ROW, "other": 0.1}}]},
+    {"items": [{"probs": {"negative": 0.1, "neutral": 0.2, "other": 0.7}}]},
+    {"items": [{"probs": {"negative": 0, "neutral": 0.0, "positive": 0}}]},
+    {"items": [{"probs": ROW}, {"probs": {"negative": 1e308, "neutral": 1e308, "positive": 0}}]},
+    {"items": [{"probs": ROW, "extra": 1}]},
+    {"items": [{"probs": ROW}], "extra": 1},
+    {"items": [{"id": 3, "probs": ROW}]},
+    {"items": [{"id": "x" * 257, "probs": ROW}]},
+    {"items": [{"id": "x" * 256, "probs": ROW}]},
+    {"items": [{"id": "x"}]},
+    {"items": [{"probs": [0.1, 0.2, 0.7]}]},
+    {"items": [["probs", ROW]]},
+    {"items": ["probs"]},
+    {"items": [None]},
+    {"items": []},
+    {"items": {"probs": ROW}},
+    {"model": "", "items": [{"probs": ROW}]},
+    {"model": "nope", "items": [{"probs": ROW}]},
+    {"model": 1, "items": [{"probs": ROW}]},
+    {"items": [{"probs": ROW}], "accept_threshold": 1.5},
+    {"items": [{"probs": ROW}], "set_mass": True},
+    {"items": [{"probs": ROW}] * 1001},
+    [{"probs": ROW}],
+    None,
+]
+RAW_BODIES = [json.dumps(body).encode() for body in BODIES] + [
+    b'{"items": [{"probs": {"negative": NaN, "neutral": 0.2, "positive": 0.7}}]}',
+    b'{"items": [{"probs": {"negative": 1e999, "neutral": 0.2, "positive": 0.7}}]}',
+    b'{"items": [{"probs": {"negative": 0.1, "negative": 0.3, "neutral": 0.2, "positive": 0.7}}]}',
+    b'{"items": [{"probs": {"negative": 0.1, "neutral": 0.2, "positive": 0.7}}]',
+    b"\xff",
+    b"",
+]
+
+
+def test_fast_path_accepts_exactly_what_the_models_accept(tmp_path: Path) -> None:
+    """The gate's fast path answers byte for byte as the validating route, or hands over."""
+    app = create_app(
+        ServeConfig(calibrators={"tweets": str(fit_file(tmp_path / "ts.json"))}, no_auth=True)
+    )
+    service = app.state.service
+    accepted = 0
+    for raw in RAW_BODIES:
+        expected = _outcome(service, raw)
+        assert asyncio.run(service.fast_calibrate(raw)) == expected, raw[:200]
+        accepted += expected is not None
+    assert accepted == 8
+
+
+def test_rows_the_calibrator_refuses_are_input_errors(tmp_path: Path) -> None:
+    """A row whose sum overflows (the calibrator refuses it) is a 422 naming the item, not a 500."""
+    import httpx
+
+    app = create_app(
+        ServeConfig(calibrators={"tweets": str(fit_file(tmp_path / "ts.json"))}, no_auth=True)
+    )
+    huge = {"negative": 1e308, "neutral": 1e308, "positive": 0.0}
+
+    async def post() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            body = {"items": [{"probs": ROW}, {"probs": huge}]}
+            infer = {"inputs": [{"name": "probs", "shape": [1, 3], "datatype": "FP64"}]}
+            infer["inputs"][0]["data"] = list(huge.values())
+            return [
+                await client.post("/v1/calibrate", json=body),
+                await client.post("/v2/models/tweets/infer", json=infer),
+            ]
+
+    calibrate, infer = asyncio.run(post())
+    assert calibrate.status_code == 422, calibrate.text
+    [error] = calibrate.json()["error"]["errors"]
+    assert (error["loc"], error["item"]) == ("items[1].probs", 1)
+    assert "too large" in error["message"]
+    assert infer.status_code == 400 and "inputs[0].data[0]" in infer.text, infer.text
+
+
+def test_fast_path_agrees_on_random_bodies(tmp_path: Path) -> None:
+    """Random JSON bodies near the contract: the fast path never accepts what the models
+    refuse and answers byte for byte as they do (floats round-trip through both parsers)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    app = create_app(
+        ServeConfig(calibrators={"tweets": str(fit_file(tmp_path / "ts.json"))}, no_auth=True)
+    )
+    service = app.state.service
+    good = st.floats(min_value=0, allow_nan=False, allow_infinity=False) | st.integers(0, 9)
+    value = st.one_of(
+        good,
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.integers(-2, 10**20),
+        st.booleans(),
+        st.none(),
+        st.text(max_size=3),
+    )
+    labels = ("negative", "neutral", "positive")
+    valid = st.fixed_dictionaries(dict.fromkeys(labels, good))
+    probs = st.one_of(
+        st.fixed_dictionaries(dict.fromkeys(labels, value)),
+        st.dictionaries(st.sampled_from([*labels, "other"]), value, min_size=2, max_size=4),
+    )
+    item = st.one_of(
+        st.fixed_dictionaries({"probs": valid}, optional={"id": st.none() | st.text(max_size=5)}),
+        st.fixed_dictionaries({"probs": probs}, optional={"id": st.integers() | st.text()}),
+        st.fixed_dictionaries({"probs": valid, "x": value}),
+    )
+    body = st.fixed_dictionaries(
+        {"items": st.lists(item, min_size=0, max_size=3)},
+        optional={"model": st.sampled_from(["tweets", "", "nope"]), "set_mass": value},
+    )
+    accepted = []
+
+    @settings(
+        max_examples=400,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(body)
+    def check(b: dict[str, Any]) -> None:
+        raw = json.dumps(b).encode()
+        expected = _outcome(service, raw)
+        assert asyncio.run(service.fast_calibrate(raw)) == expected
+        accepted.append(expected is not None)
+
+    check()
+    assert sum(accepted) >= 30  # the valid bodies were tried, not only the refused ones

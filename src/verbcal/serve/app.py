@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException
 
@@ -21,11 +21,15 @@ import verbcal
 from verbcal.serve import oip
 from verbcal.serve.auth import HEALTH_PATHS, KeyRing, RateLimiter
 from verbcal.serve.calibrate import (
+    Array,
     InputError,
     calibrate_json,
-    calibrate_rows,
+    calibrated,
+    calibrated_items,
+    checked_rows,
     field_error,
     pick_model,
+    plain_rows,
 )
 from verbcal.serve.config import ServeConfig, parse_rate, read_api_keys
 from verbcal.serve.gate import Gate, error_content
@@ -33,10 +37,12 @@ from verbcal.serve.observe import Metrics, ensure_handler
 from verbcal.serve.registry import Registry, ReloadError, Served
 from verbcal.serve.schemas import (
     RAW_BODIES,
+    CalibrateEnvelope,
     CalibrateRequest,
     CalibrateResponse,
     ClassifyRequest,
     ClassifyResponse,
+    Decisions,
     ErrorResponse,
     JSONBytes,
     ModelInfo,
@@ -101,23 +107,34 @@ class Service:
         """The ``/v1/calibrate`` answer (JSON) for a validated body (raises InputError)."""
         self.check_count(len(body.items))
         served = pick_model(self.registry.models, body.model)
-        probs = [item.probs for item in body.items]
-        ids = [item.id for item in body.items]
-        if body.accept_threshold is None and body.set_mass is None:
-            answer = calibrate_json(served, probs, ids)
-        else:
-            items = calibrate_rows(served, probs, ids, body.accept_threshold, body.set_mass)
-            answer = to_json({"model": served.name, "method": served.method, "items": items})
-        self.metrics.count_items(served.name, len(ids))
-        return answer
+        matrix = checked_rows(served, [item.probs for item in body.items])
+        return self.answer(served, [item.id for item in body.items], matrix, body)
 
     async def fast_calibrate(self, raw: bytes) -> bytes | None:
         """``/v1/calibrate`` without the framework: the JSON answer, or None on any problem
         (the request then goes the framework's way, which gives the standard error)."""
         try:
-            return self.calibrate(CalibrateRequest.model_validate_json(raw))
-        except (ValidationError, InputError):
+            body = CalibrateEnvelope.model_validate(orjson.loads(raw))
+            self.check_count(len(body.items))
+            served = pick_model(self.registry.models, body.model)
+            ids, matrix = plain_rows(served, body.items)
+            return self.answer(served, ids, matrix, body)
+        except (ValueError, TypeError, KeyError, OverflowError, InputError):
             return None
+
+    def answer(
+        self, served: Served, ids: list[str | None], matrix: Array, decisions: Decisions
+    ) -> bytes:
+        """The answer for checked rows: calibrated, with the decisions asked for."""
+        rows = calibrated(served, matrix)
+        threshold, mass = decisions.accept_threshold, decisions.set_mass
+        if threshold is None and mass is None:
+            answer = calibrate_json(served, ids, rows)
+        else:
+            items = calibrated_items(served, ids, rows, threshold, mass)
+            answer = to_json({"model": served.name, "method": served.method, "items": items})
+        self.metrics.count_items(served.name, len(ids))
+        return answer
 
     def check_count(self, n: int) -> None:
         if n > self.config.max_items:

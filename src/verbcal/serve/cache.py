@@ -15,10 +15,10 @@ requests in flight keep the old calibrator and its cache.
 
 from __future__ import annotations
 
-import struct
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
+from itertools import compress
 from typing import NamedTuple
 
 import numpy as np
@@ -58,7 +58,8 @@ class RowCache:
 
     def __init__(self, labels: Sequence[str], size: int, stats: CacheStats | None = None) -> None:
         self.labels, self.size = tuple(labels), size
-        self.key: Callable[..., bytes] = struct.Struct(f"<{len(self.labels)}d").pack
+        self.key_type = np.dtype((np.void, 8 * len(self.labels)))
+        """A row's K float64 values as one bytes key."""
         self._rows: OrderedDict[bytes, Row] = OrderedDict()
         self._lock = threading.Lock()
         self.stats = stats if stats is not None else CacheStats()
@@ -66,47 +67,35 @@ class RowCache:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def calibrate(self, rows: Sequence[Sequence[float]], predict: Predict) -> list[Row]:
-        """The calibrated rows for ``rows`` (each of length K), computing only the misses.
+    def calibrate(self, rows: Array | Sequence[Sequence[float]], predict: Predict) -> list[Row]:
+        """The calibrated rows for ``rows`` (an (n, K) matrix), computing only the misses.
 
         ``predict`` (the calibrator's ``predict_proba``) is called at most once, on the
         distinct rows not in the cache, in their order of first appearance.
         """
-        key = self.key
-        keys = [key(*row) for row in rows]
-        out: list[Row | None] = []
-        missing: dict[bytes, int] = {}
+        matrix = np.ascontiguousarray(rows, dtype=np.float64).reshape(-1, len(self.labels))
+        keys: list[bytes] = matrix.view(self.key_type).ravel().tolist()  # type: ignore[assignment]
         with self._lock:
-            cached = self._rows
-            for k in keys:
-                hit = cached.get(k)
-                if hit is not None:
-                    cached.move_to_end(k)
-                else:
-                    missing.setdefault(k, len(missing))
-                out.append(hit)
-        if missing:
-            firsts: dict[bytes, Sequence[float]] = {}
-            for row, k in zip(rows, keys, strict=True):
-                if k in missing and k not in firsts:
-                    firsts[k] = row
-            q = predict(np.array(list(firsts.values()), dtype=np.float64))
-            fresh = [
-                Row.of(values, top, self.labels)
-                for values, top in zip(q.tolist(), q.argmax(axis=1).tolist(), strict=True)
-            ]
-            by_key = dict(zip(firsts, fresh, strict=True))
-            out = [row if row is not None else by_key[k] for row, k in zip(out, keys, strict=True)]
-            if self.size > 0:
-                with self._lock:
-                    for k, fresh_row in by_key.items():
-                        self._rows[k] = fresh_row
-                    while len(self._rows) > self.size:
-                        self._rows.popitem(last=False)
-        hits = len(keys) - sum(1 for k in keys if k in missing) if missing else len(keys)
-        self.stats.hits += hits
-        self.stats.misses += len(keys) - hits
-        return out  # type: ignore[return-value]
+            out: list[Row | None] = list(map(self._rows.get, keys))
+            misses = out.count(None)
+            deque(map(self._rows.move_to_end, compress(keys, out)), maxlen=0)  # recently used
+        if not misses:
+            self.stats.hits += len(keys)
+            return out  # type: ignore[return-value]
+        todo = list(dict.fromkeys(k for k, row in zip(keys, out, strict=True) if row is None))
+        q = predict(np.frombuffer(bytearray(b"".join(todo)), np.float64).reshape(len(todo), -1))
+        fresh = {
+            k: Row.of(values, top, self.labels)
+            for k, values, top in zip(todo, q.tolist(), q.argmax(axis=1).tolist(), strict=True)
+        }
+        if self.size > 0:
+            with self._lock:
+                self._rows.update(fresh)
+                while len(self._rows) > self.size:
+                    self._rows.popitem(last=False)
+        self.stats.hits += len(keys) - misses
+        self.stats.misses += misses
+        return [row or fresh[k] for row, k in zip(out, keys, strict=True)]
 
 
 def as_matrix(rows: Sequence[Row]) -> Array:

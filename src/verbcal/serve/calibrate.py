@@ -9,8 +9,10 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic_core import to_json
 
+from verbcal.calibrate import CalibratorError
 from verbcal.serve.cache import Row, as_matrix
 from verbcal.serve.registry import Served
+from verbcal.serve.schemas import ITEM_IDS, ROW_VALUES
 
 Array = NDArray[np.float64]
 
@@ -47,8 +49,8 @@ def pick_model(models: Mapping[str, Served], name: str | None) -> Served:
     return models[name]
 
 
-def checked_rows(served: Served, rows: Sequence[Mapping[str, float]]) -> list[list[float]]:
-    """Label-keyed rows as lists in the model's label order; errors name item and label."""
+def checked_rows(served: Served, rows: Sequence[Mapping[str, float]]) -> Array:
+    """Label-keyed rows as an (n, K) matrix in the model's label order; errors name item and label."""
     labels, k = served.labels, len(served.labels)
     try:  # the common case in one pass; any missing or extra label is explained below
         values = [[probs[label] for label in labels] for probs in rows]
@@ -56,15 +58,56 @@ def checked_rows(served: Served, rows: Sequence[Mapping[str, float]]) -> list[li
             raise KeyError
     except KeyError:
         raise InputError(_label_errors(served, rows)) from None
-    if not all(map(any, values)):
-        zero = [i for i, row in enumerate(values) if not any(row)]
-        raise InputError([field_error(i, "probs", "every probability is 0") for i in zero[:20]])
-    return values
+    return np.array(values, dtype=np.float64)
 
 
-def calibrated(served: Served, rows: Sequence[Sequence[float]]) -> list[Row]:
-    """Checked rows (label order) through the model's row cache and calibrator."""
-    return served.cache.calibrate(rows, served.calibrator.predict_proba)
+_ABSENT = object()
+
+
+def plain_rows(served: Served, items: list[Any]) -> tuple[list[str | None], Array]:
+    """Ids and (n, K) matrix of parsed, unvalidated JSON items, accepted exactly where
+    ``CalibrateItem`` and :func:`checked_rows` would accept them; anything else raises
+    (ValueError, TypeError or KeyError) without saying why: the caller then takes the
+    validating path, which explains."""
+    probs = [item["probs"] for item in items]
+    ids = [item.get("id", _ABSENT) for item in items]
+    absent = ids.count(_ABSENT)
+    if sum(map(len, items)) != 2 * len(items) - absent:  # a field besides id and probs
+        raise KeyError("items")
+    labels = served.labels
+    if set(map(len, probs)) != {len(labels)}:  # K labels each, and (a KeyError below) its own
+        raise KeyError("probs")
+    values = ROW_VALUES.validate_python([p[label] for p in probs for label in labels])
+    if absent:
+        ids = [None if i is _ABSENT else i for i in ids]
+    matrix = np.array(values, dtype=np.float64).reshape(len(probs), -1)
+    return ITEM_IDS.validate_python(ids), matrix
+
+
+def refused_rows(matrix: Array) -> list[tuple[int, str]]:
+    """Rows of valid probabilities the calibrators refuse, as (index, why): all zeros, or a
+    sum past the largest float (computed as the calibrators compute it)."""
+    with np.errstate(over="ignore"):
+        sums = matrix @ np.ones(matrix.shape[1])
+    usable = (sums > 0) & (sums < np.inf)
+    if usable.all():
+        return []
+    return [
+        (i, "every probability is 0" if sums[i] == 0 else "the sum is too large: scale the row")
+        for i in np.flatnonzero(~usable).tolist()
+    ]
+
+
+def calibrated(served: Served, matrix: Array) -> list[Row]:
+    """Rows in label order through the model's row cache and calibrator; rows the calibrator
+    refuses (all zeros, a sum past the largest float) are an InputError naming the items."""
+    try:
+        return served.cache.calibrate(matrix, served.calibrator.predict_proba)
+    except CalibratorError:
+        refused = refused_rows(matrix)
+        if not refused:
+            raise
+        raise InputError([field_error(i, "probs", why) for i, why in refused[:20]]) from None
 
 
 def _label_errors(served: Served, rows: Sequence[Mapping[str, float]]) -> list[dict[str, Any]]:
@@ -116,6 +159,17 @@ def calibrate_rows(
 ) -> list[dict[str, Any]]:
     """Calibrated items (id, probs, top label, its confidence, decisions) for label-keyed rows."""
     out = calibrated(served, checked_rows(served, rows))
+    return calibrated_items(served, ids, out, accept_threshold, set_mass)
+
+
+def calibrated_items(
+    served: Served,
+    ids: Sequence[str | None],
+    rows: Sequence[Row],
+    accept_threshold: float | None = None,
+    set_mass: float | None = None,
+) -> list[dict[str, Any]]:
+    """The items of an answer (id, probs, top label, its confidence, decisions)."""
     labels = served.labels
     items = [
         {
@@ -124,32 +178,28 @@ def calibrate_rows(
             "label": labels[row.top],
             "confidence": row.confidence,
         }
-        for i, row in zip(ids, out)  # noqa: B905
+        for i, row in zip(ids, rows)  # noqa: B905
     ]
     if accept_threshold is not None or set_mass is not None:
-        add_decisions(items, out, labels, accept_threshold, set_mass)
+        add_decisions(items, rows, labels, accept_threshold, set_mass)
     return items
 
 
 def _ids_json(ids: Sequence[str | None]) -> list[bytes]:
-    """Each id as JSON: one encoder call for all when no id holds a comma (JSON escapes never
-    make one, so the list then splits exactly at its commas), else one call per id."""
-    if any("," in i for i in ids if i is not None):
-        return [to_json(i) for i in ids]
-    return to_json(ids)[1:-1].split(b",")
+    """Each id as JSON: one encoder call for all, split at its commas when no id holds one
+    (JSON escapes never make one), else one call per id."""
+    parts = to_json(ids)[1:-1].split(b",")
+    return parts if len(parts) == len(ids) else [to_json(i) for i in ids]
 
 
-def calibrate_json(
-    served: Served, rows: Sequence[Mapping[str, float]], ids: Sequence[str | None]
-) -> bytes:
+def calibrate_json(served: Served, ids: Sequence[str | None], rows: Sequence[Row]) -> bytes:
     """The ``/v1/calibrate`` answer (no decisions asked) as JSON bytes, from rendered rows.
 
-    Byte for byte what ``to_json`` writes for the items of :func:`calibrate_rows`.
+    Byte for byte what ``to_json`` writes for the items of :func:`calibrated_items`.
     """
-    out = calibrated(served, checked_rows(served, rows))
-    head = to_json({"model": served.name, "method": served.method})[:-1]
-    parts = [b',"items":[']
-    for item_id, row in zip(_ids_json(ids), out):  # noqa: B905
-        parts += (b'{"id":', item_id, b",", row.json, b"},")
+    head = to_json({"model": served.name, "method": served.method})[:-1] + b',"items":['
+    parts = [b'{"id":', b"", b",", b"", b"},"] * len(rows)
+    parts[1::5] = _ids_json(ids)
+    parts[3::5] = [row.json for row in rows]
     parts[-1] = b"}]}"  # the last item closes the list and the answer
     return head + b"".join(parts)

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 import verbcal
-from verbcal.serve.calibrate import InputError, calibrated, field_error
+from verbcal.serve.calibrate import InputError, calibrated, field_error, refused_rows
 from verbcal.serve.registry import Served
 from verbcal.serve.schemas import (
     InferInput,
@@ -120,9 +120,10 @@ def input_matrix(served: Served, request: InferRequest, binary: bytes, max_rows:
         if not math.isfinite(value) or value < 0:
             raise _bad(spot, f"{value} is not a finite probability ≥ 0")
     matrix = np.asarray(flat, dtype=np.float64).reshape(n, k)
-    zero = np.flatnonzero(~matrix.any(axis=1))
-    if len(zero):
-        raise _bad(f"{where}.data[{int(zero[0])}]", "every probability in the row is 0")
+    refused = refused_rows(matrix)
+    if refused:
+        row, why = refused[0]
+        raise _bad(f"{where}.data[{row}]", why)
     return matrix
 
 
@@ -200,7 +201,7 @@ def add_routes(app: FastAPI, service: Service) -> None:
         unknown = [o for o in wanted if o not in OUTPUTS]
         if unknown:
             raise _bad("outputs", f"unknown output {unknown[0]!r}; this model has {list(OUTPUTS)}")
-        rows = calibrated(model, matrix.tolist())
+        rows = calibrated(model, matrix)
         tensors = {
             "probs": {
                 "name": "probs",
