@@ -7,8 +7,6 @@ fetches it once and then calibrates every batch it gets with
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,38 +21,8 @@ from verbcal.engines.arrow import (
     out_kind,
     write_ordered,
 )
+from verbcal.engines.ray_cluster import ray_session, require_ray
 from verbcal.predictions import parquet_paths
-
-
-def require_ray() -> Any:
-    """Import ray, or say which extra installs it."""
-    try:
-        import ray
-        import ray.data
-    except ImportError as exc:
-        raise ImportError("the Ray engine needs Ray Data: pip install 'verbcal[ray]'") from exc
-    return ray
-
-
-@contextmanager
-def ray_session(address: str | None = None) -> Iterator[Any]:
-    """Connect to the cluster at ``address`` (None: start a local one) unless already connected.
-
-    A cluster this function started or connected to is left again on exit.
-    """
-    ray = require_ray()
-    if ray.is_initialized():
-        yield ray
-        return
-    if address is None:
-        ray.init(include_dashboard=False, log_to_driver=False)
-    else:
-        ray.init(address=address, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
 
 _CALIBRATORS: dict[str, Calibrator] = {}
 """Calibrators rebuilt in this worker process, by object id (once per process)."""

@@ -44,7 +44,7 @@ from verbcal.elicit.pricing import estimate_cost, load_prices, lookup
 from verbcal.elicit.progress import StatusProgress
 from verbcal.elicit.records import build_record, parse_row
 from verbcal.elicit.store import Row
-from verbcal.engines.ray import ray_session, require_ray
+from verbcal.engines.ray_cluster import ray_session, require_ray
 from verbcal.parse import ParsedReply
 from verbcal.predictions import write_jsonl, write_records
 from verbcal.task import Task, load_task, read_items
