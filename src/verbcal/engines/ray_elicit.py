@@ -351,14 +351,15 @@ def _run(
             pool.append(actor_class.remote(task, share, buckets, price))
         clock = time.monotonic()
         try:
-            ray.get([actor.ready.remote() for actor in pool])
-            outcome.startup = time.monotonic() - clock
+            started = [actor.ready.remote() for actor in pool]
             queue = batches[::-1]
             running: dict[Any, int] = {}
-            for _ in range(BATCHES_IN_FLIGHT):
+            for _ in range(BATCHES_IN_FLIGHT):  # queued now: each actor starts them once up
                 for index, actor in enumerate(pool):
                     if queue:
                         running[actor.run.remote(queue.pop())] = index
+            ray.get(started)
+            outcome.startup = time.monotonic() - clock
             number = 0
             while running:
                 (ready,), _ = ray.wait(list(running), num_returns=1)
