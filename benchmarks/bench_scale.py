@@ -5,7 +5,7 @@ Apply: ROWS Parquet rows (default 10,000,000; K = 4, the 0.05-grid data of
 in 10 files) calibrated by a temperature calibrator into a directory of Parquet shards with
 
 * the local engine (``verbcal.engines.apply("local", ...)``: pyarrow, one process);
-* Ray Data on a local cluster of 2 CPUs (``ray.init(num_cpus=2)``);
+* Ray on a local cluster of 2 CPUs (``ray.init(num_cpus=2)``);
 * Spark ``local[2]``.
 
 Cluster and session start-up is timed apart and left out of rows/s, and verbcal's engine
