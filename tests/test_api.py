@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,29 @@ def test_top_level_names_cover_the_main_job(tmp_path: Path) -> None:
         "threshold_for",
     }
     assert (Path(verbcal.__file__).parent / "py.typed").is_file()
+
+
+@pytest.mark.parametrize("module", ["verbcal", "verbcal.engines.ray_elicit"])
+def test_import_is_lazy_and_every_top_level_name_imports(module: str) -> None:
+    """``import verbcal`` (and a Ray elicit actor's import) loads no calibration or scipy."""
+    code = f"""
+import sys
+import {module}
+heavy = [m for m in ("scipy", "verbcal.calibration", "verbcal.decide") if m in sys.modules]
+assert not heavy, heavy
+import verbcal
+from verbcal import *
+from verbcal.calibration import Calibrator
+assert all(name in globals() for name in verbcal.__all__)
+assert verbcal.Calibrator is Calibrator and set(verbcal.__all__) <= set(dir(verbcal))
+try:
+    verbcal.no_such_name
+except AttributeError as exc:
+    assert "no_such_name" in str(exc)
+else:
+    raise AssertionError("verbcal.no_such_name did not raise")
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_evaluate_takes_a_dataframe_matched_by_name() -> None:

@@ -15,7 +15,13 @@ from typer.testing import CliRunner
 from verbcal import datasets
 from verbcal.calibrate import Calibrator, make_calibrator
 from verbcal.cli import app
-from verbcal.engines.arrow import apply_local, calibrate_table, output_schema
+from verbcal.engines.arrow import (
+    apply_local,
+    calibrate_piece,
+    calibrate_table,
+    output_schema,
+    parquet_pieces,
+)
 from verbcal.predictions import PredictionsError, read_predictions, write_records
 from verbcal.task import ItemsError, Task, read_items
 
@@ -176,6 +182,20 @@ def test_local_engine_streams_files_in_order(calibrator: Calibrator, tmp_path: P
     assert len(list((tmp_path / "shards").glob("part-*.jsonl"))) == 3
     with pytest.raises(ValueError, match="--out-format"):
         apply_local(calibrator, folder, tmp_path / "nowhere")
+
+
+def test_pieces_are_row_groups_in_input_order(calibrator: Calibrator, tmp_path: Path) -> None:
+    """The distributed engines' unit of work: (file, row group); calibrated piece by piece."""
+    table = struct_table(dirichlet(90, seed=3), nulls=(7,))
+    for index, start in enumerate((0, 50)):
+        part = table.slice(start, 50)
+        pq.write_table(part, tmp_path / f"f{index}.parquet", row_group_size=20)
+    paths = [tmp_path / "f0.parquet", tmp_path / "f1.parquet"]
+    pieces = parquet_pieces(paths)
+    assert pieces == [(str(paths[0]), g) for g in range(3)] + [(str(paths[1]), g) for g in range(2)]
+    tables = [t for path, group in pieces for t in calibrate_piece(path, group, calibrator, 8)]
+    assert max(t.num_rows for t in tables) == 8
+    assert pa.concat_tables(tables).equals(calibrate_table(table, calibrator))
 
 
 def test_parquet_predictions_read_like_jsonl(tmp_path: Path) -> None:

@@ -42,8 +42,11 @@ def calibrator(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def make_input(folder: Path, n: int = 600, files: int = 3, layout: str = "struct") -> Path:
-    """``files`` Parquet files of ``n`` rows in all, with zeros and a few null rows."""
+def make_input(
+    folder: Path, n: int = 600, files: int = 3, layout: str = "struct", row_group: int | None = None
+) -> Path:
+    """``files`` Parquet files of ``n`` rows in all (row groups of ``row_group`` rows), with
+    zeros and a few null rows."""
     rng = np.random.default_rng(7)
     p = rng.dirichlet(np.ones(len(LABELS)), n)
     p[::9, 2] = 0.0
@@ -60,7 +63,8 @@ def make_input(folder: Path, n: int = 600, files: int = 3, layout: str = "struct
     folder.mkdir(parents=True)
     step = -(-n // files)
     for index in range(files):
-        pq.write_table(table.slice(index * step, step), folder / f"part-{index}.parquet")
+        part = table.slice(index * step, step)
+        pq.write_table(part, folder / f"part-{index}.parquet", row_group_size=row_group)
     return folder
 
 
@@ -133,6 +137,26 @@ def test_shards_and_single_parquet_files(
         rows = pq.read_table(single).to_pylist()
         assert [r["row"] for r in rows] == list(range(600)), engine
         assert_same(reference, probs_by_id(rows, "struct"))
+
+
+def test_many_pieces_keep_input_order(
+    ray_cluster: Any, spark: Any, calibrator: Path, tmp_path: Path
+) -> None:
+    """24 pieces (row groups): more than the Ray driver keeps in flight, so it must wait in order."""
+    data = make_input(tmp_path / "in", row_group=25)
+    reference = probs_by_id(
+        calibrate_table(pq.read_table(data), Calibrator.load(calibrator)).to_pylist(), "struct"
+    )
+    for engine in ("ray", "spark"):
+        single = tmp_path / f"{engine}.parquet"
+        assert apply(engine, calibrator, data, single) == 600
+        rows = pq.read_table(single).to_pylist()
+        assert [r["row"] for r in rows] == list(range(600)), engine
+        assert_same(reference, probs_by_id(rows, "struct"))
+        shards = tmp_path / f"{engine}-shards"
+        assert apply(engine, calibrator, data, shards, "parquet") == 600
+        assert len(list(shards.glob("part-*.parquet"))) == 24, engine
+        assert_same(reference, probs_by_id(read_shards(shards, "parquet"), "struct"))
 
 
 def test_python_apis_take_and_return_engine_frames(

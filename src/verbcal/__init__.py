@@ -13,20 +13,30 @@ The few names a user needs::
 
 Everything else lives in the stage modules (:mod:`verbcal.calibration`,
 :mod:`verbcal.metrics`, :mod:`verbcal.decide`, :mod:`verbcal.predictions`).
+The names are imported on first use (PEP 562), so ``import verbcal.task`` or a Ray worker
+that needs one stage does not pay for scipy and every other stage.
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from verbcal.calibration import (
-    METHODS,
-    Calibrator,
-    CalibratorError,
-    make_calibrator,
-    uncalibrated,
-)
-from verbcal.decide import threshold_for
-from verbcal.metrics import evaluate
-from verbcal.predictions import Predictions, PredictionsError, read_predictions
+_HOMES = {
+    "METHODS": "verbcal.calibration",
+    "Calibrator": "verbcal.calibration",
+    "CalibratorError": "verbcal.calibration",
+    "make_calibrator": "verbcal.calibration",
+    "uncalibrated": "verbcal.calibration",
+    "threshold_for": "verbcal.decide",
+    "evaluate": "verbcal.metrics",
+    "Predictions": "verbcal.predictions",
+    "PredictionsError": "verbcal.predictions",
+    "read_predictions": "verbcal.predictions",
+}
+"""Each top-level name and the module it comes from."""
 
 __all__ = [
     "METHODS",
@@ -41,3 +51,31 @@ __all__ = [
     "threshold_for",
     "uncalibrated",
 ]
+
+
+def _lazy(name: str) -> Any:
+    """Import a top-level name from its module on first use (module ``__getattr__``)."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'verbcal' has no attribute {name!r}")
+    value = getattr(import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:  # type checkers see the names themselves
+    from verbcal.calibration import (
+        METHODS,
+        Calibrator,
+        CalibratorError,
+        make_calibrator,
+        uncalibrated,
+    )
+    from verbcal.decide import threshold_for
+    from verbcal.metrics import evaluate
+    from verbcal.predictions import Predictions, PredictionsError, read_predictions
+else:
+    __getattr__ = _lazy
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

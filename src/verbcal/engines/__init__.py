@@ -9,9 +9,12 @@ batch step every engine runs (and the local engine); :mod:`verbcal.engines.ray` 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from verbcal.engines.arrow import CalibratorSpec, apply_local
 from verbcal.predictions import is_parquet
+
+if TYPE_CHECKING:
+    from verbcal.engines.arrow import CalibratorSpec
 
 ENGINES = ("local", "ray", "spark")
 
@@ -36,6 +39,8 @@ def apply(
             " use --engine local for JSONL/CSV, or convert the file to Parquet first"
         )
     if engine == "local":
+        from verbcal.engines.arrow import apply_local
+
         return apply_local(calibrator, data, out, out_format)
     if engine == "ray":
         from verbcal.engines.ray import apply_ray

@@ -324,6 +324,11 @@ def write_ordered(tables: Iterable[Any], out: str | Path, kind: str) -> int:
     return rows
 
 
+def shard_path(folder: str | Path, index: int, out_format: str) -> Path:
+    """The ``index``-th shard of a directory output: ``part-NNNNN.parquet`` or ``.jsonl``."""
+    return Path(folder) / f"part-{index:05d}.{'parquet' if out_format == 'parquet' else 'jsonl'}"
+
+
 def _jsonl_bytes(table: Any) -> bytes:
     lines = (json.dumps(row, ensure_ascii=False) for row in table.to_pylist())
     return "".join(line + "\n" for line in lines).encode("utf-8")
@@ -336,6 +341,26 @@ def iter_parquet(spec: str | Path, batch_rows: int = 262_144) -> Iterator[Any]:
         source = pa.parquet.ParquetFile(path)
         for batch in source.iter_batches(batch_size=batch_rows):
             yield pa.Table.from_batches([batch])
+
+
+def parquet_pieces(paths: Iterable[str | Path]) -> list[tuple[str, int]]:
+    """Every (file, row group) of Parquet files, in input order: the distributed engines' task."""
+    pa = require_pyarrow()
+    return [
+        (str(path), group)
+        for path in paths
+        for group in range(pa.parquet.ParquetFile(path).num_row_groups)
+    ]
+
+
+def calibrate_piece(
+    path: str, group: int, calibrator: Calibrator, batch_rows: int = 131_072
+) -> Iterator[Any]:
+    """Row group ``group`` of the Parquet file ``path``, calibrated batch by batch, as tables."""
+    pa = require_pyarrow()
+    batches = pa.parquet.ParquetFile(path).iter_batches(batch_size=batch_rows, row_groups=[group])
+    for batch in batches:
+        yield calibrate_table(pa.Table.from_batches([batch]), calibrator)
 
 
 def count_rows(paths: Iterable[str | Path]) -> int:
@@ -364,7 +389,6 @@ def apply_local(
     assert out_format is not None
     Path(out).mkdir(parents=True, exist_ok=True)
     rows = 0
-    suffix = "parquet" if out_format == "parquet" else "jsonl"
     for index, table in enumerate(tables):
-        rows += write_ordered([table], Path(out) / f"part-{index:05d}.{suffix}", out_format)
+        rows += write_ordered([table], shard_path(out, index, out_format), out_format)
     return rows

@@ -1,74 +1,58 @@
-"""Calibration on Ray Data: ``map_batches`` over Arrow batches, the calibrator shipped once.
+"""Calibration on Ray: Parquet pieces as Ray tasks, or a ``ray.data.Dataset`` mapped in batches.
 
-The fitted calibrator is put in Ray's object store once (``ray.put``); each worker process
-fetches it once and then calibrates every batch it gets with
-:func:`verbcal.engines.arrow.calibrate_table`, the same step as the local engine.
+Two paths. :func:`calibrate_dataset` (a Ray Dataset in, one out) is a ``map_batches`` over
+Arrow batches. :func:`apply_ray` (Parquet files in and out, ``verbcal apply --engine ray``)
+runs one Ray task per piece of the input (file, row group) that reads it, calibrates it and
+writes its shard with pyarrow, as the Spark engine does: no Ray Data reader, writer or
+executor to start (their fixed cost outweighed the calibration on 2 cores, see
+docs/scale.md).
+
+In both, the fitted calibrator is put in Ray's object store once (``ray.put``); each worker
+process fetches it once and calibrates with :func:`verbcal.engines.arrow.calibrate_table`,
+the same step as the local engine.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from verbcal.calibrate import Calibrator
 from verbcal.engines.arrow import (
     CalibratorSpec,
+    calibrate_piece,
     calibrate_table,
     check_input,
-    count_rows,
     input_error,
     load_calibrator,
     out_kind,
+    parquet_pieces,
+    shard_path,
     write_ordered,
 )
+from verbcal.engines.ray_cluster import ray_session, require_ray
 from verbcal.predictions import parquet_paths
-
-
-def require_ray() -> Any:
-    """Import ray, or say which extra installs it."""
-    try:
-        import ray
-        import ray.data
-    except ImportError as exc:
-        raise ImportError("the Ray engine needs Ray Data: pip install 'verbcal[ray]'") from exc
-    return ray
-
-
-@contextmanager
-def ray_session(address: str | None = None) -> Iterator[Any]:
-    """Connect to the cluster at ``address`` (None: start a local one) unless already connected.
-
-    A cluster this function started or connected to is left again on exit.
-    """
-    ray = require_ray()
-    if ray.is_initialized():
-        yield ray
-        return
-    if address is None:
-        ray.init(include_dashboard=False, log_to_driver=False)
-    else:
-        ray.init(address=address, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
 
 _CALIBRATORS: dict[str, Calibrator] = {}
 """Calibrators rebuilt in this worker process, by object id (once per process)."""
 
 
-def _calibrate_batch(batch: Any, shipped: list[Any]) -> Any:
-    """The ``map_batches`` function: fetch the shipped calibrator once per worker, then apply it."""
+def _calibrator(shipped: list[Any]) -> Calibrator:
+    """The shipped calibrator, fetched and rebuilt once per worker process."""
     (ref,) = shipped  # wrapped in a list so Ray passes the reference, not a copy per task
     key = ref.hex()
     if key not in _CALIBRATORS:
         import ray
 
         _CALIBRATORS[key] = Calibrator.from_dict(ray.get(ref))
-    return calibrate_table(batch, _CALIBRATORS[key])
+    return _CALIBRATORS[key]
+
+
+def _calibrate_batch(batch: Any, shipped: list[Any]) -> Any:
+    """The ``map_batches`` function of :func:`calibrate_dataset`."""
+    return calibrate_table(batch, _calibrator(shipped))
 
 
 def calibrate_dataset(
@@ -92,6 +76,18 @@ def calibrate_dataset(
     )
 
 
+def _calibrate_piece(
+    shipped: list[Any], path: str, group: int, shard: str | None = None, out_format: str = ""
+) -> Any:
+    """The task of one piece: its shard's row count, or (``shard`` None) its calibrated table."""
+    tables = calibrate_piece(path, group, _calibrator(shipped))
+    if shard is None:
+        import pyarrow as pa
+
+        return pa.concat_tables(tables)
+    return write_ordered(tables, shard, out_format)
+
+
 def apply_ray(
     calibrator: CalibratorSpec,
     data: str | Path,
@@ -99,26 +95,42 @@ def apply_ray(
     out_format: str | None = None,
     address: str | None = None,
 ) -> int:
-    """Calibrate Parquet ``data`` on Ray; one file in input order, or shards in a directory."""
+    """Calibrate Parquet ``data`` on Ray, one task per piece; return the rows written.
+
+    A directory ``out`` gets one shard per piece, written by the task (workers must see
+    ``out``, as they see ``data``); one ``.jsonl`` or ``.parquet`` file is written by the
+    driver from the pieces' tables in input order, a few pieces ahead of the writer.
+    """
     kind = out_kind(out, out_format)
     fitted = load_calibrator(calibrator)
     paths = [str(path) for path in parquet_paths(data)]
     check_input(paths, fitted)
+    pieces = parquet_pieces(paths)
     with ray_session(address) as ray:
-        context = ray.data.DataContext.get_current()
-        was = context.execution_options.preserve_order
-        context.execution_options.preserve_order = kind != "dir"
+        shipped = [ray.put(fitted.to_dict())]
+        task = ray.remote(_calibrate_piece)
         try:
-            calibrated = calibrate_dataset(ray.data.read_parquet(paths), fitted)
-            if kind != "dir":
-                batches = calibrated.iter_batches(batch_format="pyarrow", batch_size=None)
-                return write_ordered(batches, out, kind)
-            if out_format == "parquet":
-                calibrated.write_parquet(str(out))
-            else:  # pandas writes 10 decimals by default: 15 keeps every engine within 1e-15
-                calibrated.write_json(str(out), double_precision=15)
+            if kind == "dir":
+                assert out_format is not None
+                folder = Path(out).resolve()
+                folder.mkdir(parents=True, exist_ok=True)
+                shards = [str(shard_path(folder, i, out_format)) for i in range(len(pieces))]
+                calls = zip(pieces, shards, strict=True)
+                refs = [task.remote(shipped, *piece, shard, out_format) for piece, shard in calls]
+                return sum(ray.get(refs))
+            ahead = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+            submit = (task.remote(shipped, *piece) for piece in pieces)
+            return write_ordered(_in_order(ray, submit, ahead), out, kind)
         except Exception as exc:
             raise (input_error(exc) or exc) from None
-        finally:
-            context.execution_options.preserve_order = was
-    return count_rows(paths)
+
+
+def _in_order(ray: Any, refs: Iterator[Any], ahead: int) -> Iterator[Any]:
+    """The results of ``refs`` in order, keeping ``ahead`` tasks submitted beyond the one awaited."""
+    waiting: deque[Any] = deque()
+    for ref in refs:
+        waiting.append(ref)
+        if len(waiting) > ahead:
+            yield ray.get(waiting.popleft())
+    while waiting:
+        yield ray.get(waiting.popleft())

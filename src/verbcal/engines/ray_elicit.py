@@ -44,7 +44,7 @@ from verbcal.elicit.pricing import estimate_cost, load_prices, lookup
 from verbcal.elicit.progress import StatusProgress
 from verbcal.elicit.records import build_record, parse_row
 from verbcal.elicit.store import Row
-from verbcal.engines.ray import ray_session, require_ray
+from verbcal.engines.ray_cluster import ray_session, require_ray
 from verbcal.parse import ParsedReply
 from verbcal.predictions import write_jsonl, write_records
 from verbcal.task import Task, load_task, read_items
@@ -351,14 +351,15 @@ def _run(
             pool.append(actor_class.remote(task, share, buckets, price))
         clock = time.monotonic()
         try:
-            ray.get([actor.ready.remote() for actor in pool])
-            outcome.startup = time.monotonic() - clock
+            started = [actor.ready.remote() for actor in pool]
             queue = batches[::-1]
             running: dict[Any, int] = {}
-            for _ in range(BATCHES_IN_FLIGHT):
+            for _ in range(BATCHES_IN_FLIGHT):  # queued now: each actor starts them once up
                 for index, actor in enumerate(pool):
                     if queue:
                         running[actor.run.remote(queue.pop())] = index
+            ray.get(started)
+            outcome.startup = time.monotonic() - clock
             number = 0
             while running:
                 (ready,), _ = ray.wait(list(running), num_returns=1)

@@ -26,6 +26,7 @@ from typing import Any
 from verbcal.calibrate import Calibrator
 from verbcal.engines.arrow import (
     CalibratorSpec,
+    calibrate_piece,
     calibrate_table,
     calibrator_labels,
     check_input,
@@ -34,6 +35,8 @@ from verbcal.engines.arrow import (
     load_calibrator,
     out_kind,
     output_schema,
+    parquet_pieces,
+    shard_path,
     write_ordered,
 )
 from verbcal.predictions import parquet_paths
@@ -137,14 +140,7 @@ def _apply(
     input order (no sort). Workers and driver must see the same paths (as Spark's writer
     needs on a cluster: a shared or object-store file system).
     """
-    import pyarrow.parquet as pq
-
-    pieces = [
-        (index, piece)
-        for index, piece in enumerate(
-            (path, group) for path in paths for group in range(pq.ParquetFile(path).num_row_groups)
-        )
-    ]
+    pieces = list(enumerate(parquet_pieces(paths)))
     context = spark.sparkContext
     shipped = context.broadcast(fitted.to_dict())
     key = uuid.uuid4().hex
@@ -172,20 +168,13 @@ def _read_pieces(files: list[Path]) -> Iterator[Any]:
 
 def _piece_task(shipped: Any, key: str, folder: str, out_format: str) -> Any:
     """The task of one partition: calibrate its pieces, write ``part-<index>.<format>`` each."""
-    suffix = "parquet" if out_format == "parquet" else "jsonl"
 
     def run(pieces: Iterator[tuple[int, tuple[str, int]]]) -> Iterator[int]:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         if key not in _CALIBRATORS:
             _CALIBRATORS[key] = Calibrator.from_dict(shipped.value)
         fitted = _CALIBRATORS[key]
         for index, (path, group) in pieces:
-            batches = pq.ParquetFile(path).iter_batches(
-                batch_size=ARROW_BATCH_ROWS, row_groups=[group]
-            )
-            tables = (calibrate_table(pa.Table.from_batches([b]), fitted) for b in batches)
-            yield write_ordered(tables, f"{folder}/part-{index:05d}.{suffix}", out_format)
+            tables = calibrate_piece(path, group, fitted, ARROW_BATCH_ROWS)
+            yield write_ordered(tables, shard_path(folder, index, out_format), out_format)
 
     return run
