@@ -324,3 +324,26 @@ def test_cli_engine_errors_are_one_line(calibrator: Calibrator, tmp_path: Path) 
         "spark",
     )
     assert result.exit_code == 2 and "--engine spark reads Parquet" in result.output
+
+
+def test_cli_engine_output_needs_overwrite(calibrator: Calibrator, tmp_path: Path) -> None:
+    """Earlier output is never replaced silently; --overwrite clears a folder's old shards."""
+    calibrator.save(tmp_path / "ts.json")
+    folder = write_split(tmp_path, struct_table(dirichlet(90, seed=4)))
+    base = ("apply", "--calibrator", tmp_path / "ts.json", "--data", folder)
+    one = tmp_path / "one.jsonl"
+    one.write_text("kept\n")
+    result = run_cli(*base, "--out", one)
+    assert result.exit_code == 2 and "already exists" in result.output
+    assert one.read_text() == "kept\n"
+    assert run_cli(*base, "--out", one, "--overwrite").exit_code == 0
+    assert len(one.read_text().splitlines()) == 90
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    stale = shards / "part-00007.jsonl"
+    stale.write_text("stale\n")
+    result = run_cli(*base, "--out", shards, "--out-format", "jsonl")
+    assert result.exit_code == 2 and "--overwrite" in result.output and stale.exists()
+    result = run_cli(*base, "--out", shards, "--out-format", "jsonl", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert not stale.exists() and len(list(shards.glob("part-*.jsonl"))) == 3

@@ -370,7 +370,7 @@ def apply(
         fitted = load_calibrator(calibrator)
         if engine != "local" or is_parquet(datasets.resolve(data)):
             rows = engines.apply(
-                engine, fitted, datasets.resolve(data), out, out_format, address, master
+                engine, fitted, datasets.resolve(data), out, out_format, address, master, overwrite
             )
             console.print(f"wrote {rows} records to {out} (engine {engine})", markup=False)
             return

@@ -27,17 +27,23 @@ def apply(
     out_format: str | None = None,
     address: str | None = None,
     master: str | None = None,
+    overwrite: bool = True,
 ) -> int:
     """Calibrate Parquet ``data`` into ``out`` on ``engine``; return the rows written.
 
     ``address`` is Ray's cluster address (None: start a local one), ``master`` Spark's
-    (None: ``local[*]``).
+    (None: ``local[*]``). Without ``overwrite`` an existing output file, or a folder that
+    already holds shards, is refused; with it, old shards are removed first.
     """
     if engine in ENGINES and not is_parquet(data):
         raise ValueError(
             f"{data}: --engine {engine} reads Parquet (a file, a directory or a glob);"
             " use --engine local for JSONL/CSV, or convert the file to Parquet first"
         )
+    if engine in ENGINES:
+        from verbcal.engines.arrow import prepare_output
+
+        prepare_output(out, out_format, overwrite)
     if engine == "local":
         from verbcal.engines.arrow import apply_local
 

@@ -31,6 +31,7 @@ from verbcal.predictions import (
     PROBS_COLUMN,
     PredictionsError,
     atomic_output,
+    check_output,
     parquet_paths,
     require_pyarrow,
 )
@@ -322,6 +323,25 @@ def write_ordered(tables: Iterable[Any], out: str | Path, kind: str) -> int:
         elif kind == "parquet":
             raise PredictionsError(target, None, None, "no rows to write", "Check the input")
     return rows
+
+
+def prepare_output(out: str | Path, out_format: str | None, overwrite: bool) -> None:
+    """Refuse to write over earlier output unless ``overwrite``; with it, remove a shard
+    folder's old ``part-*`` shards (a shorter run must not leave stale ones behind)."""
+    if out_kind(out, out_format) != "dir":
+        check_output(out, overwrite)
+        return
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{out}: is a file; shards need a folder (or name a .jsonl/.parquet file)")
+    shards = sorted(folder.glob("part-*")) if folder.is_dir() else []
+    if shards and not overwrite:
+        raise ValueError(
+            f"{out}: already holds {len(shards)} shard(s) (part-*); pass --overwrite to "
+            "replace them, or give another folder"
+        )
+    for shard in shards:
+        shard.unlink()
 
 
 def shard_path(folder: str | Path, index: int, out_format: str) -> Path:
