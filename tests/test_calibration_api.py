@@ -327,6 +327,7 @@ def test_auto_stack_mixes_its_members_and_round_trips() -> None:
     assert min(auto.weights_.values()) >= 0.01
     assert auto.weights_.get("identity", 0) < 0.05  # sharpened: the raw p is worst
     assert [r["weight"] for r in auto.cv_] == [auto.weights_.get(r["method"], 0) for r in auto.cv_]
+    assert all(r["se"] is not None and r["se"] >= 0 for r in auto.cv_)  # paired, vs the best
     mixed = sum(w * auto.members_[m].predict_proba(sharp) for m, w in auto.weights_.items())
     np.testing.assert_allclose(auto.predict_proba(sharp), mixed, rtol=1e-12)
     loaded = Calibrator.from_dict(json.loads(json.dumps(auto.to_dict())))

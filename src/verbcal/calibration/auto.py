@@ -145,10 +145,10 @@ class AutoCalibrator(Calibrator):
         p, gold, weight = self._prepare(X, y, sample_weight, labels)
         candidates = self._candidates()
         table, oof = self._cross_validate(candidates, p, gold, weight)
-        losses = {spec: nll_per_item(g).mean(axis=0) for spec, g in oof.items()}
         if self.rule == "stack":
             weights, reason = stacking_choice(table, oof, weight)
         else:
+            losses = {spec: nll_per_item(g).mean(axis=0) for spec, g in oof.items()}
             chosen, reason = one_standard_error_choice(table, losses, weight)
             weights = {chosen: 1.0}
         for row in table:
@@ -295,9 +295,7 @@ def one_standard_error_choice(
     Each row's ``se`` is filled in with it.
     """
     scored = _scored(table)
-    best = min(scored, key=lambda r: (r["cv_nll"], r["complexity"]))
-    for row in scored:
-        row["se"] = _paired_se(losses[row["method"]] - losses[best["method"]], weight)
+    best = _with_paired_se(scored, losses, weight)
     chosen = min(
         (r for r in scored if r["cv_nll"] <= best["cv_nll"] + r["se"]),
         key=lambda r: (r["complexity"], r["cv_nll"]),
@@ -344,8 +342,11 @@ def stacking_choice(
     weight: Array | None = None,
 ) -> tuple[dict[str, float], str]:
     """Stacking weights by spec (members under :data:`MIN_WEIGHT` dropped, the rest
-    refitted), and why. Each repeat's out-of-fold predictions count as observations."""
+    refitted), and why. Each repeat's out-of-fold predictions count as observations.
+    Each row's ``se`` is filled in as for the one-standard-error rule."""
     scored = _scored(table)
+    losses = {spec: nll_per_item(g).mean(axis=0) for spec, g in oof.items()}
+    best = _with_paired_se(scored, losses, weight)
     specs = [str(r["method"]) for r in scored]
     repeats = len(next(iter(oof.values())))
     item_weight = None if weight is None else np.tile(weight, repeats)
@@ -358,16 +359,25 @@ def stacking_choice(
             specs[int(np.argmax(w))]
         ]
     mixed = nll_per_item(gold @ w).reshape(repeats, -1).mean(axis=0)
-    best = min(scored, key=lambda r: (r["cv_nll"], r["complexity"]))
     order = np.argsort(-w, kind="stable")
     weights = {specs[i]: float(w[i]) for i in order}
     folds = f"{best['folds']}-fold CV x {best['repeats']}"
     reason = (
         f"stacking: weights maximise the out-of-fold log score ({folds}); mixture "
-        f"{_weighted_mean(mixed, weight):.4f} vs best single candidate {best['method']} "
-        f"{best['cv_nll']:.4f}"
+        f"{_weighted_mean(mixed, weight):.4f} (on the predictions its weights were fitted to) "
+        f"vs best single candidate {best['method']} {best['cv_nll']:.4f}"
     )
     return weights, reason
+
+
+def _with_paired_se(
+    scored: Sequence[dict[str, Any]], losses: dict[str, Array], weight: Array | None
+) -> dict[str, Any]:
+    """The best row; every row's ``se`` set to the paired standard error against it."""
+    best = min(scored, key=lambda r: (r["cv_nll"], r["complexity"]))
+    for row in scored:
+        row["se"] = _paired_se(losses[row["method"]] - losses[best["method"]], weight)
+    return best
 
 
 def _scored(table: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -289,12 +289,13 @@ def fit(
     if isinstance(calibrator, AutoCalibrator):
         show_auto(calibrator)
     console.print(
-        f"[bold]{method}[/] fitted on {int(info['n'])} items; floor: {calibrator.describe_floor()}"
+        f"[bold]{escape(method)}[/] fitted on {int(info['n'])} items; "
+        f"floor: {escape(calibrator.describe_floor())}"
     )
     shown = calibrator.calibrator_ if isinstance(calibrator, AutoCalibrator) else calibrator
     if not isinstance(shown, AutoCalibrator):  # a stack's weights are in the table above
         for name, value in shown.params.items():
-            console.print(f"  {name} = {value}", highlight=False)
+            console.print(f"  {name} = {value}", highlight=False, markup=False)
     console.print(
         f"NLL on the fitting data: {info['nll_before']:.4f} (verbalized) → {info['nll_after']:.4f}"
     )
