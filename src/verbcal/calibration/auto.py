@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from verbcal.calibration.base import Calibrator, register
-from verbcal.calibration.rows import Array, CalibratorError, Counts
+from verbcal.calibration.rows import Array, CalibratorError, Counts, count_rows
 from verbcal.calibration.specs import parse_spec
 
 DEFAULT_CANDIDATES: tuple[str, ...] = (
@@ -163,7 +163,7 @@ class AutoCalibrator(Calibrator):
         }
         self.floor_ = self._single.floor_ if self._single else None
         self.warnings_ = [w for member in self.members_.values() for w in member.warnings]
-        self.fit_info_ = self._describe_fit(_counts(p, gold, weight))
+        self.fit_info_ = self._describe_fit(count_rows(p, gold, weight))
         return self
 
     @property
@@ -260,12 +260,6 @@ class AutoCalibrator(Calibrator):
             state = {"weights": {self.chosen_: 1.0}, "members": {self.chosen_: state["calibrator"]}}
         self.weights_ = {str(k): float(v) for k, v in state["weights"].items()}
         self.members_ = {str(k): Calibrator.from_dict(v) for k, v in state["members"].items()}
-
-
-def _counts(p: Array, gold: NDArray[np.int64], weight: Array | None) -> Counts:
-    from verbcal.calibration.rows import count_rows
-
-    return count_rows(p, gold, weight)
 
 
 def _weighted_mean(values: Array, weight: Array | None) -> float | None:
