@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +53,18 @@ def load_calibrator(spec: CalibratorSpec) -> Calibrator:
     if isinstance(spec, dict):
         return Calibrator.from_dict(spec)
     return Calibrator.load(spec)
+
+
+_SHIPPED: dict[str, Calibrator] = {}
+"""Calibrators rebuilt in this (worker) process, by the key they were shipped under."""
+
+
+def shipped_calibrator(key: str, fetch: Callable[[], dict[str, Any]]) -> Calibrator:
+    """The calibrator shipped under ``key`` (a broadcast, an object reference), rebuilt from
+    ``fetch()`` once per worker process and reused by every later task and batch."""
+    if key not in _SHIPPED:
+        _SHIPPED[key] = Calibrator.from_dict(fetch())
+    return _SHIPPED[key]
 
 
 def calibrator_labels(calibrator: Calibrator) -> tuple[str, ...]:

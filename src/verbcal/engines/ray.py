@@ -30,24 +30,19 @@ from verbcal.engines.arrow import (
     out_kind,
     parquet_pieces,
     shard_path,
+    shipped_calibrator,
     write_ordered,
 )
 from verbcal.engines.ray_cluster import ray_session, require_ray
 from verbcal.predictions import parquet_paths
 
-_CALIBRATORS: dict[str, Calibrator] = {}
-"""Calibrators rebuilt in this worker process, by object id (once per process)."""
-
 
 def _calibrator(shipped: list[Any]) -> Calibrator:
     """The shipped calibrator, fetched and rebuilt once per worker process."""
-    (ref,) = shipped  # wrapped in a list so Ray passes the reference, not a copy per task
-    key = ref.hex()
-    if key not in _CALIBRATORS:
-        import ray
+    import ray
 
-        _CALIBRATORS[key] = Calibrator.from_dict(ray.get(ref))
-    return _CALIBRATORS[key]
+    (ref,) = shipped  # wrapped in a list so Ray passes the reference, not a copy per task
+    return shipped_calibrator(ref.hex(), lambda: ray.get(ref))
 
 
 def _calibrate_batch(batch: Any, shipped: list[Any]) -> Any:

@@ -37,15 +37,13 @@ from verbcal.engines.arrow import (
     output_schema,
     parquet_pieces,
     shard_path,
+    shipped_calibrator,
     write_ordered,
 )
 from verbcal.predictions import parquet_paths
 
 ARROW_BATCH_ROWS = 131_072
 """Rows per Arrow batch that ``apply``'s tasks calibrate at a time."""
-
-_CALIBRATORS: dict[str, Calibrator] = {}
-"""Calibrators rebuilt in this Python worker, by a key per broadcast (once per worker process)."""
 
 
 def require_spark() -> Any:
@@ -93,12 +91,9 @@ def calibrate_dataframe(frame: Any, calibrator: CalibratorSpec) -> Any:
     def calibrate(batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
 
-        if key not in _CALIBRATORS:
-            _CALIBRATORS[key] = Calibrator.from_dict(shipped.value)
+        fitted = shipped_calibrator(key, lambda: shipped.value)
         for batch in batches:
-            yield from calibrate_table(
-                pa.Table.from_batches([batch]), _CALIBRATORS[key]
-            ).to_batches()
+            yield from calibrate_table(pa.Table.from_batches([batch]), fitted).to_batches()
 
     return frame.mapInArrow(calibrate, from_arrow_schema(schema))
 
@@ -170,9 +165,7 @@ def _piece_task(shipped: Any, key: str, folder: str, out_format: str) -> Any:
     """The task of one partition: calibrate its pieces, write ``part-<index>.<format>`` each."""
 
     def run(pieces: Iterator[tuple[int, tuple[str, int]]]) -> Iterator[int]:
-        if key not in _CALIBRATORS:
-            _CALIBRATORS[key] = Calibrator.from_dict(shipped.value)
-        fitted = _CALIBRATORS[key]
+        fitted = shipped_calibrator(key, lambda: shipped.value)
         for index, (path, group) in pieces:
             tables = calibrate_piece(path, group, fitted, ARROW_BATCH_ROWS)
             yield write_ordered(tables, shard_path(folder, index, out_format), out_format)
