@@ -144,11 +144,10 @@ class AutoCalibrator(Calibrator):
             )
         p, gold, weight = self._prepare(X, y, sample_weight, labels)
         candidates = self._candidates()
-        table, oof = self._cross_validate(candidates, p, gold, weight)
+        table, oof, losses = self._cross_validate(candidates, p, gold, weight)
         if self.rule == "stack":
-            weights, reason = stacking_choice(table, oof, weight)
+            weights, reason = stacking_choice(table, oof, losses, weight)
         else:
-            losses = {spec: nll_per_item(g).mean(axis=0) for spec, g in oof.items()}
             chosen, reason = one_standard_error_choice(table, losses, weight)
             weights = {chosen: 1.0}
         for row in table:
@@ -201,20 +200,22 @@ class AutoCalibrator(Calibrator):
         p: Array,
         gold: NDArray[np.int64],
         weight: Array | None,
-    ) -> tuple[list[dict[str, Any]], dict[str, Array]]:
+    ) -> tuple[list[dict[str, Any]], dict[str, Array], dict[str, Array]]:
         """A row per candidate (mean out-of-fold NLL) and, per candidate that could be fitted
-        in every fold, its out-of-fold gold probabilities, (repeats, n)."""
+        in every fold, its out-of-fold gold probabilities, (repeats, n), and its per-item
+        out-of-fold NLL averaged over the repeats, (n,)."""
         per_label = np.bincount(gold, minlength=len(self.labels_))
         k = max(2, min(int(self.folds), int(per_label[per_label > 0].min()), len(gold) // 2))
         rng = np.random.default_rng(self.seed)
         splits = [stratified_folds(gold, k, rng) for _ in range(max(1, int(self.repeats)))]
-        table, oof = [], {}
+        table, oof, losses = [], {}, {}
         for spec, candidate in candidates.items():
             runs = [out_of_fold_gold(candidate, p, gold, self.labels_, f, weight) for f in splits]
             mean = None
             if all(run is not None for run in runs):
                 oof[spec] = np.array(runs)
-                mean = _weighted_mean(nll_per_item(oof[spec]).mean(axis=0), weight)
+                losses[spec] = nll_per_item(oof[spec]).mean(axis=0)
+                mean = _weighted_mean(losses[spec], weight)
             table.append(
                 {
                     "method": spec,
@@ -225,7 +226,7 @@ class AutoCalibrator(Calibrator):
                     "repeats": len(splits),
                 }
             )
-        return table, oof
+        return table, oof, losses
 
     def _fit(self, data: Counts) -> None:  # fit() is overridden
         raise NotImplementedError
@@ -333,13 +334,13 @@ def stacking_weights(gold: Array, weight: Array | None = None, iterations: int =
 def stacking_choice(
     table: Sequence[dict[str, Any]],
     oof: dict[str, Array],
+    losses: dict[str, Array],
     weight: Array | None = None,
 ) -> tuple[dict[str, float], str]:
     """Stacking weights by spec (members under :data:`MIN_WEIGHT` dropped, the rest
-    refitted), and why. Each repeat's out-of-fold predictions count as observations.
-    Each row's ``se`` is filled in as for the one-standard-error rule."""
+    refitted), and why. Each repeat's out-of-fold predictions count as observations;
+    ``losses`` (per-item out-of-fold NLL) give each row's ``se``, as for the 1-SE rule."""
     scored = _scored(table)
-    losses = {spec: nll_per_item(g).mean(axis=0) for spec, g in oof.items()}
     best = _with_paired_se(scored, losses, weight)
     specs = [str(r["method"]) for r in scored]
     repeats = len(next(iter(oof.values())))
