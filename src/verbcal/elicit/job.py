@@ -167,6 +167,41 @@ class ElicitResult:
     model: str
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def of(
+        cls,
+        records: Sequence[dict[str, Any]],
+        *,
+        out: str | Path,
+        store: Path,
+        stats: EngineStats,
+        opts: ElicitOptions,
+        model: str,
+        prices: Any,
+        n_requests_planned: int,
+        n_from_store: int,
+        started: float,
+        notes: list[str],
+    ) -> ElicitResult:
+        """The summary of a run that wrote ``records``: counts, cost and time derived here."""
+        return cls(
+            out=Path(out),
+            store=store,
+            n_items=len(records),
+            status_counts=Counter(r["status"] for r in records),
+            issue_counts=parse_issues(records),
+            stats=stats,
+            n_requests_planned=n_requests_planned,
+            n_from_store=n_from_store,
+            seconds=time.monotonic() - started,
+            cost=estimate_cost(
+                opts.backend, model, stats.input_tokens, stats.output_tokens, prices
+            ),
+            backend=opts.backend,
+            model=model,
+            notes=notes,
+        )
+
 
 def label_prompt(task: Task, text: str) -> str:
     """A prompt whose first answer token names a label, for ``--label-logprobs``."""
@@ -285,20 +320,17 @@ def elicit(
         raise ElicitStopped(stop, opts.backend, store_path, stats.requests, unsent)
     records = [build_record(plan, rows, task.labels, parsed) for plan in plans]
     write_jsonl(out, records)
-    cost = estimate_cost(opts.backend, model, stats.input_tokens, stats.output_tokens, prices)
-    return ElicitResult(
-        out=Path(out),
+    return ElicitResult.of(
+        records,
+        out=out,
         store=store_path,
-        n_items=len(records),
-        status_counts=Counter(r["status"] for r in records),
-        issue_counts=parse_issues(records),
         stats=stats,
+        opts=opts,
+        model=model,
+        prices=prices,
         n_requests_planned=len(jobs),
         n_from_store=len(done),
-        seconds=time.monotonic() - started,
-        cost=cost,
-        backend=opts.backend,
-        model=model,
+        started=started,
         notes=notes,
     )
 

@@ -28,7 +28,6 @@ import json
 import math
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,8 +38,8 @@ from rich.console import Console
 from verbcal.elicit import ElicitError, ElicitOptions, ElicitResult, ElicitStopped
 from verbcal.elicit.backends import DEFAULT_MODELS
 from verbcal.elicit.engine import Engine, EngineStats, Job, RateLimiter, Stop
-from verbcal.elicit.job import parse_issues, plan_requests
-from verbcal.elicit.pricing import estimate_cost, load_prices, lookup
+from verbcal.elicit.job import plan_requests
+from verbcal.elicit.pricing import load_prices, lookup
 from verbcal.elicit.progress import StatusProgress
 from verbcal.elicit.records import build_record, parse_row
 from verbcal.elicit.store import Row
@@ -296,19 +295,17 @@ def elicit_ray(
     fresh = read_parts(parts_dir)
     records = [fresh[str(row["id"])] for row in rows]
     write_records(out, records)
-    return ElicitResult(
-        out=Path(out),
+    return ElicitResult.of(
+        records,
+        out=out,
         store=parts_dir,
-        n_items=len(records),
-        status_counts=Counter(r["status"] for r in records),
-        issue_counts=parse_issues(records),
         stats=stats,
+        opts=opts,
+        model=model,
+        prices=prices,
         n_requests_planned=len(rows) * opts.samples,
         n_from_store=(len(rows) - len(todo)) * opts.samples,
-        seconds=time.monotonic() - started,
-        cost=estimate_cost(opts.backend, model, stats.input_tokens, stats.output_tokens, prices),
-        backend=opts.backend,
-        model=model,
+        started=started,
         notes=outcome.notes,
     )
 
