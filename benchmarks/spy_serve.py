@@ -28,11 +28,11 @@ import bench_serve as bench
 
 PARTS = [  # (part, text in a frame), matched from the innermost frame outwards
     ("JSON parsing and validation (pydantic-core)", "model_validate_json"),
-    ("JSON parsing (orjson), top-level fields (pydantic)", "fast_calibrate"),
     ("calibrator predict_proba (cache misses)", "predict_proba"),
+    ("rows read from new texts (msgspec)", "serve/wire.py"),
     ("row cache keys and lookups", "serve/cache.py"),
+    ("body decoding and checks (msgspec), row texts", "fast_calibrate"),
     ("input checks (label order, zero rows)", "checked_rows"),
-    ("input checks (label order, zero rows)", "plain_rows"),
     ("answer rendering", "calibrate_json"),
     ("log line (logging, JSON formatter)", "logging/__init__"),
     ("log line (logging, JSON formatter)", "serve/observe.py"),

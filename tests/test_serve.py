@@ -265,6 +265,40 @@ def test_request_ids_json_logs_and_metrics(server: str, caplog: pytest.LogCaptur
         assert secret not in logged and secret not in text
 
 
+def test_request_lines_are_written_directly_only_to_a_plain_json_handler() -> None:
+    """The request line skips ``logging`` only where a lone JsonHandler would write it anyway,
+    and then reads as the line ``logging`` and the JSON formatter write."""
+    import io
+
+    from verbcal.serve.observe import JsonHandler, RequestLog
+
+    fields = {"request_id": "r1", "status": 200, "route": "/v1/calibrate", "duration_ms": 0.5}
+    lines = {}
+    logger = logging.getLogger("verbcal.serve.test-lines")
+    for way in ("direct", "logging"):
+        logger.handlers, logger.propagate = [], False
+        logger.setLevel(logging.INFO)
+        stream = io.StringIO()
+        logger.addHandler(JsonHandler(stream))
+        log = RequestLog(logger)
+        if way == "logging":
+            logger.addFilter(lambda record: True)  # any filter: lines go through logging
+        assert (log._direct() is None) == (way == "logging")
+        log(fields)
+        logger.setLevel(logging.WARNING)
+        log(fields)  # below the level: nothing written either way
+        [line] = stream.getvalue().splitlines()
+        lines[way] = json.loads(line)
+    assert lines["direct"].pop("time")[:4] == lines["logging"].pop("time")[:4]
+    expected = {"level": "info", "logger": logger.name, "message": "request", **fields}
+    assert lines["direct"] == lines["logging"] == expected
+    logger = logging.getLogger("verbcal.serve.test-other")
+    logger.handlers, logger.propagate = [JsonHandler(io.StringIO())], True
+    assert RequestLog(logger)._direct() is None  # lines also reach the root logger's handlers
+    logger.handlers, logger.propagate = [logging.StreamHandler(io.StringIO())], False
+    assert RequestLog(logger)._direct() is None
+
+
 def test_openapi_documents_models_and_security(server: str) -> None:
     schema = httpx.get(server + "/openapi.json", headers={"X-API-Key": KEY}).json()
     paths = schema["paths"]

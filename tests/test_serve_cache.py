@@ -76,6 +76,60 @@ def test_cache_is_bounded_lru_and_off_at_zero() -> None:
     assert len(off) == 0 and off.stats.hits == 0
 
 
+def test_texts_are_read_once_and_answered_as_their_rows() -> None:
+    """A JSON text seen before is answered without reading it; new texts are read once per
+    request and share the row cache with equal rows written differently; bounded, off at 0."""
+    reads: list[list[bytes]] = []
+    calls: list[int] = []
+
+    def read(texts: list[bytes]) -> np.ndarray:
+        reads.append(list(texts))
+        return np.array([[json.loads(t)["a"], json.loads(t)["b"]] for t in texts], dtype=float)
+
+    def predict(matrix: np.ndarray) -> np.ndarray:
+        calls.append(len(matrix))
+        return matrix / matrix.sum(axis=1, keepdims=True)
+
+    one, same, other = b'{"a": 1, "b": 3}', b'{"b":3.0,"a":1.0}', b'{"a": 2, "b": 2}'
+    cache = RowCache(("a", "b"), size=2)
+    first = cache.calibrate_texts([one, one, other], read, predict)
+    assert reads == [[one, one, other]] and calls == [2]
+    assert [r.probs for r in first] == [(0.25, 0.75), (0.25, 0.75), (0.5, 0.5)]
+    assert cache.calibrate_texts([other, one], read, predict) == [first[2], first[0]]
+    assert len(reads) == 1  # both texts known: nothing read, nothing computed
+    assert cache.calibrate_texts([same], read, predict) == [first[0]]
+    assert reads[-1] == [same] and calls == [2]  # a new text of a known row: read, not computed
+    assert list(cache._texts) == [other, same]  # the oldest text left first
+    assert (cache.stats.hits, cache.stats.misses) == (3, 3)
+
+    off = RowCache(("a", "b"), size=0)
+    off.calibrate_texts([one], read, predict)
+    off.calibrate_texts([one], read, predict)
+    assert reads[-2:] == [[one], [one]] and len(off._texts) == 0 and off.stats.hits == 0
+
+
+def test_row_reader_reads_rows_in_label_order_and_refuses_what_the_models_refuse() -> None:
+    import msgspec
+
+    from verbcal.serve.wire import row_reader
+
+    read = row_reader(("sci/tech", "a b", "x"))
+    rows = read([b'{"x": 1, "a b": 0.25, "sci/tech": 5e-324}', b'{"sci/tech":0,"a b":0,"x":2}'])
+    assert rows.tolist() == [[5e-324, 0.25, 1.0], [0.0, 0.0, 2.0]] and rows.dtype == np.float64
+    assert read([]).shape == (0, 3)
+    for bad in (
+        b'{"x": 1, "a b": 0.25}',  # a label missing
+        b'{"x": 1, "a b": 0.25, "sci/tech": 0, "y": 0}',  # an unknown label
+        b'{"x": -1, "a b": 0.25, "sci/tech": 0}',
+        b'{"x": 1e999, "a b": 0.25, "sci/tech": 0}',
+        b'{"x": true, "a b": 0.25, "sci/tech": 0}',
+        b'{"x": "1", "a b": 0.25, "sci/tech": 0}',
+        b"[1, 0.25, 0]",
+    ):
+        with pytest.raises(msgspec.DecodeError):
+            read([bad])
+
+
 def test_keys_are_exact_bytes() -> None:
     """-0.0 and 0.0, or values one ulp apart, are different rows."""
     cache = RowCache(("a", "b"), size=10)
@@ -252,6 +306,8 @@ BODIES: list[Any] = [
     {"items": [{"id": 3, "probs": ROW}]},
     {"items": [{"id": "x" * 257, "probs": ROW}]},
     {"items": [{"id": "x" * 256, "probs": ROW}]},
+    {"items": [{"id": "✓" * 256, "probs": ROW}]},
+    {"items": [{"id": "✓" * 257, "probs": ROW}]},
     {"items": [{"id": "x"}]},
     {"items": [{"probs": [0.1, 0.2, 0.7]}]},
     {"items": [["probs", ROW]]},
@@ -275,6 +331,10 @@ RAW_BODIES = [json.dumps(body).encode() for body in BODIES] + [
     b'{"items": [{"probs": {"negative": 0.1, "neutral": 0.2, "positive": 0.7}}]',
     b"\xff",
     b"",
+    # the same row in other texts: other key order, spacing, an escaped key
+    b'{"items":[{"probs":{"positive":0.7,"neutral":0.2,"negative":0.1}},'
+    b'{"id":"z","probs":{ "negative" : 0.1 ,"neutral":2e-1,"positive":0.70}}]}',
+    b'{"items": [{"probs": {"negativ\\u0065": 0.1, "neutral": 0.2, "positive": 0.7}}]}',
 ]
 
 
@@ -289,7 +349,7 @@ def test_fast_path_accepts_exactly_what_the_models_accept(tmp_path: Path) -> Non
         expected = _outcome(service, raw)
         assert asyncio.run(service.fast_calibrate(raw)) == expected, raw[:200]
         accepted += expected is not None
-    assert accepted == 8
+    assert accepted == 11
 
 
 def test_rows_the_calibrator_refuses_are_input_errors(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-import orjson
+import msgspec
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -18,10 +18,11 @@ from pydantic_core import to_json
 from starlette.exceptions import HTTPException
 
 import verbcal
-from verbcal.serve import oip
+from verbcal.calibrate import CalibratorError
+from verbcal.serve import oip, wire
 from verbcal.serve.auth import HEALTH_PATHS, KeyRing, RateLimiter
+from verbcal.serve.cache import Row
 from verbcal.serve.calibrate import (
-    Array,
     InputError,
     calibrate_json,
     calibrated,
@@ -29,7 +30,6 @@ from verbcal.serve.calibrate import (
     checked_rows,
     field_error,
     pick_model,
-    plain_rows,
 )
 from verbcal.serve.config import ServeConfig, parse_rate, read_api_keys
 from verbcal.serve.gate import Gate, error_content
@@ -37,12 +37,10 @@ from verbcal.serve.observe import Metrics, ensure_handler
 from verbcal.serve.registry import Registry, ReloadError, Served
 from verbcal.serve.schemas import (
     RAW_BODIES,
-    CalibrateEnvelope,
     CalibrateRequest,
     CalibrateResponse,
     ClassifyRequest,
     ClassifyResponse,
-    Decisions,
     ErrorResponse,
     JSONBytes,
     ModelInfo,
@@ -107,31 +105,39 @@ class Service:
         """The ``/v1/calibrate`` answer (JSON) for a validated body (raises InputError)."""
         self.check_count(len(body.items))
         served = pick_model(self.registry.models, body.model)
-        matrix = checked_rows(served, [item.probs for item in body.items])
-        return self.answer(served, [item.id for item in body.items], matrix, body)
+        rows = calibrated(served, checked_rows(served, [item.probs for item in body.items]))
+        ids = [item.id for item in body.items]
+        return self.answer(served, ids, rows, body.accept_threshold, body.set_mass)
 
     async def fast_calibrate(self, raw: bytes) -> bytes | None:
         """``/v1/calibrate`` without the framework: the JSON answer, or None on any problem
         (the request then goes the framework's way, which gives the standard error)."""
         try:
-            body = CalibrateEnvelope.model_validate(orjson.loads(raw))
+            body = wire.BODY.decode(raw)
             self.check_count(len(body.items))
             served = pick_model(self.registry.models, body.model)
-            ids, matrix = plain_rows(served, body.items)
-            return self.answer(served, ids, matrix, body)
-        except (ValueError, TypeError, KeyError, OverflowError, InputError):
+            texts = [bytes(item.probs) for item in body.items]
+            rows = served.cache.calibrate_texts(
+                texts, served.read_rows, served.calibrator.predict_proba
+            )
+        except (msgspec.DecodeError, InputError, CalibratorError):
             return None
+        ids = [item.id for item in body.items]
+        return self.answer(served, ids, rows, body.accept_threshold, body.set_mass)
 
     def answer(
-        self, served: Served, ids: list[str | None], matrix: Array, decisions: Decisions
+        self,
+        served: Served,
+        ids: list[str | None],
+        rows: list[Row],
+        accept_threshold: float | None = None,
+        set_mass: float | None = None,
     ) -> bytes:
-        """The answer for checked rows: calibrated, with the decisions asked for."""
-        rows = calibrated(served, matrix)
-        threshold, mass = decisions.accept_threshold, decisions.set_mass
-        if threshold is None and mass is None:
+        """The answer for calibrated rows, with the decisions asked for."""
+        if accept_threshold is None and set_mass is None:
             answer = calibrate_json(served, ids, rows)
         else:
-            items = calibrated_items(served, ids, rows, threshold, mass)
+            items = calibrated_items(served, ids, rows, accept_threshold, set_mass)
             answer = to_json({"model": served.name, "method": served.method, "items": items})
         self.metrics.count_items(served.name, len(ids))
         return answer

@@ -3,7 +3,10 @@
 Verbalized distributions sit on a coarse grid (0.05, 0.01), so the same rows come back
 again and again. A row is keyed by its exact bytes (the float64 values in the model's
 label order, after the service's input checks), so only bit-identical inputs share an
-entry; the value is what ``predict_proba`` returned for that row. Every calibrator
+entry; the value is what ``predict_proba`` returned for that row. In front of it, the
+``/v1/calibrate`` fast path keys rows by the exact JSON text of their ``probs`` object
+(:meth:`RowCache.calibrate_texts`): a text seen before is answered without being parsed,
+because the same text always reads as the same row. Every calibrator
 computes each row on its own (equal rows give equal outputs wherever they sit in a
 batch), so a cached row is bit-identical to an uncached ``predict_proba`` of any batch
 holding it; the tests check that for every method.
@@ -15,6 +18,7 @@ requests in flight keep the old calibrator and its cache.
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -27,6 +31,8 @@ from pydantic_core import to_json
 
 Array = NDArray[np.float64]
 Predict = Callable[[Array], Array]
+Read = Callable[[Sequence[bytes]], Array]
+"""JSON texts of label-keyed rows → an (n, K) matrix; raises on a text it refuses."""
 
 
 class Row(NamedTuple):
@@ -61,6 +67,8 @@ class RowCache:
         self.key_type = np.dtype((np.void, 8 * len(self.labels)))
         """A row's K float64 values as one bytes key."""
         self._rows: OrderedDict[bytes, Row] = OrderedDict()
+        self._texts: OrderedDict[bytes, Row] = OrderedDict()
+        """Rows by the JSON text they were read from; the oldest entry leaves first."""
         self._lock = threading.Lock()
         self.stats = stats if stats is not None else CacheStats()
 
@@ -96,6 +104,28 @@ class RowCache:
         self.stats.hits += len(keys) - misses
         self.stats.misses += misses
         return [row or fresh[k] for row, k in zip(out, keys, strict=True)]
+
+    def calibrate_texts(self, texts: Sequence[bytes], read: Read, predict: Predict) -> list[Row]:
+        """The calibrated rows for rows given as JSON texts, reading only texts not seen before.
+
+        ``read`` (which checks the texts and raises on any it refuses) is called at most
+        once, on the new texts; their rows then go through :meth:`calibrate`.
+        """
+        if self.size == 0:
+            return self.calibrate(read(texts), predict)
+        out = list(map(self._texts.get, texts))
+        misses = out.count(None)
+        if not misses:
+            self.stats.hits += len(texts)
+            return out  # type: ignore[return-value]
+        new = list(compress(texts, map(operator.not_, out)))
+        fresh = dict(zip(new, self.calibrate(read(new), predict), strict=True))
+        self.stats.hits += len(texts) - misses  # calibrate() counted the new texts
+        with self._lock:
+            self._texts.update(fresh)
+            while len(self._texts) > self.size:
+                self._texts.popitem(last=False)
+        return [row or fresh[text] for row, text in zip(out, texts, strict=True)]
 
 
 def as_matrix(rows: Sequence[Row]) -> Array:

@@ -12,7 +12,6 @@ from pydantic_core import to_json
 from verbcal.calibrate import CalibratorError
 from verbcal.serve.cache import Row, as_matrix
 from verbcal.serve.registry import Served
-from verbcal.serve.schemas import ITEM_IDS, ROW_VALUES
 
 Array = NDArray[np.float64]
 
@@ -59,29 +58,6 @@ def checked_rows(served: Served, rows: Sequence[Mapping[str, float]]) -> Array:
     except KeyError:
         raise InputError(_label_errors(served, rows)) from None
     return np.array(values, dtype=np.float64)
-
-
-_ABSENT = object()
-
-
-def plain_rows(served: Served, items: list[Any]) -> tuple[list[str | None], Array]:
-    """Ids and (n, K) matrix of parsed, unvalidated JSON items, accepted exactly where
-    ``CalibrateItem`` and :func:`checked_rows` would accept them; anything else raises
-    (ValueError, TypeError or KeyError) without saying why: the caller then takes the
-    validating path, which explains."""
-    probs = [item["probs"] for item in items]
-    ids = [item.get("id", _ABSENT) for item in items]
-    absent = ids.count(_ABSENT)
-    if sum(map(len, items)) != 2 * len(items) - absent:  # a field besides id and probs
-        raise KeyError("items")
-    labels = served.labels
-    if set(map(len, probs)) != {len(labels)}:  # K labels each, and (a KeyError below) its own
-        raise KeyError("probs")
-    values = ROW_VALUES.validate_python([p[label] for p in probs for label in labels])
-    if absent:
-        ids = [None if i is _ABSENT else i for i in ids]
-    matrix = np.array(values, dtype=np.float64).reshape(len(probs), -1)
-    return ITEM_IDS.validate_python(ids), matrix
 
 
 def refused_rows(matrix: Array) -> list[tuple[int, str]]:

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from verbcal.serve.auth import HEALTH_PATHS, KeyRing, RateLimiter, presented_key
-from verbcal.serve.observe import Metrics
+from verbcal.serve.observe import Metrics, RequestLog
 
 _READ = {b"authorization", b"x-api-key", b"content-length", b"x-request-id"}
 """The only headers the gate looks at."""
@@ -62,7 +62,7 @@ class Gate:
     ) -> None:
         self.app, self.keys, self.limiter = app, keys, limiter
         self.max_body = max_body_bytes
-        self.metrics, self.logger = metrics, logger
+        self.metrics, self.request_log = metrics, RequestLog(logger)
         self._known_paths = known_paths
         self._known: Container[str] | None = None
         self.fast_routes = fast_routes or {}
@@ -125,23 +125,26 @@ class Gate:
 
     async def _try_fast(self, fast: FastRoute, receive: Receive) -> tuple[bytes | None, Receive]:
         """The fast route's answer, or None and a ``receive`` that replays what was read."""
-        messages: list[Message] = []
+        messages = [await receive()]
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
+        while messages[-1]["type"] == "http.request":
+            chunk = messages[-1].get("body", b"")
             size += len(chunk)
             chunks.append(chunk)
-            if size > self.max_body or not message.get("more_body", False):
+            if size > self.max_body:
                 break
-        if messages[-1]["type"] == "http.request" and size <= self.max_body:
-            answer = await fast(b"".join(chunks))
-            if answer is not None:
-                return answer, receive
+            if not messages[-1].get("more_body", False):  # the whole body is in
+                answer = await fast(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                if answer is not None:
+                    return answer, receive
+                break
+            messages.append(await receive())
+        return None, self._replay(messages, receive)
+
+    @staticmethod
+    def _replay(messages: list[Message], receive: Receive) -> Receive:
+        """``receive`` that gives ``messages`` again, then what ``receive`` gives."""
         replay = iter(messages)
 
         async def replayed() -> Message:
@@ -149,7 +152,7 @@ class Gate:
                 return message
             return await receive()
 
-        return None, replayed
+        return replayed
 
     def _check(
         self, path: str, headers: dict[str, str], scope: Scope
@@ -235,8 +238,8 @@ class Gate:
                 path if path in self.known_paths() else "<other>"
             )
         self.metrics.count_request(name, scope["method"], status, seconds)
-        if self.logger.isEnabledFor(logging.INFO):  # one line per request: skip the caller lookup
-            fields = {
+        self.request_log(
+            {
                 "request_id": request_id,
                 "method": scope["method"],
                 "path": path,
@@ -245,7 +248,4 @@ class Gate:
                 "duration_ms": round(seconds * 1000, 3),
                 "client": client,
             }
-            record = self.logger.makeRecord(
-                self.logger.name, logging.INFO, __file__, 0, "request", (), None, extra=fields
-            )
-            self.logger.handle(record)
+        )

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from verbcal.calibrate import Calibrator, CalibratorError
 from verbcal.serve.cache import CacheStats, RowCache
 from verbcal.serve.config import DEFAULT_CACHE_ROWS
+from verbcal.serve.wire import RowReader, row_reader
 
 
 def load_calibrator(path: str | Path) -> Calibrator:
@@ -39,8 +40,10 @@ class Served:
     labels: tuple[str, ...]
     index: Mapping[str, int]
     loaded_at: float
-    cache: RowCache = field(default_factory=lambda: RowCache((), 0), compare=False, repr=False)
+    cache: RowCache = field(compare=False, repr=False)
     """Calibrated rows of this calibrator; a reload builds a new entry, so a fresh cache."""
+    read_rows: RowReader = field(compare=False, repr=False)
+    """Reads ``probs`` objects (JSON text) into rows in label order, checking them."""
 
     @property
     def method(self) -> str:
@@ -68,7 +71,7 @@ def load_one(
         raise CalibratorError(f"{path}: the calibrator names no labels; refit it with verbcal fit")
     index = MappingProxyType({label: k for k, label in enumerate(labels)})
     cache = RowCache(labels, cache_rows, stats)
-    return Served(name, path, calibrator, labels, index, time.time(), cache)
+    return Served(name, path, calibrator, labels, index, time.time(), cache, row_reader(labels))
 
 
 class Registry:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
 
 Probability = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
@@ -87,18 +87,6 @@ class CalibrateRequest(Decisions):
         None, description="Calibrator name; optional when one is loaded."
     )
     items: list[CalibrateItem] = Field(min_length=1)
-
-
-class CalibrateEnvelope(CalibrateRequest):
-    """A ``CalibrateRequest`` whose items are left as parsed (the fast path checks them)."""
-
-    items: list[Any] = Field(min_length=1)  # type: ignore[assignment]
-
-
-ROW_VALUES = TypeAdapter(list[Probability])
-"""Verbalized probabilities, checked as ``CalibrateItem.probs`` checks each value."""
-ITEM_IDS = TypeAdapter(list[ItemId | None])
-"""Item ids, checked as ``CalibrateItem.id`` is."""
 
 
 class Calibrated(BaseModel):
