@@ -123,6 +123,7 @@ def measure(requests: int, profile: str | None) -> dict[str, Any]:
 
     from verbcal.serve import create_app
     from verbcal.serve.config import ServeConfig
+    from verbcal.serve.observe import JsonHandler
 
     os.environ["VERBCAL_API_KEYS"] = KEY
     results: dict[str, Any] = {}
@@ -143,7 +144,7 @@ def measure(requests: int, profile: str | None) -> dict[str, Any]:
             return create_app(config)
 
         logger = logging.getLogger("verbcal.serve")
-        null = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115
+        null = JsonHandler(open(os.devnull, "w"))  # noqa: SIM115  (as `verbcal serve` logs)
         logger.handlers[:] = [null]
         logger.propagate = False
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-import orjson
+import msgspec
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -129,7 +129,7 @@ def json_line(
         "message": message,
         **fields,
     }
-    return orjson.dumps(line, default=str).decode()
+    return msgspec.json.encode(line, enc_hook=str).decode()
 
 
 class JsonFormatter(logging.Formatter):
