@@ -272,6 +272,14 @@ def test_request_lines_are_written_directly_only_to_a_plain_json_handler() -> No
 
     from verbcal.serve.observe import JsonHandler, RequestLog
 
+    factory = logging.getLogRecordFactory()
+
+    def tagged(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        """Record factories may add private attributes (Ray's does): not logged."""
+        record = factory(*args, **kwargs)
+        record._stamp = 1  # type: ignore[attr-defined]
+        return record
+
     fields = {"request_id": "r1", "status": 200, "route": "/v1/calibrate", "duration_ms": 0.5}
     lines = {}
     logger = logging.getLogger("verbcal.serve.test-lines")
@@ -284,9 +292,13 @@ def test_request_lines_are_written_directly_only_to_a_plain_json_handler() -> No
         if way == "logging":
             logger.addFilter(lambda record: True)  # any filter: lines go through logging
         assert (log._direct() is None) == (way == "logging")
-        log(fields)
-        logger.setLevel(logging.WARNING)
-        log(fields)  # below the level: nothing written either way
+        logging.setLogRecordFactory(tagged)
+        try:
+            log(fields)
+            logger.setLevel(logging.WARNING)
+            log(fields)  # below the level: nothing written either way
+        finally:
+            logging.setLogRecordFactory(factory)
         [line] = stream.getvalue().splitlines()
         lines[way] = json.loads(line)
     assert lines["direct"].pop("time")[:4] == lines["logging"].pop("time")[:4]

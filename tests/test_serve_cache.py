@@ -125,6 +125,7 @@ def test_row_reader_reads_rows_in_label_order_and_refuses_what_the_models_refuse
         b'{"x": true, "a b": 0.25, "sci/tech": 0}',
         b'{"x": "1", "a b": 0.25, "sci/tech": 0}',
         b"[1, 0.25, 0]",
+        b'{"x": 1, "a b": 0, "sci/tech": 0}, {"x": 1, "a b": 0, "sci/tech": 0}',
     ):
         with pytest.raises(msgspec.DecodeError):
             read([bad])

@@ -133,10 +133,13 @@ def json_line(
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
+    """One JSON object per line: time, level, logger, message and any ``extra`` fields
+    (except those whose name starts with ``_``)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
+        fields = {
+            k: v for k, v in record.__dict__.items() if k not in _RESERVED and k[0] != "_"
+        }  # private attributes come from record factories (Ray's adds a timestamp)
         if record.exc_info:
             fields["exception"] = self.formatException(record.exc_info)
         level = record.levelname.lower()

@@ -15,9 +15,9 @@ from pathlib import Path
 from types import MappingProxyType
 
 from verbcal.calibrate import Calibrator, CalibratorError
-from verbcal.serve.cache import CacheStats, RowCache
+from verbcal.serve.cache import CacheStats, Read, RowCache
 from verbcal.serve.config import DEFAULT_CACHE_ROWS
-from verbcal.serve.wire import RowReader, row_reader
+from verbcal.serve.wire import row_reader
 
 
 def load_calibrator(path: str | Path) -> Calibrator:
@@ -42,7 +42,7 @@ class Served:
     loaded_at: float
     cache: RowCache = field(compare=False, repr=False)
     """Calibrated rows of this calibrator; a reload builds a new entry, so a fresh cache."""
-    read_rows: RowReader = field(compare=False, repr=False)
+    read_rows: Read = field(compare=False, repr=False)
     """Reads ``probs`` objects (JSON text) into rows in label order, checking them."""
 
     @property

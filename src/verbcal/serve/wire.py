@@ -14,14 +14,14 @@ does (every label once, each a finite number ≥ 0, no other key).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Annotated
 
 import msgspec
 import numpy as np
-from numpy.typing import NDArray
 
-Array = NDArray[np.float64]
+from verbcal.serve.cache import Array, Read
+
 Confidence = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Probability = Annotated[float, msgspec.Meta(ge=0)]
 """Finite by construction: the JSON decoder refuses numbers past the float range."""
@@ -42,13 +42,11 @@ class Body(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 BODY = msgspec.json.Decoder(Body)
 """Raises ``msgspec.DecodeError`` (or ``ValidationError``, a subclass) on a body it refuses."""
 
-RowReader = Callable[[Sequence[bytes]], Array]
-"""Label-keyed JSON objects (their text) → an (n, K) matrix in label order; raises
-``msgspec.DecodeError`` on any object ``CalibrateItem.probs`` would refuse."""
 
-
-def row_reader(labels: Sequence[str]) -> RowReader:
-    """The reader of ``probs`` objects for a model with these labels (its column order)."""
+def row_reader(labels: Sequence[str]) -> Read:
+    """The reader of ``probs`` objects (their JSON text) for a model with these labels: an
+    (n, K) matrix in label order; raises ``msgspec.DecodeError`` on any object that
+    ``CalibrateItem.probs`` would refuse."""
     fields = [(f"p{k}", Probability) for k in range(len(labels))]
     rename = {f"p{k}": label for k, label in enumerate(labels)}
     probs = msgspec.defstruct(
@@ -58,7 +56,9 @@ def row_reader(labels: Sequence[str]) -> RowReader:
     astuple, k = msgspec.structs.astuple, len(labels)
 
     def read(texts: Sequence[bytes]) -> Array:
-        rows = decoder.decode(b"[" + b",".join(texts) + b"]")  # each text is one JSON value
+        rows = decoder.decode(b"[" + b",".join(texts) + b"]")
+        if len(rows) != len(texts):  # a text held several values (a Raw never does)
+            raise msgspec.DecodeError("each text must be one JSON object")
         return np.array([astuple(row) for row in rows], dtype=np.float64).reshape(len(rows), k)
 
     return read
