@@ -73,6 +73,9 @@ def test_report_of_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2
     assert "metrics.json" in result.output
+    (tmp_path / "metrics.json").write_text('{"format": "verbcal-calibrator", "version": 1}')
+    with pytest.raises(ReportError, match="format 'verbcal-calibrator', not 'verbcal-run'"):
+        render_report(tmp_path)
 
 
 def _chromium() -> str | None:

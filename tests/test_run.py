@@ -372,3 +372,7 @@ def test_metrics_json_round_trips_through_the_dataclasses(tweets_run: Path) -> N
     assert metrics.to_dict() == data
     assert list(metrics.to_dict()) == list(data)
     assert json.dumps(json_ready(metrics.to_dict()), indent=2) + "\n" == text
+    with pytest.raises(ValueError, match=r"not a metrics\.json"):
+        RunMetrics.from_dict({**data, "format": "verbcal-calibrator"})
+    with pytest.raises(ValueError, match="upgrade verbcal"):
+        RunMetrics.from_dict({**data, "version": data["version"] + 1})

@@ -128,6 +128,8 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         raise ReportError(f"{root} is not a directory")
     try:
         metrics = RunMetrics.from_dict(_read_json(root / "metrics.json"))
+    except ValueError as exc:
+        raise ReportError(f"{root / 'metrics.json'}: {exc}") from None
     except (KeyError, TypeError, AttributeError) as exc:
         raise ReportError(
             f"{root / 'metrics.json'}: not a metrics.json of `verbcal run` ({exc!r})"

@@ -136,7 +136,18 @@ class RunMetrics:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunMetrics:
         """Read a ``metrics.json`` object (as written by :meth:`to_dict`); absent fields take
-        their defaults, unknown ones are ignored."""
+        their defaults, unknown ones are ignored. Raises ``ValueError`` for an object of
+        another format or of a newer version."""
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        if found != FORMAT:
+            raise ValueError(
+                f"not a metrics.json of `verbcal run`: format {found!r}, not {FORMAT!r}"
+            )
+        if not isinstance(data.get("version"), int) or data["version"] > VERSION:
+            raise ValueError(
+                f"metrics.json version {data.get('version')!r} is newer than this verbcal reads"
+                f" ({VERSION}): upgrade verbcal"
+            )
         known = {f.name for f in fields(cls)} - {"methods"}
         values = {k: v for k, v in data.items() if k in known}
         methods = {k: MethodResult.from_dict(v) for k, v in data.get("methods", {}).items()}
