@@ -304,6 +304,16 @@ def test_request_lines_are_written_directly_only_to_a_plain_json_handler() -> No
     assert lines["direct"].pop("time")[:4] == lines["logging"].pop("time")[:4]
     expected = {"level": "info", "logger": logger.name, "message": "request", **fields}
     assert lines["direct"] == lines["logging"] == expected
+    closed = io.StringIO()
+    closed.close()
+    logger.handlers = [JsonHandler(closed)]
+    logger.filters.clear()
+    logger.setLevel(logging.INFO)
+    failing = RequestLog(logger)
+    assert failing._direct() is not None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(logging, "raiseExceptions", False)
+        failing(fields)  # a write that fails does not fail the request
     logger = logging.getLogger("verbcal.serve.test-other")
     logger.handlers, logger.propagate = [JsonHandler(io.StringIO())], True
     assert RequestLog(logger)._direct() is None  # lines also reach the root logger's handlers

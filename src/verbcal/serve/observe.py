@@ -179,9 +179,12 @@ class RequestLog:
             logger.handle(record)
             return
         line = json_line(time.time(), "info", logger.name, "request", fields)
-        with handler.lock:  # type: ignore[union-attr]
-            handler.stream.write(line + handler.terminator)
-            handler.flush()
+        try:
+            with handler.lock:  # type: ignore[union-attr]
+                handler.stream.write(line + handler.terminator)
+                handler.flush()
+        except Exception:  # as logging does: a failed write is reported, the request goes on
+            handler.handleError(logging.makeLogRecord({"msg": "request", **fields}))
 
     def _direct(self) -> JsonHandler | None:
         """The logger's only destination when it is a plain :class:`JsonHandler`, else None."""
