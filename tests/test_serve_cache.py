@@ -131,6 +131,24 @@ def test_row_reader_reads_rows_in_label_order_and_refuses_what_the_models_refuse
             read([bad])
 
 
+def test_rows_render_as_to_json_writes_them() -> None:
+    """Rows rendered in one pass are byte for byte ``to_json`` of each row's members."""
+    from verbcal.serve.cache import Row, row_template
+
+    labels = ("100%", 'say "hi"', "ünï ✓", "%b", "a,b")
+    rng = np.random.default_rng(3)
+    q = rng.dirichlet(np.full(len(labels), 0.3), size=50)
+    q[0] = [5e-324, 1e-300, 0.1 + 0.2, 0.5, 0.2 - 5e-324]
+    q[1] = [0.0, 0.0, 1.0, 0.0, 0.0]
+    rows = Row.render(q, row_template(labels), [to_json(label) for label in labels])
+    for row, values in zip(rows, q.tolist(), strict=True):
+        top = int(np.argmax(values))
+        member = {"probs": dict(zip(labels, values, strict=True)), "label": labels[top]}
+        assert row.json == to_json({**member, "confidence": values[top]})[1:-1]
+        assert (row.probs, row.top, row.confidence) == (tuple(values), top, values[top])
+    assert Row.render(q[:0], row_template(labels), []) == []
+
+
 def test_keys_are_exact_bytes() -> None:
     """-0.0 and 0.0, or values one ulp apart, are different rows."""
     cache = RowCache(("a", "b"), size=10)

@@ -45,10 +45,30 @@ class Row(NamedTuple):
     json: bytes
 
     @classmethod
-    def of(cls, values: list[float], top: int, labels: Sequence[str]) -> Row:
-        probs = dict(zip(labels, values, strict=True))
-        member = {"probs": probs, "label": labels[top], "confidence": values[top]}
-        return cls(tuple(values), top, values[top], to_json(member)[1:-1])
+    def render(cls, q: Array, template: bytes, names: Sequence[bytes]) -> list[Row]:
+        """Rows for calibrated distributions ``q`` (n, K), their JSON filled into ``template``
+        (from :func:`row_template`); ``names`` are the labels as JSON. Each value is written as
+        ``to_json`` writes it (all of them in one call), so the members equal
+        ``to_json({"probs": ..., "label": ..., "confidence": ...})``, byte for byte."""
+        k = q.shape[1]
+        values, tops = q.tolist(), q.argmax(axis=1).tolist()
+        numbers = to_json(q.ravel().tolist())[1:-1].split(b",")  # floats hold no comma
+        return [
+            cls(
+                tuple(row),
+                top,
+                row[top],
+                template % (*numbers[k * r : k * r + k], names[top], numbers[k * r + top]),
+            )
+            for r, (row, top) in enumerate(zip(values, tops, strict=True))
+        ]
+
+
+def row_template(labels: Sequence[str]) -> bytes:
+    """A ``%``-template of a row's JSON members: the K values in label order, then the top
+    label (as JSON) and its value."""
+    members = b",".join(to_json(label).replace(b"%", b"%%") + b":%b" for label in labels)
+    return b'"probs":{' + members + b'},"label":%b,"confidence":%b'
 
 
 class CacheStats:
@@ -64,6 +84,7 @@ class RowCache:
 
     def __init__(self, labels: Sequence[str], size: int, stats: CacheStats | None = None) -> None:
         self.labels, self.size = tuple(labels), size
+        self._template, self._names = row_template(self.labels), [to_json(x) for x in labels]
         self.key_type = np.dtype((np.void, 8 * len(self.labels)))
         """A row's K float64 values as one bytes key."""
         self._rows: OrderedDict[bytes, Row] = OrderedDict()
@@ -92,10 +113,7 @@ class RowCache:
             return out  # type: ignore[return-value]
         todo = list(dict.fromkeys(k for k, row in zip(keys, out, strict=True) if row is None))
         q = predict(np.frombuffer(bytearray(b"".join(todo)), np.float64).reshape(len(todo), -1))
-        fresh = {
-            k: Row.of(values, top, self.labels)
-            for k, values, top in zip(todo, q.tolist(), q.argmax(axis=1).tolist(), strict=True)
-        }
+        fresh = dict(zip(todo, Row.render(q, self._template, self._names), strict=True))
         if self.size > 0:
             with self._lock:
                 self._rows.update(fresh)
