@@ -370,6 +370,8 @@ def test_demo_closing_table_says_when_recommended_is_worse_than_raw(
 
     def run(rec_nll: float) -> dict[str, object]:
         return {
+            "format": "verbcal-run",
+            "version": 1,
             "recommended": "temperature",
             "n_calibration": 30,
             "n_test": 30,
