@@ -60,7 +60,10 @@ def _local_part(out: Path, dataset: str, n_items: int) -> tuple[str, Path | None
         task,
         items_path,
         target,
-        ElicitOptions(backend="local", concurrency=2, max_tokens=96),
+        # one request at a time: llama.cpp's arithmetic depends on which requests share a
+        # batch, so only then do the replies (and this part's numbers) repeat run after run;
+        # on a small machine it is no slower
+        ElicitOptions(backend="local", concurrency=1, max_tokens=96),
         console=err_console,
         overwrite=True,
     )
