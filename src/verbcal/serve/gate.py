@@ -135,7 +135,7 @@ class Gate:
             if size > self.max_body:
                 break
             if not messages[-1].get("more_body", False):  # the whole body is in
-                answer = await fast(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                answer = await fast(b"".join(chunks))  # one chunk: no copy
                 if answer is not None:
                     return answer, receive
                 break

@@ -49,9 +49,7 @@ def row_reader(labels: Sequence[str]) -> Read:
     ``CalibrateItem.probs`` would refuse."""
     fields = [(f"p{k}", Probability) for k in range(len(labels))]
     rename = {f"p{k}": label for k, label in enumerate(labels)}
-    probs = msgspec.defstruct(
-        "Probs", fields, rename=rename, forbid_unknown_fields=True, gc=False, array_like=False
-    )
+    probs = msgspec.defstruct("Probs", fields, rename=rename, forbid_unknown_fields=True, gc=False)
     decoder = msgspec.json.Decoder(list[probs])  # type: ignore[valid-type]
     astuple, k = msgspec.structs.astuple, len(labels)
 
