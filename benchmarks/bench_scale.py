@@ -65,7 +65,7 @@ def write_input(folder: Path, rows: int, files: int = 10) -> None:
 
 
 def fit_calibrator(path: Path) -> None:
-    from verbcal.calibrate import make_calibrator
+    from verbcal.calibration import make_calibrator
 
     p, y = make_data(200_000, seed=99)
     make_calibrator("temperature").fit(p, y, labels=LABELS).save(path)

@@ -95,7 +95,7 @@ DATASETS = ("tweets", "drug-reviews", "bbc-news")
 def fit_calibrator(folder: Path) -> dict[str, Path]:
     """Temperature scaling fitted on each bundled recorded set, saved under ``folder``."""
     from verbcal import datasets
-    from verbcal.calibrate import make_calibrator
+    from verbcal.calibration import make_calibrator
 
     paths = {}
     for name in DATASETS:

@@ -10,7 +10,7 @@ from typing import Any
 import uvicorn
 
 from verbcal import datasets
-from verbcal.calibrate import make_calibrator
+from verbcal.calibration import make_calibrator
 from verbcal.elicit.local import free_port
 
 

@@ -17,7 +17,7 @@ from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax
 from sklearn.calibration import _TemperatureScaling
 
-from verbcal.calibrate import (
+from verbcal.calibration import (
     METHODS,
     OUTPUT_FLOOR,
     VERSION,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from verbcal.calibrate import METHODS
+from verbcal.calibration import METHODS
 from verbcal.calibration.specs import (
     UNCALIBRATED,
     MethodError,

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from verbcal import datasets
-from verbcal.calibrate import Calibrator, make_calibrator, uncalibrated
+from verbcal.calibration import Calibrator, make_calibrator, uncalibrated
 from verbcal.cli import app
 from verbcal.metrics import METRICS, summary
 

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from verbcal import datasets
-from verbcal.calibrate import make_calibrator
+from verbcal.calibration import make_calibrator
 from verbcal.cli import app
 
 runner = CliRunner(env={"COLUMNS": "250"})

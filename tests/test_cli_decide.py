@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from verbcal import datasets
-from verbcal.calibrate import make_calibrator
+from verbcal.calibration import make_calibrator
 from verbcal.cli import app
 from verbcal.decide import abstain_band, accuracy_at_coverage, aurc, threshold_for
 

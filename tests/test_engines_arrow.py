@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from verbcal import datasets
-from verbcal.calibrate import Calibrator, make_calibrator
+from verbcal.calibration import Calibrator, make_calibrator
 from verbcal.cli import app
 from verbcal.engines.arrow import (
     apply_local,

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from verbcal import datasets
-from verbcal.calibrate import Calibrator, make_calibrator
+from verbcal.calibration import Calibrator, make_calibrator
 from verbcal.engines import apply
 from verbcal.engines.arrow import calibrate_table
 

@@ -426,7 +426,7 @@ def test_bootstrap_ci_holds_a_skewed_estimate_and_stays_non_negative() -> None:
     """MCE is a max over bins: resamples put few items in a sparse bin and inflate it, so
     its percentile interval can lie above the estimate (issue 14: MCE 0.1533, [0.160, 0.650])."""
     from verbcal import datasets
-    from verbcal.calibrate import make_calibrator
+    from verbcal.calibration import make_calibrator
 
     data = datasets.load("recorded:tweets")
     q = make_calibrator("temperature").fit(data.probs, data.y).predict_proba(data.probs)

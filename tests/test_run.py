@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("matplotlib")
 
-from verbcal.calibrate import Calibrator
+from verbcal.calibration import Calibrator
 from verbcal.calibration.auto import stratified_folds
 from verbcal.calibration.specs import parse_spec
 from verbcal.cli import app

@@ -17,7 +17,7 @@ import httpx
 
 from elicit_fakeserver import FakeServer
 from serve_helpers import ServerThread
-from verbcal.calibrate import Calibrator, make_calibrator
+from verbcal.calibration import Calibrator, make_calibrator
 from verbcal.serve import ClassifyConfig, ServeConfig, create_app
 from verbcal.serve.registry import ReloadError
 

@@ -16,7 +16,7 @@ import tritonclient.http as httpclient
 import tritonclient.utils as utils
 
 from serve_helpers import ServerThread, fit_file
-from verbcal.calibrate import Calibrator
+from verbcal.calibration import Calibrator
 from verbcal.serve import ServeConfig, create_app
 
 pytestmark = pytest.mark.server

@@ -23,7 +23,7 @@ import aiohttp
 import httpx
 
 from serve_helpers import ServerThread, fit_file
-from verbcal.calibrate import Calibrator
+from verbcal.calibration import Calibrator
 from verbcal.elicit.local import free_port
 from verbcal.serve import ServeConfig, create_app
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from verbcal import study
-from verbcal.calibrate import make_calibrator, softmax
+from verbcal.calibration import make_calibrator, softmax
 from verbcal.cli import app
 from verbcal.metrics import METRICS
 from verbcal.study import StudyConfig, StudyError, parse_variant, resolve_sizes

@@ -126,7 +126,7 @@ class RunResult:
 
 
 def parse_methods(spec: str) -> tuple[str, ...]:
-    """``default``, or what :func:`verbcal.calibrate.parse_methods` takes (``best`` allowed)."""
+    """``default``, or what :func:`verbcal.calibration.parse_methods` takes (``best`` allowed)."""
     text = spec.strip()
     if text in ("", "default"):
         return DEFAULT_METHODS

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from verbcal.calibrate import Calibrator
+from verbcal.calibration import Calibrator
 from verbcal.metrics import LOWER_IS_BETTER, METRICS
 from verbcal.predictions import read_predictions
 from verbcal.run_metrics import RunMetrics

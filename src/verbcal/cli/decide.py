@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from rich.table import Table
 
 from verbcal import datasets
-from verbcal.calibrate import Calibrator
+from verbcal.calibration import Calibrator
 from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 from verbcal.cli.calibrate import (

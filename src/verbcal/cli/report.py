@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from verbcal.calibrate import CalibratorError
+from verbcal.calibration import CalibratorError
 from verbcal.cli.app import app, console, err_console
 from verbcal.predictions import PredictionsError, check_output
 

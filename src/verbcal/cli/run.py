@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from verbcal.calibrate import CalibratorError
+from verbcal.calibration import CalibratorError
 from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 from verbcal.pipeline import RunError, RunOptions, RunResult, parse_methods

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from verbcal.calibrate import Calibrator
+from verbcal.calibration import Calibrator
 from verbcal.predictions import (
     PARQUET_SUFFIXES,
     PROB_PREFIX,

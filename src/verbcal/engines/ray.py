@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from verbcal.calibrate import Calibrator
+from verbcal.calibration import Calibrator
 from verbcal.engines.arrow import (
     CalibratorSpec,
     calibrate_piece,

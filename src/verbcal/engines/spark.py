@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from verbcal.calibrate import Calibrator
+from verbcal.calibration import Calibrator
 from verbcal.engines.arrow import (
     CalibratorSpec,
     calibrate_piece,

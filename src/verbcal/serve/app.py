@@ -18,7 +18,7 @@ from pydantic_core import to_json
 from starlette.exceptions import HTTPException
 
 import verbcal
-from verbcal.calibrate import CalibratorError
+from verbcal.calibration import CalibratorError
 from verbcal.serve import oip, wire
 from verbcal.serve.auth import HEALTH_PATHS, KeyRing, RateLimiter
 from verbcal.serve.cache import Row

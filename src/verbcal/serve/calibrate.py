@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic_core import to_json
 
-from verbcal.calibrate import CalibratorError
+from verbcal.calibration import CalibratorError
 from verbcal.serve.cache import Row, as_matrix
 from verbcal.serve.registry import Served
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from verbcal.calibrate import Calibrator, CalibratorError
+from verbcal.calibration import Calibrator, CalibratorError
 from verbcal.serve.cache import CacheStats, Read, RowCache
 from verbcal.serve.config import DEFAULT_CACHE_ROWS
 from verbcal.serve.wire import row_reader
