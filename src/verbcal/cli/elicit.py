@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from verbcal.cli import batch as bopt
 from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 
@@ -64,6 +65,13 @@ def elicit_command(
     batch_size: Annotated[
         int, typer.Option(help="Items per Ray batch (the unit of resume).")
     ] = 100,
+    batch: bopt.Batch = False,
+    batch_retries: bopt.BatchRetries = 2,
+    batch_fallback: bopt.BatchFallback = "none",
+    batch_max_requests: bopt.BatchMaxRequests = None,
+    batch_max_bytes: bopt.BatchMaxBytes = None,
+    poll_interval: bopt.PollInterval = 30.0,
+    no_wait: bopt.NoWait = False,
 ) -> None:
     """Ask an LLM for a probability per label for every item; write predictions JSONL.
 
@@ -75,12 +83,17 @@ def elicit_command(
     (--max-requests, --max-cost; exit 3): replies received are kept, and the message gives
     the command that resumes. --dry-run prints the plan and its estimated cost only.
 
+    --batch sends the requests through the provider's batch API (openai, anthropic) at
+    half the price: each batch is recorded in the store before it is submitted, and a
+    re-run (or `verbcal batch collect --store S`) collects instead of submitting again.
+
     Example: verbcal elicit --task sentiment.yaml --input items.jsonl --out preds.jsonl
     --backend openai --model gpt-4o-mini --concurrency 16
     """
     try:  # imported here so that the other commands work without the elicit extra
         from verbcal.elicit import BackendError, ElicitError, ElicitOptions, ElicitStopped
         from verbcal.elicit import dry_run as plan
+        from verbcal.elicit.batch.job import BatchPending
         from verbcal.elicit.redact import redact
         from verbcal.task import TaskError
     except ImportError as exc:
@@ -106,8 +119,17 @@ def elicit_command(
         max_requests=max_requests,
         max_cost=max_cost,
         http=http,
-    )
+        batch=bopt.batch_options(
+            batch, batch_retries, batch_fallback, batch_max_requests, batch_max_bytes,
+            poll_interval, no_wait,
+        ),
+    )  # fmt: skip
     try:
+        if dry_run and options.batch is not None:
+            from verbcal.elicit.batch.job import dry_run_batch
+
+            bopt.print_batch_plan(dry_run_batch(task, input, out, options))
+            return
         if dry_run:
             print_dry_run(plan(task, input, out, options))
             return
@@ -131,6 +153,9 @@ def elicit_command(
             raise ElicitError(f"unknown engine {engine!r}: choose local or ray")
     except ElicitStopped as exc:
         raise typer.Exit(report_stop(exc)) from exc
+    except BatchPending as exc:
+        err_console.print(exc.describe(resume_command()), highlight=False, markup=False)
+        raise typer.Exit(exc.exit_code) from None
     except (
         TaskError,
         ElicitError,

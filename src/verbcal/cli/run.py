@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from verbcal.calibration import CalibratorError
+from verbcal.cli import batch as bopt
 from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 from verbcal.pipeline import RunError, RunOptions, RunResult, parse_methods
@@ -93,6 +94,13 @@ def run_command(
         bool, typer.Option(help="Replace the results of an earlier run in --out.")
     ] = False,
     progress: opt.ShowProgress = True,
+    batch: bopt.Batch = False,
+    batch_retries: bopt.BatchRetries = 2,
+    batch_fallback: bopt.BatchFallback = "none",
+    batch_max_requests: bopt.BatchMaxRequests = None,
+    batch_max_bytes: bopt.BatchMaxBytes = None,
+    poll_interval: bopt.PollInterval = 30.0,
+    no_wait: bopt.NoWait = False,
 ) -> None:
     """Elicit, calibrate on one part, evaluate on the rest, pick thresholds, write a report.
 
@@ -105,6 +113,8 @@ def run_command(
 
     Example: verbcal run --task sentiment.yaml --input items.jsonl --backend openai
     --model gpt-4o-mini --out runs/gpt4o-mini
+
+    --batch elicits through the provider's batch API (see `verbcal elicit --help`).
 
     When eliciting, the first 401/403/404 or a budget reached (--max-requests,
     --max-cost) stops the run before any analysis (exit 2 or 3) with replies kept in the
@@ -154,11 +164,21 @@ def run_command(
                 "max_requests": max_requests,
                 "max_cost": max_cost,
                 "http": http,
+                "batch": bopt.batch_options(
+                    batch, batch_retries, batch_fallback, batch_max_requests, batch_max_bytes,
+                    poll_interval, no_wait,
+                ),
             },
             dry_run,
-        )
+        )  # fmt: skip
     except _stopped() as exc:
         raise typer.Exit(report_stop(exc)) from exc  # type: ignore[arg-type]
+    except _pending() as exc:
+        from verbcal.cli.elicit import resume_command
+
+        describe = exc.describe  # type: ignore[attr-defined]
+        err_console.print(describe(resume_command()), highlight=False, markup=False)
+        raise typer.Exit(0) from None
     except (RunError, PredictionsError, CalibratorError, ValueError, OSError, RuntimeError) as exc:
         from verbcal.elicit.redact import redact
 
@@ -191,6 +211,15 @@ def _stopped() -> type[Exception]:
 
 class _NeverRaised(Exception):
     pass
+
+
+def _pending() -> type[Exception]:
+    """``--batch --no-wait`` with batches in flight (or a class nothing raises)."""
+    try:
+        from verbcal.elicit.batch.job import BatchPending
+    except ImportError:
+        return _NeverRaised
+    return BatchPending
 
 
 def _dispatch(
@@ -259,6 +288,11 @@ def _plan_only(
     store = elicit_args["store"] or out / "store.sqlite"
     backend = opt.require_backend(elicit_args["backend"])
     options = ElicitOptions(**{**elicit_args, "store": store, "backend": backend})
+    if options.batch is not None:
+        from verbcal.elicit.batch.job import dry_run_batch
+
+        bopt.print_batch_plan(dry_run_batch(task, items, out / "predictions.jsonl", options))
+        return
     print_dry_run(dry_run(task, items, out / "predictions.jsonl", options))
 
 

@@ -23,6 +23,7 @@ from verbcal.elicit.backends import (
     Request,
     make_backend,
 )
+from verbcal.elicit.batch.options import BatchOptions
 from verbcal.elicit.engine import Engine, EngineConfig, EngineStats, Job, Stop, estimate_tokens
 from verbcal.elicit.pricing import Price, estimate_cost, load_prices, lookup
 from verbcal.elicit.progress import StatusProgress
@@ -92,6 +93,8 @@ class ElicitOptions:
     http: str = "sdk"
     limiter: Callable[[str, float], Any] | None = field(default=None, compare=False)
     """Shared rate limiters (see :attr:`EngineConfig.limiter`); None: one per run."""
+    batch: BatchOptions | None = None
+    """Use the provider's batch API (:mod:`verbcal.elicit.batch`); None: live calls."""
 
     def check(self) -> None:
         """Raise :class:`ElicitError` on impossible combinations."""
@@ -107,6 +110,12 @@ class ElicitOptions:
             raise ElicitError(f"--http {self.http!r}: choose sdk or lean")
         if self.http == "lean" and self.backend not in ("openai", "local"):
             raise ElicitError("--http lean is for the openai and local backends only")
+        if self.batch is not None:
+            problem = self.batch.problem(self.backend)
+            if problem is None and self.label_logprobs:
+                problem = "--label-logprobs is not available with --batch; drop one of them"
+            if problem is not None:
+                raise ElicitError(problem)
         if self.label_logprobs and self.backend not in ("openai", "local"):
             raise ElicitError(
                 f"--label-logprobs needs logprobs, which the {self.backend} API does not return;"
@@ -305,6 +314,11 @@ def elicit(
     prices = load_prices(opts.prices)
     price = _price(opts, model, prices)
     started = time.monotonic()
+    if opts.batch is not None:  # the provider's batch API: verbcal.elicit.batch
+        from verbcal.elicit.batch.job import elicit_batch
+
+        batch = (task, plans, jobs, out, store_path, opts, model, prices, price, started)
+        return elicit_batch(*batch, console=console, progress=progress)
     stop: Stop | None = None
     parsed: dict[str, ParsedReply] = {}  # filled as replies arrive, while the network waits
     with Store(store_path) as store:

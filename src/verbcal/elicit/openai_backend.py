@@ -68,6 +68,32 @@ def label_logprobs(top: list[tuple[str, float]], labels: tuple[str, ...]) -> dic
     return scores
 
 
+def chat_body(model: str, request: Request, mode: str) -> dict[str, Any]:
+    """The ``/chat/completions`` body of one request, live or in a batch line.
+
+    ``mode`` is ``json_schema`` (structured output, when the request has a schema) or ``plain``.
+    """
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": request.prompt}],
+        "temperature": request.temperature,
+        "max_tokens": request.max_tokens,
+    }
+    if request.seed is not None:
+        body["seed"] = request.seed
+    if mode == "json_schema" and request.schema is not None:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "distribution", "schema": request.schema, "strict": True},
+        }
+    return body
+
+
+def chat_reply(data: dict[str, Any], mode: str) -> Reply:
+    """The :class:`Reply` in a chat completion's JSON (a live reply or a batch result's body)."""
+    return Reply(_message_text(data), *_usage(data), mode=mode)
+
+
 HTTP_MODES = ("sdk", "lean")
 """How the ``openai`` backend talks HTTP: the official SDK, or a lean aiohttp path."""
 
@@ -124,25 +150,11 @@ class OpenAIBackend:
         return await self._chat(request, mode="json_schema" if structured else "plain")
 
     def _base_args(self, request: Request) -> dict[str, Any]:
-        args: dict[str, Any] = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": request.prompt}],
-            "temperature": request.temperature,
-            "max_tokens": request.max_tokens,
-        }
-        if request.seed is not None:
-            args["seed"] = request.seed
-        return args
+        return chat_body(self.model, request, "plain")
 
     async def _chat(self, request: Request, mode: str) -> Reply:
-        body = self._base_args(request)
-        if mode == "json_schema" and request.schema is not None:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "distribution", "schema": request.schema, "strict": True},
-            }
-        data = await self._transport.post(body)
-        return Reply(_message_text(data), *_usage(data), mode=mode)
+        data = await self._transport.post(chat_body(self.model, request, mode))
+        return chat_reply(data, mode)
 
     async def _logprobs(self, request: Request, labels: tuple[str, ...]) -> Reply:
         body = self._base_args(request)

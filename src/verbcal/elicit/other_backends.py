@@ -34,6 +34,36 @@ _RETRY_CODES = {
 }
 
 
+def message_params(model: str, request: Request, tool: bool) -> dict[str, Any]:
+    """The Messages API parameters of one request, live or in a Message Batch.
+
+    ``tool`` forces the ``report_distribution`` tool call (when the request has a schema).
+    """
+    params: dict[str, Any] = {
+        "model": model,
+        "max_tokens": request.max_tokens,
+        "messages": [{"role": "user", "content": request.prompt}],
+        "temperature": request.temperature,
+    }
+    if tool and request.schema is not None:
+        params["tools"] = [
+            {"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "input_schema": request.schema}
+        ]
+        params["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
+    return params
+
+
+def message_reply(message: Any) -> Reply:
+    """The :class:`Reply` in an SDK ``Message``: the tool's input as JSON, else the text."""
+    usage = message.usage
+    tokens = int(usage.input_tokens), int(usage.output_tokens)
+    for block in message.content:
+        if getattr(block, "type", "") == "tool_use" and block.name == TOOL_NAME:
+            return Reply(json.dumps(block.input), *tokens, mode="tool")
+    text = "".join(getattr(block, "text", "") for block in message.content)
+    return Reply(text, *tokens, mode="plain")
+
+
 class AnthropicBackend:
     """Messages through ``anthropic.AsyncAnthropic`` (the key comes from ANTHROPIC_API_KEY)."""
 
@@ -73,17 +103,8 @@ class AnthropicBackend:
 
     async def _ask(self, request: Request, tool: bool) -> Reply:
         sdk = self._sdk
-        args: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": request.max_tokens,
-            "messages": [{"role": "user", "content": request.prompt}],
-            "extra_body": {"temperature": request.temperature},
-        }
-        if tool and request.schema is not None:
-            args["tools"] = [
-                {"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "input_schema": request.schema}
-            ]
-            args["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
+        args = message_params(self.model, request, tool)
+        args["extra_body"] = {"temperature": args.pop("temperature")}
         try:
             message = await self._client.messages.create(**args)
         except sdk.APITimeoutError as exc:
@@ -101,13 +122,7 @@ class AnthropicBackend:
                 headers,
                 credentials=credentials_hint(self.name),
             ) from exc
-        usage = message.usage
-        tokens = int(usage.input_tokens), int(usage.output_tokens)
-        for block in message.content:
-            if getattr(block, "type", "") == "tool_use" and block.name == TOOL_NAME:
-                return Reply(json.dumps(block.input), *tokens, mode="tool")
-        text = "".join(getattr(block, "text", "") for block in message.content)
-        return Reply(text, *tokens, mode="plain")
+        return message_reply(message)
 
     async def aclose(self) -> None:
         """Close the HTTP client."""

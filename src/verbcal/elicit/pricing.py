@@ -64,3 +64,14 @@ def estimate_cost(
     if price is None:
         return None
     return (input_tokens * price[0] + output_tokens * price[1]) / 1e6
+
+
+BATCH_DISCOUNT = 0.5
+"""OpenAI's Batch API and Anthropic's Message Batches charge half the live price."""
+
+
+def batch_price(price: Price | None) -> Price | None:
+    """The batch-API price of a model whose live price is ``price`` (None stays None)."""
+    if price is None:
+        return None
+    return price[0] * BATCH_DISCOUNT, price[1] * BATCH_DISCOUNT

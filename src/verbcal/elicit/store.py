@@ -134,6 +134,11 @@ class Store:
                 )
         return found
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The open connection (autocommit), for tables that live beside ``replies``."""
+        return self._db
+
     def count(self) -> int:
         """How many rows the store holds."""
         return int(self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
