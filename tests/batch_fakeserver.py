@@ -9,8 +9,8 @@ submitted twice. Result lines always come back shuffled.
 Markers in a prompt script its line: ``@berr`` (errored in its first batch), ``@bexp``
 (expired in its first batch: the batch ends ``expired``), ``@balways`` (errored in every
 batch). Server switches: ``steps`` (retrieves before a batch ends), ``hold_create``
-(seconds to sit on a create after recording it), ``hold_results`` (seconds to stall half
-way through a results download), ``fail_validation`` (OpenAI batches end ``failed``),
+(seconds to sit on a create after recording it), ``hold_results`` (seconds to stall download
+number ``hold_at``: OpenAI before the file, Anthropic half way through the lines), ``fail_validation`` (OpenAI batches end ``failed``),
 ``reject_create`` (creates answer 400).
 """
 
@@ -41,13 +41,14 @@ class BatchServer(FakeServer):
         hold_results: float = 0.0,
         fail_validation: bool = False,
         reject_create: bool = False,
+        hold_at: int = 1,
         page_size: int = 2,
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
         self.steps, self.hold_create, self.hold_results = steps, hold_create, hold_results
         self.fail_validation, self.reject_create = fail_validation, reject_create
-        self.page_size = page_size
+        self.page_size, self.hold_at = page_size, hold_at
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self.lines: dict[str, list[dict[str, Any]]] = {}
@@ -153,6 +154,12 @@ class BatchServer(FakeServer):
             line["_fate"] = self._fate(line["custom_id"], prompt_of(line))
         self.lines[batch_id] = lines
 
+    async def _hold(self, switch: str) -> None:
+        """Sit still while ``switch`` (seconds) lasts; setting it to 0 lets go at once."""
+        started = time.monotonic()
+        while time.monotonic() - started < getattr(self, switch):
+            await asyncio.sleep(0.02)
+
     def _advance(self, batch_id: str) -> bool:
         """One more poll; True once the batch has run."""
         self._polls[batch_id] += 1
@@ -177,8 +184,8 @@ class BatchServer(FakeServer):
             return denied
         data = self.files[request.match_info["id"]]
         self.results_served += 1
-        if self.hold_results and request.match_info["id"].endswith("-errors"):
-            await asyncio.sleep(self.hold_results)
+        if self.hold_results and self.results_served == self.hold_at:
+            await self._hold("hold_results")
         return web.Response(body=data, content_type="application/octet-stream")
 
     async def _oa_create(self, request: web.Request) -> web.StreamResponse:
@@ -199,7 +206,7 @@ class BatchServer(FakeServer):
             "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
         }  # fmt: skip
         if self.hold_create:
-            await asyncio.sleep(self.hold_create)  # recorded, not yet answered: kill here
+            await self._hold("hold_create")  # recorded, not yet answered: kill here
         return web.json_response(self.batches[batch_id])
 
     async def _oa_get(self, request: web.Request) -> web.StreamResponse:
@@ -301,7 +308,7 @@ class BatchServer(FakeServer):
             "results_url": None, "_made": now,
         }  # fmt: skip
         if self.hold_create:
-            await asyncio.sleep(self.hold_create)
+            await self._hold("hold_create")
         return web.json_response(self._public(self.batches[batch_id]))
 
     @staticmethod
@@ -371,7 +378,7 @@ class BatchServer(FakeServer):
                 result = {"type": fate}
             out = {"custom_id": line["custom_id"], "result": result}
             await response.write((json.dumps(out) + "\n").encode())
-            if self.hold_results and n == len(lines) // 2:
-                await asyncio.sleep(self.hold_results)  # half sent: kill here
+            if self.hold_results and self.results_served == self.hold_at and n == len(lines) // 2:
+                await self._hold("hold_results")  # half sent: kill here
         await response.write_eof()
         return response

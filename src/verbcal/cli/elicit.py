@@ -154,7 +154,9 @@ def elicit_command(
     except ElicitStopped as exc:
         raise typer.Exit(report_stop(exc)) from exc
     except BatchPending as exc:
-        err_console.print(exc.describe(resume_command()), highlight=False, markup=False)
+        err_console.print(
+            exc.describe(resume_command()), highlight=False, markup=False, soft_wrap=True
+        )
         raise typer.Exit(exc.exit_code) from None
     except (
         TaskError,

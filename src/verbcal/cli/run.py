@@ -177,7 +177,7 @@ def run_command(
         from verbcal.cli.elicit import resume_command
 
         describe = exc.describe  # type: ignore[attr-defined]
-        err_console.print(describe(resume_command()), highlight=False, markup=False)
+        err_console.print(describe(resume_command()), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(0) from None
     except (RunError, PredictionsError, CalibratorError, ValueError, OSError, RuntimeError) as exc:
         from verbcal.elicit.redact import redact

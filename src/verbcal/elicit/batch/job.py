@@ -41,7 +41,7 @@ class BatchPending(RuntimeError):
     def describe(self, resume: str = "re-run the same command") -> str:
         """What is in flight and how to finish."""
         return (
-            f"{self.batches} batches ({self.requests} requests) in flight, recorded in"
+            f"{self.batches} batch(es) ({self.requests} requests) in flight, recorded in"
             f" {self.store}. Check them with: verbcal batch status --store {self.store}\n"
             f"Finish with: {resume} (it polls and collects them; nothing is submitted twice)"
         )
