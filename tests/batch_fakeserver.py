@@ -11,7 +11,8 @@ Markers in a prompt script its line: ``@berr`` (errored in its first batch), ``@
 batch). Server switches: ``steps`` (retrieves before a batch ends), ``hold_create``
 (seconds to sit on a create after recording it), ``hold_results`` (seconds to stall download
 number ``hold_at``: OpenAI before the file, Anthropic half way through the lines), ``fail_validation`` (OpenAI batches end ``failed``),
-``reject_create`` (creates answer 400).
+``reject_create`` (creates answer 400), ``lost_creates`` (that many creates are recorded,
+then answered 500).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class BatchServer(FakeServer):
         fail_validation: bool = False,
         reject_create: bool = False,
         hold_at: int = 1,
+        lost_creates: int = 0,
         page_size: int = 2,
         **kw: Any,
     ) -> None:
@@ -49,6 +51,7 @@ class BatchServer(FakeServer):
         self.steps, self.hold_create, self.hold_results = steps, hold_create, hold_results
         self.fail_validation, self.reject_create = fail_validation, reject_create
         self.page_size, self.hold_at = page_size, hold_at
+        self.lost_creates = lost_creates
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self.lines: dict[str, list[dict[str, Any]]] = {}
@@ -154,6 +157,13 @@ class BatchServer(FakeServer):
             line["_fate"] = self._fate(line["custom_id"], prompt_of(line))
         self.lines[batch_id] = lines
 
+    def _lost(self) -> web.Response | None:
+        """A 500 to a create already recorded (``lost_creates`` times): the answer is lost."""
+        if self.lost_creates <= 0:
+            return None
+        self.lost_creates -= 1
+        return web.json_response({"error": {"message": "upstream timeout"}}, status=500)
+
     async def _hold(self, switch: str) -> None:
         """Sit still while ``switch`` (seconds) lasts; setting it to 0 lets go at once."""
         started = time.monotonic()
@@ -207,6 +217,8 @@ class BatchServer(FakeServer):
         }  # fmt: skip
         if self.hold_create:
             await self._hold("hold_create")  # recorded, not yet answered: kill here
+        if (lost := self._lost()) is not None:
+            return lost
         return web.json_response(self.batches[batch_id])
 
     async def _oa_get(self, request: web.Request) -> web.StreamResponse:
@@ -309,6 +321,8 @@ class BatchServer(FakeServer):
         }  # fmt: skip
         if self.hold_create:
             await self._hold("hold_create")
+        if (lost := self._lost()) is not None:
+            return lost
         return web.json_response(self._public(self.batches[batch_id]))
 
     @staticmethod

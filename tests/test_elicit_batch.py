@@ -280,3 +280,13 @@ def test_cli_batch_commands(tmp_path: Path) -> None:
         assert done.exit_code == 0, done.output
         assert server.creates == 1 and max(server.submissions.values()) == 1
     assert len(read(tmp_path / "o.jsonl")) == 4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lost_create_answer_is_looked_up_not_resubmitted(tmp_path: Path, backend: str) -> None:
+    """A create the server recorded but answered 500: the run finds the batch, submits no copy."""
+    with BatchServer(lost_creates=1) as server:
+        opts = options(server, backend, tmp_path / "s.sqlite")
+        elicit(TASK, items(4), tmp_path / "o.jsonl", opts, progress=False)
+        assert server.creates == 1 and max(server.submissions.values()) == 1
+    assert all(r["status"] == "ok" for r in read(tmp_path / "o.jsonl"))

@@ -17,7 +17,6 @@ from rich.console import Console
 
 from verbcal.elicit.backends import DEFAULT_MODELS, BackendError
 from verbcal.elicit.batch.ledger import Ledger
-from verbcal.elicit.batch.options import BatchOptions
 from verbcal.elicit.batch.providers import line_for, make_provider, request_mode
 from verbcal.elicit.batch.runner import BatchFailed, Runner, encode, split
 from verbcal.elicit.engine import Engine, EngineStats, Job, Stop, estimate_tokens, worst_case_cost
@@ -48,18 +47,20 @@ class BatchPending(RuntimeError):
 
 
 def _budget(
-    pending: Sequence[Job], opts: Any, price: Price | None, spent: list[float]
+    pending: Sequence[Job], opts: ElicitOptions, price: Price | None, spent: list[float]
 ) -> tuple[list[Job], bool]:
-    """The pending jobs that ``--max-requests`` / ``--max-cost`` (batch prices) allow."""
+    """The pending jobs that ``--max-requests`` / ``--max-cost`` (batch prices) allow.
+
+    ``spent`` is (requests, worst-case USD) already submitted by this run; it is not changed.
+    """
     allowed: list[Job] = []
+    count, cost = spent
     for job in pending:
-        if opts.max_requests is not None and spent[0] + 1 > opts.max_requests:
-            return allowed, True
         most = 0.0 if price is None else worst_case_cost(job.request, price)
-        if opts.max_cost is not None and spent[1] + most > opts.max_cost:
+        over_n = opts.max_requests is not None and count + 1 > opts.max_requests
+        if over_n or (opts.max_cost is not None and cost + most > opts.max_cost):
             return allowed, True
-        spent[0] += 1
-        spent[1] += most
+        count, cost = count + 1, cost + most
         allowed.append(job)
     return allowed, False
 
@@ -73,16 +74,30 @@ def _report(console: Console | None, progress: bool) -> Callable[[str], None]:
 
 
 async def _run_batches(
-    runner: Runner, jobs: dict[str, Job], opts: Any, price: Price | None
+    runner: Runner, jobs: dict[str, Job], opts: ElicitOptions, price: Price | None
 ) -> tuple[list[Job], Stop | None]:
-    """Submit, poll and collect until every job is answered or given up; (given up, stop)."""
-    bopts: BatchOptions = opts.batch
+    """Submit, poll and collect until every job is answered or given up; (given up, stop).
+
+    An error that retries cannot fix (401, 403, 404, another 4xx, or retries spent)
+    becomes :class:`BatchFailed`.
+    """
+    try:
+        return await _rounds(runner, jobs, opts, price)
+    except BackendError as exc:
+        raise BatchFailed(Stop("fatal", str(exc), exc.status)) from exc
+
+
+async def _rounds(
+    runner: Runner, jobs: dict[str, Job], opts: ElicitOptions, price: Price | None
+) -> tuple[list[Job], Stop | None]:
+    bopts = opts.batch
+    assert bopts is not None
     most_n, most_bytes = bopts.limits(opts.backend)
     spent = [0.0, 0.0]
     stop: Stop | None = None
-    await runner.reconcile()
-    submit_failures = 0
+    failures = 0
     while True:
+        await runner.reconcile()  # intents left by a kill, or by an unanswered submit
         rows = runner.store.get_many(jobs)
         in_flight = runner.ledger.open_keys()
         given_up = {k for k, n in runner.tally.failures.items() if n > bopts.retries}
@@ -93,32 +108,46 @@ async def _run_batches(
         ]  # fmt: skip
         if stop is None and pending:
             allowed, refused = _budget(pending, opts, price, spent)
-            if refused:
-                stop = Stop("budget", _budget_message(opts))
             lines = [encode(runner.provider.line(j.key, j.request, runner.mode)) for j in allowed]
             try:
                 for start, end in split(lines, most_n, most_bytes):
                     await runner.submit(allowed[start:end])
-                submit_failures = 0
+                    spent[0] += end - start
+                    spent[1] += sum(
+                        0.0 if price is None else worst_case_cost(j.request, price)
+                        for j in allowed[start:end]
+                    )
             except BackendError as exc:
-                submit_failures += 1
-                if exc.fatal or submit_failures > opts.retries:
-                    raise BatchFailed(Stop("fatal", str(exc), exc.status)) from exc
-                runner.report(f"submit failed ({exc}); trying again")
-                await asyncio.sleep(
-                    min(bopts.poll_interval, opts.backoff_base * 2**submit_failures)
-                )
+                failures = await _again(runner, exc, failures, opts)
                 continue
+            if refused:
+                stop = Stop("budget", _budget_message(opts))
         if not runner.mine(("submitted", "ended")):
             return [jobs[k] for k in given_up if k in jobs], stop
-        if await runner.poll() == 0:
+        try:
+            ended = await runner.poll()
+            failures = 0
+        except BackendError as exc:
+            failures = await _again(runner, exc, failures, opts)
+            continue
+        if ended == 0:
             if not bopts.wait:
                 open_rows = runner.mine(("submitted", "ended"))
                 raise BatchPending(len(open_rows), sum(r.n for r in open_rows), runner.store.path)
             await asyncio.sleep(bopts.poll_interval)
 
 
-def _budget_message(opts: Any) -> str:
+async def _again(runner: Runner, exc: BackendError, failures: int, opts: ElicitOptions) -> int:
+    """Wait before trying a failed submit or poll again; raise once retries are spent."""
+    if exc.fatal or not exc.retryable or failures >= opts.retries:
+        raise exc
+    failures += 1
+    runner.report(f"{exc}; trying again ({failures} of {opts.retries})")
+    await asyncio.sleep(opts.backoff_base * 2**failures)
+    return failures
+
+
+def _budget_message(opts: ElicitOptions) -> str:
     if opts.max_cost is not None:
         return f"--max-cost ${opts.max_cost:g} reached (at batch prices, worst case per request)"
     return f"--max-requests {opts.max_requests} reached"
@@ -184,7 +213,7 @@ def elicit_batch(
 
 
 async def _drive(
-    runner: Runner, jobs: dict[str, Job], opts: Any, price: Price | None
+    runner: Runner, jobs: dict[str, Job], opts: ElicitOptions, price: Price | None
 ) -> tuple[list[Job], Stop | None]:
     try:
         return await _run_batches(runner, jobs, opts, price)
