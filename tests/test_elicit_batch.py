@@ -7,6 +7,7 @@ that held the request), so "nothing submitted twice" is checked, not assumed.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,8 @@ def read(path: Path) -> list[dict[str, Any]]:
 def test_batch_replies_parse_exactly_as_live(tmp_path: Path, backend: str) -> None:
     """Same replies, same distributions; results come back shuffled and are joined on custom_id."""
     rows = items(9, {2: "@berr", 6: "@bexp"})
+    for row in rows:
+        row["id"] = f"docs/{row['id']} #1"  # not a valid Anthropic custom_id: keys are used
     with BatchServer() as server:
         batch = options(
             server, backend, tmp_path / "b.sqlite", BatchOptions(poll_interval=0.01, max_requests=4)
@@ -106,6 +109,7 @@ def test_batch_replies_parse_exactly_as_live(tmp_path: Path, backend: str) -> No
     assert all(r["status"] == "ok" for r in got)
     assert creates == 4  # 4 + 4 + 1, then one retry batch for the errored and expired item
     assert sorted(submissions.values()) == [1] * 7 + [2, 2]
+    assert all(re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", custom_id) for custom_id in submissions)
     assert result.stats.requests == 11
     assert "at batch prices" in result.notes[0]
     assert result.cost == pytest.approx(result.stats.cost)
@@ -290,3 +294,30 @@ def test_lost_create_answer_is_looked_up_not_resubmitted(tmp_path: Path, backend
         elicit(TASK, items(4), tmp_path / "o.jsonl", opts, progress=False)
         assert server.creates == 1 and max(server.submissions.values()) == 1
     assert all(r["status"] == "ok" for r in read(tmp_path / "o.jsonl"))
+
+
+@pytest.mark.slow
+def test_run_batch_end_to_end(tmp_path: Path) -> None:
+    """``verbcal run --batch``: elicit through the batch API, then calibrate and evaluate."""
+    (tmp_path / "task.yaml").write_text(
+        "name: sentiment\ninstruction: Classify the sentiment of the review.\n"
+        "labels: [positive, negative]\nlabel_field: label\n"
+    )
+    rows = [
+        {"id": f"i{k}", "text": f"review {k}", "label": ("positive", "negative")[k % 2]}
+        for k in range(24)
+    ]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with BatchServer() as server:
+        result = CliRunner().invoke(
+            app,
+            [
+                "run", "--task", str(tmp_path / "task.yaml"), "--input", str(tmp_path / "items.jsonl"),
+                "--out", str(tmp_path / "run"), "--backend", "anthropic", "--base-url", server.url,
+                "--batch", "--poll-interval", "0.01", "--no-report", "--boot", "50", "--no-progress",
+            ],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert server.creates == 1 and sum(server.counts.values()) == 0  # no live call
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_calibration"] + metrics["n_test"] == 24
