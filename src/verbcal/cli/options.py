@@ -51,7 +51,8 @@ Overwrite = Annotated[
 Backend = Annotated[
     str | None,
     typer.Option(
-        help="openai | anthropic | bedrock | litellm | local (embedded SmolLM2); required when "
+        help="openai | anthropic | bedrock | litellm | local (embedded SmolLM2) | openai-decisions"
+        " | systemone (decision models: probabilities from scores); required when "
         "eliciting (`verbcal demo` runs the embedded model without it)."
     ),
 ]
