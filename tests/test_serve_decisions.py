@@ -235,12 +235,14 @@ def test_without_a_classify_backend_it_is_400(tmp_path: Path) -> None:
     make_calibrator("temperature").fit(
         np.array([[0.8, 0.2], [0.3, 0.7]] * 10), np.array([0, 1] * 10), labels=LABELS
     ).save(tmp_path / "c.json")
-    with ServerThread(
-        create_app(ServeConfig(calibrators={"m": str(tmp_path / "c.json")}, no_auth=True))
-    ) as api:
-        with pytest.raises(openai.BadRequestError, match="no classify backend"):
-            openai.OpenAI(base_url=api.url + "/v1", api_key="x", max_retries=0).decisions.create(
-                model="m",
-                input="t",
-                questions=[{"type": "predicate", "name": "positive", "instructions": "?"}],
-            )
+    with (
+        ServerThread(
+            create_app(ServeConfig(calibrators={"m": str(tmp_path / "c.json")}, no_auth=True))
+        ) as api,
+        pytest.raises(openai.BadRequestError, match="no classify backend"),
+    ):
+        openai.OpenAI(base_url=api.url + "/v1", api_key="x", max_retries=0).decisions.create(
+            model="m",
+            input="t",
+            questions=[{"type": "predicate", "name": "positive", "instructions": "?"}],
+        )

@@ -37,7 +37,7 @@ def describe_one(source: Mapping[str, Any]) -> str:
         about = f" about {source['about']!r}" if source.get("about") else ""
         return (
             f"decision model {who}: probabilities read from its answers to a {question}"
-            f" question{about} (next-token scores, not text)"
+            f" question{about} (no reply text parsed)"
         )
     if kind == "verbalized":
         return f"verbalized by {who}: numbers the model wrote, parsed from its replies"

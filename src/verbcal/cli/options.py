@@ -62,8 +62,8 @@ def require_backend(backend: str | None) -> str:
     """The backend to elicit with: no silent default, so a forgotten flag starts nothing."""
     if backend is None:
         raise typer.BadParameter(
-            "say which LLM to ask: --backend openai | anthropic | bedrock | local "
-            "(local = the embedded SmolLM2 model, no key needed)",
+            "say which LLM to ask: --backend openai | anthropic | bedrock | litellm | local"
+            " | openai-decisions | systemone (local = the embedded SmolLM2 model, no key needed)",
             param_hint="'--backend'",
         )
     return backend
