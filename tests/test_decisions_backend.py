@@ -128,6 +128,7 @@ def test_refusal_is_kept_and_counted(server: DecisionServer, tmp_path: Path) -> 
     assert refused["issues"] == ["refused"]
     assert ok["status"] == "ok"
     assert result.status_counts == {"refused": 1, "ok": 1}
+    assert not result.issue_counts  # a refusal is a status, not a parse issue
 
 
 def test_renormalised_answer_is_repaired(server: DecisionServer, tmp_path: Path) -> None:

@@ -478,7 +478,7 @@ def parse_issues(records: Sequence[dict[str, Any]]) -> Counter[str]:
     """How often each parse issue occurs (request errors are counted by status instead)."""
     found: Counter[str] = Counter()
     for record in records:
-        if record["status"] != "error":
+        if record["status"] not in ("error", "refused"):  # counted by status instead
             found.update(_SAMPLE_PREFIX.sub("", issue) for issue in record["issues"])
     return found
 
