@@ -17,7 +17,7 @@ from verbcal.metrics import METRICS, summary
 runner = CliRunner(env={"COLUMNS": "250"})
 EVALUATE_KEYS = {
     *("n", "accuracy", "macro_f1", "ece", "mce", "nll", "brier", "auroc", "bins", "ci"),
-    *("bands", "warnings"),
+    *("bands", "warnings", "provenance"),
 }
 
 

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from verbcal import __version__, datasets
+from verbcal import __version__, datasets, provenance
 from verbcal.calibration import (
     AutoCalibrator,
     make_calibrator,
@@ -608,6 +608,7 @@ def run(
 
 
 def _finish(preds: Predictions, target: Path, opts: RunOptions, info: dict[str, Any]) -> RunResult:
+    info.setdefault("provenance", provenance.summarize(preds.records))
     try:
         metrics = analyse(preds, target, opts, info)
     except PredictionsError as exc:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from verbcal import provenance
 from verbcal.calibration import Calibrator
 from verbcal.metrics import LOWER_IS_BETTER, METRICS
 from verbcal.predictions import read_predictions
@@ -248,7 +249,11 @@ def _header(metrics: RunMetrics) -> str:
     name = task.get("name") or Path(str(run.get("source", "predictions"))).stem
     if run.get("mode") == "elicit":
         backend = f"{run.get('backend')} / {run.get('model')}"
-        origin = f"elicited from <b>{_e(backend)}</b>, items <code>{_e(run.get('items'))}</code>"
+        kind = provenance.short(run.get("provenance"))
+        origin = (
+            f"{_e(kind)} probabilities elicited from <b>{_e(backend)}</b>,"
+            f" items <code>{_e(run.get('items'))}</code>"
+        )
     else:
         origin = f"from the predictions file <code>{_e(run.get('source'))}</code> (no LLM calls in this run)"
     instruction = (
@@ -622,7 +627,9 @@ def _parameters(metrics: RunMetrics) -> str:
 
 def _facts(metrics: RunMetrics) -> str:
     run = metrics.run
-    facts: list[tuple[str, str]] = []
+    facts: list[tuple[str, str]] = [
+        ("probabilities", _e(provenance.describe(run.get("provenance"))))
+    ]
     if run.get("mode") == "elicit":
         facts += [
             ("backend / model", _e(f"{run.get('backend')} / {run.get('model')}")),

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from verbcal import datasets, engines
+from verbcal import datasets, engines, provenance
 from verbcal.calibration import (
     METHODS,
     AutoCalibrator,
@@ -189,8 +189,10 @@ def evaluate(
             if by
             else None
         )
+    sources = provenance.summarize(predictions.records)
     if as_json:
         out: dict[str, Any] = {"n": len(predictions), **scores, "bins": bins}
+        out["provenance"] = sources
         out["ci"] = {m: list(v) for m, v in ci.items()}
         out["bands"] = bands
         if slices is not None:
@@ -202,7 +204,7 @@ def evaluate(
     title = f"{escape(predictions.source)}: " + (
         f"{fitted.method} calibrator ({fitted.describe_floor()})"
         if fitted
-        else "verbalized (uncalibrated)"
+        else f"{provenance.short(sources)} (uncalibrated)"
     )
     table = Table(title=title, caption=METRIC_NOTES.format(bins=bins))
     for column in ("metric", "value", "95% CI"):
@@ -212,6 +214,7 @@ def evaluate(
         table.add_row(metric, _fmt(scores[metric]), f"[{_fmt(lo)}, {_fmt(hi)}]")
     console.print(table)
     console.print(f"n = {len(predictions)}, bootstrap: {boot} percentile resamples, seed {seed}")
+    console.print(f"probabilities: {provenance.describe(sources)}", highlight=False, markup=False)
     console.print(band_table(bands))
     if slices is not None and by is not None:
         console.print(slice_table(slices, by))

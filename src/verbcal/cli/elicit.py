@@ -20,7 +20,7 @@ from verbcal.cli.app import app, console, err_console
 if TYPE_CHECKING:
     from verbcal.elicit import DryRun, ElicitOptions, ElicitResult, ElicitStopped
 
-STATUS_ORDER = ("ok", "repaired", "failed", "error")
+STATUS_ORDER = ("ok", "repaired", "refused", "failed", "error")
 
 
 @app.command("elicit")

@@ -51,7 +51,8 @@ Overwrite = Annotated[
 Backend = Annotated[
     str | None,
     typer.Option(
-        help="openai | anthropic | bedrock | litellm | local (embedded SmolLM2); required when "
+        help="openai | anthropic | bedrock | litellm | local (embedded SmolLM2) | openai-decisions"
+        " | systemone (decision models: probabilities from scores); required when "
         "eliciting (`verbcal demo` runs the embedded model without it)."
     ),
 ]
@@ -61,8 +62,8 @@ def require_backend(backend: str | None) -> str:
     """The backend to elicit with: no silent default, so a forgotten flag starts nothing."""
     if backend is None:
         raise typer.BadParameter(
-            "say which LLM to ask: --backend openai | anthropic | bedrock | local "
-            "(local = the embedded SmolLM2 model, no key needed)",
+            "say which LLM to ask: --backend openai | anthropic | bedrock | litellm | local"
+            " | openai-decisions | systemone (local = the embedded SmolLM2 model, no key needed)",
             param_hint="'--backend'",
         )
     return backend

@@ -15,6 +15,7 @@ from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 from verbcal.pipeline import RunError, RunOptions, RunResult, parse_methods
 from verbcal.predictions import PredictionsError
+from verbcal.provenance import describe
 from verbcal.run_metrics import RunMetrics
 
 
@@ -315,6 +316,8 @@ def print_run_summary(result: RunResult) -> None:
             cells.append(f"{entry.test[name]:.3f} [dim][{lo:.3f}, {hi:.3f}][/]")
         table.add_row(escape(method) + mark, *cells)
     console.print(table)
+    sources = metrics.run.get("provenance")
+    console.print(f"probabilities: {describe(sources)}", highlight=False, markup=False)
     if metrics.best_alternative:
         console.print(f"best alternative by CV NLL: {metrics.best_alternative}")
     if metrics.auto:

@@ -10,13 +10,15 @@ from typing import Any, Protocol
 
 from verbcal.elicit.redact import redact
 
-BACKENDS = ("openai", "anthropic", "bedrock", "litellm", "local")
+BACKENDS = ("openai", "anthropic", "bedrock", "litellm", "local", "openai-decisions", "systemone")
 DEFAULT_MODELS = {
     "openai": "gpt-4o-mini",
     "anthropic": "claude-haiku-4-5",
     "bedrock": "anthropic.claude-3-haiku-20240307-v1:0",
     "litellm": "openai/gpt-4o-mini",
     "local": "smollm2-135m-instruct",
+    "openai-decisions": "gpt-6-luna",
+    "systemone": "jev-latest",
 }
 FATAL_STATUSES = (401, 403, 404)
 """Statuses that no retry and no other item can fix: the run stops at the first one."""
@@ -26,6 +28,10 @@ CREDENTIALS = {
     "anthropic": "the environment variable ANTHROPIC_API_KEY",
     "bedrock": "AWS_PROFILE or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_REGION)",
     "local": "nothing (the embedded server needs no key; check --base-url)",
+    "openai-decisions": "the environment variable OPENAI_API_KEY (or --base-url for a server"
+    " without keys)",
+    "systemone": "the environment variable TYPESAFE_API_KEY (or --base-url for a server without"
+    " keys)",
 }
 """Where each backend's credentials come from, for error messages."""
 
@@ -50,6 +56,18 @@ class Request:
     max_tokens: int = 256
     seed: int | None = None
     logprob_labels: tuple[str, ...] | None = None
+    question: Any = None
+    """For decision backends: the :class:`~verbcal.elicit.decisions_backend.DecisionQuestion`
+    to ask about ``prompt`` (then the item's text)."""
+
+    @property
+    def size(self) -> int:
+        """Characters sent: the prompt plus the question, if any (for estimates)."""
+        if self.question is None:
+            return len(self.prompt)
+        from verbcal.elicit.decisions_backend import estimate_chars
+
+        return len(self.prompt) + estimate_chars(self.question)
 
 
 @dataclass(frozen=True)
@@ -218,6 +236,14 @@ def make_backend(
         return BedrockBackend(
             model, base_url, timeout=timeout, concurrency=concurrency, structured=structured
         )
+    if name == "openai-decisions":
+        from verbcal.elicit.decisions_backend import DecisionsBackend
+
+        return DecisionsBackend(model, base_url, timeout=timeout)
+    if name == "systemone":
+        from verbcal.elicit.decisions_backend import SystemOneBackend
+
+        return SystemOneBackend(model, base_url, timeout=timeout)
     if name == "litellm":
         from verbcal.elicit.litellm_backend import LiteLLMBackend
 

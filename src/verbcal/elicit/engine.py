@@ -115,12 +115,12 @@ class RateLimiter:
 
 def estimate_tokens(request: Request) -> int:
     """A rough token count for rate limiting: 4 characters a token plus the reply budget."""
-    return len(request.prompt) // 4 + request.max_tokens
+    return request.size // 4 + request.max_tokens
 
 
 def worst_case_cost(request: Request, price: tuple[float, float]) -> float:
     """The most one request can cost: its prompt's estimated tokens and its full reply budget."""
-    return (len(request.prompt) / 4 * price[0] + request.max_tokens * price[1]) / 1e6
+    return (request.size / 4 * price[0] + request.max_tokens * price[1]) / 1e6
 
 
 class _BudgetReached(Exception):

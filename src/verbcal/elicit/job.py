@@ -4,6 +4,7 @@ output from the store."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections import Counter
@@ -24,6 +25,7 @@ from verbcal.elicit.backends import (
     make_backend,
 )
 from verbcal.elicit.batch.options import BatchOptions
+from verbcal.elicit.decisions_backend import DECISION_BACKENDS, task_question
 from verbcal.elicit.engine import Engine, EngineConfig, EngineStats, Job, Stop, estimate_tokens
 from verbcal.elicit.pricing import Price, estimate_cost, load_prices, lookup
 from verbcal.elicit.progress import StatusProgress
@@ -116,6 +118,11 @@ class ElicitOptions:
                 problem = "--label-logprobs is not available with --batch; drop one of them"
             if problem is not None:
                 raise ElicitError(problem)
+        if self.backend in DECISION_BACKENDS and self.samples != 1:
+            raise ElicitError(
+                f"--samples {self.samples}: the {self.backend} backend reads probabilities from"
+                " the model's scores, one answer per item; use --samples 1"
+            )
         if self.label_logprobs and self.backend not in ("openai", "local"):
             raise ElicitError(
                 f"--label-logprobs needs logprobs, which the {self.backend} API does not return;"
@@ -224,9 +231,12 @@ def plan_requests(
     task: Task, items: Sequence[dict[str, Any]], opts: ElicitOptions, model: str
 ) -> tuple[list[ItemPlan], dict[str, Job]]:
     """One plan per item and one job per distinct request key."""
+    if opts.backend in DECISION_BACKENDS:
+        return _plan_decisions(task, items, opts, model)
     temp = opts.sample_temperature
     params = {"temperature": temp, "max_tokens": opts.max_tokens, "structured": opts.structured}
     schema = task.json_schema() if opts.structured else None
+    source = provenance(opts, model)
     plans: list[ItemPlan] = []
     jobs: dict[str, Job] = {}
     for item in items:
@@ -244,7 +254,46 @@ def plan_requests(
             lp_key = request_key(opts.backend, model, lp_prompt, {"kind": "label_logprobs"}, 0)
             lp_request = Request(lp_prompt, max_tokens=3, logprob_labels=task.labels)
             jobs.setdefault(lp_key, Job(lp_key, str(item["id"]), -1, lp_request))
-        plans.append(ItemPlan(item, tuple(keys), lp_key))
+        plans.append(ItemPlan(item, tuple(keys), lp_key, source))
+    return plans, jobs
+
+
+def provenance(
+    opts: ElicitOptions, model: str, question: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Where a record's probabilities came from (the ``provenance`` field of each record).
+
+    ``kind`` is ``decision`` (read from a decision model's scores: ``question`` says which
+    question was asked) or ``verbalized`` (numbers the model wrote, parsed from its reply).
+    """
+    out: dict[str, Any] = {"kind": "verbalized", "backend": opts.backend, "model": model}
+    if question is not None:
+        out.update(kind="decision", question=question["kind"])
+        if "about" in question:
+            out["about"] = question["about"]
+    elif opts.samples > 1:
+        out["samples"] = opts.samples
+    return out
+
+
+def _plan_decisions(
+    task: Task, items: Sequence[dict[str, Any]], opts: ElicitOptions, model: str
+) -> tuple[list[ItemPlan], dict[str, Job]]:
+    """One decision question per item; the item's text is the input."""
+    try:
+        question = task_question(task)
+    except BackendError as exc:
+        raise ElicitError(str(exc)) from exc
+    params = {"question": question.describe()}
+    source = provenance(opts, model, params["question"])
+    plans: list[ItemPlan] = []
+    jobs: dict[str, Job] = {}
+    for item in items:
+        text = str(item["text"])
+        key = request_key(opts.backend, model, text, params, 0)
+        request = Request(text, max_tokens=opts.max_tokens, question=question)
+        jobs.setdefault(key, Job(key, str(item["id"]), 0, request))
+        plans.append(ItemPlan(item, (key,), None, source))
     return plans, jobs
 
 
@@ -408,7 +457,9 @@ def dry_run(
         cost_in = tokens_in * price[0] / 1e6
         cost_max = cost_in + tokens_out * price[1] / 1e6
     mode = "plain prompts"
-    if opts.structured:
+    if opts.backend in DECISION_BACKENDS:
+        mode = f"decision question: {todo[0].question.kind if todo else 'none to send'}"
+    elif opts.structured:
         tool = opts.backend in ("anthropic", "bedrock")
         mode = "forced tool call" if tool else "JSON-schema output"
     if opts.label_logprobs:
@@ -424,16 +475,24 @@ def dry_run(
         output_tokens_max=tokens_out,
         cost_input=cost_in,
         cost_max=cost_max,
-        example_prompt=todo[0].prompt if todo else None,
+        example_prompt=_example(todo[0]) if todo else None,
         mode=mode,
     )
+
+
+def _example(request: Request) -> str:
+    """The first request as it would be sent: its prompt, or input and question."""
+    if request.question is None:
+        return request.prompt
+    question = json.dumps(request.question.describe(), ensure_ascii=False)
+    return f"input: {request.prompt}\nquestion: {question}"
 
 
 def parse_issues(records: Sequence[dict[str, Any]]) -> Counter[str]:
     """How often each parse issue occurs (request errors are counted by status instead)."""
     found: Counter[str] = Counter()
     for record in records:
-        if record["status"] != "error":
+        if record["status"] not in ("error", "refused"):  # counted by status instead
             found.update(_SAMPLE_PREFIX.sub("", issue) for issue in record["issues"])
     return found
 

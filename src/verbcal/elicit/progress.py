@@ -22,6 +22,7 @@ STATUS_STYLE = {
     "failed": "red",
     "error": "bold red",
     "logprobs": "cyan",
+    "refused": "magenta",
 }
 
 

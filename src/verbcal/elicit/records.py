@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ class ItemPlan:
     item: dict[str, Any]
     keys: tuple[str, ...]
     logprob_key: str | None = None
+    provenance: dict[str, Any] | None = None
+    """Where the probabilities come from (``verbcal.elicit.job.provenance``), per record."""
 
 
 Parsed = Mapping[str, ParsedReply]
@@ -26,7 +29,7 @@ Parsed = Mapping[str, ParsedReply]
 
 def parse_row(row: Row, labels: Sequence[str]) -> ParsedReply | None:
     """The parsed text of a stored reply; None for errors and label-logprob rows."""
-    if row.status == "error" or row.logprobs is not None or row.mode == "logprobs":
+    if row.status == "error" or row.logprobs is not None or row.mode in ("logprobs", "decision"):
         return None
     return parse_reply(row.raw or "", labels)
 
@@ -35,7 +38,18 @@ def row_status(row: Row, parsed: ParsedReply | None) -> str:
     """The status one stored row counts as on the progress bar."""
     if row.status == "error":
         return "error"
+    if row.mode == "decision":
+        return str(decision_reply(row)[0])
     return "logprobs" if parsed is None else parsed.status
+
+
+def decision_reply(row: Row) -> tuple[str, dict[str, float] | None, list[str]]:
+    """Status, distribution and issues of a decision-model reply (stored already read)."""
+    try:
+        data = json.loads(row.raw or "")
+        return str(data["status"]), data["probs"], list(data["issues"])
+    except (ValueError, KeyError, TypeError) as exc:
+        return "failed", None, [f"unreadable stored decision: {exc}"]
 
 
 def _single(
@@ -45,6 +59,8 @@ def _single(
         return "error", None, ["no reply stored (the run was interrupted); re-run to resume"]
     if row.status == "error":
         return "error", None, [f"request failed: {row.error}"]
+    if row.mode == "decision":
+        return decision_reply(row)
     result = parsed.get(row.key) or parse_reply(row.raw or "", labels)
     return result.status, result.probs, list(result.issues)
 
@@ -91,6 +107,8 @@ def build_record(
     record.update(status=status, issues=issues, raw=raws[0] if len(raws) == 1 else raws)
     if len(results) > 1:
         record["sample_probs"] = [probs_i for _, probs_i, _ in results]
+    if plan.provenance is not None:
+        record["provenance"] = plan.provenance
     if plan.logprob_key is not None:
         lp_row = rows.get(plan.logprob_key)
         record["logprob_probs"] = softmax_logprobs(lp_row.logprobs if lp_row else None, labels)

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 
 import verbcal
 from verbcal.calibration import CalibratorError
-from verbcal.serve import oip, wire
+from verbcal.serve import decisions, oip, wire
 from verbcal.serve.auth import HEALTH_PATHS, KeyRing, RateLimiter
 from verbcal.serve.cache import Row
 from verbcal.serve.calibrate import (
@@ -217,6 +217,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
     _add_error_handlers(app, service)
     _add_routes(app, service)
     oip.add_routes(app, service)
+    decisions.add_routes(app, service)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
