@@ -154,8 +154,7 @@ class Runner:
             found = await self.provider.find(
                 row.token, row.created, row.n, self.ledger.provider_ids()
             )
-        except BackendError:
-            found = None  # stays an intent: the next run looks again before submitting
+        except BackendError:  # it stays an intent: the next round looks again before submitting
             self.report(f"batch {row.token[:8]}: submit unanswered ({exc}); will look it up")
             raise
         if found is not None:
