@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 from verbcal import __version__, datasets, provenance
 from verbcal.calibration import (
     AutoCalibrator,
+    candidates_for,
     make_calibrator,
     specs,
     uncalibrated,
@@ -54,7 +55,13 @@ from verbcal.metrics import (
     by_slice,
     summary,
 )
-from verbcal.predictions import Predictions, PredictionsError, field_values, write_jsonl
+from verbcal.predictions import (
+    Predictions,
+    PredictionsError,
+    field_values,
+    reading_options,
+    write_jsonl,
+)
 from verbcal.run_metrics import FORMAT, VERSION, MethodResult, RunMetrics
 
 DEFAULT_METHODS: tuple[str, ...] = ("identity", "resoftmax", "temperature", "best")
@@ -265,7 +272,11 @@ def analyse(
         notes.append(
             f"a label has only {smallest} calibration items, fewer than the {k_folds} folds"
         )
-    auto = AutoCalibrator(folds=options.cv_folds, seed=options.seed)
+    auto = AutoCalibrator(  # with words among the candidates when the replies are verbal
+        candidates=list(candidates_for(reading_options().source)),
+        folds=options.cv_folds,
+        seed=options.seed,
+    )
     auto.fit(p_cal, y_cal, labels=labels)
     cv = {row["method"]: _nan(row["cv_nll"]) for row in auto.cv_}
     best_alternative = None

@@ -14,6 +14,9 @@ from verbcal.cli import serve as _serve  # noqa: F401
 from verbcal.cli import split as _split  # noqa: F401
 from verbcal.cli import study as _study  # noqa: F401
 from verbcal.cli.app import app
+from verbcal.cli.reading import add_reading_options
+
+add_reading_options(app)
 
 
 def main() -> None:
