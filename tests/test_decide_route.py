@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def test_review_curve_goes_from_all_errors_to_none() -> None:
     assert curve[0]["review_rate"] == 0 and curve[-1]["review_rate"] == 1
     assert curve[-1]["unreviewed_error_rate"] == 0
     errors = [point["unreviewed_error_rate"] for point in curve]
-    assert all(a >= b for a, b in zip(errors, errors[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(errors))
     wrong = np.mean((p[:, 1] >= 0.5) != (y == 1))
     assert errors[0] == pytest.approx(wrong)
 
