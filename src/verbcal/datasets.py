@@ -17,14 +17,20 @@ import importlib.util
 import io
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from verbcal.predictions import Predictions, PredictionsError, read_predictions
+from verbcal.predictions import (
+    SOURCES,
+    Predictions,
+    PredictionsError,
+    read_predictions,
+    reading_options,
+)
 
 RECORDED: dict[str, str] = {
     "tweets": "tweet sentiment (negative, neutral, positive), 201 items, texts MIT",
@@ -78,8 +84,18 @@ def resolve(spec: str | Path) -> Path:
 
 
 def load(spec: str | Path, labels: Sequence[str] | None = None) -> Predictions:
-    """Read predictions from a file or ``recorded:<name>`` (kept as the source's name)."""
-    predictions = read_predictions(resolve(spec), labels)
+    """Read predictions from a file or ``recorded:<name>`` (kept as the source's name).
+
+    A ``#verbal`` or ``#probs`` suffix (``recorded:mt-quality#verbal``) picks the reply to
+    read, overriding the :class:`~verbcal.predictions.ReadOptions` in force (the study lists
+    the judge sets once per reply this way)."""
+    text = str(spec)
+    base, sep, source = text.rpartition("#")
+    options = None
+    if sep and source in SOURCES:
+        options = replace(reading_options(), source=source)
+        text = base
+    predictions = read_predictions(resolve(text), labels, options)
     predictions.source = str(spec)
     return predictions
 
