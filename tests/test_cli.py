@@ -96,7 +96,7 @@ def test_fit_apply_evaluate_round_trip(tmp_path: Path) -> None:
     # the CLI fit equals the library fit
     preds = datasets.load("recorded:drug-reviews")
     direct = make_calibrator("temperature").fit(preds.probs, preds.y, labels=preds.labels)
-    assert saved["state"] == direct.params
+    assert saved["state"] == direct.state
     assert saved["floor"]["value"] == direct.floor_
 
     # apply to a file with an unparsable record and an unlabelled one

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,14 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from verbcal.calibration.constraints import ParamConstraints, validate_params
+from verbcal.calibration.constraints import (
+    Interval,
+    Options,
+    ParamConstraints,
+    field,
+    number,
+    validate_params,
+)
 from verbcal.calibration.inputs import (
     as_matrix,
     as_targets,
@@ -207,9 +215,23 @@ class Calibrator(ABC):
         return dict(getattr(self, "fit_info_", {}))
 
     @property
-    def params(self) -> dict[str, Any]:
-        """The learned parameters, JSON-ready (empty before fit)."""
+    def state(self) -> dict[str, Any]:
+        """The learned values beyond the floor, JSON-ready (empty before fit): what a file
+        stores under ``state``. Constructor arguments are ``get_params()`` (``params`` in
+        a file); each learned value is also an attribute ending in ``_``."""
         return self._state() if self.is_fitted else {}
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Deprecated alias of :attr:`state` (learned values); constructor arguments are
+        :meth:`get_params`."""
+        warnings.warn(
+            "Calibrator.params is the learned state: use .state (constructor arguments "
+            "are .get_params())",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.state
 
     def describe_floor(self) -> str:
         """The floor in words: value, mode and whether it was fitted."""
@@ -250,12 +272,18 @@ class Calibrator(ABC):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibrator:
-        """Rebuild a fitted calibrator from :meth:`to_dict` output (format 1 or 2)."""
+        """Rebuild a fitted calibrator from :meth:`to_dict` output (format 1 or 2).
+
+        Every value is checked here, the one place files are read: constructor ``params``
+        by the same constraints ``fit`` uses, the floor, the labels and each learned value
+        of ``state`` (finite, in range, of the right shape). A problem raises
+        :class:`CalibratorError` naming the field (``state.temperature must be ...``).
+        """
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise CalibratorError(
                 "not a verbcal calibrator file (missing format 'verbcal-calibrator')"
             )
-        version = int(data.get("version", 0))
+        version = number(data.get("version", 0), "version", [Interval(int, 0, None)])
         if version > VERSION:
             raise CalibratorError(
                 f"calibrator version {data['version']} is newer than this verbcal: upgrade"
@@ -268,24 +296,42 @@ class Calibrator(ABC):
         params = data.get("params", {})
         if not isinstance(params, dict):
             raise CalibratorError(f"params: must be an object, got {params!r}")
-        try:
-            calibrator = METHODS[method](**params)
-        except TypeError as exc:
+        takes = METHODS[method]._get_param_names()
+        unknown = [name for name in params if name not in takes]
+        if unknown:
             raise CalibratorError(
-                f"params: {method} takes {', '.join(METHODS[method]._get_param_names()) or 'none'}"
-                f", got {', '.join(params)}"
-            ) from exc
+                f"params: {method} takes {', '.join(takes) or 'none'}, got {', '.join(unknown)}"
+            )
+        calibrator = METHODS[method](**params)
         try:
             calibrator._validate_params()
         except CalibratorError as exc:
             raise CalibratorError(f"params: {exc}") from exc
-        labels = tuple(str(label) for label in data["labels"])
-        calibrator.labels_ = labels
-        calibrator.classes_ = _classes(labels, data.get("classes") == "names")
-        calibrator.floor_ = data.get("floor", {}).get("value")
-        calibrator._load_state(data.get("state", {}))
-        calibrator.fit_info_ = dict(data.get("fit", {}))
-        calibrator.warnings_ = list(data.get("warnings", []))
+        labels = field(data, "labels", "file")
+        if (
+            not isinstance(labels, list)
+            or len(labels) < 2
+            or not all(isinstance(label, str) for label in labels)
+            or len(set(labels)) != len(labels)
+        ):
+            raise CalibratorError(
+                f"labels must be a list of at least 2 distinct strings, got {labels!r}"
+            )
+        calibrator.labels_ = tuple(labels)
+        kind = data.get("classes", "indices")
+        if not Options("names", "indices").is_satisfied_by(kind):
+            raise CalibratorError(f"classes must be 'names' or 'indices', got {kind!r}")
+        calibrator.classes_ = _classes(calibrator.labels_, kind == "names")
+        calibrator.floor_ = _loaded_floor(calibrator, data.get("floor", {}))
+        calibrator._load_state(field(data, "state", "file"))
+        fit = data.get("fit", {})
+        if not isinstance(fit, dict):
+            raise CalibratorError(f"fit must be an object, got {fit!r}")
+        calibrator.fit_info_ = dict(fit)
+        notes = data.get("warnings", [])
+        if not isinstance(notes, list) or not all(isinstance(w, str) for w in notes):
+            raise CalibratorError(f"warnings must be a list of strings, got {notes!r}")
+        calibrator.warnings_ = list(notes)
         return calibrator
 
     def save(self, path: str | Path) -> None:
@@ -301,7 +347,7 @@ class Calibrator(ABC):
             raise CalibratorError(f"{path}: cannot read calibrator ({exc})") from exc
         try:
             return Calibrator.from_dict(data)
-        except CalibratorError as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # CalibratorError too
             raise CalibratorError(f"{path}: {exc}") from exc
 
     def __repr__(self) -> str:
@@ -321,7 +367,9 @@ class Calibrator(ABC):
         return {}
 
     def _load_state(self, state: dict[str, Any]) -> None:  # noqa: B027 (nothing learned by default)
-        """Restore what :meth:`_state` wrote."""
+        """Restore what :meth:`_state` wrote, checking each value (finite, in range, of the
+        right shape for ``labels_``) with :mod:`~verbcal.calibration.constraints`' helpers;
+        ``labels_`` is set before it runs."""
 
     def _objective(self, data: Counts, floor: float) -> float:
         """This calibrator's own fitted loss at ``floor`` (what ``floor="fit"`` minimises)."""
@@ -397,6 +445,26 @@ class Calibrator(ABC):
             "nll_after": after,
             "floored_fraction": floored / (data.n * data.rows.shape[1]) if self.uses_floor else 0.0,
         }
+
+
+def _loaded_floor(calibrator: Calibrator, floor: Any) -> float | None:
+    """The floor of a loaded file, checked: a number in (0, 1) for a calibrator that uses
+    one (its mode matching ``params``), a fixed floor equal to the one in ``params``."""
+    if not isinstance(floor, dict):
+        raise CalibratorError(f"floor must be an object, got {floor!r}")
+    value = floor.get("value")
+    if value is None and not calibrator.uses_floor:
+        return None
+    value = number(value, "floor.value", [Interval(float, 0, 1, closed="neither")])
+    mode = floor.get("mode", calibrator.floor_mode_name)
+    if calibrator.uses_floor and mode != calibrator.floor_mode_name:
+        raise CalibratorError(
+            f"floor.mode is {mode!r} but params.floor_mode is {calibrator.floor_mode_name!r}"
+        )
+    given = getattr(calibrator, "floor", "fit")
+    if calibrator.uses_floor and given != "fit" and float(given) != value:
+        raise CalibratorError(f"floor.value {value!r} differs from params.floor {given!r}")
+    return value
 
 
 def _logits(rows: Array, floor: float, mode: FloorMode) -> Array:

@@ -17,7 +17,17 @@ from scipy import optimize
 from scipy.special import log_softmax
 
 from verbcal.calibration.base import Calibrator, register
-from verbcal.calibration.constraints import FLOOR, FLOOR_MODE, PRIOR_SD, REG, ParamConstraints
+from verbcal.calibration.constraints import (
+    FLOOR,
+    FLOOR_MODE,
+    PRIOR_SD,
+    REG,
+    Interval,
+    ParamConstraints,
+    array,
+    field,
+    number,
+)
 from verbcal.calibration.rows import (
     BETA_BOUNDS,
     SMALLEST_FLOOR,
@@ -179,7 +189,11 @@ class TemperatureScaling(Calibrator):
         return {"temperature": self.temperature_}
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self.temperature_ = float(state["temperature"])
+        self.temperature_ = number(
+            field(state, "temperature", "state"),
+            "state.temperature",
+            [Interval(float, 0, None, closed="neither")],
+        )
 
 
 @register
@@ -305,8 +319,13 @@ class _LogitModel(Calibrator):
         return {"weights": self.weights_.tolist(), "bias": self.bias_.tolist()}
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self.weights_ = np.asarray(state["weights"], dtype=np.float64)
-        self.bias_ = np.asarray(state["bias"], dtype=np.float64)
+        k = len(self.labels_)
+        self.weights_ = array(field(state, "weights", "state"), "state.weights", self._shape(k))
+        self.bias_ = array(field(state, "bias", "state"), "state.bias", (k,))
+
+    @abstractmethod
+    def _shape(self, k: int) -> tuple[int, ...]:
+        """The shape of the weights for K classes."""
 
 
 @register
@@ -325,6 +344,9 @@ class VectorScaling(_LogitModel):
 
     def _initial(self, k: int) -> Array:
         return np.concatenate([np.ones(k), np.zeros(k)])
+
+    def _shape(self, k: int) -> tuple[int, ...]:
+        return (k,)
 
     def _unpack(self, theta: Array, k: int) -> tuple[Array, Array]:
         return theta[:k], theta[k:]
@@ -367,6 +389,9 @@ class MatrixScaling(_LogitModel):
 
     def _initial(self, k: int) -> Array:
         return np.concatenate([np.eye(k).ravel(), np.zeros(k)])
+
+    def _shape(self, k: int) -> tuple[int, ...]:
+        return (k, k)
 
     def _unpack(self, theta: Array, k: int) -> tuple[Array, Array]:
         return theta[: k * k].reshape(k, k), theta[k * k :]

@@ -307,7 +307,7 @@ def fit(
     )
     shown = calibrator.calibrator_ if isinstance(calibrator, AutoCalibrator) else calibrator
     if not isinstance(shown, AutoCalibrator):  # a stack's weights are in the table above
-        for name, value in shown.params.items():
+        for name, value in shown.state.items():
             console.print(f"  {name} = {value}", highlight=False, markup=False)
     console.print(
         f"NLL on the fitting data: {info['nll_before']:.4f} (verbalized) → {info['nll_after']:.4f}"
