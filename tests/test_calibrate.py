@@ -650,3 +650,22 @@ def test_temperature_warns_when_no_finite_best_t_exists() -> None:
     assert reloaded.warnings == calibrator.warnings
     mixed = TemperatureScaling(floor=1e-6, **MLE).fit(probs, np.array([0, 1, 1, 1]))
     assert mixed.warnings == [] and 1e-3 < mixed.temperature < 1e3
+
+
+def test_fit_warns_when_the_data_cannot_support_the_method() -> None:
+    """Before: matrix on 2 items and isotonic on one class reached in-sample NLL ~ 0 with
+    no warning at all."""
+    two = make_calibrator("matrix").fit([[0.9, 0.1], [0.2, 0.8]], [0, 1])
+    assert any("2 items for 6 free parameters of matrix" in w for w in two.warnings)
+    assert any("separable" in w for w in two.warnings)
+    one_class = make_calibrator("isotonic").fit([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], [0, 0, 0])
+    assert any("no fitting item has the gold label '1'" in w for w in one_class.warnings)
+    assert Calibrator.from_dict(one_class.to_dict()).warnings == one_class.warnings
+    # enough overlapping items: no warning; a prior exempts the items-per-parameter rule
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet([1.0, 1.0, 1.0], size=200)
+    y = np.array([rng.choice(3, p=row) for row in p])
+    assert make_calibrator("matrix").fit(p, y).warnings == []
+    assert make_calibrator("isotonic").fit(p, y).warnings == []
+    small = make_calibrator("matrix[prior=1]").fit(p[:20], y[:20]).warnings
+    assert not any("free parameters" in w for w in small)

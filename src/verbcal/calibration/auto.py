@@ -180,7 +180,9 @@ class AutoCalibrator(Calibrator):
             for spec in weights
         }
         self.floor_ = self._single.floor_ if self._single else None
-        self.warnings_ = [w for member in self.members_.values() for w in member.warnings]
+        self.warnings_ = list(
+            dict.fromkeys(w for member in self.members_.values() for w in member.warnings)
+        )
         self.fit_info_ = self._describe_fit(count_rows(p, gold, weight))
         return self
 

@@ -65,6 +65,11 @@ FORMAT = "verbcal-calibrator"
 VERSION = 2
 """Calibrator file version: 2 stores constructor ``params`` and learned ``state`` apart."""
 
+MIN_ITEMS_PER_PARAMETER = 5
+"""Fit warning below this many items per free parameter of an unregularised map."""
+SEPARABLE_NLL = 1e-3
+"""Fit warning when the in-sample NLL falls below this: the data are separable."""
+
 METHODS: dict[str, type[Calibrator]] = {}
 """Calibrators by CLI name, filled by :func:`register`."""
 
@@ -171,7 +176,50 @@ class Calibrator(ABC):
         self.floor_: float | None = self._choose_floor(data)
         self._fit(data)
         self.fit_info_: dict[str, float] = self._describe_fit(data)
+        self.warnings_.extend(self._support_warnings(data))
         return self
+
+    def _n_parameters(self, k: int) -> int:
+        """Free parameters of the map for K classes that the items-per-parameter warning
+        counts (0: not counted; one-parameter maps warn through their own checks)."""
+        return 0
+
+    def _support_warnings(self, data: Counts) -> list[str]:
+        """Warnings when the data cannot support the fit (nothing for ``identity``):
+
+        * a label with no item: nothing was learned about how often it is right;
+        * fewer than :data:`MIN_ITEMS_PER_PARAMETER` items per free parameter of an
+          unregularised map (no ``prior_sd``);
+        * in-sample NLL below :data:`SEPARABLE_NLL`: the data are separable and the fit
+          sharpens towards certainty (unless a warning already said why).
+        """
+        if self.method == "identity":
+            return []
+        out = []
+        seen = data.counts.sum(axis=0)
+        missing = [label for label, count in zip(self.labels_, seen, strict=True) if count <= 0]
+        if missing:
+            out.append(
+                f"no fitting item has the gold label {', '.join(map(repr, missing))}: "
+                f"{self.method} learns nothing about how often it is right, and its output "
+                "there is a guess. Label items of every class"
+            )
+        params = self._n_parameters(len(self.labels_))
+        unregularised = getattr(self, "prior_sd", None) is None
+        if params and unregularised and data.n < MIN_ITEMS_PER_PARAMETER * params:
+            out.append(
+                f"{data.n:g} items for {params} free parameters of {self.method} (fewer "
+                f"than {MIN_ITEMS_PER_PARAMETER} per parameter): the fit can follow noise. "
+                "Label more items, or prefer temperature or a prior (e.g. matrix[prior=1])"
+            )
+        if not self.warnings_ and self.fit_info_["nll_after"] < SEPARABLE_NLL:
+            out.append(
+                f"in-sample NLL {self.fit_info_['nll_after']:.2g}: the fitting items are "
+                f"separable and {self.method} sharpens towards certainty, so one wrong item "
+                "later costs many nats. Label more items (including some errors) or prefer a "
+                "regularised calibrator (temperature, auto)"
+            )
+        return out
 
     def predict_proba(self, X: Any, as_frame: bool = False) -> Any:
         """Calibrated distributions, (n, K), columns in ``labels_`` order.
@@ -511,6 +559,8 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
 __all__ = [
     "FORMAT",
     "METHODS",
+    "MIN_ITEMS_PER_PARAMETER",
+    "SEPARABLE_NLL",
     "VERSION",
     "Calibrator",
     "CalibratorError",

@@ -124,6 +124,9 @@ class PlattScaling(_OneVsRest):
     def _fit_binary(self, score: Array, positives: Array, totals: Array) -> dict[str, Any]:
         return _platt(score, positives, totals)[0]
 
+    def _n_parameters(self, k: int) -> int:
+        return 2 * len(self._classes(k))
+
     def _check_map(self, params: Any, where: str) -> dict[str, Any]:
         real = [Interval(float, None, None)]
         return {
@@ -196,6 +199,9 @@ class HistogramBinning(_OneVsRest):
 
     def __init__(self, bins: int = 10) -> None:
         self.bins = bins
+
+    def _n_parameters(self, k: int) -> int:
+        return self.bins * len(self._classes(k))
 
     def _fit_binary(self, score: Array, positives: Array, totals: Array) -> dict[str, Any]:
         bins = int(self.bins)

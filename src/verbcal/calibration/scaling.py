@@ -348,6 +348,9 @@ class VectorScaling(_LogitModel):
     def _shape(self, k: int) -> tuple[int, ...]:
         return (k,)
 
+    def _n_parameters(self, k: int) -> int:
+        return 2 * k
+
     def _unpack(self, theta: Array, k: int) -> tuple[Array, Array]:
         return theta[:k], theta[k:]
 
@@ -392,6 +395,9 @@ class MatrixScaling(_LogitModel):
 
     def _shape(self, k: int) -> tuple[int, ...]:
         return (k, k)
+
+    def _n_parameters(self, k: int) -> int:
+        return k * k + k
 
     def _unpack(self, theta: Array, k: int) -> tuple[Array, Array]:
         return theta[: k * k].reshape(k, k), theta[k * k :]
