@@ -259,7 +259,7 @@ def test_bad_input_exits_2_with_one_line_naming_file_and_line(command: str, tmp_
     bad = {"id": "b", "probs": {"neg": -0.1, "pos": 0.8}, "label": "neg"}
     deep = tmp_path / ("a-rather-long-directory-name-" * 3)
     deep.mkdir()
-    path = write_jsonl(deep / "bad-predictions-file.jsonl", [good, good, bad])
+    path = write_jsonl(deep / "bad-predictions-file.jsonl", [good, {**good, "id": "a2"}, bad])
     extra = {"evaluate": [], "fit": ["--method", "temperature", "--out", tmp_path / "c.json"]}
     code, out, err = invoke(command, "--data", path, *extra.get(command, []))
     assert code == 2

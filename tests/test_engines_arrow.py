@@ -215,7 +215,14 @@ def test_parquet_predictions_read_like_jsonl(tmp_path: Path) -> None:
         np.testing.assert_array_equal(got.probs, jsonl.probs)
         np.testing.assert_array_equal(got.y, jsonl.y)
         assert got.ids == jsonl.ids
-    both = read_predictions(str(tmp_path / "*.parquet"), jsonl.labels)  # a glob: two files
+    with pytest.raises(
+        PredictionsError,
+        match=r"duplicate id 'dr0000' \(first in .*flat.parquet row 1, again in .*struct",
+    ):
+        read_predictions(str(tmp_path / "*.parquet"), jsonl.labels)  # a glob: the same ids twice
+    renamed = [{**r, "id": f"again-{r['id']}"} for r in records]
+    write_records(tmp_path / "renamed.parquet", renamed)
+    both = read_predictions(str(tmp_path / "[rs]*.parquet"), jsonl.labels)  # two files
     assert len(both) == 2 * len(jsonl)
 
 
@@ -347,3 +354,24 @@ def test_cli_engine_output_needs_overwrite(calibrator: Calibrator, tmp_path: Pat
     result = run_cli(*base, "--out", shards, "--out-format", "jsonl", "--overwrite")
     assert result.exit_code == 0, result.output
     assert not stale.exists() and len(list(shards.glob("part-*.jsonl"))) == 3
+
+
+def test_engines_refuse_duplicate_ids_across_files(calibrator: Calibrator, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(struct_table(dirichlet(5)), folder / "a.parquet")
+    pq.write_table(struct_table(dirichlet(5, seed=1)).slice(3), folder / "b.parquet")
+    with pytest.raises(PredictionsError) as info:
+        apply_local(calibrator, folder, tmp_path / "out.parquet")
+    message = str(info.value)
+    assert "duplicate id 'i3'" in message
+    assert (
+        f"first in {folder / 'a.parquet'} row 4, again in {folder / 'b.parquet'} row 1" in message
+    )
+    assert not (tmp_path / "out.parquet").exists()
+    same = tmp_path / "same.parquet"
+    pq.write_table(pa.concat_tables([struct_table(dirichlet(3))] * 2), same)
+    with pytest.raises(
+        PredictionsError, match=r"duplicate id 'i0' \(first in .* row 1, again in row 4\)"
+    ):
+        apply_local(calibrator, same, tmp_path / "out2.parquet")

@@ -261,6 +261,7 @@ def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> P
     Parquet may be a file, a directory or a glob; its errors name the row (from 1).
     """
     if is_parquet(path):
+        check_unique_ids(parquet_paths(path))
         records = list(_read_parquet(path))
         path = Path(path)
     else:
@@ -358,11 +359,14 @@ def _assemble(
     path: Path, records: list[tuple[int, dict[str, Any]]], labels: tuple[str, ...] | None
 ) -> Predictions:
     kept: list[dict[str, Any]] = [record for _, record in records]
+    first_seen: dict[str, int] | None = None if is_parquet(path) else {}  # Parquet: checked
     rows: list[list[float]] = []
     gold: list[int] = []
     ids: list[str] = []
     row_index: list[int] = []
     for position, (number, record) in enumerate(records):
+        if first_seen is not None:
+            _check_new_id(path, number, record.get("id"), first_seen)
         probs = record.get("probs")
         if probs is None:
             continue
@@ -399,6 +403,23 @@ def _assemble(
         max_sum_error=max_err,
         n_unusable=len(records) - len(rows),
     )
+
+
+def _check_new_id(path: str | Path, number: int, item: Any, first: dict[str, int]) -> None:
+    """Refuse a repeated ``id`` (records without one are numbered by line, never clash):
+    the error names the id and both lines (Parquet: :func:`check_unique_ids`)."""
+    if item is None:
+        return
+    key = str(item)
+    if key in first:
+        raise PredictionsError(
+            path,
+            number,
+            "id",
+            f"duplicate id {key!r} (first on line {first[key]}, again on line {number})",
+            "Give every record its own id, or drop the repeated record",
+        )
+    first[key] = number
 
 
 def _parse_row(
@@ -627,6 +648,33 @@ def read_parquet_table(spec: str | Path) -> Any:
     pa = require_pyarrow()
     tables = [_read_table(path) for path in parquet_paths(spec)]
     return pa.concat_tables(tables, promote_options="default")
+
+
+def check_unique_ids(paths: Iterable[str | Path]) -> None:
+    """Refuse an ``id`` that repeats across Parquet files (only the id column is read),
+    naming the id and both places: file and row (from 1 in each file)."""
+    pa = require_pyarrow()
+    first: dict[str, tuple[str, int]] = {}
+    for path in paths:
+        if "id" not in pa.parquet.read_schema(path).names:
+            continue
+        ids = pa.parquet.read_table(path, columns=["id"]).column("id").to_pylist()
+        for row, item in enumerate(ids, start=1):
+            if item is None:
+                continue
+            key = str(item)
+            if key in first:
+                where, at = first[key]
+                again = "row" if where == str(path) else f"{path} row"
+                raise PredictionsError(
+                    path,
+                    row,
+                    "id",
+                    f"duplicate id {key!r} (first in {where} row {at}, again in {again} {row})",
+                    "Give every row its own id, or drop the repeated row",
+                    "row",
+                )
+            first[key] = (str(path), row)
 
 
 def _read_parquet(spec: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -32,6 +32,7 @@ from verbcal.predictions import (
     PredictionsError,
     atomic_output,
     check_output,
+    check_unique_ids,
     parquet_paths,
     require_pyarrow,
 )
@@ -288,13 +289,17 @@ def input_error(exc: BaseException) -> ValueError | None:
 
 
 def check_input(paths: Iterable[str | Path], calibrator: Calibrator) -> None:
-    """Fail before any engine starts when the first file's schema cannot be calibrated."""
+    """Fail before any engine starts when the first file's schema cannot be calibrated,
+    or when an id repeats anywhere in the input
+    (:func:`~verbcal.predictions.check_unique_ids`)."""
     pa = require_pyarrow()
-    first = next(iter(paths))
+    paths = list(paths)
+    first = paths[0]
     try:
         output_schema(pa.parquet.read_schema(first), calibrator_labels(calibrator))
     except PredictionsError as exc:
         raise PredictionsError(first, None, exc.field, exc.problem, exc.fix) from None
+    check_unique_ids(paths)
 
 
 # ------------------------------------------------------------------------------- output
@@ -415,6 +420,7 @@ def apply_local(
     """
     fitted = load_calibrator(calibrator)
     kind = out_kind(out, out_format)
+    check_unique_ids(parquet_paths(data))
     tables = (calibrate_table(t, fitted) for t in iter_parquet(data, batch_rows))
     if kind != "dir":
         return write_ordered(tables, out, kind)
