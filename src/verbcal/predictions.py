@@ -83,6 +83,8 @@ class Predictions:
     max_sum_error: float = 0.0
     n_unusable: int = 0
     notes: list[str] = field(default_factory=list)
+    n_verbalized: int = 0
+    """Rows read from ``verbalized_probs`` rather than ``probs`` (``verbalized=True``)."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -106,6 +108,7 @@ class Predictions:
             records=self.records,
             rows=self.rows[idx],
             source=self.source,
+            n_verbalized=self.n_verbalized,
         )
 
     def require_gold(self, action: str) -> None:
@@ -219,6 +222,11 @@ class Predictions:
             )
         if self.n_unusable:
             text += f"; {self.n_unusable} records without a distribution were skipped"
+        if self.n_verbalized:
+            text += (
+                f"; {self.n_verbalized} records carry verbalized_probs (the LLM's own numbers):"
+                " those are the input, not their probs, so applying twice equals applying once"
+            )
         return text
 
 
@@ -255,10 +263,15 @@ def from_arrays(
     )
 
 
-def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> Predictions:
+def read_predictions(
+    path: str | Path, labels: Sequence[str] | None = None, verbalized: bool = False
+) -> Predictions:
     """Read JSONL, CSV or Parquet predictions (by extension); errors name file, line and field.
 
     Parquet may be a file, a directory or a glob; its errors name the row (from 1).
+    ``verbalized=True`` (what ``apply`` and ``evaluate --calibrator`` read): a record that
+    carries ``verbalized_probs`` (written by ``apply``) is read from those, the LLM's own
+    numbers, not from its already calibrated ``probs``.
     """
     if is_parquet(path):
         check_unique_ids(parquet_paths(path))
@@ -283,7 +296,7 @@ def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> P
             path, None, None, "the file holds no records", "Write one record per line"
         )
     try:
-        return _assemble(path, records, tuple(labels) if labels else None)
+        return _assemble(path, records, tuple(labels) if labels else None, verbalized)
     except PredictionsError as exc:
         if not is_parquet(path) or exc.line is None:
             raise
@@ -356,7 +369,10 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _assemble(
-    path: Path, records: list[tuple[int, dict[str, Any]]], labels: tuple[str, ...] | None
+    path: Path,
+    records: list[tuple[int, dict[str, Any]]],
+    labels: tuple[str, ...] | None,
+    verbalized: bool = False,
 ) -> Predictions:
     kept: list[dict[str, Any]] = [record for _, record in records]
     first_seen: dict[str, int] | None = None if is_parquet(path) else {}  # Parquet: checked
@@ -364,15 +380,22 @@ def _assemble(
     gold: list[int] = []
     ids: list[str] = []
     row_index: list[int] = []
+    n_verbalized = 0
     for position, (number, record) in enumerate(records):
         if first_seen is not None:
             _check_new_id(path, number, record.get("id"), first_seen)
-        probs = record.get("probs")
+        source = "probs"
+        if verbalized and record.get(VERBALIZED_PROBS) is not None:
+            source = VERBALIZED_PROBS
+            n_verbalized += 1
+        probs = record.get(source)
+        if isinstance(probs, list) and source == VERBALIZED_PROBS:  # a Parquet map column
+            probs = dict(probs)
         if probs is None:
             continue
         if not isinstance(probs, dict):
             raise PredictionsError(
-                path, number, "probs", "must be an object {label: probability}", "Fix the record"
+                path, number, source, "must be an object {label: probability}", "Fix the record"
             )
         if labels is None:
             labels = tuple(str(k) for k in probs)
@@ -381,7 +404,7 @@ def _assemble(
                     path, number, "probs", "needs at least two labels", "List every class"
                 )
         index = {label: k for k, label in enumerate(labels)}
-        rows.append(_parse_row(path, number, probs, labels, index))
+        rows.append(_parse_row(path, number, probs, labels, index, source))
         gold.append(_parse_gold(path, number, record.get("label"), index, path.suffix))
         ids.append(str(record.get("id", number)))
         row_index.append(position)
@@ -402,6 +425,7 @@ def _assemble(
         n_renormalised=n_off,
         max_sum_error=max_err,
         n_unusable=len(records) - len(rows),
+        n_verbalized=n_verbalized,
     )
 
 
@@ -423,14 +447,19 @@ def _check_new_id(path: str | Path, number: int, item: Any, first: dict[str, int
 
 
 def _parse_row(
-    path: Path, number: int, probs: dict[str, Any], labels: tuple[str, ...], index: dict[str, int]
+    path: Path,
+    number: int,
+    probs: dict[str, Any],
+    labels: tuple[str, ...],
+    index: dict[str, int],
+    source: str = "probs",
 ) -> list[float]:
     unknown = [key for key in probs if key not in index]
     if unknown:
         raise PredictionsError(
             path,
             number,
-            f"probs.{unknown[0]}",
+            f"{source}.{unknown[0]}",
             f"unknown label {unknown[0]!r} (labels are {list(labels)})",
             "Pass the full label set with --labels, or fix the record",
         )
@@ -439,14 +468,14 @@ def _parse_row(
         raise PredictionsError(
             path,
             number,
-            f"probs.{missing[0]}",
+            f"{source}.{missing[0]}",
             f"label {missing[0]!r} is missing",
             "Give every label a probability (0 is allowed)",
         )
     row: list[float] = []
     for label in labels:
         value = probs[label]
-        field_name = f"probs.{label}"
+        field_name = f"{source}.{label}"
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise PredictionsError(
                 path, number, field_name, f"{value!r} is not a number", "Write a number"
@@ -464,7 +493,7 @@ def _parse_row(
         raise PredictionsError(
             path,
             number,
-            "probs",
+            source,
             "every probability is 0",
             "Drop the record or set probs to null to skip it",
         )
@@ -572,12 +601,17 @@ def check_output(path: str | Path, overwrite: bool = True) -> Path:
     return target
 
 
+VERBALIZED_PROBS = "verbalized_probs"
+
+
 def with_probs(predictions: Predictions, probs: NDArray[np.float64]) -> list[dict[str, Any]]:
-    """The input records with ``probs`` replaced by ``probs`` (the original kept as ``verbalized_probs``)."""
+    """The input records with ``probs`` replaced by ``probs``, the LLM's own distribution kept
+    as ``verbalized_probs`` (a record that carries one already keeps it: it was the input)."""
     out = [dict(record) for record in predictions.records]
     for row, position in enumerate(predictions.rows):
         record = out[position]
-        record["verbalized_probs"] = record.get("probs")
+        if record.get(VERBALIZED_PROBS) is None:
+            record[VERBALIZED_PROBS] = record.get("probs")
         record["probs"] = {
             label: float(p) for label, p in zip(predictions.labels, probs[row], strict=True)
         }

@@ -117,9 +117,12 @@ def warn(warnings: list[str], what: str) -> None:
 
 
 def read_for(data: str, fitted: Calibrator) -> Predictions:
-    """Predictions in the calibrator's label order; a clear error if the label sets differ."""
+    """Predictions in the calibrator's label order; a clear error if the label sets differ.
+
+    A record that carries ``verbalized_probs`` (written by ``apply``) is read from those,
+    the LLM's own numbers: calibrating is never applied twice."""
     try:
-        return datasets.load(data, fitted.labels)
+        return datasets.load(data, fitted.labels, verbalized=True)
     except PredictionsError as exc:
         if not (exc.field or "").startswith(("probs", "label")):
             raise
@@ -181,9 +184,10 @@ def evaluate(
     """Score predictions against gold labels, with 95% bootstrap confidence intervals.
 
     Without --calibrator it scores the uncalibrated baseline: the verbalized distribution
-    normalised to sum 1 (method ``identity``). Also gives accuracy and ECE per confidence
-    band (low < 0.6 <= medium < 0.8 <= high) and, with --by FIELD, the metrics with CIs per
-    value of that field of the records.
+    normalised to sum 1 (method ``identity``). With --calibrator, records that carry
+    verbalized_probs (written by apply) are calibrated from those, never twice. Also gives
+    accuracy and ECE per confidence band (low < 0.6 <= medium < 0.8 <= high) and, with
+    --by FIELD, the metrics with CIs per value of that field of the records.
 
     Example: verbcal evaluate --data recorded:tweets --calibrator ts.json
     """
@@ -405,6 +409,9 @@ def apply(
     ] = None,
 ) -> None:
     """Apply a fitted calibrator to new predictions (the original kept as verbalized_probs).
+
+    Where a record already carries verbalized_probs (an applied file), those are the
+    input: applying twice gives the same file as applying once.
 
     Parquet input (a file, a directory or a glob) runs batch by batch on the chosen engine
     and gains top_label and confidence columns; see docs/scale.md.
