@@ -155,9 +155,38 @@ def test_schema_problems_are_caught_before_any_row(calibrator: Calibrator) -> No
     two = pa.table({"p_negative": [0.5], "p_positive": [0.5]})
     with pytest.raises(PredictionsError, match="label 'neutral' is missing"):
         output_schema(two.schema, LABELS)
-    done = calibrate_table(struct_table(dirichlet(3)), calibrator)
+    orphan = struct_table(dirichlet(3)).append_column("verbalized_note", pa.array(["x"] * 3))
     with pytest.raises(PredictionsError, match="looks calibrated already"):
-        output_schema(done.schema, LABELS)
+        output_schema(orphan.schema, LABELS)
+
+
+def map_table(p: np.ndarray) -> pa.Table:
+    rows = [[(label, float(v)) for label, v in zip(LABELS, row, strict=True)] for row in p]
+    probs = pa.array(rows, pa.map_(pa.string(), pa.float64()))
+    return pa.table({"id": [f"m{n}" for n in range(len(p))], "probs": probs})
+
+
+def columns_table(p: np.ndarray) -> pa.Table:
+    columns = {f"p_{label}": p[:, k] for k, label in enumerate(LABELS)}
+    return pa.table({"id": [f"c{n}" for n in range(len(p))], **columns, "extra": [1] * len(p)})
+
+
+@pytest.mark.parametrize("make", [struct_table, map_table, columns_table])
+def test_applying_twice_gives_the_same_table_as_applying_once(
+    make: Any, calibrator: Calibrator, tmp_path: Path
+) -> None:
+    """Before: an applied table was refused by the engines (and the local JSONL path
+    calibrated the calibrated numbers)."""
+    raw = make(dirichlet(40))
+    once = calibrate_table(raw, calibrator)
+    assert output_schema(once.schema, LABELS) == once.schema
+    assert calibrate_table(once, calibrator).equals(once)
+    pq.write_table(raw, tmp_path / "raw.parquet")
+    apply_local(calibrator, tmp_path / "raw.parquet", tmp_path / "once.parquet")
+    apply_local(calibrator, tmp_path / "once.parquet", tmp_path / "twice.parquet")
+    assert pq.read_table(tmp_path / "twice.parquet").equals(
+        pq.read_table(tmp_path / "once.parquet")
+    )
 
 
 def write_split(tmp: Path, table: pa.Table, parts: int = 3) -> Path:

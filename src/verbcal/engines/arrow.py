@@ -5,6 +5,8 @@ Input layouts (found from the schema): a ``probs`` struct ``{label: p}``, a ``pr
 the probabilities replaced by the calibrated ones in the same place (a map becomes a struct),
 the input kept as ``verbalized_probs`` (or ``verbalized_p_<label>``), and ``top_label`` and
 ``confidence`` added. A row whose distribution is null stays null (it was not answered).
+An applied table (``verbalized_`` columns beside the calibrated ones) is calibrated from
+its ``verbalized_`` columns, so applying twice gives the same table as applying once.
 
 The local engine (:func:`apply_local`) streams Parquet files batch by batch through
 :func:`calibrate_table`; the Ray and Spark engines call the same function on their batches,
@@ -144,9 +146,48 @@ def _check_labels(found: list[str], labels: tuple[str, ...], prefix: str) -> Non
         )
 
 
+def _input_names(names: list[str]) -> dict[str, str] | None:
+    """For an applied table (``verbalized_X`` beside every calibrated ``X``): the input
+    column by each name of the original table; None for a table never applied."""
+    originals = [n[len(VERBALIZED) :] for n in names if n.startswith(VERBALIZED)]
+    holds_probs = any(n == PROBS_COLUMN or n.startswith(PROB_PREFIX) for n in originals)
+    if not holds_probs or not all(name in names for name in originals):
+        return None
+    out = {}
+    for name in names:
+        if name.startswith(VERBALIZED):
+            out[name[len(VERBALIZED) :]] = name
+        elif name not in originals and name not in (TOP_LABEL, CONFIDENCE):
+            out[name] = name
+    return out
+
+
+def verbalized_schema(schema: Any) -> Any:
+    """The schema of the table that was applied, for an applied ``schema`` (else itself):
+    ``verbalized_X`` back in ``X``'s place, the calibrated columns dropped."""
+    pa = require_pyarrow()
+    names = _input_names(schema.names)
+    if names is None:
+        return schema
+    return pa.schema([pa.field(name, schema.field(src).type) for name, src in names.items()])
+
+
+def verbalized_table(table: Any) -> Any:
+    """The table that was applied, for an applied ``table`` (else itself): where a row
+    carries ``verbalized_probs`` (or ``verbalized_p_<label>``), those are the input, so
+    applying twice gives the same table as applying once."""
+    pa = require_pyarrow()
+    names = _input_names(table.column_names)
+    if names is None:
+        return table
+    schema = verbalized_schema(table.schema)
+    return pa.Table.from_arrays([table.column(src) for src in names.values()], schema=schema)
+
+
 def output_schema(schema: Any, labels: tuple[str, ...]) -> Any:
     """The schema :func:`calibrate_table` returns for input ``schema`` (Spark needs it first)."""
     pa = require_pyarrow()
+    schema = verbalized_schema(schema)
     layout = find_layout(schema, labels)
     calibrated = pa.struct([(label, pa.float64()) for label in labels])
     fields = []
@@ -179,6 +220,7 @@ def calibrate_table(table: Any, calibrator: Calibrator) -> Any:
     """``table`` with calibrated probabilities, ``top_label`` and ``confidence`` (see module doc)."""
     pa = require_pyarrow()
     labels = calibrator_labels(calibrator)
+    table = verbalized_table(table)
     schema = output_schema(table.schema, labels)
     layout = find_layout(table.schema, labels)
     matrix, usable = _matrix(table, layout)
