@@ -107,6 +107,9 @@ def test_threshold_recall_and_people_output(blocks_file: Path) -> None:
         "pointwise",
     )
     assert code == 0 and "threshold 0.9" in out
+    # the pointwise meaning states no simulated hit rate it did not measure
+    assert "in simulation" not in out and "of repeats" not in out
+    assert "makes it approximate" in out
 
 
 def test_threshold_recall_prints_one_lower_bound_at_the_requested_confidence(
