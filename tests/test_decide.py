@@ -72,12 +72,60 @@ def test_pr_curve_by_hand() -> None:
 
 
 def test_pr_curve_ties_within_float_noise_are_one_operating_point() -> None:
-    probs = binary([0.62, 0.6200000000000001, 0.62 - 1e-12, 0.5])
-    curve = pr_curve(probs, np.array([1, 0, 1, 1]), 1)
-    assert curve.n_operating_points == 2
-    np.testing.assert_array_equal(curve.n_predicted, [3, 4])
-    # the group's threshold is its smallest member, so ">=" keeps the whole group
-    assert np.sum(probs[:, 1] >= curve.thresholds[0]) == 3
+    from verbcal.decide import apply_threshold
+
+    # 62 * 1.05 / 105 is 0.62 written as percentages adding to 105: float noise, one score
+    probs = binary([0.62, 62 * 1.05 / 105, 0.62 - 1e-14, 0.62 - 1e-11, 0.5])
+    assert len(set(probs[:, 1])) == 5  # three raw values for the one score 0.62
+    curve = pr_curve(probs, np.array([1, 0, 1, 0, 1]), 1)
+    # the tie rule: 12 decimals, so 0.62 - 1e-11 is a score of its own
+    np.testing.assert_array_equal(curve.thresholds, [0.62, 0.61999999999, 0.5])
+    np.testing.assert_array_equal(curve.n_predicted, [3, 4, 5])
+    # the one rule applies a threshold to the whole group, a bare ">=" would not
+    assert apply_threshold(probs[:, 1], curve.thresholds[0]).sum() == 3
+    assert np.sum(probs[:, 1] >= curve.thresholds[0]) < 3
+
+
+def proportional(n: int = 3000, seed: int = 1) -> tuple[Array, NDArray[np.int64], Array]:
+    """K = 3 rows on a 5% grid written as probabilities adding to a random sum (0.9 ... 1.2)
+    and normalised as files are; their labels; and the grid rows themselves."""
+    from verbcal.predictions import from_arrays
+
+    rng = np.random.default_rng(seed)
+    grid = np.array([rng.multinomial(20, rng.dirichlet(np.ones(3))) for _ in range(n)]) / 20
+    written = grid * rng.choice([0.9, 0.95, 1.05, 1.1, 1.2], size=(n, 1))
+    y = np.array([rng.choice(3, p=row) for row in grid], dtype=np.int64)
+    q = from_arrays(written, y, ["a", "b", "c"]).probs
+    return q, y, grid
+
+
+def test_rows_written_with_other_sums_tie_in_thresholds_and_sets() -> None:
+    from verbcal.decide import apply_threshold, fit_sets
+
+    q, y, grid = proportional()
+    assert len(np.unique(q)) > len(np.unique(grid))  # normalising left float noise
+    for cls in range(3):
+        curve = pr_curve(q, y, cls)
+        exact = pr_curve(grid, y, cls)
+        # one operating point per grid value, with the counts of the exact grid rows
+        assert curve.n_operating_points == len(np.unique(grid[:, cls]))
+        np.testing.assert_array_equal(curve.thresholds, exact.thresholds)
+        np.testing.assert_array_equal(curve.n_predicted, exact.n_predicted)
+        np.testing.assert_array_equal(curve.true_positives, exact.true_positives)
+        result = threshold_for(q, y, cls, precision=0.8)
+        assert result == threshold_for(grid, y, cls, precision=0.8)
+        if result.threshold is not None:
+            np.testing.assert_array_equal(
+                apply_threshold(q[:, cls], result.threshold),
+                apply_threshold(grid[:, cls], result.threshold),
+            )
+    rc, rc_exact = risk_coverage(q, y), risk_coverage(grid, y)
+    np.testing.assert_array_equal(rc.n_kept, rc_exact.n_kept)
+    for score in ("lac", "aps"):
+        sets = fit_sets(q[:1500], y[:1500], alpha=0.2, score=score)  # type: ignore[arg-type]
+        exact_sets = fit_sets(grid[:1500], y[:1500], alpha=0.2, score=score)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(sets.quantiles, exact_sets.quantiles)
+        np.testing.assert_array_equal(sets.predict(q[1500:]), exact_sets.predict(grid[1500:]))
 
 
 def test_pr_curve_many_points_no_coarse_warning() -> None:
@@ -487,9 +535,11 @@ def test_abstain_band_each_side_keeps_its_guarantee_in_simulation() -> None:
 
 
 def test_apply_threshold_counts_float_noise_as_tied() -> None:
-    from verbcal.decide import TIE_TOLERANCE, apply_threshold
+    from verbcal.decide import TIE_STEP, apply_threshold
 
-    scores = np.array([0.62, 0.6200000000000001, 0.61, 0.9])
-    assert apply_threshold(scores, 0.6200000000000001).tolist() == [True, True, False, True]
-    # an unreachable point's threshold (top score + 2 * tolerance) predicts nothing
-    assert not apply_threshold(scores, 0.9 + 2 * TIE_TOLERANCE).any()
+    scores = np.array([0.62, 0.6200000000000001, 0.61999999999999994, 0.61, 0.9])
+    assert apply_threshold(scores, 0.6200000000000001).tolist() == [1, 1, 1, 0, 1]
+    assert apply_threshold(scores, 0.62).tolist() == [1, 1, 1, 0, 1]
+    # "score > v" is the threshold v + TIE_STEP: above v only, float noise of v excluded
+    assert apply_threshold(scores, 0.62 + TIE_STEP).tolist() == [0, 0, 0, 0, 1]
+    assert not apply_threshold(scores, 0.9 + TIE_STEP).any()

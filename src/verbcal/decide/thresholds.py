@@ -5,14 +5,17 @@ an (n,) array of gold label indices in [0, K), and raises ``ValueError`` on bad 
 
 Conventions, fixed for all functions:
 
+* **Ties**: scores are compared after :func:`verbcal.metrics.tie_scores` (rounded to 12
+  decimals), the one tie rule of verbcal, so values that differ by float noise only
+  (0.6200000000000001 next to 0.62) are one score.
 * **Predicted ``cls`` at threshold t**: an item counts as predicted ``cls`` when
-  ``probs[i, cls] >= t`` (one-vs-rest; an item may be predicted for several classes).
-  On new scores (a test part, production) apply t with :func:`apply_threshold`, which
-  counts scores within ``TIE_TOLERANCE`` below t as reaching it (they are tied with t).
-* **Operating points**: one per distinct score (scores within ``TIE_TOLERANCE`` = 1e-9 of
-  each other count as one; the group's threshold is its smallest member). Lowering t past a score adds every item
-  holding that score at once (ties are never split), so a coarse verbalized grid (0.05,
-  0.1 ...) gives few operating points, and a target may fall between two of them.
+  ``tie_scores(probs[i, cls]) >= tie_scores(t)`` (one-vs-rest; an item may be predicted for
+  several classes): :func:`apply_threshold`, the one rule that applies a threshold, here, in
+  :meth:`AbstainBand.decide`, the CLI and on new scores (a test part, production).
+* **Operating points**: one per distinct tied score, whose threshold is that score.
+  Lowering t past a score adds every item holding that score at once (ties are never
+  split), so a coarse verbalized grid (0.05, 0.1 ...) gives few operating points, and a
+  target may fall between two of them.
 * **Precision** at t = TP / (items predicted ``cls``); **recall** = TP / (items whose
   gold label is ``cls``); **support** = the number of items whose gold label is ``cls``.
 * **Clopper-Pearson lower bound** at confidence c for k successes out of m trials: the
@@ -36,7 +39,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import beta
 
-from verbcal.metrics import check_inputs
+from verbcal.metrics import TIE_DECIMALS, check_inputs, tie_scores
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -45,24 +48,23 @@ Procedure = Literal["ltt-ranks", "pointwise", "recall-bound"]
 DEFAULT_PRECISION = 0.9
 """The precision target when none is given (``verbcal threshold`` and ``verbcal run``)."""
 
-TIE_TOLERANCE = 1e-9
-"""Scores closer than this count as tied: normalising a row leaves float noise such as
-0.6200000000000001 next to 0.62, which must not make a second operating point."""
+TIE_STEP = 10.0**-TIE_DECIMALS
+"""The gap between two neighbouring tied scores (1e-12): a rule "score > v" is the threshold
+``v + TIE_STEP`` (see :func:`apply_threshold`)."""
 
 
 def apply_threshold(scores: ArrayLike, threshold: float) -> NDArray[np.bool_]:
-    """Which items a threshold chosen by this module predicts: ``scores >= threshold``,
-    with scores within :data:`TIE_TOLERANCE` below it counted as reaching it.
+    """Which items a threshold predicts: ``tie_scores(scores) >= tie_scores(threshold)``.
 
-    The one rule for applying a threshold to new scores (``verbcal run`` and ``verbcal
-    study`` on the test part). A threshold is the smallest score of its group of tied
-    scores, and scores within ``TIE_TOLERANCE`` count as tied, so a score that differs
-    from the threshold by float noise only (0.62 against 0.6200000000000001) is
-    predicted, as its tied twin was when the threshold was chosen. An unreachable
-    point's threshold (``v + 2 * TIE_TOLERANCE`` above the top score ``v``) still
-    predicts nothing.
+    The one rule that applies a threshold, wherever one is applied (the CLI, ``verbcal run``
+    and ``verbcal study`` on the test part, :meth:`AbstainBand.decide`). Both sides are
+    rounded by :func:`verbcal.metrics.tie_scores`, so a score that differs from the
+    threshold by float noise only (0.62 against 0.6200000000000001) is predicted, as its
+    tied twin was when the threshold was chosen, and the rule "score > v" of the
+    ``"ltt-ranks"`` procedure is the threshold ``v + TIE_STEP``: it predicts every score
+    above v and none equal to it.
     """
-    return np.asarray(scores, dtype=np.float64) >= threshold - TIE_TOLERANCE
+    return tie_scores(scores) >= tie_scores(threshold)
 
 
 COARSE_GRID = 25
@@ -122,9 +124,8 @@ def items_needed(target: float, confidence: float = 0.95) -> int:
 
 
 def _group_ends(descending: FloatArray) -> IntArray:
-    """Last index of each group of tied values in a descending array (ties within the tolerance)."""
-    gaps = descending[:-1] - descending[1:]
-    return np.flatnonzero(np.r_[gaps > TIE_TOLERANCE, True]).astype(np.int64)
+    """Last index of each group of equal values in a descending array (of tied scores)."""
+    return np.flatnonzero(np.r_[descending[:-1] != descending[1:], True]).astype(np.int64)
 
 
 # -------------------------------------------------------------------------- precision / recall
@@ -134,9 +135,10 @@ def _group_ends(descending: FloatArray) -> IntArray:
 class PRCurve:
     """The precision-recall operating points of one class, highest threshold first.
 
-    ``thresholds[j]`` is the j-th largest distinct score ``probs[:, cls]``; at it, the items
-    with score ``>= thresholds[j]`` count as predicted ``cls``. ``n_predicted[j]`` of them
-    are predicted, ``true_positives[j]`` of those carry the gold label ``cls``.
+    ``thresholds[j]`` is the j-th largest distinct tied score ``tie_scores(probs[:, cls])``;
+    at it, the items with tied score ``>= thresholds[j]`` count as predicted ``cls``
+    (:func:`apply_threshold`). ``n_predicted[j]`` of them are predicted,
+    ``true_positives[j]`` of those carry the gold label ``cls``.
     ``precision = true_positives / n_predicted``; ``recall = true_positives / support``
     (nan when ``support`` = 0); ``support`` = items whose gold label is ``cls``.
     """
@@ -160,16 +162,16 @@ class PRCurve:
 def pr_curve(probs: ArrayLike, y: ArrayLike, cls: int) -> PRCurve:
     """Precision and recall of class ``cls`` at every distinct score, highest threshold first.
 
-    An item counts as predicted ``cls`` when ``probs[i, cls] >= threshold``; tied scores
-    enter together, so there is exactly one operating point per distinct score. The
-    ``note`` says how many operating points there are, and warns when a coarse grid of
+    An item counts as predicted ``cls`` when ``apply_threshold(probs[i, cls], threshold)``
+    (tied score ``>=`` threshold); tied scores (:func:`verbcal.metrics.tie_scores`) enter
+    together, so there is exactly one operating point per distinct tied score. The ``note`` says how many operating points there are, and warns when a coarse grid of
     verbalized values leaves few to choose from.
     """
     p, y_arr = _check(probs, y)
     if not (isinstance(cls, int | np.integer) and 0 <= int(cls) < p.shape[1]):
         raise ValueError(f"cls must be a class index in [0, {p.shape[1]}), got {cls!r}")
     cls = int(cls)
-    score = p[:, cls]
+    score = tie_scores(p[:, cls])
     positive = y_arr == cls
     order = np.argsort(-score, kind="stable")
     s, hit = score[order], positive[order]
@@ -203,7 +205,8 @@ def pr_curve(probs: ArrayLike, y: ArrayLike, cls: int) -> PRCurve:
 class ThresholdResult:
     """A threshold chosen for a target, with what it gives on the data it was chosen on.
 
-    An item counts as predicted ``cls`` when ``probs[i, cls] >= threshold``. ``reachable``
+    An item counts as predicted ``cls`` when ``apply_threshold(probs[i, cls], threshold)``
+    (``probs[i, cls] >= threshold``, ties by :func:`verbcal.metrics.tie_scores`). ``reachable``
     False means no candidate met the target: then ``threshold`` is None and the other numbers
     describe, for information, the operating point that came closest (highest lower bound of
     the target metric); ``note`` says what to do.
@@ -419,7 +422,7 @@ def _ltt_precision(curve: PRCurve, target: float, confidence: float) -> Threshol
         j,
         True,
         note,
-        threshold=v + 2 * TIE_TOLERANCE,
+        threshold=v + TIE_STEP,
         above=v,
         **how,
     )
@@ -506,7 +509,8 @@ def _unreachable_note(
 class RiskCoverage:
     """The risk-coverage curve: keep the items whose confidence is ``>= thresholds[j]``.
 
-    Confidence = ``max_k probs[i, k]``; the kept items are answered with their argmax.
+    Confidence = ``tie_scores(max_k probs[i, k])`` (apply a threshold with
+    :func:`apply_threshold`); the kept items are answered with their argmax.
     ``coverage[j]`` = share of items kept, ``risk[j]`` = error rate of the kept items,
     ``n_kept[j]`` their number. Thresholds are the distinct confidences, highest first, so
     tied items are kept or dropped together.
@@ -536,7 +540,7 @@ def risk_coverage(probs: ArrayLike, y: ArrayLike) -> RiskCoverage:
     The predicted label is the argmax (ties to the first label, as in :mod:`verbcal.metrics`).
     """
     p, y_arr = _check(probs, y)
-    conf = p.max(axis=1)
+    conf = tie_scores(p.max(axis=1))
     correct = np.argmax(p, axis=1) == y_arr
     order = np.argsort(-conf, kind="stable")
     c, ok = conf[order], correct[order]
@@ -592,7 +596,8 @@ def accuracy_at_coverage(probs: ArrayLike, y: ArrayLike, coverage: float) -> flo
 class SelectiveResult:
     """A confidence threshold for a target selective accuracy, judged by a lower bound.
 
-    Keep (answer) the items with ``max probability >= threshold``, abstain on the rest.
+    Keep (answer) the items with ``max probability >= threshold`` (:func:`apply_threshold`
+    on the max probability), abstain on the rest.
     ``reachable`` False: ``threshold`` is None and the numbers describe the closest
     operating point (highest bound), for information; ``note`` says what to do.
     """
