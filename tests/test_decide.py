@@ -511,6 +511,26 @@ def test_abstain_band_by_hand() -> None:
     assert few.upper is None and few.lower is None and few.abstain_rate == 1.0
 
 
+def test_abstain_band_decides_by_the_one_rule() -> None:
+    import dataclasses
+
+    from verbcal.decide import apply_threshold
+    from verbcal.predictions import from_arrays
+
+    probs, y = blocks((0.95, 100, 100), (0.5, 100, 50), (0.05, 100, 0))
+    band = dataclasses.replace(abstain_band(probs, y, 1, precision=0.9), upper=0.9, lower=0.1)
+    # 0.9 and 0.1 written with the sums 1.05 and 0.7 normalise to 0.8999999999999999 and
+    # 0.10000000000000002: tied with the thresholds, so accepted and rejected
+    noisy = from_arrays([[0.105, 0.945], [0.63, 0.07], [0.5, 0.5]], None, ["no", "yes"]).probs
+    assert noisy[0, 1] < 0.9 and noisy[1, 1] > 0.1
+    np.testing.assert_array_equal(band.decide(noisy), [1, 0, -1])
+    # on any scores, decide is apply_threshold on each side
+    scores = np.r_[np.linspace(0, 1, 201), noisy[:, 1]]
+    decided = band.decide(binary(scores))
+    np.testing.assert_array_equal(decided == 1, apply_threshold(scores, 0.9))
+    np.testing.assert_array_equal(decided == 0, apply_threshold(1 - scores, 0.9))
+
+
 @pytest.mark.slow
 def test_abstain_band_each_side_keeps_its_guarantee_in_simulation() -> None:
     # s ~ U(0, 1) on a 0.001 grid, P(y = 1 | s) = s: precision above v is (1 + v) / 2, of

@@ -690,13 +690,18 @@ class AbstainBand:
     note: str
 
     def decide(self, probs: ArrayLike) -> NDArray[np.int8]:
-        """Per row: 1 = accept ``cls``, 0 = reject it, -1 = abstain."""
+        """Per row: 1 = accept ``cls``, 0 = reject it, -1 = abstain.
+
+        Both sides go through :func:`apply_threshold`, the one rule: accept when
+        ``apply_threshold(P, upper)``, reject when ``apply_threshold(1 - P, 1 - lower)`` (the
+        reject side's own threshold on the score ``1 - P`` it was chosen on).
+        """
         score = np.asarray(probs, dtype=np.float64)[:, self.cls]
         out = np.full(len(score), -1, dtype=np.int8)
         if self.lower is not None:
-            out[score <= self.lower] = 0
+            out[apply_threshold(1.0 - score, 1.0 - self.lower)] = 0
         if self.upper is not None:
-            out[score >= self.upper] = 1
+            out[apply_threshold(score, self.upper)] = 1
         return out
 
     def evaluate(self, probs: ArrayLike, y: ArrayLike) -> dict[str, Any]:
