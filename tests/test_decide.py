@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.typing import NDArray
 from scipy.stats import binomtest
 
@@ -509,6 +511,85 @@ def test_abstain_band_by_hand() -> None:
     # too few items: neither side decides, everything is abstained
     few = abstain_band(*blocks((0.95, 10, 10), (0.05, 10, 0)), 1, precision=0.9)
     assert few.upper is None and few.lower is None and few.abstain_rate == 1.0
+
+
+def test_abstain_band_never_overlaps_where_both_sides_once_reached_across() -> None:
+    # 1000 sure positives at 0.95, 1000 sure negatives at 0.05, 40 coin flips at 0.5: each
+    # side alone passes its lowest rank ("P > 0.05", "P < 0.95"), and the two rules used to
+    # overlap (upper 0.05, lower 0.95): the coin flips were accepted, nothing abstained
+    probs, y = blocks((0.95, 1000, 1000), (0.5, 40, 20), (0.05, 1000, 0))
+    alone = threshold_for(probs, y, 1, precision=0.95)
+    assert alone.above == 0.05  # the accept side alone reaches into the coin flips
+    band = abstain_band(probs, y, 1, precision=0.95)
+    assert band.upper is not None and band.lower is not None and band.lower < band.upper
+    assert band.accept.above == 0.5 and band.reject.above == 0.5  # accept P > 0.5, reject P < 0.5
+    np.testing.assert_array_equal(band.decide(binary([0.95, 0.5, 0.05])), [1, -1, 0])
+    assert band.abstain_rate == pytest.approx(40 / 2040)
+    assert "accept when P > 0.5; reject when P < 0.5" in band.note
+
+
+@st.composite
+def band_cases(draw: st.DrawFn) -> tuple[Array, NDArray[np.int64], float, float]:
+    n = draw(st.integers(2, 400))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    grid = draw(st.sampled_from([0, 2, 10, 20, 100]))  # 0: continuous scores
+    s = rng.random(n) ** draw(st.sampled_from([0.3, 1.0, 3.0]))
+    if grid:
+        s = np.round(s * grid) / grid
+    labels = draw(st.sampled_from(["calibrated", "random", "inverted", "coin-middle"]))
+    if labels == "calibrated":
+        y = rng.random(n) < s
+    elif labels == "random":
+        y = rng.random(n) < 0.5
+    elif labels == "inverted":
+        y = rng.random(n) < 1 - s
+    else:  # sure at the ends, coin flips in the middle
+        y = np.where(np.abs(s - 0.5) < 0.2, rng.random(n) < 0.5, s > 0.5)
+    target = draw(st.floats(0.3, 0.99))
+    confidence = draw(st.floats(0.5, 0.99))
+    return binary(s), y.astype(np.int64), target, confidence
+
+
+@settings(max_examples=150, deadline=None)
+@given(band_cases())
+def test_abstain_band_properties(case: tuple[Array, NDArray[np.int64], float, float]) -> None:
+    from verbcal.decide import apply_threshold
+
+    probs, y, target, confidence = case
+    band = abstain_band(probs, y, 1, precision=target, confidence=confidence)
+    s = probs[:, 1]
+    # 1. the two rules never meet: lower < upper, and on any score at most one side decides
+    if band.upper is not None and band.lower is not None:
+        assert band.lower < band.upper
+        every = np.r_[np.linspace(0.0, 1.0, 1001), s, s + 1e-15, s - 1e-15]
+        accepted = apply_threshold(every, band.upper)
+        rejected = apply_threshold(1.0 - every, 1.0 - band.lower)
+        assert not np.any(accepted & rejected)
+    # 2. each deciding side passed its own Learn-then-Test rank test, and decides exactly
+    #    the items its result counts
+    decision = band.decide(probs)
+    for side, code, positive in ((band.accept, 1, y == 1), (band.reject, 0, y != 1)):
+        assert (side.threshold is not None) == side.reachable
+        if side.reachable:
+            assert side.procedure == "ltt-ranks" and side.precision_lower_bound is not None
+            assert side.precision_lower_bound >= target
+            assert side.test_confidence == pytest.approx(1 - (1 - confidence) / side.n_tests)
+            assert int(np.sum(decision == code)) == side.n_predicted
+            assert int(np.sum(positive[decision == code])) == side.true_positives
+        else:
+            assert not np.any(decision == code)
+    assert band.abstain_rate == pytest.approx(float(np.mean(decision == -1)))
+    # 3. the band decides at least as many items as either side alone would
+    decided = int(np.sum(decision != -1))
+    alone_accept = threshold_for(probs, y, 1, precision=target, confidence=confidence)
+    flipped = np.c_[s, 1 - s]
+    alone_reject = threshold_for(
+        flipped, (y != 1).astype(np.int64), 1, precision=target, confidence=confidence
+    )
+    for alone in (alone_accept, alone_reject):
+        if alone.reachable:
+            assert decided >= alone.n_predicted
 
 
 def test_abstain_band_decides_by_the_one_rule() -> None:

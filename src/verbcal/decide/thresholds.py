@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -384,8 +384,21 @@ def _result(
     )
 
 
-def _ltt_precision(curve: PRCurve, target: float, confidence: float) -> ThresholdResult:
-    """Learn-then-Test over the ranks of :func:`candidate_ranks` (see :func:`threshold_for`)."""
+class _RankTests(NamedTuple):
+    """The Learn-then-Test family of one curve: per candidate rank i, ``group[i]`` (the
+    operating point holding the rank's score v), ``above[i] = group[i] - 1`` (the point of
+    the rule "score > v", -1 when nothing is above), the Clopper-Pearson bound ``low[i]`` at
+    ``test_confidence``, and the ranks that pass (``low >= target``)."""
+
+    ranks: IntArray
+    group: IntArray
+    above: IntArray
+    low: FloatArray
+    passing: IntArray
+    test_confidence: float
+
+
+def _rank_tests(curve: PRCurve, target: float, confidence: float) -> _RankTests:
     ranks = candidate_ranks(curve.n_items, target, confidence)
     test_confidence = 1.0 - (1.0 - confidence) / len(ranks)
     group = np.searchsorted(curve.n_predicted, ranks)  # the group holding the m-th largest
@@ -396,8 +409,30 @@ def _ltt_precision(curve: PRCurve, target: float, confidence: float) -> Threshol
         curve.true_positives[above[ok]], curve.n_predicted[above[ok]], test_confidence
     )
     passing = np.flatnonzero(low >= target)
+    return _RankTests(ranks, group, above, low, passing, test_confidence)
+
+
+def _rank_result(
+    curve: PRCurve,
+    target: float,
+    confidence: float,
+    tests: _RankTests,
+    best: int | None,
+    blocked_note: str = "",
+) -> ThresholdResult:
+    """The result of choosing the passing rank ``best`` (None: no rank).
+
+    With ``best`` None and ranks that pass, the result is unreachable with ``blocked_note``
+    (the caller set them aside); with no rank passing, it says why and what would help.
+    """
+    ranks, group, above, low, passing, test_confidence = tests
     how = {"procedure": "ltt-ranks", "n_tests": len(ranks), "test_confidence": test_confidence}
-    if len(passing) == 0:
+    if best is None and len(passing) and blocked_note:
+        nearest = int(passing[np.argmin(above[passing])])  # the highest passing score
+        j = int(above[nearest])
+        return _result(curve, "precision", target, confidence, j, False, blocked_note, **how)
+    if best is None:
+        ok = above >= 0
         j = int(above[np.argmax(low)]) if ok.any() else 0
         bound = float(max(low.max(), 0.0))
         note = _unreachable_note(
@@ -405,7 +440,6 @@ def _ltt_precision(curve: PRCurve, target: float, confidence: float) -> Threshol
         )
         note += f" ({len(ranks)} candidate ranks, so that the guarantee covers the scan)"
         return _result(curve, "precision", target, confidence, j, False, note, **how)
-    best = int(passing[np.argmax(above[passing])])  # the lowest passing threshold
     j = int(above[best])
     v = float(curve.thresholds[group[best]])
     note = (
@@ -426,6 +460,15 @@ def _ltt_precision(curve: PRCurve, target: float, confidence: float) -> Threshol
         above=v,
         **how,
     )
+
+
+def _ltt_precision(curve: PRCurve, target: float, confidence: float) -> ThresholdResult:
+    """Learn-then-Test over the ranks of :func:`candidate_ranks` (see :func:`threshold_for`):
+    the lowest passing threshold (most recall)."""
+    tests = _rank_tests(curve, target, confidence)
+    passing = tests.passing
+    best = int(passing[np.argmax(tests.above[passing])]) if len(passing) else None
+    return _rank_result(curve, target, confidence, tests, best)
 
 
 def _pointwise_precision(curve: PRCurve, target: float, confidence: float) -> ThresholdResult:
@@ -677,8 +720,10 @@ class AbstainBand:
     ``accept`` is the precision threshold for ``cls`` (predict ``cls`` when
     ``probs[i, cls] >= upper``); ``reject`` the one for "not ``cls``", computed on the score
     ``1 - probs[i, cls]`` (predict not-``cls`` when ``probs[i, cls] <= lower``). Either side
-    may be unreachable (its bound None: that side never decides). ``abstain_rate`` = share of
-    the items given to :func:`abstain_band` that fall in neither region.
+    may be unreachable (its bound None: that side never decides). :func:`abstain_band` keeps
+    ``lower < upper`` whenever both are set, so no item is both accepted and rejected.
+    ``abstain_rate`` = share of the items given to :func:`abstain_band` that fall in neither
+    region.
     """
 
     cls: int
@@ -743,41 +788,85 @@ def abstain_band(
 ) -> AbstainBand:
     """Two thresholds for class ``cls``: accept above the upper, reject below the lower.
 
-    Each side is chosen by :func:`threshold_for` with the ``"ltt-ranks"`` procedure: the
-    accept side on ``probs[:, cls]`` with positives ``y == cls``, the reject side on
-    ``1 - probs[:, cls]`` with positives ``y != cls`` (one-vs-rest, so any K). Guarantee:
-    each side's precision is at least ``precision`` with probability ``confidence``; both
-    hold together with probability at least ``2 * confidence - 1`` (a union bound; pass
-    ``confidence = 1 - delta / 2`` for a joint ``1 - delta``). If the two regions overlap
-    (possible only when ``precision`` <= 0.5), the band is empty and items in the overlap
-    are accepted, as :meth:`AbstainBand.decide` does.
+    Each side runs the ``"ltt-ranks"`` tests of :func:`threshold_for`: the accept side on
+    ``probs[:, cls]`` with positives ``y == cls`` (rules "P > a"), the reject side on the
+    score ``1 - probs[:, cls]`` with positives ``y != cls`` (rules "1 - P > w", i.e.
+    "P < 1 - w"; one-vs-rest, so any K). Among the passing ranks of both sides (or none of a
+    side), the band takes the pair that decides the most of these items (then the most
+    accepted) subject to ``w >= 1 - a``, so that the two rules never meet.
+
+    What is guaranteed:
+
+    * **No overlap**: whenever both sides decide, ``lower < upper``, and no score is both
+      accepted and rejected (:meth:`AbstainBand.decide`, on any scores).
+    * **Precision of each side**: if the items are i.i.d., each side's true precision is at
+      least ``precision`` with probability at least ``confidence`` (Learn-then-Test: with
+      that probability no rank whose precision is below the target passes at all, so any
+      choice among passing ranks, this one included, keeps it); both hold together with
+      probability at least ``2 * confidence - 1`` (a union bound; pass
+      ``confidence = 1 - delta / 2`` for a joint ``1 - delta``).
+    * **Unreachable sides**: a side with no passing rank, or whose every passing rank would
+      overlap the chosen other side while deciding fewer items, has bound None and never
+      decides; its note says which.
     """
     p, y_arr = _check(probs, y)
     if not (isinstance(cls, int | np.integer) and 0 <= int(cls) < p.shape[1]):
         raise ValueError(f"cls must be a class index in [0, {p.shape[1]}), got {cls!r}")
     cls = int(cls)
-    accept = threshold_for(p, y_arr, cls, precision=precision, confidence=confidence)
+    target = _check_unit("precision", precision)
+    confidence = _check_unit("confidence", confidence)
     flipped = np.c_[p[:, cls], 1.0 - p[:, cls]]  # column 1: the score of "not cls"
-    reject = threshold_for(
-        flipped, (y_arr != cls).astype(np.int64), 1, precision=precision, confidence=confidence
+    curves = pr_curve(p, y_arr, cls), pr_curve(flipped, (y_arr != cls).astype(np.int64), 1)
+    tests = [_rank_tests(curve, target, confidence) for curve in curves]
+    options = [
+        [(None, 0.0, 0)]
+        + [
+            (int(i), float(curve.thresholds[t.group[i]]), int(curve.n_predicted[t.above[i]]))
+            for i in t.passing
+        ]
+        for curve, t in zip(curves, tests, strict=True)
+    ]
+    choice: tuple[int | None, int | None] = (None, None)
+    key = (-1, -1)
+    for a, v_a, n_a in options[0]:
+        for r, w_r, n_r in options[1]:
+            if a is not None and r is not None and w_r < 1.0 - v_a - TIE_STEP / 2:
+                continue  # "P > v_a" and "P < 1 - w_r" would meet
+            if (n_a + n_r, n_a) > key:
+                key, choice = (n_a + n_r, n_a), (a, r)
+    chosen = [
+        None if i is None else float(curve.thresholds[t.group[i]])
+        for i, curve, t in zip(choice, curves, tests, strict=True)
+    ]
+    blocked = [
+        f"every accept rule that reaches precision {target:g} would overlap the reject side "
+        f"(reject when P < {1 - (chosen[1] or 0.0):.6g}), which decides more items, so the "
+        "accept side never decides",
+        f"every reject rule that reaches precision {target:g} would overlap the accept side "
+        f"(accept when P > {chosen[0] or 0.0:.6g}), which decides more items, so the reject "
+        "side never decides",
+    ]
+    accept, reject = (
+        _rank_result(curve, target, confidence, t, i, note)
+        for curve, t, i, note in zip(curves, tests, choice, blocked, strict=True)
     )
     upper = accept.threshold
     lower = None if reject.threshold is None else 1.0 - reject.threshold
     band = AbstainBand(cls, upper, lower, accept, reject, 0.0, "")
     rate = float(np.mean(band.decide(p) == -1))
     sides = []
-    sides.append(
-        f"accept when P >= {upper:.6g}"
-        if upper is not None
-        else "no accept threshold reaches the target"
-    )
-    sides.append(
-        f"reject when P <= {lower:.6g}"
-        if lower is not None
-        else "no reject threshold reaches the target"
-    )
+    for side, bound, result, rule in (
+        ("accept", upper, accept, f"P > {accept.above or 0.0:.6g}"),
+        ("reject", lower, reject, f"P < {1.0 - (reject.above or 0.0):.6g}"),
+    ):
+        if bound is not None:
+            sides.append(f"{side} when {rule}")
+        elif result.note in blocked:
+            sides.append(f"no {side} threshold reaches the target without overlapping the other")
+        else:
+            sides.append(f"no {side} threshold reaches the target")
     note = (
-        f"{'; '.join(sides)}; each side has precision >= {precision:g} with confidence "
+        f"{'; '.join(sides)}; each side has precision >= {target:g} with confidence "
         f"{confidence:g} (both together: {2 * confidence - 1:g}); {rate:.1%} of these items "
         "fall in between and are abstained"
     )
