@@ -29,6 +29,7 @@ from verbcal.decide import (
     ThresholdResult,
     abstain_band,
     accuracy_at_coverage,
+    apply_threshold,
     aurc,
     clopper_pearson_lower,
     pr_curve,
@@ -199,10 +200,14 @@ def threshold(
 def _on_test(
     tested: tuple[Predictions, NDArray[np.float64], str], cls: int, threshold: float | None
 ) -> dict[str, Any]:
-    """Precision and recall of ``P(cls) >= threshold`` on labelled test data."""
+    """Precision and recall of ``P(cls) >= threshold`` (:func:`apply_threshold`, the one rule)
+    on labelled test data."""
     predictions, q, _ = tested
     positive = predictions.y == cls
-    chosen = q[:, cls] >= threshold if threshold is not None else np.zeros(len(q), dtype=bool)
+    if threshold is None:
+        chosen = np.zeros(len(q), dtype=bool)
+    else:
+        chosen = apply_threshold(q[:, cls], threshold)
     hits = int(np.sum(chosen & positive))
     return {
         "n": len(predictions),
