@@ -261,8 +261,9 @@ def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> P
 
     Parquet may be a file, a directory or a glob; its errors name the row (from 1).
     """
+    starts: list[tuple[int, Path]] = []  # Parquet: (rows before the file, file)
     if is_parquet(path):
-        records = list(_read_parquet(path))
+        records = list(_read_parquet(path, starts))
         path = Path(path)
     else:
         path = Path(path)
@@ -287,7 +288,9 @@ def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> P
     except PredictionsError as exc:
         if not is_parquet(path) or exc.line is None:
             raise
-        raise PredictionsError(path, exc.line, exc.field, exc.problem, exc.fix, "row") from None
+        before, source = max((s for s in starts if s[0] < exc.line), key=lambda s: s[0])
+        line = exc.line - before
+        raise PredictionsError(source, line, exc.field, exc.problem, exc.fix, "row") from None
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -666,13 +669,18 @@ def read_parquet_table(spec: str | Path) -> Any:
     return pa.concat_tables(tables, promote_options="default")
 
 
-def _read_parquet(spec: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _read_parquet(
+    spec: str | Path, starts: list[tuple[int, Path]] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Records of every file of ``spec``, numbered by row from 1, with ``probs`` as a dict.
 
     Each file is read on its own, so files may differ in layout (struct, map, p_<label>).
+    ``starts`` gets (rows before the file, file) per file, to name the file of a row.
     """
     number = 0
     for path in parquet_paths(spec):
+        if starts is not None:
+            starts.append((number, path))
         table = _read_table(path)
         prob_columns = [c for c in table.column_names if c.startswith(PROB_PREFIX)]
         if PROBS_COLUMN not in table.column_names and not prob_columns:

@@ -13,6 +13,7 @@ so the three agree to the last bit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import traceback
@@ -356,14 +357,20 @@ def write_ordered(tables: Iterable[Any], out: str | Path, kind: str) -> int:
     rows = 0
     writer = None
     with atomic_output(target, binary=True) as handle:
-        for table in tables:
-            rows += table.num_rows
-            if kind == "jsonl":
-                handle.write(_jsonl_bytes(table))
-                continue
-            if writer is None:
-                writer = pa.parquet.ParquetWriter(handle, table.schema)
-            writer.write_table(table)
+        try:
+            for table in tables:
+                rows += table.num_rows
+                if kind == "jsonl":
+                    handle.write(_jsonl_bytes(table))
+                    continue
+                if writer is None:
+                    writer = pa.parquet.ParquetWriter(handle, table.schema)
+                writer.write_table(table)
+        except BaseException:
+            if writer is not None:  # closed while the file is open: no __del__ traceback later
+                with contextlib.suppress(Exception):
+                    writer.close()
+            raise
         if writer is not None:
             writer.close()
         elif kind == "parquet":
