@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import math
 import os
@@ -293,10 +294,31 @@ def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> P
         raise PredictionsError(source, line, exc.field, exc.problem, exc.fix, "row") from None
 
 
+def _decoded(path: Path, content: bytes) -> str:
+    """``content`` as UTF-8 text (a leading BOM dropped); binary or other encodings are
+    refused naming the file and the line of the first bad byte."""
+    if b"\x00" in content[:8192]:
+        line = content[: content.index(b"\x00")].count(b"\n") + 1
+        raise PredictionsError(
+            path, line, None, "a binary file, not text (a NUL byte)", "Give a JSONL or CSV file"
+        )
+    try:
+        return content.decode("utf-8-sig", errors="strict")
+    except UnicodeDecodeError as exc:
+        line = content[: exc.start].count(b"\n") + 1
+        raise PredictionsError(
+            path,
+            line,
+            None,
+            f"not UTF-8 text (byte 0x{content[exc.start]:02x}: {exc.reason})",
+            "Save the file as UTF-8",
+        ) from None
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open("rb") as handle:
         content = handle.read()
-    text = content.decode("utf-8", errors="strict")
+    text = _decoded(path, content)
     lines = text.split("\n")
     last = len(lines) - (1 if lines[-1] == "" else 0)
     for number, line in enumerate(lines[:last], start=1):
@@ -328,7 +350,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(newline="", encoding="utf-8") as handle:
+    text = _decoded(path, path.read_bytes())
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
         prob_columns = [c for c in columns if c.startswith("p_")]
@@ -443,6 +466,14 @@ def _parse_row(
                 path, number, field_name, f"{value} is negative", "Write a number in [0, 1]"
             )
         row.append(float(value))
+    if not math.isfinite(sum(row)):
+        raise PredictionsError(
+            path,
+            number,
+            "probs",
+            "the probabilities sum past the largest float (overflow), so they cannot be normalised",
+            "Write probabilities in [0, 1] (or percentages in [0, 100])",
+        )
     if sum(row) <= 0:
         raise PredictionsError(
             path,

@@ -261,7 +261,18 @@ def _check_values(
                 layout.columns[col] if layout.kind == "columns" else f"probs.{layout.labels[col]}"
             )
             _raise(table, int(where[row]), field, f"the value {problem}", fix)
-    zero = rows.sum(axis=1) <= 0
+    with np.errstate(over="ignore"):
+        sums = rows.sum(axis=1)
+    over = ~np.isfinite(sums)
+    if over.any():
+        _raise(
+            table,
+            int(where[np.flatnonzero(over)[0]]),
+            PROBS_COLUMN,
+            "the probabilities sum past the largest float (overflow)",
+            "Write probabilities in [0, 1]",
+        )
+    zero = sums <= 0
     if zero.any():
         _raise(
             table,
