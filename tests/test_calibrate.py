@@ -669,3 +669,16 @@ def test_fit_warns_when_the_data_cannot_support_the_method() -> None:
     assert make_calibrator("isotonic").fit(p, y).warnings == []
     small = make_calibrator("matrix[prior=1]").fit(p[:20], y[:20]).warnings
     assert not any("free parameters" in w for w in small)
+
+
+def test_resoftmax_says_which_edge_its_temperature_hit() -> None:
+    """Every item ranked wrong: T -> infinity (uniform), and the note says so, not T -> 0."""
+    probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]])
+    wrong = make_calibrator("resoftmax").fit(probs, np.array([1, 0, 1, 0]))
+    assert wrong.temperature == pytest.approx(1e6)
+    (note,) = wrong.warnings
+    assert "upper edge" in note and "T -> infinity" in note and "T -> 0" not in note
+    right = make_calibrator("resoftmax").fit(probs, np.array([0, 1, 0, 1]))
+    assert right.temperature == pytest.approx(1e-6)
+    (note,) = right.warnings
+    assert "lower edge" in note and "T -> 0" in note and "infinity" not in note

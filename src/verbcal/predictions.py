@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import math
 import os
@@ -274,9 +275,10 @@ def read_predictions(
     carries ``verbalized_probs`` (written by ``apply``) is read from those, the LLM's own
     numbers, not from its already calibrated ``probs``.
     """
+    starts: list[tuple[int, Path]] = []  # Parquet: (rows before the file, file)
     if is_parquet(path):
         check_unique_ids(parquet_paths(path))
-        records = list(_read_parquet(path))
+        records = list(_read_parquet(path, starts))
         path = Path(path)
     else:
         path = Path(path)
@@ -301,13 +303,36 @@ def read_predictions(
     except PredictionsError as exc:
         if not is_parquet(path) or exc.line is None:
             raise
-        raise PredictionsError(path, exc.line, exc.field, exc.problem, exc.fix, "row") from None
+        before, source = max((s for s in starts if s[0] < exc.line), key=lambda s: s[0])
+        line = exc.line - before
+        raise PredictionsError(source, line, exc.field, exc.problem, exc.fix, "row") from None
+
+
+def _decoded(path: Path, content: bytes) -> str:
+    """``content`` as UTF-8 text (a leading BOM dropped); binary or other encodings are
+    refused naming the file and the line of the first bad byte."""
+    if b"\x00" in content[:8192]:
+        line = content[: content.index(b"\x00")].count(b"\n") + 1
+        raise PredictionsError(
+            path, line, None, "a binary file, not text (a NUL byte)", "Give a JSONL or CSV file"
+        )
+    try:
+        return content.decode("utf-8-sig", errors="strict")
+    except UnicodeDecodeError as exc:
+        line = content[: exc.start].count(b"\n") + 1
+        raise PredictionsError(
+            path,
+            line,
+            None,
+            f"not UTF-8 text (byte 0x{content[exc.start]:02x}: {exc.reason})",
+            "Save the file as UTF-8",
+        ) from None
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open("rb") as handle:
         content = handle.read()
-    text = content.decode("utf-8", errors="strict")
+    text = _decoded(path, content)
     lines = text.split("\n")
     last = len(lines) - (1 if lines[-1] == "" else 0)
     for number, line in enumerate(lines[:last], start=1):
@@ -339,7 +364,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(newline="", encoding="utf-8") as handle:
+    text = _decoded(path, path.read_bytes())
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
         prob_columns = [c for c in columns if c.startswith("p_")]
@@ -490,6 +516,14 @@ def _parse_row(
                 path, number, field_name, f"{value} is negative", "Write a number in [0, 1]"
             )
         row.append(float(value))
+    if not math.isfinite(sum(row)):
+        raise PredictionsError(
+            path,
+            number,
+            "probs",
+            "the probabilities sum past the largest float (overflow), so they cannot be normalised",
+            "Write probabilities in [0, 1] (or percentages in [0, 100])",
+        )
     if sum(row) <= 0:
         raise PredictionsError(
             path,
@@ -748,13 +782,18 @@ def check_unique_ids(paths: Iterable[str | Path]) -> None:
             first[key] = (str(path), row)
 
 
-def _read_parquet(spec: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _read_parquet(
+    spec: str | Path, starts: list[tuple[int, Path]] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Records of every file of ``spec``, numbered by row from 1, with ``probs`` as a dict.
 
     Each file is read on its own, so files may differ in layout (struct, map, p_<label>).
+    ``starts`` gets (rows before the file, file) per file, to name the file of a row.
     """
     number = 0
     for path in parquet_paths(spec):
+        if starts is not None:
+            starts.append((number, path))
         table = _read_table(path)
         prob_columns = [c for c in table.column_names if c.startswith(PROB_PREFIX)]
         if PROBS_COLUMN not in table.column_names and not prob_columns:

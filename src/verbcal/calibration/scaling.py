@@ -168,13 +168,21 @@ class TemperatureScaling(Calibrator):
     def _fit(self, data: Counts) -> None:
         beta = self._beta(self._features(data.rows), data.counts)
         self.temperature_ = 1.0 / beta
-        if beta in BETA_BOUNDS:
+        if beta == BETA_BOUNDS[1]:  # smallest T
             self.warnings_.append(
-                f"T = {self.temperature_:.3g} is at the edge of the search range: the NLL keeps "
-                "falling as T moves further, so no finite best T exists (typically every "
-                "calibration item is already ranked right, and T -> 0 sharpens to certainty). "
-                "Label more items (including some errors) or prefer another calibrator "
-                "(temperature's default MAP fit, prior_sd=1, stays finite)"
+                f"T = {self.temperature_:.3g} is at the lower edge of the search range: the NLL"
+                " keeps falling as T -> 0, so no finite best T exists (every calibration item"
+                " is already ranked right, and T -> 0 sharpens every answer to certainty)."
+                " Label more items (including some errors) or prefer another calibrator"
+                " (temperature's default MAP fit, prior_sd=1, stays finite)"
+            )
+        elif beta == BETA_BOUNDS[0]:  # largest T
+            self.warnings_.append(
+                f"T = {self.temperature_:.3g} is at the upper edge of the search range: the NLL"
+                " keeps falling as T -> infinity, so no finite best T exists (the distributions"
+                " rank the gold label no better than chance on these items, and T -> infinity"
+                " flattens every answer to uniform). Check that the labels and the"
+                " probabilities belong together, label more items, or prefer another calibrator"
             )
 
     def _predict(self, rows: Array) -> Array:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 from verbcal.compare import compare as run_compare
 from verbcal.compare import fit_warnings, summarise
+from verbcal.jsonio import print_json
 from verbcal.metrics import DEFAULT_BINS, METRICS, bootstrap_ci, by_band, by_slice, summary
 from verbcal.predictions import (
     Predictions,
@@ -213,7 +213,7 @@ def evaluate(
             out["by"] = by
             out["slices"] = slices
         out["warnings"] = fitted.warnings if fitted else []
-        print(json.dumps(out))
+        print_json(out)
         return
     title = f"{escape(predictions.source)}: " + (
         f"{fitted.method} calibrator ({fitted.describe_floor()})"
@@ -499,7 +499,7 @@ def compare(
     rows = summarise(results)
     warn(fit_warnings(results), "fit warning")
     if as_json:
-        print(json.dumps(rows))
+        print_json(rows)
         return
     show_compare(predictions, rows, results, calib_frac, repeats, bins)
 

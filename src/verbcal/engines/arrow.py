@@ -15,6 +15,7 @@ so the three agree to the last bit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import traceback
@@ -303,7 +304,18 @@ def _check_values(
                 layout.columns[col] if layout.kind == "columns" else f"probs.{layout.labels[col]}"
             )
             _raise(table, int(where[row]), field, f"the value {problem}", fix)
-    zero = rows.sum(axis=1) <= 0
+    with np.errstate(over="ignore"):
+        sums = rows.sum(axis=1)
+    over = ~np.isfinite(sums)
+    if over.any():
+        _raise(
+            table,
+            int(where[np.flatnonzero(over)[0]]),
+            PROBS_COLUMN,
+            "the probabilities sum past the largest float (overflow)",
+            "Write probabilities in [0, 1]",
+        )
+    zero = sums <= 0
     if zero.any():
         _raise(
             table,
@@ -403,14 +415,20 @@ def write_ordered(tables: Iterable[Any], out: str | Path, kind: str) -> int:
     rows = 0
     writer = None
     with atomic_output(target, binary=True) as handle:
-        for table in tables:
-            rows += table.num_rows
-            if kind == "jsonl":
-                handle.write(_jsonl_bytes(table))
-                continue
-            if writer is None:
-                writer = pa.parquet.ParquetWriter(handle, table.schema)
-            writer.write_table(table)
+        try:
+            for table in tables:
+                rows += table.num_rows
+                if kind == "jsonl":
+                    handle.write(_jsonl_bytes(table))
+                    continue
+                if writer is None:
+                    writer = pa.parquet.ParquetWriter(handle, table.schema)
+                writer.write_table(table)
+        except BaseException:
+            if writer is not None:  # closed while the file is open: no __del__ traceback later
+                with contextlib.suppress(Exception):
+                    writer.close()
+            raise
         if writer is not None:
             writer.close()
         elif kind == "parquet":
