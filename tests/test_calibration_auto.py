@@ -106,3 +106,18 @@ def test_the_plant_would_win_on_in_sample_nll(memorise: str) -> None:
         for spec in ("identity", "temperature", memorise)
     }
     assert min(in_sample, key=in_sample.__getitem__) == memorise
+
+
+def test_cross_validate_scores_other_candidates_on_the_same_folds_without_refitting() -> None:
+    probs, y = overconfident(160)
+    auto = AutoCalibrator(candidates=["identity", "temperature"], folds=4, seed=3).fit(probs, y)
+    before = auto.to_dict()
+    table = auto.cross_validate(probs, y, candidates=["temperature", "vector[reg=0.1]"])
+    assert auto.to_dict() == before  # the fitted auto is left as it was
+    alone = AutoCalibrator(candidates=["temperature", "vector[reg=0.1]"], folds=4, seed=3)
+    alone.fit(probs, y)
+    assert [r["method"] for r in table] == ["temperature", "vector[reg=0.1]"]
+    assert [r["cv_nll"] for r in table] == [r["cv_nll"] for r in alone.cv_]
+    # same folds as auto's own table: temperature scores the same in both
+    own = next(r for r in auto.cv_ if r["method"] == "temperature")
+    assert table[0]["cv_nll"] == own["cv_nll"] and table[0]["folds"] == own["folds"] == 4
