@@ -83,8 +83,11 @@ def resolve(spec: str | Path) -> Path:
     return recorded_path(text[len(PREFIX) :]) if text.startswith(PREFIX) else Path(text)
 
 
-def load(spec: str | Path, labels: Sequence[str] | None = None) -> Predictions:
-    """Read predictions from a file or ``recorded:<name>`` (kept as the source's name).
+def load(
+    spec: str | Path, labels: Sequence[str] | None = None, verbalized: bool = False
+) -> Predictions:
+    """Read predictions from a file or ``recorded:<name>`` (kept as the source's name);
+    ``verbalized``: see :func:`~verbcal.predictions.read_predictions`.
 
     A ``#verbal`` or ``#probs`` suffix (``recorded:mt-quality#verbal``) picks the reply to
     read, overriding the :class:`~verbcal.predictions.ReadOptions` in force (the study lists
@@ -95,7 +98,7 @@ def load(spec: str | Path, labels: Sequence[str] | None = None) -> Predictions:
     if sep and source in SOURCES:
         options = replace(reading_options(), source=source)
         text = base
-    predictions = read_predictions(resolve(text), labels, options)
+    predictions = read_predictions(resolve(text), labels, verbalized, options)
     predictions.source = str(spec)
     return predictions
 

@@ -29,12 +29,21 @@ fit, mirrored). After ``fit``: ``maps_`` (per class: ``prior``, level ``value``,
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import optimize
 
 from verbcal.calibration.base import register
+from verbcal.calibration.constraints import (
+    Interval,
+    Options,
+    ParamConstraints,
+    ParameterError,
+    array,
+    field,
+    number,
+)
 from verbcal.calibration.one_vs_rest import OUTPUT_FLOOR, _OneVsRest
 from verbcal.calibration.rows import Array, CalibratorError
 
@@ -106,6 +115,9 @@ class WordsCalibration(_OneVsRest):
     method = "words"
     summary = "confidence in words: Beta posterior per phrase around its lexicon value, isotonic"
     complexity = 65
+    _parameter_constraints: ClassVar[ParamConstraints] = {
+        "strength": [Options("cv"), Interval(float, 0, None)]
+    }
 
     def __init__(self, strength: float | str = "cv") -> None:
         self.strength = strength
@@ -145,6 +157,34 @@ class WordsCalibration(_OneVsRest):
             "slope": slope,
             "intercept": intercept,
             "cv": cv,
+        }
+
+    def _check_map(self, params: Any, where: str) -> dict[str, Any]:
+        values = field(params, "value", where)
+        size = len(values) if isinstance(values, list) and values else 1
+        v = array(values, f"{where}.value", (size,), 0.0, 1.0)
+        fitted = array(field(params, "fitted", where), f"{where}.fitted", (size,), 0.0, 1.0)
+        if np.any(np.diff(v) <= 0) or np.any(np.diff(fitted) < 0):
+            raise ParameterError(
+                f"{where}: value must increase and fitted must not decrease (the lexicon order)"
+            )
+        real = [Interval(float, None, None)]
+        cv = params.get("cv", {}) if isinstance(params, dict) else {}
+        return {
+            "prior": number(
+                field(params, "prior", where), f"{where}.prior", [Interval(float, 0, None)]
+            ),
+            "value": v.tolist(),
+            "n": array(field(params, "n", where), f"{where}.n", (size,), 0.0).tolist(),
+            "positives": array(
+                field(params, "positives", where), f"{where}.positives", (size,), 0.0
+            ).tolist(),
+            "fitted": fitted.tolist(),
+            "slope": number(
+                field(params, "slope", where), f"{where}.slope", [Interval(float, 0, None)]
+            ),
+            "intercept": number(field(params, "intercept", where), f"{where}.intercept", real),
+            "cv": {str(k): float(x) for k, x in cv.items()} if isinstance(cv, dict) else {},
         }
 
     def _apply_binary(self, params: dict[str, Any], score: Array) -> Array:
