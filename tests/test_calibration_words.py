@@ -101,3 +101,33 @@ def test_words_learns_the_bundled_phrases(name: str) -> None:
     nll_raw = -np.mean(np.log(preds.probs[np.arange(len(preds)), preds.y]))
     nll_words = -np.mean(np.log(q[np.arange(len(preds)), preds.y]))
     assert nll_words < nll_raw
+
+
+def test_a_tampered_file_is_refused_naming_the_field(tmp_path: Path) -> None:
+    import json
+
+    p, y = binary([0.1, 0.5, 0.9], [10, 4, 20], [2, 2, 15])
+    data = WordsCalibration(strength=4).fit(p, y).to_dict()
+    data["state"]["maps"][0]["fitted"] = [0.9, 0.5, 0.1]  # out of the lexicon's order
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"state\.maps\[0\].*fitted must not decrease"):
+        Calibrator.load(path)
+
+
+def test_the_judge_benchmark_runs_small() -> None:
+    """benchmarks/bench_judges.py on 3 splits: calibrated words beat raw words on NLL there."""
+    import importlib.util
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_judges.py"
+    spec = importlib.util.spec_from_file_location("bench_judges", bench)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    table = module.run("halueval", "verbal", repeats=3)
+    rows = {row["method"]: row for row in table["rows"]}
+    assert table["calib"] == 60 and set(rows) == {"uncalibrated", "words", "temperature"}
+    assert rows["words"]["nll"] < rows["uncalibrated"]["nll"]
+    assert "| halueval | verbal | words |" in module.markdown([table])
