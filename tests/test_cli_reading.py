@@ -94,3 +94,14 @@ def test_about_and_a_user_lexicon_from_the_command_line(tmp_path: Path) -> None:
     assert json.loads(out)["n"] == 12
     code, _, err = invoke("evaluate", "--data", data, "--source", "words")
     assert code != 0 and "probs, verbal" in err
+
+
+def test_fit_words_shows_what_each_phrase_learned(tmp_path: Path) -> None:
+    code, out, err = invoke(
+        "fit", "--method", "words", "--data", "recorded:mt-quality", "--source", "verbal",
+        "--out", tmp_path / "w.json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "P(acceptable) per phrase" in out
+    line = next(row for row in out.splitlines() if "very likely" in row)
+    assert "58" in line and "0.72" in line  # 58 items, 72 % of them acceptable

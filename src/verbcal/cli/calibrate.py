@@ -19,6 +19,7 @@ from verbcal.calibration import (
     AutoCalibrator,
     Calibrator,
     CalibratorError,
+    WordsCalibration,
     make_calibrator,
     uncalibrated,
 )
@@ -41,6 +42,7 @@ from verbcal.predictions import (
     check_output,
     field_values,
     is_parquet,
+    reading_options,
     with_probs,
     write_records,
 )
@@ -310,7 +312,9 @@ def fit(
         f"floor: {escape(calibrator.describe_floor())}"
     )
     shown = calibrator.calibrator_ if isinstance(calibrator, AutoCalibrator) else calibrator
-    if not isinstance(shown, AutoCalibrator):  # a stack's weights are in the table above
+    if isinstance(shown, WordsCalibration) and len(shown.labels_) == 2:
+        show_words(shown, predictions)
+    elif not isinstance(shown, AutoCalibrator):  # a stack's weights are in the table above
         for name, value in shown.state.items():
             console.print(f"  {name} = {value}", highlight=False, markup=False)
     console.print(
@@ -322,6 +326,38 @@ def fit(
 
 FLAGS = {"floor": "--floor", "floor_mode": "--floor-mode", "prior_sd": "--mle"}
 """The floor flags by the constructor argument each sets."""
+
+
+def show_words(calibrator: WordsCalibration, predictions: Predictions) -> None:
+    """What ``words`` learned per phrase: lexicon value, items, observed rate and learned value,
+    as P(about) (the label the phrases speak of; the calibrator's map is of the 2nd label)."""
+    abouts = {predictions.records[r].get("about") for r in predictions.rows}
+    about = next(iter(abouts)) if len(abouts) == 1 else None
+    about = about or reading_options().about or calibrator.labels_[1]
+    flip = about == calibrator.labels_[0]
+    names: dict[float, set[str]] = {}
+    for row, phrase in zip(predictions.probs[:, 1].tolist(), predictions.phrases(), strict=True):
+        if phrase is not None:
+            names.setdefault(round(row, 9), set()).add(str(phrase).strip().lower())
+    prior = calibrator.maps_[-1]["prior"]
+    table = Table(title=f"words: P({about}) per phrase (prior strength {prior:g})")
+    for column in ("phrase", "lexicon", "items", "observed", "learned"):
+        table.add_column(column, justify="left" if column == "phrase" else "right")
+    levels = calibrator.levels()
+    for level in levels if flip else reversed(levels):
+
+        def shown(x: float) -> float:
+            return 1.0 - x if flip else x
+
+        phrase = ", ".join(sorted(names.get(round(level["value"], 9), ()))) or "—"
+        table.add_row(
+            escape(phrase),
+            f"{shown(level['value']):.3g}",
+            f"{level['n']:g}",
+            f"{shown(level['observed']):.2f}",
+            f"{shown(level['fitted']):.3f}",
+        )
+    console.print(table)
 
 
 def spec_options(
