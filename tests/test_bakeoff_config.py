@@ -77,7 +77,9 @@ def test_document_level_errors() -> None:
     )
     live = [{"name": "a", **RECORDED}, {"name": "b", "backend": "openai"}]
     assert "needs 'task'" in error(config(arms=live))
-    assert "give 'labels'" in error({"arms": [{"name": "a", **RECORDED}, {"name": "b", **RECORDED}]})
+    assert "give 'labels'" in error(
+        {"arms": [{"name": "a", **RECORDED}, {"name": "b", **RECORDED}]}
+    )
     assert "not a label" in error(config(decision={"positive": "maybe"}))
     assert "decision.precision" in error(config(decision={"precision": 1.5}))
     assert "decision.metric" in error(config(decision={"metric": "f1"}))
