@@ -26,6 +26,8 @@ from verbcal.cli import app
 from verbcal.elicit import ElicitStopped
 from verbcal.metrics import nll
 
+pytestmark = [pytest.mark.server]
+
 LABELS = ("good", "bad")
 N_ITEMS = 80
 PRICES = {  # USD per million (input, output) tokens
