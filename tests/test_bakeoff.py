@@ -238,3 +238,22 @@ def test_verbal_arms_take_a_parser_hook_and_say_when_the_lexicon_is_missing(
     verbal = done.replies["oracle-pricey"]
     assert set(np.round(verbal.probs[:, 0], 6)) <= {0.85, 0.1}
     assert LEXICON_MISSING.startswith("verbal replies require the lexicon")
+
+
+def test_numeric_arms_reuse_replies_collected_by_verbcal_elicit(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    from verbcal.elicit import ElicitOptions, elicit
+
+    arms = [priced("oracle-cheap"), priced("coin-cheapest")]
+    config = BakeoffConfig.load(write_setup(tmp_path, server.url, arms))
+    store = tmp_path / "out" / "bakeoff.store.sqlite"
+    options = ElicitOptions(
+        backend="openai", model="oracle-cheap", base_url=server.url, store=store, concurrency=4
+    )
+    elicit(config.task, tmp_path / "items.jsonl", tmp_path / "preds.jsonl", options, progress=False)
+    before = server.requests["oracle-cheap"]
+    result = run_bakeoff(config, tmp_path / "out", repeats=1, n_boot=50, html_report=False)
+    assert server.requests["oracle-cheap"] == before  # the same requests, found in the store
+    assert result.replies["oracle-cheap"].sent == 0
+    assert result.replies["coin-cheapest"].sent == N_ITEMS
