@@ -150,14 +150,15 @@ def test_fit_other_methods_with_fixed_floor(method: str, tmp_path: Path) -> None
         "--floor-mode",
         "mix",
     )
-    assert code == 0, err
-    saved = json.loads(out_path.read_text())
-    assert saved["method"] == method
     if method in ("floor", "vector", "platt"):
+        assert code == 0, err
+        saved = json.loads(out_path.read_text())
+        assert saved["method"] == method
         assert saved["floor"] == {"mode": "mix", "value": 0.001, "fitted": False}
         assert "mix floor 0.001" in out
-    else:
-        assert "floor: not used" in out
+    else:  # a flag the method does not take is refused, never dropped
+        assert code == 2 and "--floor does not apply" in one_error_line(err)
+        assert not out_path.exists()
 
 
 def test_fit_auto_prints_and_saves_its_table_and_reason(tmp_path: Path) -> None:
@@ -307,7 +308,7 @@ def test_other_bad_inputs_exit_2(tmp_path: Path) -> None:
         "fit", "--method", "temperature", "--data", "recorded:tweets", "--floor-mode", "cube",
         "--out", tmp_path / "c.json",
     )  # fmt: skip
-    assert code == 2 and "--floor-mode must be clip or mix" in one_error_line(err)
+    assert code == 2 and "floor_mode must be one of 'clip', 'mix'" in one_error_line(err)
 
     broken = tmp_path / "broken.json"
     broken.write_text("{}")

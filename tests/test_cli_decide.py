@@ -107,6 +107,46 @@ def test_threshold_recall_and_people_output(blocks_file: Path) -> None:
         "pointwise",
     )
     assert code == 0 and "threshold 0.9" in out
+    # the pointwise meaning states no simulated hit rate it did not measure
+    assert "in simulation" not in out and "of repeats" not in out
+    assert "makes it approximate" in out
+
+
+def test_threshold_recall_prints_one_lower_bound_at_the_requested_confidence(
+    blocks_file: Path,
+) -> None:
+    # --recall 0.5 at confidence 0.6 picks threshold 0.9 (100 of 100 predicted): the table
+    # row and the summary line both show the precision bound at 0.6, never the one at 0.95
+    code, out, _ = invoke(
+        "threshold",
+        "--data",
+        blocks_file,
+        "--class",
+        "yes",
+        "--recall",
+        "0.5",
+        "--confidence",
+        "0.6",
+        "--json",
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert result["threshold"] == 0.9 and result["test_confidence"] == 0.6
+    at_06, at_095 = f"{0.4 ** (1 / 100):.4f}", f"{0.05 ** (1 / 100):.4f}"
+    assert result["precision_lower_bound"] == pytest.approx(0.4 ** (1 / 100))
+    code, out, _ = invoke(
+        "threshold",
+        "--data",
+        blocks_file,
+        "--class",
+        "yes",
+        "--recall",
+        "0.5",
+        "--confidence",
+        "0.6",
+    )
+    assert code == 0
+    assert out.count(at_06) == 2 and at_095 not in out  # table row and summary line
 
 
 @pytest.mark.parametrize(

@@ -195,6 +195,24 @@ def test_pointwise_procedure_is_kept_for_comparison() -> None:
         threshold_for(probs, y, 1, procedure="holm")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("target", "procedure"),
+    [
+        ({"precision": 0.8}, "pointwise"),
+        ({"recall": 0.5}, "ltt-ranks"),
+        ({"recall": 0.5}, "pointwise"),
+    ],
+)
+def test_test_confidence_is_the_requested_confidence_without_a_scan_correction(
+    target: dict[str, float], procedure: str
+) -> None:
+    probs, y = blocks((0.9, 100, 100), (0.5, 50, 25), (0.1, 50, 0))
+    result = threshold_for(probs, y, 1, confidence=0.6, procedure=procedure, **target)  # type: ignore[arg-type]
+    assert result.test_confidence == 0.6  # was the dataclass default 0.95
+    k, m = result.true_positives, result.n_predicted
+    assert result.precision_lower_bound == pytest.approx(scipy_lower(k, m, 0.6))
+
+
 def test_the_bound_is_stricter_than_the_point_estimate() -> None:
     # 40 items at 0.9, 39 positive: point precision 0.975 >= 0.95, bound 0.887 < 0.95
     probs, y = blocks((0.9, 40, 39), (0.3, 60, 10))

@@ -347,3 +347,32 @@ def test_cli_engine_output_needs_overwrite(calibrator: Calibrator, tmp_path: Pat
     result = run_cli(*base, "--out", shards, "--out-format", "jsonl", "--overwrite")
     assert result.exit_code == 0, result.output
     assert not stale.exists() and len(list(shards.glob("part-*.jsonl"))) == 3
+
+
+def test_cli_shard_output_is_all_or_nothing(calibrator: Calibrator, tmp_path: Path) -> None:
+    """A bad later file leaves no part-00000 behind (and no temporary folder); the retry
+    without --overwrite then goes through; a failed --overwrite keeps the old shards."""
+    calibrator.save(tmp_path / "ts.json")
+    p = dirichlet(90, seed=5)
+    folder = write_split(tmp_path, struct_table(p))
+    good = pq.read_table(folder / "part-2.parquet")
+    bad = p[60:].copy()
+    bad[4] = [-0.2, 0.7, 0.5]
+    pq.write_table(struct_table(bad), folder / "part-2.parquet")
+    base = ("apply", "--calibrator", tmp_path / "ts.json", "--data", folder)
+    shards = tmp_path / "out" / "shards"
+    for out_format in ("parquet", "jsonl"):
+        result = run_cli(*base, "--out", shards, "--out-format", out_format)
+        assert result.exit_code == 2, result.output
+        assert "part-2.parquet" in result.output and "Traceback" not in result.output
+        assert not shards.exists() and list((tmp_path / "out").iterdir()) == []
+    pq.write_table(good, folder / "part-2.parquet")
+    result = run_cli(*base, "--out", shards, "--out-format", "parquet")
+    assert result.exit_code == 0, result.output
+    before = {f.name: f.read_bytes() for f in shards.iterdir()}
+    assert sorted(before) == [f"part-{n:05d}.parquet" for n in range(3)]
+    pq.write_table(struct_table(bad), folder / "part-2.parquet")
+    result = run_cli(*base, "--out", shards, "--out-format", "jsonl", "--overwrite")
+    assert result.exit_code == 2, result.output
+    assert {f.name: f.read_bytes() for f in shards.iterdir()} == before
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["shards"]

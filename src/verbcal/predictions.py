@@ -20,6 +20,7 @@ import glob
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -525,6 +526,42 @@ def atomic_output(path: str | Path, binary: bool = False) -> Iterator[IO[Any]]:
         raise
 
 
+@contextmanager
+def atomic_folder(path: str | Path, replaces: str = "part-*") -> Iterator[Path]:
+    """A temporary folder whose files move into ``path`` only when the block ends well.
+
+    The folder is created next to ``path`` (same file system, so moves are renames). On
+    success the entries of ``path`` matching ``replaces`` (the old shards) are removed and
+    the new files moved in, or the whole folder is renamed to ``path`` if it does not
+    exist; if the block raises, the temporary folder is removed and ``path`` is left as it
+    was: no half-written output, and a retry finds nothing in its way.
+    """
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise PredictionsError(
+            target, None, None, "is a file; shards need a folder", "Give a folder path"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield temp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o777 & ~umask)  # mkdtemp creates a private (0700) folder
+        if not target.exists():
+            os.replace(temp, target)
+            return
+        for old in target.glob(replaces):
+            if old.is_dir():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
+        for new in sorted(temp.iterdir()):
+            os.replace(new, target / new.name)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     """Write records as JSON Lines atomically: a crash never leaves a half-written file."""
     path = check_output(path)
@@ -692,6 +729,7 @@ __all__ = [
     "SUM_TOLERANCE",
     "Predictions",
     "PredictionsError",
+    "atomic_folder",
     "atomic_output",
     "from_arrays",
     "is_parquet",

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from verbcal.calibration.base import Calibrator, register
+from verbcal.calibration.constraints import Interval, ListOf, Options, ParamConstraints
 from verbcal.calibration.rows import Array, CalibratorError, Counts, count_rows
 from verbcal.calibration.specs import parse_spec
 
@@ -97,6 +98,12 @@ def nll_per_item(gold: Array) -> Array:
     return -np.log(np.maximum(gold, NLL_CLIP))
 
 
+def check_candidate(spec: Any) -> None:
+    """A candidate of ``auto``: a valid method spec other than ``auto`` itself."""
+    if parse_spec(spec).method == "auto":
+        raise CalibratorError("auto cannot be its own candidate")
+
+
 @register
 class AutoCalibrator(Calibrator):
     """A calibrator built from ``candidates`` by cross-validated NLL (see the module).
@@ -115,6 +122,13 @@ class AutoCalibrator(Calibrator):
     summary = "built by cross-validated NLL: a stack of calibrators, or one by the 1-SE rule"
     uses_floor = False
     complexity = 10_000
+    _parameter_constraints: ClassVar[ParamConstraints] = {
+        "candidates": [None, ListOf("a non-empty list of method specs", check_candidate)],
+        "rule": [Options(*RULES)],
+        "folds": [Interval(int, 2, None)],
+        "repeats": [Interval(int, 1, None)],
+        "seed": [Interval(int, 0, None)],
+    }
 
     def __init__(
         self,
@@ -138,10 +152,7 @@ class AutoCalibrator(Calibrator):
         labels: Sequence[str] | None = None,
     ) -> Calibrator:
         """Score every candidate by cross-validation, then fit the ones used on all data."""
-        if self.rule not in RULES:
-            raise CalibratorError(
-                f"auto: rule must be one of {', '.join(RULES)}, got {self.rule!r}"
-            )
+        self._validate_params()
         p, gold, weight = self._prepare(X, y, sample_weight, labels)
         candidates = self._candidates()
         table, oof, losses = self._cross_validate(candidates, p, gold, weight)
@@ -205,9 +216,9 @@ class AutoCalibrator(Calibrator):
         in every fold, its out-of-fold gold probabilities, (repeats, n), and its per-item
         out-of-fold NLL averaged over the repeats, (n,)."""
         per_label = np.bincount(gold, minlength=len(self.labels_))
-        k = max(2, min(int(self.folds), int(per_label[per_label > 0].min()), len(gold) // 2))
+        k = max(2, min(self.folds, int(per_label[per_label > 0].min()), len(gold) // 2))
         rng = np.random.default_rng(self.seed)
-        splits = [stratified_folds(gold, k, rng) for _ in range(max(1, int(self.repeats)))]
+        splits = [stratified_folds(gold, k, rng) for _ in range(self.repeats)]
         table, oof, losses = [], {}, {}
         for spec, candidate in candidates.items():
             runs = [out_of_fold_gold(candidate, p, gold, self.labels_, f, weight) for f in splits]

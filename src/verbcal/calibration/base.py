@@ -26,6 +26,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from verbcal.calibration.constraints import ParamConstraints, validate_params
 from verbcal.calibration.inputs import (
     as_matrix,
     as_targets,
@@ -83,6 +84,9 @@ class Calibrator(ABC):
     floor_refine: ClassVar[bool] = True
     """Refine the best grid floor by a bounded scalar search (off for costly objectives)."""
     _estimator_type: ClassVar[str] = "classifier"
+    _parameter_constraints: ClassVar[ParamConstraints] = {}
+    """What each constructor argument accepts (see :mod:`~verbcal.calibration.constraints`):
+    checked at ``fit``, when a file is loaded, and for spec options and CLI flags."""
 
     floor: float | str
     floor_mode: FloorMode
@@ -132,6 +136,11 @@ class Calibrator(ABC):
     def is_fitted(self) -> bool:
         return hasattr(self, "labels_")
 
+    def _validate_params(self) -> None:
+        """Raise :class:`~verbcal.calibration.constraints.ParameterError` on a constructor
+        argument outside :attr:`_parameter_constraints`."""
+        validate_params(self, self._parameter_constraints, where=self.method)
+
     # ------------------------------------------------------------ fit / predict
 
     def fit(
@@ -145,7 +154,9 @@ class Calibrator(ABC):
 
         ``labels`` names the columns (else a DataFrame's column names, else "0".."K-1");
         ``y`` holds label names or integer indices; ``sample_weight`` weights the items.
+        Constructor arguments are validated first (:attr:`_parameter_constraints`).
         """
+        self._validate_params()
         p, gold, weight = self._prepare(X, y, sample_weight, labels)
         data = count_rows(p, gold, weight)
         self.warnings_: list[str] = []
@@ -254,7 +265,20 @@ class Calibrator(ABC):
         method = data.get("method")
         if method not in METHODS:
             raise CalibratorError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-        calibrator = METHODS[method](**data.get("params", {}))
+        params = data.get("params", {})
+        if not isinstance(params, dict):
+            raise CalibratorError(f"params: must be an object, got {params!r}")
+        try:
+            calibrator = METHODS[method](**params)
+        except TypeError as exc:
+            raise CalibratorError(
+                f"params: {method} takes {', '.join(METHODS[method]._get_param_names()) or 'none'}"
+                f", got {', '.join(params)}"
+            ) from exc
+        try:
+            calibrator._validate_params()
+        except CalibratorError as exc:
+            raise CalibratorError(f"params: {exc}") from exc
         labels = tuple(str(label) for label in data["labels"])
         calibrator.labels_ = labels
         calibrator.classes_ = _classes(labels, data.get("classes") == "names")

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import optimize
@@ -15,6 +15,7 @@ from scipy.special import logsumexp
 
 from verbcal.binning import equal_width_bins
 from verbcal.calibration.base import Calibrator, register
+from verbcal.calibration.constraints import FLOOR, FLOOR_MODE, Interval, ParamConstraints
 from verbcal.calibration.rows import Array, Counts, FloorMode
 
 OUTPUT_FLOOR = 1e-6
@@ -86,6 +87,7 @@ class PlattScaling(_OneVsRest):
     complexity = 50
     floor_grid_step = 2.0
     floor_refine = False
+    _parameter_constraints: ClassVar[ParamConstraints] = {"floor": FLOOR, "floor_mode": FLOOR_MODE}
 
     def __init__(self, floor: float | str = "fit", floor_mode: FloorMode = "clip") -> None:
         self.floor = floor
@@ -154,6 +156,7 @@ class HistogramBinning(_OneVsRest):
     method = "histogram"
     summary = "histogram binning per class (one-vs-rest for K > 2)"
     complexity = 70
+    _parameter_constraints: ClassVar[ParamConstraints] = {"bins": [Interval(int, 1, None)]}
 
     def __init__(self, bins: int = 10) -> None:
         self.bins = bins

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -17,6 +17,7 @@ from scipy import optimize
 from scipy.special import log_softmax
 
 from verbcal.calibration.base import Calibrator, register
+from verbcal.calibration.constraints import FLOOR, FLOOR_MODE, PRIOR_SD, REG, ParamConstraints
 from verbcal.calibration.rows import (
     BETA_BOUNDS,
     SMALLEST_FLOOR,
@@ -90,6 +91,7 @@ class FloorCalibration(Calibrator):
     method = "floor"
     summary = "clip floor fitted by NLL, nothing else"
     complexity = 10
+    _parameter_constraints: ClassVar[ParamConstraints] = {"floor": FLOOR, "floor_mode": FLOOR_MODE}
 
     def __init__(self, floor: float | str = "fit", floor_mode: FloorMode = "clip") -> None:
         self.floor = floor
@@ -124,6 +126,11 @@ class TemperatureScaling(Calibrator):
     summary = "invert softmax + temperature scaling (the paper's method; MAP T by default)"
     complexity = 20
     floor_fitted_with_temperature = True
+    _parameter_constraints: ClassVar[ParamConstraints] = {
+        "floor": FLOOR,
+        "floor_mode": FLOOR_MODE,
+        "prior_sd": PRIOR_SD,
+    }
 
     def __init__(
         self,
@@ -139,8 +146,6 @@ class TemperatureScaling(Calibrator):
         return self.logits(rows)
 
     def _beta(self, z: Array, counts: Array) -> float:
-        if self.prior_sd is not None and not self.prior_sd > 0:
-            raise ValueError(f"prior_sd must be positive or None, got {self.prior_sd!r}")
         return fit_inverse_temperature(z, counts, self.prior_sd)
 
     def _objective(self, data: Counts, floor: float) -> float:
@@ -190,6 +195,7 @@ class ReSoftmax(TemperatureScaling):
     uses_floor = False
     complexity = 1000
     floor_fitted_with_temperature = False
+    _parameter_constraints: ClassVar[ParamConstraints] = {}
 
     prior_sd = None  # maximum likelihood, fixed
 
@@ -216,6 +222,12 @@ class _LogitModel(Calibrator):
     floor_grid_step = 2.0
     floor_refine = False
     _warm: Array | None = None
+    _parameter_constraints: ClassVar[ParamConstraints] = {
+        "floor": FLOOR,
+        "floor_mode": FLOOR_MODE,
+        "reg": REG,
+        "prior_sd": PRIOR_SD,
+    }
 
     def __init__(
         self,
@@ -270,8 +282,6 @@ class _LogitModel(Calibrator):
         """1 / (sd^2 n): the prior's weight in the per-item objective (0 without a prior)."""
         if self.prior_sd is None:
             return 0.0
-        if not self.prior_sd > 0:
-            raise ValueError(f"prior_sd must be positive or None, got {self.prior_sd!r}")
         return 1.0 / (self.prior_sd**2 * n)
 
     def _choose_floor(self, data: Counts) -> float | None:

@@ -49,8 +49,8 @@ COVERAGE_LEVELS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 BOUND_MEANING = (
     "The lower bound: if these labelled items are representative of new ones, the true {what} "
     "is at least this value with {conf:g} confidence. It is exact for a threshold fixed in "
-    "advance; picking the threshold among {n} operating points makes it approximate (in "
-    "simulation it held in about {conf:.0%} of repeats, far more often than the point estimate)."
+    "advance; picking the threshold among {n} operating points makes it approximate: for the "
+    "chosen threshold it can hold less often than {conf:g} (not measured here)."
 )
 LTT_MEANING = (
     "The guarantee: if these labelled items are representative of new ones, the rule's true "

@@ -210,7 +210,8 @@ class ThresholdResult:
 
     ``procedure`` names how the threshold was chosen (see :func:`threshold_for`);
     ``n_tests`` is the number of candidates it tested and ``test_confidence`` the confidence
-    of each single test (``1 - (1 - confidence) / n_tests`` for ``"ltt-ranks"``).
+    of each single test: ``1 - (1 - confidence) / n_tests`` for ``"ltt-ranks"``, the requested
+    ``confidence`` itself for ``"pointwise"`` and ``"recall-bound"``.
     ``precision_lower_bound`` / ``recall_lower_bound`` are one-sided Clopper-Pearson bounds
     at ``test_confidence``; ``above`` (``"ltt-ranks"`` only) is the score the threshold sits
     just above: the rule is ``probs[i, cls] > above``. ``support`` is the number of items
@@ -351,7 +352,7 @@ def _result(
     **how: Any,
 ) -> ThresholdResult:
     """The result at operating point ``j`` of the curve (see :class:`ThresholdResult`)."""
-    test_confidence = how.get("test_confidence", confidence)
+    test_confidence = how.setdefault("test_confidence", confidence)
     k, m = curve.true_positives[j], curve.n_predicted[j]
     p_low = float(clopper_pearson_lower(k, m, test_confidence))
     r_low = (

@@ -30,6 +30,7 @@ from verbcal.predictions import (
     PROB_PREFIX,
     PROBS_COLUMN,
     PredictionsError,
+    atomic_folder,
     atomic_output,
     check_output,
     parquet_paths,
@@ -271,11 +272,44 @@ def _check_values(
 
 
 def _raise(table: Any, row: int, field: str, problem: str, fix: str = "Fix the row") -> None:
-    """Raise for row ``row`` of this batch, named by its id where the table has one."""
+    """Raise for row ``row`` of this batch, named by its id where the table has one.
+
+    The error carries ``batch_row`` (from 0) so that a caller that knows the file and the
+    batch's first row can name them (:func:`_in_file`)."""
     if ID_COLUMN in table.column_names:
         item = table.column(ID_COLUMN)[row].as_py()
-        raise PredictionsError(f"item id {item!r}", None, field, problem, fix)
-    raise PredictionsError("<batch>", row + 1, field, problem, fix, "row")
+        error = PredictionsError(f"item id {item!r}", None, field, problem, fix)
+    else:
+        error = PredictionsError("<batch>", row + 1, field, problem, fix, "row")
+    error.batch_row = row  # type: ignore[attr-defined]
+    raise error
+
+
+def _in_file(exc: PredictionsError, path: str | Path, first_row: int) -> PredictionsError:
+    """``exc`` (raised by :func:`_raise`) naming the file and the row in it (from 1)."""
+    row = getattr(exc, "batch_row", None)
+    if row is None:
+        return exc
+    where = f"{path}, row {first_row + row + 1}"
+    if exc.path.startswith("item id "):
+        where += f" ({exc.path})"
+    return PredictionsError(where, None, exc.field, exc.problem, exc.fix)
+
+
+def calibrated_batches(
+    spec: str | Path, calibrator: Calibrator, batch_rows: int = 262_144
+) -> Iterator[Any]:
+    """Every Parquet file of ``spec`` calibrated batch by batch, in file and row order;
+    an error names the file and the row in it (from 1)."""
+    pa = require_pyarrow()
+    for path in parquet_paths(spec):
+        first = 0
+        for batch in pa.parquet.ParquetFile(path).iter_batches(batch_size=batch_rows):
+            try:
+                yield calibrate_table(pa.Table.from_batches([batch]), calibrator)
+            except PredictionsError as exc:
+                raise _in_file(exc, path, first) from None
+            first += batch.num_rows
 
 
 _INPUT_ERROR = re.compile(r"verbcal\.predictions\.PredictionsError: (.+)")
@@ -338,8 +372,9 @@ def write_ordered(tables: Iterable[Any], out: str | Path, kind: str) -> int:
 
 
 def prepare_output(out: str | Path, out_format: str | None, overwrite: bool) -> None:
-    """Refuse to write over earlier output unless ``overwrite``; with it, remove a shard
-    folder's old ``part-*`` shards (a shorter run must not leave stale ones behind)."""
+    """Refuse to write over earlier output unless ``overwrite``; with it, a shard folder's
+    old ``part-*`` shards are replaced as a whole by :func:`atomic_folder` at the end (a
+    shorter run must not leave stale ones behind, a failed one leaves them as they were)."""
     if out_kind(out, out_format) != "dir":
         check_output(out, overwrite)
         return
@@ -352,8 +387,7 @@ def prepare_output(out: str | Path, out_format: str | None, overwrite: bool) -> 
             f"{out}: already holds {len(shards)} shard(s) (part-*); pass --overwrite to "
             "replace them, or give another folder"
         )
-    for shard in shards:
-        shard.unlink()
+    # the old shards are replaced only once every new one is written (atomic_folder)
 
 
 def shard_path(folder: str | Path, index: int, out_format: str) -> Path:
@@ -390,9 +424,14 @@ def calibrate_piece(
 ) -> Iterator[Any]:
     """Row group ``group`` of the Parquet file ``path``, calibrated batch by batch, as tables."""
     pa = require_pyarrow()
-    batches = pa.parquet.ParquetFile(path).iter_batches(batch_size=batch_rows, row_groups=[group])
-    for batch in batches:
-        yield calibrate_table(pa.Table.from_batches([batch]), calibrator)
+    source = pa.parquet.ParquetFile(path)
+    first = sum(source.metadata.row_group(g).num_rows for g in range(group))
+    for batch in source.iter_batches(batch_size=batch_rows, row_groups=[group]):
+        try:
+            yield calibrate_table(pa.Table.from_batches([batch]), calibrator)
+        except PredictionsError as exc:
+            raise _in_file(exc, path, first) from None
+        first += batch.num_rows
 
 
 def count_rows(paths: Iterable[str | Path]) -> int:
@@ -415,12 +454,12 @@ def apply_local(
     """
     fitted = load_calibrator(calibrator)
     kind = out_kind(out, out_format)
-    tables = (calibrate_table(t, fitted) for t in iter_parquet(data, batch_rows))
+    tables = calibrated_batches(data, fitted, batch_rows)
     if kind != "dir":
         return write_ordered(tables, out, kind)
     assert out_format is not None
-    Path(out).mkdir(parents=True, exist_ok=True)
     rows = 0
-    for index, table in enumerate(tables):
-        rows += write_ordered([table], shard_path(out, index, out_format), out_format)
+    with atomic_folder(out) as folder:
+        for index, table in enumerate(tables):
+            rows += write_ordered([table], shard_path(folder, index, out_format), out_format)
     return rows

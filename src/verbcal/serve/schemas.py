@@ -272,6 +272,8 @@ class Live(BaseModel):
 
 class Ready(BaseModel):
     ready: bool
+    reason: str | None = None
+    """Why not ready (absent when ready)."""
 
 
 RAW_BODIES: list[type[BaseModel]] = [CalibrateRequest, InferRequest]
