@@ -13,6 +13,7 @@ pytest.importorskip("matplotlib")
 
 from verbcal import datasets
 from verbcal.bakeoff import BakeoffConfig, BakeoffError, run_bakeoff
+from verbcal.bakeoff.formats import lexicon_available
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path("/work/shared/data/judge")
@@ -91,6 +92,8 @@ def test_example_runs_on_the_recorded_replies(path: Path, tmp_path: Path) -> Non
 
 
 def test_recorded_verbal_arms_need_the_lexicon(tmp_path: Path) -> None:
+    if lexicon_available():
+        pytest.skip("this build ships the lexicon")
     source = judge_file("halueval")
     data = yaml.safe_load(EXAMPLES[0].read_text())
     for arm in data["arms"]:
@@ -119,3 +122,23 @@ def test_recorded_errors_name_the_file_line_and_field(tmp_path: Path) -> None:
     )
     with pytest.raises(BakeoffError, match=r"bk\.yaml, arm 'x', field 'recorded'"):
         run_bakeoff(missing, tmp_path / "out", repeats=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_runs_as_shipped_with_the_lexicon(path: Path, tmp_path: Path) -> None:
+    """Where the build ships the lexicon and the judge sets: the example as written (a few
+    repeats, a fast calibrator), every bundled phrase read."""
+    if not lexicon_available():
+        pytest.skip("this build has no lexicon")
+    try:
+        datasets.resolve(f"recorded:{path.stem[len('bakeoff-judges-') :]}")
+    except ValueError:
+        pytest.skip("this build does not bundle the judge sets")
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
+    data["method"] = "temperature"
+    config = BakeoffConfig.from_dict(data, base=path.parent, source=str(path))
+    result = run_bakeoff(config, tmp_path, repeats=2, n_boot=100)
+    rows = {row["arm"]: row for row in result.document["arms"]}
+    assert rows["words"]["failed_replies"] == 0
+    assert rows["numbers"]["n"] == rows["words"]["n"] == 120
