@@ -149,6 +149,35 @@ def test_threshold_recall_prints_one_lower_bound_at_the_requested_confidence(
     assert out.count(at_06) == 2 and at_095 not in out  # table row and summary line
 
 
+def test_threshold_on_test_data_applies_the_one_rule(blocks_file: Path, tmp_path: Path) -> None:
+    # P(yes) = 0.9 written with the sum 1.05 normalises to 0.8999999999999999: tied with the
+    # threshold 0.9, so predicted, as apply_threshold decides (a bare >= would drop it)
+    rows = [
+        {"id": f"t{i}", "probs": {"no": 0.105, "yes": 0.945}, "label": "yes"} for i in range(10)
+    ]
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert datasets.load(str(test)).probs[0, 1] < 0.9
+    code, out, _ = invoke(
+        "threshold",
+        "--data",
+        blocks_file,
+        "--test",
+        test,
+        "--class",
+        "yes",
+        "--recall",
+        "0.5",
+        "--confidence",
+        "0.6",
+        "--json",
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert result["threshold"] == 0.9
+    assert result["test"] == {"n": 10, "predicted": 10, "precision": 1.0, "recall": 1.0}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
