@@ -134,14 +134,13 @@ def test_recommends_the_cheapest_arm_within_the_ci_of_the_best(
 
 def test_scores_match_an_independent_computation(server: ScriptedServer, tmp_path: Path) -> None:
     """One repeat, identity calibrator: the arm's NLL is the NLL of the replies on that split."""
-    from verbcal.bakeoff.score import split_rng
-    from verbcal.compare import stratified_split
+    from verbcal.evaluation import repeated_splits
 
     arms = [priced("oracle-cheap"), priced("coin-cheapest")]
     config = BakeoffConfig.load(write_setup(tmp_path, server.url, arms, method="identity"))
     result = run_bakeoff(config, tmp_path / "out", repeats=1, n_boot=50, html_report=False)
     replies = result.replies["coin-cheapest"]
-    _, test = stratified_split(replies.y, 0.5, split_rng(0, 0))
+    test = repeated_splits(replies.y, 0.5, 1, 0)[0].test
     expected = nll(replies.probs[test], replies.y[test])
     row = next(r for r in result.document["arms"] if r["arm"] == "coin-cheapest")
     assert row["nll"] == pytest.approx(expected) and row["nll_raw"] == pytest.approx(expected)

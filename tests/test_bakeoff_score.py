@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
-from verbcal.bakeoff.score import DecisionSpec, align, score_arms, split_rng, within_best
-from verbcal.compare import stratified_split
+from verbcal.bakeoff.score import DecisionSpec, align, score_arms, within_best
+from verbcal.evaluation import repeated_splits
 
 
 def data(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -31,8 +31,8 @@ def test_means_over_repeats_match_scikit_learn_on_the_same_splits() -> None:
         method="identity",
     )
     nlls, accs, aucs = [], [], []
-    for repeat in range(3):
-        _, test = stratified_split(y, 0.5, split_rng(0, repeat))
+    for split in repeated_splits(y, 0.5, 3, 0):
+        test = split.test
         nlls.append(log_loss(y[test], bad[test], labels=[0, 1]))
         accs.append(accuracy_score(y[test], bad[test].argmax(axis=1)))
         aucs.append(roc_auc_score(y[test], bad[test][:, 1]))
