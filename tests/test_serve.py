@@ -397,3 +397,39 @@ def test_an_internal_error_carries_the_request_id(
     assert fresh.json()["request_id"] == fresh.headers["x-request-id"]
     logged = [getattr(r, "request_id", None) for r in caplog.records if r.exc_info]
     assert "req-500" in logged
+
+
+def test_calibrate_verbal_items(tmp_path: Path) -> None:
+    """Items {"id", "verbal", "about"} are read through the lexicon, as --source verbal reads them."""
+    from verbcal.calibration import Calibrator
+    from verbcal.predictions import ReadOptions, reading
+
+    with reading(ReadOptions(source="verbal")):  # fitted on the judge's words
+        path = fit_file(tmp_path / "words.json", "words", data="recorded:halueval")
+    with ServerThread(create_app(ServeConfig(calibrators={"halu": str(path)}))) as running:
+        items = [
+            {"id": "a", "verbal": "Very unlikely.", "about": "hallucinated"},
+            {"id": "b", "verbal": "factual - almost certain", "about": "factual"},
+            {"id": "c", "probs": {"factual": 0.3, "hallucinated": 0.7}},
+        ]
+        response = post(running.url + "/v1/calibrate", {"items": items}, key=None)
+        assert response.status_code == 200, response.text
+        got = response.json()["items"]
+        unknown = post(
+            running.url + "/v1/calibrate",
+            {"items": [{"verbal": "wibble", "about": "factual"}]},
+            key=None,
+        )
+        no_about = post(running.url + "/v1/calibrate", {"items": [{"verbal": "likely"}]}, key=None)
+    fitted = Calibrator.load(path)
+    expected = fitted.predict_proba(np.array([[0.9, 0.1], [0.93, 0.07], [0.3, 0.7]]))
+    np.testing.assert_allclose(
+        [[g["probs"]["factual"], g["probs"]["hallucinated"]] for g in got], expected
+    )
+    assert unknown.status_code == no_about.status_code == 422
+    errors = unknown.json()["error"]["errors"]
+    assert (errors[0]["loc"], errors[0]["message"]) == (
+        "items[0].verbal",
+        "unknown_expression:wibble",
+    )
+    assert "about" in no_about.json()["error"]["message"]

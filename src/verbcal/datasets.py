@@ -82,7 +82,7 @@ def load(
 ) -> Predictions:
     """Read predictions from a file or ``recorded:<name>`` (kept as the source's name);
     ``verbalized``: see :func:`~verbcal.predictions.read_predictions`."""
-    predictions = read_predictions(resolve(spec), labels, verbalized)
+    predictions = read_predictions(resolve(spec), labels, verbalized=verbalized)
     predictions.source = str(spec)
     return predictions
 

@@ -299,7 +299,7 @@ def fit(
         check_output(out, overwrite)
         options = spec_options(method, floor, floor_mode, mle)
         predictions = load_labelled(data, labels, "fitting")
-        calibrator = make_calibrator(method, **options)
+        calibrator = make_calibrator(method, reply=predictions.reply, **options)
         calibrator.fit(predictions.probs, predictions.y, labels=predictions.labels)
         calibrator.save(out)
     info = calibrator.fit_info

@@ -34,7 +34,10 @@ def run_command(
         str | None, typer.Option("--predictions", hidden=True, help="Old name of --data.")
     ] = None,
     task: Annotated[
-        Path | None, typer.Option(help="Task spec (YAML); needed unless --data.")
+        Path | None,
+        typer.Option(
+            help="Task spec (YAML) or a built-in task name (translation-quality, hallucination, or either with -verbal); needed unless --data."
+        ),
     ] = None,
     input: Annotated[
         Path | None, typer.Option("--input", help="Items to classify (JSONL or CSV).")

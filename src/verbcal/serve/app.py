@@ -29,6 +29,7 @@ from verbcal.serve.calibrate import (
     calibrated_items,
     checked_rows,
     field_error,
+    item_rows,
     pick_model,
 )
 from verbcal.serve.config import ServeConfig, parse_rate, read_api_keys
@@ -105,7 +106,7 @@ class Service:
         """The ``/v1/calibrate`` answer (JSON) for a validated body (raises InputError)."""
         self.check_count(len(body.items))
         served = pick_model(self.registry.models, body.model)
-        rows = calibrated(served, checked_rows(served, [item.probs for item in body.items]))
+        rows = calibrated(served, checked_rows(served, item_rows(served, body.items)))
         ids = [item.id for item in body.items]
         return self.answer(served, ids, rows, body.accept_threshold, body.set_mass)
 
