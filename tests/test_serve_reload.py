@@ -251,3 +251,38 @@ def test_config_travels_as_json_without_keys(
         many = {"items": [{"probs": ROW}] * 8}
         response = httpx.post(url, json=many, headers={"X-API-Key": KEY})
         assert response.status_code == 422 and "limit of 7" in response.text
+
+
+def test_reload_of_a_file_with_bad_values_answers_409_and_keeps_the_old(tmp_path: Path) -> None:
+    """A well-formed file whose values are impossible (T = 0 made every answer NaN) is
+    refused by the same checks as a broken one; the old calibrator keeps serving."""
+    live = tmp_path / "live.json"
+    replace_file(fit_file(tmp_path / "ts.json"), live)
+    before = Calibrator.load(live).predict_proba([list(ROW.values())])[0]
+    config = ServeConfig(calibrators={"tweets": str(live)}, extra_keys=(KEY,), rate_limit=None)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with ServerThread(create_app(config)) as running:
+        for damage in ({"temperature": 0}, {"temperature": -3}, None):
+            data = json.loads((tmp_path / "ts.json").read_text())
+            if damage is None:
+                del data["state"]
+            else:
+                data["state"].update(damage)
+            (tmp_path / "bad.json").write_text(json.dumps(data))
+            replace_file(tmp_path / "bad.json", live)
+            answer = httpx.post(running.url + "/v1/admin/reload", headers=headers, timeout=30)
+            assert answer.status_code == 409, answer.text
+            error = answer.json()["error"]
+            assert error["errors"][0]["loc"] == "models.tweets"
+            assert str(live) in error["message"] and "state" in error["message"]
+            served = httpx.post(
+                running.url + "/v1/calibrate",
+                json={"items": [{"probs": ROW}]},
+                headers=headers,
+                timeout=30,
+            )
+            assert served.status_code == 200
+            q = list(served.json()["items"][0]["probs"].values())
+            assert max(abs(a - b) for a, b in zip(q, before, strict=True)) < 1e-12
+        models = httpx.get(running.url + "/v1/models", headers=headers, timeout=30).json()
+        assert models["generation"] == 1

@@ -77,9 +77,12 @@ def resolve(spec: str | Path) -> Path:
     return recorded_path(text[len(PREFIX) :]) if text.startswith(PREFIX) else Path(text)
 
 
-def load(spec: str | Path, labels: Sequence[str] | None = None) -> Predictions:
-    """Read predictions from a file or ``recorded:<name>`` (kept as the source's name)."""
-    predictions = read_predictions(resolve(spec), labels)
+def load(
+    spec: str | Path, labels: Sequence[str] | None = None, verbalized: bool = False
+) -> Predictions:
+    """Read predictions from a file or ``recorded:<name>`` (kept as the source's name);
+    ``verbalized``: see :func:`~verbcal.predictions.read_predictions`."""
+    predictions = read_predictions(resolve(spec), labels, verbalized)
     predictions.source = str(spec)
     return predictions
 

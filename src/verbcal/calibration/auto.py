@@ -25,7 +25,15 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from verbcal.calibration.base import Calibrator, register
-from verbcal.calibration.constraints import Interval, ListOf, Options, ParamConstraints
+from verbcal.calibration.constraints import (
+    Interval,
+    ListOf,
+    Options,
+    ParamConstraints,
+    ParameterError,
+    field,
+    number,
+)
 from verbcal.calibration.rows import Array, CalibratorError, Counts, count_rows
 from verbcal.calibration.specs import parse_spec
 
@@ -172,9 +180,36 @@ class AutoCalibrator(Calibrator):
             for spec in weights
         }
         self.floor_ = self._single.floor_ if self._single else None
-        self.warnings_ = [w for member in self.members_.values() for w in member.warnings]
+        self.warnings_ = list(
+            dict.fromkeys(w for member in self.members_.values() for w in member.warnings)
+        )
         self.fit_info_ = self._describe_fit(count_rows(p, gold, weight))
         return self
+
+    def cross_validate(
+        self,
+        X: Any,
+        y: Any,
+        candidates: Sequence[str] | None = None,
+        sample_weight: ArrayLike | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The cross-validation table of ``candidates`` (default: this calibrator's) on
+        ``(X, y)``, with this calibrator's folds, repeats and seed: the rows ``fit`` would
+        put in ``cv_`` before choosing (``method``, ``complexity``, ``cv_nll``, ``folds``,
+        ``repeats``; ``se`` None). Nothing is fitted on all data and this calibrator is
+        left as it is, so a fitted ``auto`` can score other candidates on the same folds.
+        """
+        probe = AutoCalibrator(
+            candidates=self.candidates if candidates is None else candidates,
+            rule=self.rule,
+            folds=self.folds,
+            repeats=self.repeats,
+            seed=self.seed,
+        )
+        p, gold, weight = probe._prepare(X, y, sample_weight, labels)
+        table, _, _ = probe._cross_validate(probe._candidates(), p, gold, weight)
+        return table
 
     @property
     def _single(self) -> Calibrator | None:
@@ -265,13 +300,39 @@ class AutoCalibrator(Calibrator):
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self.chosen_ = str(state["chosen"])
-        self.reason_ = str(state["reason"])
-        self.cv_ = list(state["cv"])
+        self.chosen_ = str(field(state, "chosen", "state"))
+        self.reason_ = str(field(state, "reason", "state"))
+        cv = field(state, "cv", "state")
+        if not isinstance(cv, list):
+            raise ParameterError(f"state.cv must be a list, got {cv!r:.80}")
+        self.cv_ = list(cv)
         if "calibrator" in state:  # written before stacking: one chosen calibrator
             state = {"weights": {self.chosen_: 1.0}, "members": {self.chosen_: state["calibrator"]}}
-        self.weights_ = {str(k): float(v) for k, v in state["weights"].items()}
-        self.members_ = {str(k): Calibrator.from_dict(v) for k, v in state["members"].items()}
+        weights, members = field(state, "weights", "state"), field(state, "members", "state")
+        if not isinstance(weights, dict) or not weights:
+            raise ParameterError(f"state.weights must be a non-empty object, got {weights!r:.80}")
+        if not isinstance(members, dict) or set(members) != set(weights):
+            raise ParameterError("state.members must hold one calibrator per spec of state.weights")
+        unit = [Interval(float, 0, 1)]
+        self.weights_ = {
+            str(k): number(v, f"state.weights[{k!r}]", unit) for k, v in weights.items()
+        }
+        if abs(sum(self.weights_.values()) - 1.0) > 1e-6:
+            raise ParameterError(
+                f"state.weights must sum to 1, got {sum(self.weights_.values()):.6g}"
+            )
+        self.members_ = {}
+        for spec, member in members.items():
+            try:
+                fitted = Calibrator.from_dict(member)
+            except CalibratorError as exc:
+                raise ParameterError(f"state.members[{spec!r}]: {exc}") from exc
+            if fitted.labels_ != self.labels_:
+                raise ParameterError(
+                    f"state.members[{spec!r}].labels {list(fitted.labels_)} differ from the "
+                    f"file's labels {list(self.labels_)}"
+                )
+            self.members_[str(spec)] = fitted
 
 
 def _weighted_mean(values: Array, weight: Array | None) -> float | None:

@@ -202,6 +202,57 @@ def validate_params(obj_or_params: Any, constraints: Constraints, where: str) ->
             check_value(name, value, constraints[name], where)
 
 
+# ---------------------------------------------------------------- loaded values
+
+
+def field(data: Any, key: str, where: str) -> Any:
+    """``data[key]`` of a loaded object, or a :class:`ParameterError` naming the field."""
+    if not isinstance(data, Mapping):
+        raise ParameterError(f"{where}: must be an object, got {_short(data)}")
+    if key not in data:
+        raise ParameterError(f"{where}.{key}: missing")
+    return data[key]
+
+
+def number(value: Any, where: str, constraints: Sequence[ConstraintSpec]) -> float:
+    """A loaded number checked by ``constraints`` ("state.temperature must be ...")."""
+    if not any(_as_constraint(c).is_satisfied_by(value) for c in constraints):
+        raise ParameterError(f"{where} must be {describe(constraints)}, got {_short(value)}")
+    return float(value)
+
+
+def array(
+    value: Any,
+    where: str,
+    shape: tuple[int, ...],
+    low: float | None = None,
+    high: float | None = None,
+) -> Any:
+    """A loaded list of finite numbers of ``shape`` (within [low, high] if given), as an array."""
+    import numpy as np
+
+    try:
+        values = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ParameterError(
+            f"{where} must be numbers of shape {shape}, got {_short(value)}"
+        ) from None
+    if values.shape != shape:
+        raise ParameterError(f"{where} must have shape {shape}, got {values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise ParameterError(f"{where} must be finite, got {_short(value)}")
+    if (low is not None and values.min(initial=low) < low) or (
+        high is not None and values.max(initial=high) > high
+    ):
+        raise ParameterError(f"{where} must lie in [{low:g}, {high:g}], got {_short(value)}")
+    return values
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 # ---------------------------------------------------------------- shared constraints
 
 FLOOR: list[ConstraintSpec] = [Options("fit"), Interval(float, 0, 1, closed="neither")]
@@ -222,7 +273,10 @@ __all__ = [
     "Options",
     "ParamConstraints",
     "ParameterError",
+    "array",
     "check_value",
     "describe",
+    "field",
+    "number",
     "validate_params",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 from verbcal.compare import compare as run_compare
 from verbcal.compare import fit_warnings, summarise
+from verbcal.jsonio import print_json
 from verbcal.metrics import DEFAULT_BINS, METRICS, bootstrap_ci, by_band, by_slice, summary
 from verbcal.predictions import (
     Predictions,
@@ -117,9 +117,12 @@ def warn(warnings: list[str], what: str) -> None:
 
 
 def read_for(data: str, fitted: Calibrator) -> Predictions:
-    """Predictions in the calibrator's label order; a clear error if the label sets differ."""
+    """Predictions in the calibrator's label order; a clear error if the label sets differ.
+
+    A record that carries ``verbalized_probs`` (written by ``apply``) is read from those,
+    the LLM's own numbers: calibrating is never applied twice."""
     try:
-        return datasets.load(data, fitted.labels)
+        return datasets.load(data, fitted.labels, verbalized=True)
     except PredictionsError as exc:
         if not (exc.field or "").startswith(("probs", "label")):
             raise
@@ -181,9 +184,10 @@ def evaluate(
     """Score predictions against gold labels, with 95% bootstrap confidence intervals.
 
     Without --calibrator it scores the uncalibrated baseline: the verbalized distribution
-    normalised to sum 1 (method ``identity``). Also gives accuracy and ECE per confidence
-    band (low < 0.6 <= medium < 0.8 <= high) and, with --by FIELD, the metrics with CIs per
-    value of that field of the records.
+    normalised to sum 1 (method ``identity``). With --calibrator, records that carry
+    verbalized_probs (written by apply) are calibrated from those, never twice. Also gives
+    accuracy and ECE per confidence band (low < 0.6 <= medium < 0.8 <= high) and, with
+    --by FIELD, the metrics with CIs per value of that field of the records.
 
     Example: verbcal evaluate --data recorded:tweets --calibrator ts.json
     """
@@ -209,7 +213,7 @@ def evaluate(
             out["by"] = by
             out["slices"] = slices
         out["warnings"] = fitted.warnings if fitted else []
-        print(json.dumps(out))
+        print_json(out)
         return
     title = f"{escape(predictions.source)}: " + (
         f"{fitted.method} calibrator ({fitted.describe_floor()})"
@@ -307,7 +311,7 @@ def fit(
     )
     shown = calibrator.calibrator_ if isinstance(calibrator, AutoCalibrator) else calibrator
     if not isinstance(shown, AutoCalibrator):  # a stack's weights are in the table above
-        for name, value in shown.params.items():
+        for name, value in shown.state.items():
             console.print(f"  {name} = {value}", highlight=False, markup=False)
     console.print(
         f"NLL on the fitting data: {info['nll_before']:.4f} (verbalized) → {info['nll_after']:.4f}"
@@ -406,6 +410,9 @@ def apply(
 ) -> None:
     """Apply a fitted calibrator to new predictions (the original kept as verbalized_probs).
 
+    Where a record already carries verbalized_probs (an applied file), those are the
+    input: applying twice gives the same file as applying once.
+
     Parquet input (a file, a directory or a glob) runs batch by batch on the chosen engine
     and gains top_label and confidence columns; see docs/scale.md.
 
@@ -492,7 +499,7 @@ def compare(
     rows = summarise(results)
     warn(fit_warnings(results), "fit warning")
     if as_json:
-        print(json.dumps(rows))
+        print_json(rows)
         return
     show_compare(predictions, rows, results, calib_frac, repeats, bins)
 

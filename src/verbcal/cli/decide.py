@@ -39,6 +39,7 @@ from verbcal.decide import (
 )
 from verbcal.decide.cost import CostMatrix, cost_report
 from verbcal.decide.sets import SCORES, coverage_by_class, fit_sets, set_summary
+from verbcal.jsonio import print_json
 from verbcal.predictions import Predictions, write_jsonl
 
 CalibratorOption = Annotated[
@@ -190,7 +191,7 @@ def threshold(
         out.update({"class": label, "n": len(predictions), "probabilities": what})
         if on_test is not None:
             out["test"] = on_test
-        print(json.dumps(out))
+        print_json(out)
         return
     _show_threshold(predictions, q, what, label, result, curve)
     if on_test is not None:
@@ -246,7 +247,7 @@ def _report_band(
         out["calibration"] = calib
         if on_test is not None:
             out["test"] = on_test
-        print(json.dumps(out))
+        print_json(out)
         return
     console.print(
         f"[bold]{predictions.source}[/], {what}: class [bold]{label}[/], {len(predictions)} "
@@ -417,7 +418,7 @@ def selective(
         }
         if result is not None:
             out["target"] = result.to_dict()
-        print(json.dumps(out))
+        print_json(out)
         return
     _show_selective(predictions, what, curve, area, coverage, table_at, result)
 
@@ -539,7 +540,7 @@ def sets(
         }
     )
     if as_json:
-        print(json.dumps(result))
+        print_json(result)
         return
     _show_sets(result, test_predictions, names, out)
 
@@ -600,10 +601,18 @@ def _show_sets(
         )
     if out is not None:
         console.print(f"sets written to {out}", highlight=False)
+    level = f"{1 - result['alpha']:g}"
+    guarantee = (
+        "The guarantee holds per label (Mondrian, class-conditional): over new items like "
+        "these whose gold label is y, the set holds y with probability at least "
+        f"{level}, for every label y"
+        if result["by_class"]
+        else "The guarantee is marginal: over new items like these, the set holds the gold "
+        f"label with probability at least {level} (on average over labels, not for each one:"
+        " --by-class gives it per label)"
+    )
     console.print(
-        "The guarantee is marginal: over new items like these, the set holds the gold label "
-        f"with probability at least {1 - result['alpha']:g}; it does not need calibrated "
-        "probabilities (calibration makes sets smaller).",
+        f"{guarantee}; it does not need calibrated probabilities (calibration makes sets smaller).",
         style="dim",
         highlight=False,
     )
@@ -646,11 +655,7 @@ def decide_cost(
             q = fitted.predict_proba(predictions.probs)
             reports[f"{fitted.method} calibrator"] = cost_report(q, predictions.y, matrix)
     if as_json:
-        print(
-            json.dumps(
-                {"n": len(predictions), "actions": list(matrix.actions), "policies": reports}
-            )
-        )
+        print_json({"n": len(predictions), "actions": list(matrix.actions), "policies": reports})
         return
     table = Table(title=f"Bayes actions on {predictions.source} ({len(predictions)} items)")
     for column in (

@@ -433,12 +433,28 @@ def _rank_result(
         return _result(curve, "precision", target, confidence, j, False, blocked_note, **how)
     if best is None:
         ok = above >= 0
-        j = int(above[np.argmax(low)]) if ok.any() else 0
-        bound = float(max(low.max(), 0.0))
+        # report the operating point with the highest bound over all of them (the one the
+        # CLI's table is centred on), and separately the best of the candidates tested
+        every = clopper_pearson_lower(curve.true_positives, curve.n_predicted, test_confidence)
+        j = int(np.nanargmax(every))
+        tested = ""
+        if ok.any():
+            t = int(above[np.argmax(low)])
+            tested = (
+                f"; of the candidate ranks tested ({len(ranks)}, fixed before looking so that"
+                f" the guarantee covers the scan) the best, threshold {curve.thresholds[t]:.6g},"
+                f" has {float(max(low.max(), 0.0)):.4f}"
+            )
         note = _unreachable_note(
-            curve, "precision", target, confidence, j, bound, each=test_confidence
+            curve,
+            "precision",
+            target,
+            confidence,
+            j,
+            float(every[j]),
+            each=test_confidence,
+            tested=tested,
         )
-        note += f" ({len(ranks)} candidate ranks, so that the guarantee covers the scan)"
         return _result(curve, "precision", target, confidence, j, False, note, **how)
     j = int(above[best])
     v = float(curve.thresholds[group[best]])
@@ -522,12 +538,14 @@ def _unreachable_note(
     j: int,
     bound: float,
     each: float | None = None,
+    tested: str = "",
 ) -> str:
     at = "" if each is None else f" at the per-test confidence {each:.4g}"
     head = (
         f"no threshold reaches {metric} {target:g} at confidence {confidence:g}: the best "
-        f"lower bound{at} is {bound:.4f} (threshold {curve.thresholds[j]:.6g}, "
-        f"{curve.n_predicted[j]} items predicted, {curve.true_positives[j]} correct)"
+        f"lower bound{at} over every operating point is {bound:.4f} (threshold "
+        f"{curve.thresholds[j]:.6g}, {curve.n_predicted[j]} items predicted, "
+        f"{curve.true_positives[j]} correct){tested}"
     )
     need = items_needed(target, each or confidence)
     if metric == "precision":

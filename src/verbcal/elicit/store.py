@@ -88,18 +88,28 @@ class Usage:
         return None if self.started is None else max(0.0, self.finished - self.started)
 
 
+class StoreError(OSError):
+    """The store file cannot be opened or written (the message names it and what to do)."""
+
+
 class Store:
     """A SQLite WAL file of replies; every :meth:`put` is its own committed transaction."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.execute(SCHEMA)
+        try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.execute(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(
+                f"{path}: cannot open the reply store ({exc}). Check that its folder exists"
+                " and is writable and that the path is not a folder, or pass --store PATH"
+            ) from None
 
     def put(self, backend: str, model: str, row: Row) -> None:
         """Write one row and commit it at once (replacing an earlier error for the same key)."""
