@@ -153,29 +153,37 @@ class Reference:
 # ---------------------------------------------------------------- CBPE
 
 
-def cbpe_items(q: ArrayLike, ref: Reference, corrected: bool = True) -> Array:
+def cbpe_items(q: ArrayLike, ref: Reference | None, corrected: bool = True) -> Array:
     """Each row's estimated probability of being right: its confidence, plus the reference
     gap of its confidence bin when ``corrected``."""
     _, conf = top_label(check_q(q))
-    if not corrected:
+    if not corrected or ref is None:
         return conf
     return np.asarray(np.clip(conf + ref.gap[_bin_of(conf)], 0.0, 1.0), dtype=np.float64)
 
 
-def cbpe(q: ArrayLike, ref: Reference, level: float = 0.95, corrected: bool = True) -> Estimate:
+def cbpe(
+    q: ArrayLike, ref: Reference | None, level: float = 0.95, corrected: bool = True
+) -> Estimate:
     """Estimated accuracy: mean confidence (+ the reference's per-bin gap when ``corrected``).
 
     The CI is for the realised accuracy of these rows: the Poisson-binomial variance of the
     window plus the variance of the gap estimates, weighted by the window's bin shares
-    (uncorrected: the variance of the reference's overall calibration gap).
+    (uncorrected: the variance of the reference's overall calibration gap; without a
+    reference, ``ref=None``, the Poisson-binomial variance alone, which trusts the
+    calibrator fully).
     """
+    if ref is None and corrected:
+        raise MonitorError("the corrected CBPE needs a reference: pass corrected=False")
     qa = check_q(q)
     m = len(qa)
     if m == 0:
         raise MonitorError("window: no rows")
     _, conf = top_label(qa)
     p = cbpe_items(qa, ref, corrected)
-    if corrected:
+    if ref is None:
+        ref_var = 0.0
+    elif corrected:
         share = np.bincount(_bin_of(conf), minlength=CONF_BINS) / m
         ref_var = float(np.sum(share**2 * ref.gap_var))
     else:
