@@ -70,7 +70,7 @@ def monitor_result(
     if not windows:
         raise MonitorError(f"{data}: no rows to monitor")
     policy = AlarmPolicy(alpha=alpha, horizon=horizon or max(20, len(windows)))
-    rows = monitor(ref, q, windows, stream.y, policy)
+    rows = monitor(ref, q, windows, stream.y, policy, groups=stream.ids)
     return {
         "calibrator": str(calibrator_path),
         "data": data,

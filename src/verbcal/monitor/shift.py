@@ -8,11 +8,13 @@ Tests (each a p-value under "no shift"):
 * **label mix**: chi-square test of homogeneity of the predicted-label counts
   (reference vs window), labels predicted in neither dropped.
 
-Both tests weigh a window no more than the reference: when the window is larger, its
-counts are scaled to the reference's size. The reference's own sampling error bounds what
-a test can tell anyway, and streams repeat items (the same prompts again and again, or a
-benchmark's resampled test part), which would make a 500-row window look like far more
-evidence than it holds. The price is power against small shifts in large windows.
+Streams repeat items (the same prompts again and again, or a benchmark's resampled test
+part), which makes a 500-row window look like more evidence than it holds: given the
+window's effective size (Kish's, from item ids: :func:`verbcal.monitor.estimate.effective_size`)
+both tests scale the window's counts to it, and never weigh a window more than the
+reference (whose sampling error bounds what a two-sample test can tell anyway; the cap also
+guards against repeats that carry fresh ids). The price is power against small shifts in
+large windows.
 
 Alarms (:class:`AlarmPolicy`) hold a false-alarm rate ``alpha`` per stream of ``horizon``
 windows. ``alpha`` is split evenly over the signals; the reference-based signals
@@ -63,7 +65,7 @@ def confidence_groups(reference: Array, min_count: int = 0) -> Array:
     return np.asarray(edges[:-1] if edges else [], dtype=np.float64)
 
 
-def confidence_shift(reference: Array, window: Array) -> float:
+def confidence_shift(reference: Array, window: Array, n_eff: float | None = None) -> float:
     """Chi-square p-value of homogeneity of the confidence distribution (reference vs
     window) over groups of the reference's distinct values (:func:`confidence_groups`),
     so ties are kept whole and any change of shape counts, not only of location; 1.0 when
@@ -76,16 +78,16 @@ def confidence_shift(reference: Array, window: Array) -> float:
     groups = len(edges) + 1
     ref_counts = np.bincount(np.searchsorted(edges, reference, side="left"), minlength=groups)
     win_counts = np.bincount(np.searchsorted(edges, window, side="left"), minlength=groups)
-    return _homogeneity(ref_counts, win_counts)
+    return _homogeneity(ref_counts, win_counts, n_eff)
 
 
-def _homogeneity(reference: IntArray, window: IntArray) -> float:
-    """Chi-square homogeneity p-value of two count vectors, the window's counts scaled down
-    to the reference's total when larger (see the module docstring)."""
+def _homogeneity(reference: IntArray, window: IntArray, n_eff: float | None = None) -> float:
+    """Chi-square homogeneity p-value of two count vectors, the window's counts scaled to
+    ``min(n_eff, reference size)`` when larger (see the module docstring)."""
     n_ref, n_win = float(reference.sum()), float(window.sum())
     if n_ref == 0 or n_win == 0:
         return 1.0
-    scaled = window * min(1.0, n_ref / n_win)
+    scaled = window * min(1.0, min(n_eff or n_win, n_ref) / n_win)
     table = np.vstack([reference.astype(np.float64), scaled])
     table = table[:, table.sum(axis=0) > 0]
     if table.shape[1] < 2:
@@ -94,9 +96,41 @@ def _homogeneity(reference: IntArray, window: IntArray) -> float:
     return float(p)
 
 
-def label_mix_shift(reference: IntArray, window: IntArray, k: int) -> float:
+def label_mix_shift(
+    reference: IntArray, window: IntArray, k: int, n_eff: float | None = None
+) -> float:
     """Chi-square p-value of homogeneity of predicted-label counts (1.0 with one label used)."""
-    return _homogeneity(np.bincount(reference, minlength=k), np.bincount(window, minlength=k))
+    counts = np.bincount(window, minlength=k)
+    return _homogeneity(np.bincount(reference, minlength=k), counts, n_eff)
+
+
+def label_shift_fit(
+    ref_pred: IntArray,
+    ref_conf: Array,
+    ref_y: IntArray,
+    weights: Array,
+    pred: IntArray,
+    conf: Array,
+    n_eff: float | None = None,
+) -> float:
+    """Does pure label shift explain the window? The chi-square homogeneity p-value of the
+    window's (predicted label, confidence group) cells against the reference's cells
+    re-weighted by the BBSE weights (what label shift with those weights predicts), the
+    weighted reference counted by its Kish effective size. Covariate shift or a model
+    change leaves the cells unexplained (small p); label shift fits."""
+    k = len(weights)
+    edges = confidence_groups(ref_conf)
+    groups = len(edges) + 1
+    item_w = weights[ref_y]
+    if item_w.sum() <= 0:
+        return 0.0
+    ref_cell = ref_pred * groups + np.searchsorted(edges, ref_conf, side="left")
+    win_cell = pred * groups + np.searchsorted(edges, conf, side="left")
+    ess = float(item_w.sum() ** 2 / np.sum(item_w**2))
+    expected = np.bincount(ref_cell, weights=item_w, minlength=k * groups)
+    expected *= ess / expected.sum()
+    observed = np.bincount(win_cell, minlength=k * groups)
+    return _homogeneity(expected, observed, n_eff)  # type: ignore[arg-type]
 
 
 def accuracy_drop(reference_accuracy: float, estimate: float, se: float) -> float:
