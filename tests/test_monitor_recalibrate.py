@@ -100,3 +100,27 @@ def test_cli_writes_only_when_better_and_records_what_it_replaced(tmp_path: Path
     prov = Calibrator.load(new).provenance
     assert prov["replaces"]["sha256"] == before and prov["replaces"]["path"] == str(old)
     assert prov["comparison"]["better"] and prov["n"] == prov["comparison"]["n_fit"]
+
+
+def test_cli_reads_feedback_from_the_service_log(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    from verbcal.serve.monitoring import PredictionLog
+    from verbcal.serve.registry import load_one
+
+    old = tmp_path / "ts.json"
+    data = datasets.load("recorded:tweets").labelled()
+    make_calibrator("temperature").fit(data.probs, data.y, labels=data.labels).save(old)
+    served = load_one("tweets", str(old))
+    log = PredictionLog(tmp_path / "log.sqlite")
+    flat = _reshaped(data.probs, 0.3)  # the model behind the name changed
+    q = served.calibrator.predict_proba(flat)
+    log.log(served, "v1", data.ids, flat, q.tolist())
+    log.label([("tweets", i, data.labels[g]) for i, g in zip(data.ids, data.y, strict=True)])
+    log.close()
+    new = tmp_path / "new.json"
+    args = ["recalibrate", "--calibrator", str(old), "--feedback", str(tmp_path / "log.sqlite")]
+    result = runner.invoke(app, [*args, "--out", str(new)])
+    assert result.exit_code == 0 and "wrote" in result.output, result.output
+    assert Calibrator.load(new).provenance["comparison"]["n_holdout"] >= 50
+    wrong = runner.invoke(app, [*args, "--out", str(new), "--model", "bbc"])
+    assert wrong.exit_code == 2 and "'bbc'" in wrong.output
