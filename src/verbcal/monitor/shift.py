@@ -22,7 +22,10 @@ windows. ``alpha`` is split evenly over the signals; the reference-based signals
 use Bonferroni over the horizon (p < alpha / (signals x horizon)); ``accuracy_change`` is a
 one-sided CUSUM of the estimated accuracy against the stream's own first ``baseline``
 windows (allowance ``k`` = 2 standard errors per window: tuned to catch abrupt drops in
-one or two windows), its threshold set by simulation so that a stationary stream crosses it with
+one or two windows), and ``confidence_change`` / ``label_mix_change`` are the same CUSUM
+on ``z = Φ⁻¹(1 - p)`` of the homogeneity test of each window against the pooled first
+``baseline`` windows (counted by their effective sizes); all three share the threshold
+set by simulation so that a stationary stream crosses it with
 probability alpha / signals within the horizon.
 """
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,6 +47,8 @@ SIGNALS = (
     "label_mix_shift",
     "accuracy_drop",
     "accuracy_change",
+    "confidence_change",
+    "label_mix_change",
     "labelled_accuracy_drop",
 )
 """Every signal that can raise an alarm, in the order an alarm lists them."""
@@ -81,13 +87,16 @@ def confidence_shift(reference: Array, window: Array, n_eff: float | None = None
     return _homogeneity(ref_counts, win_counts, n_eff)
 
 
-def _homogeneity(reference: IntArray, window: IntArray, n_eff: float | None = None) -> float:
+def _homogeneity(
+    reference: NDArray[Any], window: NDArray[Any], n_eff: float | None = None, cap: bool = True
+) -> float:
     """Chi-square homogeneity p-value of two count vectors, the window's counts scaled to
     ``min(n_eff, reference size)`` when larger (see the module docstring)."""
     n_ref, n_win = float(reference.sum()), float(window.sum())
     if n_ref == 0 or n_win == 0:
         return 1.0
-    scaled = window * min(1.0, min(n_eff or n_win, n_ref) / n_win)
+    limit = min(n_eff or n_win, n_ref) if cap else (n_eff or n_win)
+    scaled = window * min(1.0, limit / n_win)
     table = np.vstack([reference.astype(np.float64), scaled])
     table = table[:, table.sum(axis=0) > 0]
     if table.shape[1] < 2:
@@ -179,6 +188,8 @@ class AlarmPolicy:
     _base: list[float] = field(default_factory=list, repr=False)
     _se: list[float] = field(default_factory=list, repr=False)
     _s: float = field(default=0.0, repr=False)
+    _counts: dict[str, list[Array]] = field(default_factory=dict, repr=False)
+    _cs: dict[str, float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -208,15 +219,36 @@ class AlarmPolicy:
         self._s = max(0.0, self._s + z - self.k)
         return self._s
 
-    def fired(self, p_values: dict[str, float | None], cusum: float | None) -> list[str]:
+    def change(self, name: str, counts: NDArray[Any], n_eff: float) -> float | None:
+        """Feed one window's category counts (confidence groups, predicted labels) and its
+        effective size; the CUSUM of ``z = Φ⁻¹(1 - p)``, ``p`` the homogeneity p-value of
+        the window against the pooled first ``baseline`` windows (None while collecting)."""
+        n = float(counts.sum())
+        scaled = counts * (min(n_eff, n) / n if n else 0.0)
+        base = self._counts.setdefault(name, [])
+        if len(base) < self.baseline:
+            base.append(scaled)
+            return None
+        pooled = np.sum(base, axis=0)
+        p = _homogeneity(pooled, scaled, max(float(scaled.sum()), 1.0), cap=False)
+        z = float(np.clip(stats.norm.isf(max(p, 1e-300)), -8.0, 8.0))
+        self._cs[name] = max(0.0, self._cs.get(name, 0.0) + z - self.k)
+        return self._cs[name]
+
+    def fired(
+        self,
+        p_values: dict[str, float | None],
+        cusum: float | None,
+        changes: dict[str, float | None] | None = None,
+    ) -> list[str]:
         """Signals that fire for one window, in :data:`SIGNALS` order."""
+        cusums = {"accuracy_change": cusum, **(changes or {})}
         names = [
             name
             for name in SIGNALS
-            if name != "accuracy_change"
+            if name not in cusums
             and p_values.get(name) is not None
             and float(p_values[name]) < self.per_test  # type: ignore[arg-type]
         ]
-        if cusum is not None and cusum > self.threshold:
-            names.append("accuracy_change")
+        names += [n for n, stat in cusums.items() if stat is not None and stat > self.threshold]
         return [n for n in SIGNALS if n in names]

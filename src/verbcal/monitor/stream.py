@@ -35,6 +35,7 @@ from verbcal.monitor.estimate import (
 from verbcal.monitor.shift import (
     AlarmPolicy,
     accuracy_drop,
+    confidence_groups,
     confidence_shift,
     label_mix_shift,
     label_shift_fit,
@@ -240,8 +241,21 @@ def monitor(
                     real.accuracy.value * real.n,
                     real.n,
                 )
-        fired = policy.fired(p_values, stat)
+        edges = confidence_groups(reference.conf)
+        changes = {
+            "confidence_change": policy.change(
+                "confidence_change",
+                np.bincount(np.searchsorted(edges, conf, side="left"), minlength=len(edges) + 1),
+                n_eff,
+            ),
+            "label_mix_change": policy.change(
+                "label_mix_change", np.bincount(pred, minlength=k), n_eff
+            ),
+        }
+        fired = policy.fired(p_values, stat, changes)
         row["cusum"] = _r(stat)
+        row["cusum_confidence"] = _r(changes["confidence_change"])
+        row["cusum_label_mix"] = _r(changes["label_mix_change"])
         row["p_values"] = {name: _r(p) for name, p in p_values.items()}
         row["alarm"] = bool(fired)
         row["signal"] = ",".join(fired) if fired else None
