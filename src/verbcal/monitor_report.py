@@ -174,11 +174,11 @@ def render(result: dict[str, Any]) -> str:
         f"{_e(result['data'])}, windows {_e(result['windows_by'])}.</p>"
         f"<p>Alarms: false-alarm rate {policy['alpha']} per stream of {policy['horizon']} "
         f"windows, split over {len(policy['signals'])} signals; reference-based tests fire at "
-        f"p &lt; {policy['per_test']:.2g} (Bonferroni), the CUSUM of the estimate against the "
-        f"first {policy['baseline']} windows at {policy['cusum_threshold']:.2f}. The headline "
-        "estimate is CBPE (mean calibrated confidence plus the reference's per-bin gap), or "
-        "BBSE's label-shift-corrected CBPE when the predicted-label mix has shifted "
-        "(p &lt; 0.01).</p>"
+        f"p &lt; {policy['per_test']:.2g} (Bonferroni), the CUSUMs of the estimate, the "
+        f"confidence distribution and the label mix against the first {policy['baseline']} "
+        f"windows at {policy['cusum_threshold']:.2f}. The headline estimate is CBPE (mean "
+        "calibrated confidence plus the reference's per-bin gap); BBSE's label-shift-corrected "
+        "estimate is in its own column.</p>"
     )
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
