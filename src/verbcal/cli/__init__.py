@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from verbcal.cli import batch as _batch  # noqa: F401  (registers commands)
+from verbcal.cli import bakeoff as _bakeoff  # noqa: F401  (registers commands)
+from verbcal.cli import batch as _batch  # noqa: F401
 from verbcal.cli import calibrate as _calibrate  # noqa: F401
 from verbcal.cli import datasets as _datasets  # noqa: F401
 from verbcal.cli import decide as _decide  # noqa: F401
