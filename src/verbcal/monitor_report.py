@@ -152,7 +152,9 @@ def render(result: dict[str, Any]) -> str:
                     else f"{_f(r['accuracy'])} [{_f(r['accuracy_low'])}, {_f(r['accuracy_high'])}]",
                     _f(r.get("ece")),
                     _f(r["shift_p"], 4),
-                    f"<b style='color:#dc2626'>{_e(r['signal'])}</b>" if r["alarm"] else "",
+                    f"<b style='color:#dc2626'>{_e(r['signal'].replace(',', ', '))}</b>"
+                    if r["alarm"]
+                    else "",
                 ]
             )
         )
@@ -162,7 +164,9 @@ def render(result: dict[str, Any]) -> str:
     th = "".join(f"<th{' class=l' if i == 0 else ''}>{h}</th>" for i, h in enumerate(head))
     status = (
         f"<p><b style='color:#dc2626'>{len(alarms)} of {len(rows)} windows alarmed</b>: "
-        + ", ".join(f"{_e(r['window'])} ({_e(r['signal'])})" for r in alarms[:10])
+        + "; ".join(
+            f"{_e(r['window'])} ({_e(r['signal'].replace(',', ', '))})" for r in alarms[:10]
+        )
         + "</p>"
         if alarms
         else f"<p><b style='color:#059669'>no alarm</b> in {len(rows)} windows</p>"
