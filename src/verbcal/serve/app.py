@@ -345,7 +345,12 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     )
     async def metrics() -> Response:
         """Prometheus metrics: requests by route and status, latency, items, classify statuses."""
-        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        registry = service.metrics.registry
+        if service.monitoring is not None:  # its gauges compute: keep the loop free
+            body = await asyncio.to_thread(generate_latest, registry)
+        else:
+            body = generate_latest(registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def _info(served: Served) -> ModelInfo:

@@ -19,6 +19,7 @@ current calibrator). The labelled window is the last ``window`` rows that have f
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -426,7 +427,8 @@ def add_routes(app: FastAPI, service: Service) -> None:
                 404,
                 "unknown_model",
             )
-        return JSONBytes(monitoring.summary(models[model]))
+        summary = await asyncio.to_thread(monitoring.summary, models[model])
+        return JSONBytes(summary)
 
 
 def log_served(
