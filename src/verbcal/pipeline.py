@@ -36,20 +36,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from verbcal import __version__, datasets, provenance
-from verbcal.calibration import (
-    AutoCalibrator,
-    make_calibrator,
-    specs,
-    uncalibrated,
-)
-from verbcal.compare import check_split, stratified_split
+from verbcal.calibration import AutoCalibrator, specs, uncalibrated
 from verbcal.decide import DEFAULT_PRECISION
+from verbcal.evaluation import MethodScore, Split, check_split, evaluate_split, stratified_split
 from verbcal.jsonio import json_ready, write_json
 from verbcal.metrics import (
     CONFIDENCE_BANDS,
     DEFAULT_BINS,
     METRICS,
-    bootstrap_ci,
     by_band,
     by_slice,
     summary,
@@ -232,6 +226,19 @@ def _selective(q: NDArray[np.float64], y: NDArray[np.int64]) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Choice:
+    """What the calibration part chose: auto, the best alternative, the methods to report."""
+
+    auto: AutoCalibrator
+    cv: dict[str, float]
+    """Cross-validated NLL on the calibration part by method (auto's candidates, and the
+    alternatives when ``best`` was asked for)."""
+    best_alternative: str | None
+    recommended: str
+    methods: list[str]
+
+
 def analyse(
     predictions: Predictions,
     out: Path,
@@ -243,34 +250,69 @@ def analyse(
     labelled = predictions.labelled()
     labels = list(predictions.labels)
     check_enough(len(labelled))
-    rng = np.random.default_rng(options.seed)
-    calib_idx, test_idx = split_labelled(labelled, options.calib_frac, rng)
-    slice_keys = [field_values(labelled, options.by)[i] for i in test_idx] if options.by else None
+    calib_idx, test_idx = split_labelled(
+        labelled, options.calib_frac, np.random.default_rng(options.seed)
+    )
+    split = Split(calib_idx, test_idx)
     p_cal, y_cal = labelled.probs[calib_idx], labelled.y[calib_idx]
-    p_test, y_test = labelled.probs[test_idx], labelled.y[test_idx]
-    notes: list[str] = []
-    missing = [labels[k] for k in range(len(labels)) if not np.any(y_cal == k)]
-    if missing:
-        notes.append(f"no calibration item has the gold label {', '.join(missing)}")
-
-    # auto: cross-validated NLL on the calibration part picks the recommendation and "best".
-    per_label = np.bincount(y_cal, minlength=len(labels))
-    smallest = int(per_label[per_label > 0].min())
-    k_folds = max(2, min(options.cv_folds, len(y_cal) // 2))
-    if smallest < k_folds:
-        notes.append(
-            f"a label has only {smallest} calibration items, fewer than the {k_folds} folds"
+    y_test = labelled.y[test_idx]
+    notes = _split_notes(y_cal, labels, options)
+    choice = choose(p_cal, y_cal, labels, options)
+    (out / "calibrators").mkdir(parents=True, exist_ok=True)
+    choice.auto.save(out / "calibrators" / "auto.json")
+    scores = {
+        s.method: s
+        for s in evaluate_split(
+            labelled.probs,
+            labelled.y,
+            split,
+            choice.methods,
+            labels=labels,
+            n_bins=options.n_bins,
+            prefitted={choice.recommended: choice.auto.calibrator_},
+            n_boot=options.n_boot,
+            seed=options.seed,
         )
+    }
+    results: dict[str, MethodResult] = {}
+    for method, score in scores.items():
+        score.calibrator.save(out / "calibrators" / f"{method}.json")
+        results[method] = _method_result(score, choice)
+    notes += _fit_notes(results, choice, labelled.probs[test_idx], y_test, len(y_cal), options)
+    shutil.copyfile(out / "calibrators" / f"{choice.recommended}.json", out / "recommended.json")
+    slice_keys = [field_values(labelled, options.by)[i] for i in test_idx] if options.by else None
+    for method, score in scores.items():
+        q_cal, q_test = score.calibrator.predict_proba(p_cal), score.q_test
+        results[method].thresholds = _thresholds(
+            q_cal, y_cal, q_test, y_test, labels, options.precision, options.confidence
+        )
+        results[method].selective = _selective(q_test, y_test)
+        results[method].decisions = _decisions(
+            q_cal, y_cal, q_test, y_test, labels, options, slice_keys
+        )
+    write_json(out / "split.json", _split_record(predictions, labelled, split, options))
+    write_parts(labelled, calib_idx, test_idx, out)
+    metrics = _run_metrics(predictions, labelled, split, options, run_info, choice, results, notes)
+    written = metrics.to_dict()
+    write_json(out / "metrics.json", written)
+    return written
+
+
+def choose(
+    p_cal: NDArray[np.float64],
+    y_cal: NDArray[np.int64],
+    labels: Sequence[str],
+    options: RunOptions,
+) -> Choice:
+    """auto fitted on the calibration part; with ``best`` in the methods, the alternative
+    with the lowest cross-validated NLL on auto's folds; the methods to fit and report."""
     auto = AutoCalibrator(folds=options.cv_folds, seed=options.seed)
     auto.fit(p_cal, y_cal, labels=labels)
     cv = {row["method"]: _nan(row["cv_nll"]) for row in auto.cv_}
     best_alternative = None
     if "best" in options.methods:
-        others = AutoCalibrator(  # only its CV table is used: the 1-SE rule fits one member
-            candidates=ALTERNATIVES, rule="1se", folds=options.cv_folds, seed=options.seed
-        )
-        others.fit(p_cal, y_cal, labels=labels)
-        cv |= {row["method"]: _nan(row["cv_nll"]) for row in others.cv_}
+        table = auto.cross_validate(p_cal, y_cal, candidates=ALTERNATIVES, labels=labels)
+        cv |= {row["method"]: _nan(row["cv_nll"]) for row in table}
         scored = [(cv[m], m) for m in ALTERNATIVES if not math.isnan(cv.get(m, math.nan))]
         if not scored:
             raise RunError("no alternative calibrator could be fitted on the calibration part")
@@ -282,80 +324,85 @@ def analyse(
             + [recommended]
         )
     )
-    (out / "calibrators").mkdir(parents=True, exist_ok=True)
-    auto.save(out / "calibrators" / "auto.json")
+    return Choice(auto, cv, best_alternative, recommended, methods)
 
-    # Fit on the whole calibration part, score on test.
-    results: dict[str, MethodResult] = {}
-    q_cal_by: dict[str, NDArray[np.float64]] = {}
-    q_test_by: dict[str, NDArray[np.float64]] = {}
-    for method in methods:
-        if method == recommended:
-            calibrator = auto.calibrator_
-        else:
-            calibrator = make_calibrator(method).fit(p_cal, y_cal, labels=labels)
-        path = out / "calibrators" / f"{method}.json"
-        calibrator.save(path)
-        q_cal_by[method] = calibrator.predict_proba(p_cal)
-        q_test_by[method] = q = calibrator.predict_proba(p_test)
-        scores = summary(q, y_test, n_bins=options.n_bins)
-        ci = bootstrap_ci(
-            q, y_test, n_boot=options.n_boot, seed=options.seed, n_bins=options.n_bins
-        )
-        results[method] = MethodResult(
-            role=_role(method, best_alternative, recommended),
-            calibrator=f"calibrators/{method}.json",
-            params=calibrator.state,
-            floor={
-                "value": calibrator.floor_,
-                "mode": calibrator.floor_mode_name,
-                "fitted": calibrator.floor_is_fitted,
-                "used": calibrator.uses_floor,
-                "describe": calibrator.describe_floor(),
-            },
-            fit=calibrator.fit_info,
-            warnings=calibrator.warnings,
-            cv_nll=cv.get(method, math.nan),
-            test=scores,
-            ci={m: list(ci[m]) for m in METRICS},
-        )
-    for method in methods:
-        if results[method].warnings and method != "identity":
-            notes.append(f"{method}: " + "; ".join(results[method].warnings))
+
+def _split_notes(y_cal: NDArray[np.int64], labels: Sequence[str], options: RunOptions) -> list[str]:
+    """Labels missing from the calibration part, and labels with fewer items than folds."""
+    notes: list[str] = []
+    missing = [labels[k] for k in range(len(labels)) if not np.any(y_cal == k)]
+    if missing:
+        notes.append(f"no calibration item has the gold label {', '.join(missing)}")
+    per_label = np.bincount(y_cal, minlength=len(labels))
+    smallest = int(per_label[per_label > 0].min())
+    asked = max(2, min(options.cv_folds, len(y_cal) // 2))
+    if smallest < asked:
+        notes.append(f"a label has only {smallest} calibration items, fewer than the {asked} folds")
+    return notes
+
+
+def _method_result(score: MethodScore, choice: Choice) -> MethodResult:
+    """A method's entry of metrics.json (thresholds and decisions are added later)."""
+    method, calibrator = score.method, score.calibrator
+    assert score.ci is not None, "the run asks for bootstrap intervals"
+    return MethodResult(
+        role=_role(method, choice.best_alternative, choice.recommended),
+        calibrator=f"calibrators/{method}.json",
+        params=calibrator.state,
+        floor={
+            "value": calibrator.floor_,
+            "mode": calibrator.floor_mode_name,
+            "fitted": calibrator.floor_is_fitted,
+            "used": calibrator.uses_floor,
+            "describe": calibrator.describe_floor(),
+        },
+        fit=calibrator.fit_info,
+        warnings=calibrator.warnings,
+        cv_nll=choice.cv.get(method, math.nan),
+        test=score.metrics,
+        ci={m: list(score.ci[m]) for m in METRICS},
+    )
+
+
+def _fit_notes(
+    results: dict[str, MethodResult],
+    choice: Choice,
+    p_test: NDArray[np.float64],
+    y_test: NDArray[np.int64],
+    n_calibration: int,
+    options: RunOptions,
+) -> list[str]:
+    """Fit warnings, and a note when the recommendation is worse than no calibration on test."""
+    notes = [
+        f"{method}: " + "; ".join(result.warnings)
+        for method, result in results.items()
+        if result.warnings and method != "identity"
+    ]
     raw = results["identity"].test if "identity" in results else None
     if raw is None:
         raw = summary(uncalibrated(p_test), y_test, n_bins=options.n_bins)
+    recommended = choice.recommended
     worse = [m for m in ("nll", "ece") if results[recommended].test[m] > raw[m]]
     if worse:
         notes.append(
             f"the recommended {recommended} does worse than the uncalibrated distribution on "
-            f"the test part ({', '.join(worse)}); it was chosen on the {len(y_cal)} "
+            f"the test part ({', '.join(worse)}); it was chosen on the {n_calibration} "
             f"calibration items only, and a test part of {len(y_test)} items is noisy"
         )
+    return notes
 
-    shutil.copyfile(out / "calibrators" / f"{recommended}.json", out / "recommended.json")
-    for method in methods:
-        results[method].thresholds = _thresholds(
-            q_cal_by[method],
-            y_cal,
-            q_test_by[method],
-            y_test,
-            labels,
-            options.precision,
-            options.confidence,
-        )
-        results[method].selective = _selective(q_test_by[method], y_test)
-        results[method].decisions = _decisions(
-            q_cal_by[method], y_cal, q_test_by[method], y_test, labels, options, slice_keys
-        )
 
+def _split_record(
+    predictions: Predictions, labelled: Predictions, split: Split, options: RunOptions
+) -> dict[str, Any]:
+    """split.json: the ids of each part, and why records went to neither."""
     usable_rows = set(predictions.rows.tolist())
-    split = {
+    return {
         "seed": options.seed,
         "calib_frac": options.calib_frac,
         "stratified_by": "gold label",
-        "calibration": [labelled.ids[i] for i in calib_idx],
-        "test": [labelled.ids[i] for i in test_idx],
+        "calibration": [labelled.ids[i] for i in split.calib],
+        "test": [labelled.ids[i] for i in split.test],
         "left_out": {
             "no_distribution": [
                 str(r.get("id", i))
@@ -367,9 +414,23 @@ def analyse(
             ],
         },
     }
-    write_json(out / "split.json", split)
-    write_parts(labelled, calib_idx, test_idx, out)
-    metrics = RunMetrics(
+
+
+def _run_metrics(
+    predictions: Predictions,
+    labelled: Predictions,
+    split: Split,
+    options: RunOptions,
+    run_info: dict[str, Any],
+    choice: Choice,
+    results: dict[str, MethodResult],
+    notes: list[str],
+) -> RunMetrics:
+    """metrics.json: the run's facts, conventions, choices and per-method results."""
+    labels = list(predictions.labels)
+    y_cal, y_test = labelled.y[split.calib], labelled.y[split.test]
+    auto = choice.auto
+    return RunMetrics(
         format=FORMAT,
         version=VERSION,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -380,8 +441,8 @@ def analyse(
         n_records=len(predictions.records),
         n_usable=len(predictions),
         n_labelled=len(labelled),
-        n_calibration=len(calib_idx),
-        n_test=len(test_idx),
+        n_calibration=len(split.calib),
+        n_test=len(split.test),
         status_counts=status_counts(predictions),
         label_counts={
             "calibration": dict(
@@ -416,9 +477,9 @@ def analyse(
                 "test part"
             ),
         },
-        cv_nll=cv,
-        best_alternative=best_alternative,
-        recommended=recommended,
+        cv_nll=choice.cv,
+        best_alternative=choice.best_alternative,
+        recommended=choice.recommended,
         auto={
             "cv": auto.cv_,
             "reason": auto.reason_,
@@ -429,9 +490,6 @@ def analyse(
         methods=results,
         notes=notes + list(predictions.notes),
     )
-    written = metrics.to_dict()
-    write_json(out / "metrics.json", written)
-    return written
 
 
 def split_labelled(

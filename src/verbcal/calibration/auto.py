@@ -186,6 +186,31 @@ class AutoCalibrator(Calibrator):
         self.fit_info_ = self._describe_fit(count_rows(p, gold, weight))
         return self
 
+    def cross_validate(
+        self,
+        X: Any,
+        y: Any,
+        candidates: Sequence[str] | None = None,
+        sample_weight: ArrayLike | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The cross-validation table of ``candidates`` (default: this calibrator's) on
+        ``(X, y)``, with this calibrator's folds, repeats and seed: the rows ``fit`` would
+        put in ``cv_`` before choosing (``method``, ``complexity``, ``cv_nll``, ``folds``,
+        ``repeats``; ``se`` None). Nothing is fitted on all data and this calibrator is
+        left as it is, so a fitted ``auto`` can score other candidates on the same folds.
+        """
+        probe = AutoCalibrator(
+            candidates=self.candidates if candidates is None else candidates,
+            rule=self.rule,
+            folds=self.folds,
+            repeats=self.repeats,
+            seed=self.seed,
+        )
+        p, gold, weight = probe._prepare(X, y, sample_weight, labels)
+        table, _, _ = probe._cross_validate(probe._candidates(), p, gold, weight)
+        return table
+
     @property
     def _single(self) -> Calibrator | None:
         """The one member when auto chose a single candidate."""

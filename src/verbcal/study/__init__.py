@@ -62,6 +62,7 @@ paired differences, threshold summaries), :mod:`~verbcal.study.report` (plots an
 """
 
 from verbcal.calibration.specs import UNCALIBRATED, Variant
+from verbcal.evaluation import split_rng
 from verbcal.metrics import METRICS
 from verbcal.study.config import (
     CONFIG_KEYS,
@@ -86,7 +87,6 @@ from verbcal.study.grid import (
     fit_variants,
     load_datasets,
     run_study,
-    split_rng,
     threshold_rows,
     wellformedness,
 )

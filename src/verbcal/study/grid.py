@@ -1,10 +1,13 @@
-"""The study grid: every variant fitted and scored on each repeated split, in parallel."""
+"""The study grid: every variant fitted and scored on each repeated split, in parallel.
+
+Each split is evaluated by :func:`verbcal.evaluation.evaluate_split`; this module only
+cuts the grid into worker tasks and turns the typed scores into tidy and threshold rows.
+"""
 
 from __future__ import annotations
 
 import math
 import os
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -22,21 +25,14 @@ from verbcal.calibration import (
     Calibrator,
 )
 from verbcal.calibration.specs import Variant
-from verbcal.compare import stratified_split
 from verbcal.decide import apply_threshold, pr_curve, threshold_for
-from verbcal.metrics import summary
+from verbcal.evaluation import evaluate_split, fit_methods, keyed_split
 from verbcal.predictions import Predictions
 from verbcal.study.config import MIN_TEST, RULES, StudyConfig, StudyError, resolve_sizes
 from verbcal.study.rows import MetricRow, ThresholdOutcome, ThresholdRow
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
-
-
-def split_rng(seed: int, dataset: str, size: int, repeat: int) -> np.random.Generator:
-    """The generator of one split, independent of the worker and of the rest of the grid."""
-    key = (zlib.crc32(dataset.encode("utf-8")), size, repeat)
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
 # ---------------------------------------------------------------- one task: one split
@@ -83,13 +79,10 @@ def _run_task(task: Task) -> tuple[Task, list[MetricRow], list[ThresholdRow]]:
     rows: list[MetricRow] = []
     thresholds: list[ThresholdRow] = []
     for repeat in task.repeats:
-        rng = split_rng(shared.seed, task.dataset, task.size, repeat)
-        calib, test = stratified_split(y, task.size, rng)
-        fitted = fit_variants(shared.variants, probs[calib], y[calib])
-        for variant in shared.variants:
-            calibrator = fitted[variant.name]
-            q = calibrator.predict_proba(probs[test])
-            scores = summary(q, y[test], n_bins=shared.bins)
+        split = keyed_split(y, task.size, shared.seed, task.dataset, repeat)
+        calib = split.calib
+        for score in evaluate_split(probs, y, split, shared.variants, n_bins=shared.bins):
+            calibrator = score.calibrator
             floor = calibrator.floor_
             params = {
                 "temperature": calibrator.state.get("temperature", math.nan),
@@ -99,16 +92,16 @@ def _run_task(task: Task) -> tuple[Task, list[MetricRow], list[ThresholdRow]]:
             if isinstance(calibrator, AutoCalibrator):
                 names = calibrator.candidates or DEFAULT_CANDIDATES
                 params |= {f"weight_{m}": calibrator.weights_.get(m, 0.0) for m in names}
-            for name, value in (*scores.items(), *params.items()):
+            for name, value in (*score.metrics.items(), *params.items()):
                 if value is not None and not math.isnan(value):
                     rows.append(
-                        MetricRow(task.dataset, variant.name, task.size, repeat, name, float(value))
+                        MetricRow(task.dataset, score.method, task.size, repeat, name, float(value))
                     )
-            if variant.name in shared.threshold_methods:
+            if score.method in shared.threshold_methods:
                 q_cal = calibrator.predict_proba(probs[calib])
-                for row in threshold_rows(q_cal, y[calib], q, y[test], shared):
+                for row in threshold_rows(q_cal, y[calib], score.q_test, y[split.test], shared):
                     thresholds.append(
-                        ThresholdRow(task.dataset, variant.name, task.size, repeat, *row)
+                        ThresholdRow(task.dataset, score.method, task.size, repeat, *row)
                     )
     return task, rows, thresholds
 
@@ -116,21 +109,9 @@ def _run_task(task: Task) -> tuple[Task, list[MetricRow], list[ThresholdRow]]:
 def fit_variants(
     variants: Sequence[Variant], probs: FloatArray, y: IntArray
 ) -> dict[str, Calibrator]:
-    """Every variant fitted on the same calibration part.
-
-    The floor fitted jointly with T depends only on the data, the floor mode and the
-    prior on T, so it is fitted once per such key and handed to every other temperature
-    variant that fits it; the result equals fitting each on its own.
-    """
-    floors: dict[tuple[Any, ...], float] = {}
-    fitted = {}
-    for variant in variants:
-        reuse = floors.get(variant.floor_key) if variant.fits_floor else None
-        calibrator = variant.make(floor=reuse).fit(probs, y)
-        if variant.fits_floor and reuse is None and calibrator.floor_ is not None:
-            floors[variant.floor_key] = calibrator.floor_
-        fitted[variant.name] = calibrator
-    return fitted
+    """Every variant fitted on the same calibration part (:func:`verbcal.evaluation.fit_methods`:
+    a floor fitted jointly with T is fitted once per floor mode and prior)."""
+    return fit_methods(variants, probs, y)
 
 
 def threshold_rows(

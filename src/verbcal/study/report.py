@@ -23,10 +23,10 @@ from verbcal.calibration import (
     softmax,
 )
 from verbcal.calibration.specs import UNCALIBRATED
-from verbcal.compare import stratified_split
+from verbcal.evaluation import keyed_split
 from verbcal.metrics import LOWER_IS_BETTER
 from verbcal.study.config import RULES, parse_variant
-from verbcal.study.grid import StudyResult, fit_variants, split_rng
+from verbcal.study.grid import StudyResult, fit_variants
 from verbcal.study.summary import by_key, paired, threshold_summary
 
 FloatArray = NDArray[np.float64]
@@ -102,8 +102,8 @@ def cross_fit(result: StudyResult, dataset: str, methods: Sequence[str]) -> dict
     fitted on the other (two-fold cross-fitting), so each item is predicted once."""
     probs, y = result.data[dataset]
     size = _full_size(result, dataset)
-    rng = split_rng(result.config.seed, dataset, size, 0)
-    a, b = stratified_split(y, size, rng)
+    split = keyed_split(y, size, result.config.seed, dataset, 0)
+    a, b = split.calib, split.test
     variants = [parse_variant(m) for m in methods]
     out = {m: np.empty_like(probs) for m in methods}
     for fit_idx, predict_idx in ((a, b), (b, a)):
