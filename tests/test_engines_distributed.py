@@ -264,3 +264,15 @@ def test_ray_apply_connects_to_a_cluster_by_address(calibrator: Path, tmp_path: 
             os.killpg(head.pid, signal.SIGKILL)
         head.wait(10)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("engine", ["ray", "spark"])
+def test_applying_an_applied_file_again_changes_nothing(
+    ray_cluster: Any, spark: Any, calibrator: Path, tmp_path: Path, engine: str
+) -> None:
+    """The engines read verbalized_probs of an applied file as the input (they refused it)."""
+    data = make_input(tmp_path / "in", n=120, files=2)
+    once, twice = tmp_path / "once.parquet", tmp_path / "twice.parquet"
+    assert apply(engine, calibrator, data, once) == 120
+    assert apply(engine, calibrator, once, twice) == 120
+    assert pq.read_table(twice).equals(pq.read_table(once))

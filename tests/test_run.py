@@ -412,3 +412,19 @@ def test_metrics_json_round_trips_through_the_dataclasses(tweets_run: Path) -> N
         RunMetrics.from_dict({**data, "format": "verbcal-calibrator"})
     with pytest.raises(ValueError, match="upgrade verbcal"):
         RunMetrics.from_dict({**data, "version": data["version"] + 1})
+
+
+def test_run_refuses_duplicate_ids_and_writes_nothing(tmp_path: Path) -> None:
+    rows = [
+        {
+            "id": str(i % 20),
+            "probs": {"a": 0.2 + 0.01 * i, "b": 0.8 - 0.01 * i},
+            "label": "ab"[i % 2],
+        }
+        for i in range(40)
+    ]
+    data = tmp_path / "dup.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=r"duplicate id '0' \(first on line 1, again on line 21\)"):
+        run_from_predictions(str(data), tmp_path / "run", QUICK)
+    assert not (tmp_path / "run" / "predictions.jsonl").exists()

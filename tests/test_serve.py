@@ -399,3 +399,30 @@ def test_serve_task_without_backend_is_refused(files: dict[str, Path], tmp_path:
     args = ["serve", "--calibrator", f"tweets={files['tweets']}", "--task"]
     result = CliRunner().invoke(cli, [*args, str(tmp_path / "task.yaml")])
     assert result.exit_code == 2 and "--task needs --backend" in result.output, result.output
+
+
+def test_an_internal_error_carries_the_request_id(
+    files: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    # a route that fails inside the app: the 500 is answered by Starlette's outermost
+    # middleware, outside the gate, and must still carry X-Request-ID (once)
+    app = create_app(ServeConfig(calibrators={"tweets": str(files["tweets"])}, rate_limit=None))
+
+    @app.get("/v1/boom")
+    async def boom() -> None:
+        raise RuntimeError("planted failure")
+
+    with (
+        ServerThread(app) as running,
+        caplog.at_level(logging.ERROR, logger="verbcal.serve"),
+    ):
+        given = httpx.get(running.url + "/v1/boom", headers={"X-Request-ID": "req-500"}, timeout=30)
+        fresh = httpx.get(running.url + "/v1/boom", timeout=30)
+    assert given.status_code == fresh.status_code == 500
+    assert given.headers.get_list("x-request-id") == ["req-500"]
+    assert given.json()["request_id"] == "req-500"
+    assert given.json()["error"]["code"] == "internal_error"
+    assert len(fresh.headers["x-request-id"]) == 32
+    assert fresh.json()["request_id"] == fresh.headers["x-request-id"]
+    logged = [getattr(r, "request_id", None) for r in caplog.records if r.exc_info]
+    assert "req-500" in logged

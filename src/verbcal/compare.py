@@ -150,7 +150,7 @@ def compare(
         calib_idx, test_idx = stratified_split(y, calib, rng)
         scored = score_split(probs, y, calib_idx, test_idx, methods, labels, n_bins, options)
         for method, (metrics, calibrator) in scored.items():
-            params = dict(calibrator.params)
+            params = dict(calibrator.state)
             params["floor"] = calibrator.floor_
             results.append(SplitResult(method, repeat, metrics, params, tuple(calibrator.warnings)))
         if on_repeat is not None:

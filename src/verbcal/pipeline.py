@@ -307,7 +307,7 @@ def analyse(
         results[method] = MethodResult(
             role=_role(method, best_alternative, recommended),
             calibrator=f"calibrators/{method}.json",
-            params=calibrator.params,
+            params=calibrator.state,
             floor={
                 "value": calibrator.floor_,
                 "mode": calibrator.floor_mode_name,

@@ -85,6 +85,8 @@ class Predictions:
     max_sum_error: float = 0.0
     n_unusable: int = 0
     notes: list[str] = field(default_factory=list)
+    n_verbalized: int = 0
+    """Rows read from ``verbalized_probs`` rather than ``probs`` (``verbalized=True``)."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -108,6 +110,7 @@ class Predictions:
             records=self.records,
             rows=self.rows[idx],
             source=self.source,
+            n_verbalized=self.n_verbalized,
         )
 
     def require_gold(self, action: str) -> None:
@@ -221,6 +224,11 @@ class Predictions:
             )
         if self.n_unusable:
             text += f"; {self.n_unusable} records without a distribution were skipped"
+        if self.n_verbalized:
+            text += (
+                f"; {self.n_verbalized} records carry verbalized_probs (the LLM's own numbers):"
+                " those are the input, not their probs, so applying twice equals applying once"
+            )
         return text
 
 
@@ -257,13 +265,19 @@ def from_arrays(
     )
 
 
-def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> Predictions:
+def read_predictions(
+    path: str | Path, labels: Sequence[str] | None = None, verbalized: bool = False
+) -> Predictions:
     """Read JSONL, CSV or Parquet predictions (by extension); errors name file, line and field.
 
     Parquet may be a file, a directory or a glob; its errors name the row (from 1).
+    ``verbalized=True`` (what ``apply`` and ``evaluate --calibrator`` read): a record that
+    carries ``verbalized_probs`` (written by ``apply``) is read from those, the LLM's own
+    numbers, not from its already calibrated ``probs``.
     """
     starts: list[tuple[int, Path]] = []  # Parquet: (rows before the file, file)
     if is_parquet(path):
+        check_unique_ids(parquet_paths(path))
         records = list(_read_parquet(path, starts))
         path = Path(path)
     else:
@@ -285,7 +299,7 @@ def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> P
             path, None, None, "the file holds no records", "Write one record per line"
         )
     try:
-        return _assemble(path, records, tuple(labels) if labels else None)
+        return _assemble(path, records, tuple(labels) if labels else None, verbalized)
     except PredictionsError as exc:
         if not is_parquet(path) or exc.line is None:
             raise
@@ -382,20 +396,33 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _assemble(
-    path: Path, records: list[tuple[int, dict[str, Any]]], labels: tuple[str, ...] | None
+    path: Path,
+    records: list[tuple[int, dict[str, Any]]],
+    labels: tuple[str, ...] | None,
+    verbalized: bool = False,
 ) -> Predictions:
     kept: list[dict[str, Any]] = [record for _, record in records]
+    first_seen: dict[str, int] | None = None if is_parquet(path) else {}  # Parquet: checked
     rows: list[list[float]] = []
     gold: list[int] = []
     ids: list[str] = []
     row_index: list[int] = []
+    n_verbalized = 0
     for position, (number, record) in enumerate(records):
-        probs = record.get("probs")
+        if first_seen is not None:
+            _check_new_id(path, number, record.get("id"), first_seen)
+        source = "probs"
+        if verbalized and record.get(VERBALIZED_PROBS) is not None:
+            source = VERBALIZED_PROBS
+            n_verbalized += 1
+        probs = record.get(source)
+        if isinstance(probs, list) and source == VERBALIZED_PROBS:  # a Parquet map column
+            probs = dict(probs)
         if probs is None:
             continue
         if not isinstance(probs, dict):
             raise PredictionsError(
-                path, number, "probs", "must be an object {label: probability}", "Fix the record"
+                path, number, source, "must be an object {label: probability}", "Fix the record"
             )
         if labels is None:
             labels = tuple(str(k) for k in probs)
@@ -404,7 +431,7 @@ def _assemble(
                     path, number, "probs", "needs at least two labels", "List every class"
                 )
         index = {label: k for k, label in enumerate(labels)}
-        rows.append(_parse_row(path, number, probs, labels, index))
+        rows.append(_parse_row(path, number, probs, labels, index, source))
         gold.append(_parse_gold(path, number, record.get("label"), index, path.suffix))
         ids.append(str(record.get("id", number)))
         row_index.append(position)
@@ -425,18 +452,41 @@ def _assemble(
         n_renormalised=n_off,
         max_sum_error=max_err,
         n_unusable=len(records) - len(rows),
+        n_verbalized=n_verbalized,
     )
 
 
+def _check_new_id(path: str | Path, number: int, item: Any, first: dict[str, int]) -> None:
+    """Refuse a repeated ``id`` (records without one are numbered by line, never clash):
+    the error names the id and both lines (Parquet: :func:`check_unique_ids`)."""
+    if item is None:
+        return
+    key = str(item)
+    if key in first:
+        raise PredictionsError(
+            path,
+            number,
+            "id",
+            f"duplicate id {key!r} (first on line {first[key]}, again on line {number})",
+            "Give every record its own id, or drop the repeated record",
+        )
+    first[key] = number
+
+
 def _parse_row(
-    path: Path, number: int, probs: dict[str, Any], labels: tuple[str, ...], index: dict[str, int]
+    path: Path,
+    number: int,
+    probs: dict[str, Any],
+    labels: tuple[str, ...],
+    index: dict[str, int],
+    source: str = "probs",
 ) -> list[float]:
     unknown = [key for key in probs if key not in index]
     if unknown:
         raise PredictionsError(
             path,
             number,
-            f"probs.{unknown[0]}",
+            f"{source}.{unknown[0]}",
             f"unknown label {unknown[0]!r} (labels are {list(labels)})",
             "Pass the full label set with --labels, or fix the record",
         )
@@ -445,14 +495,14 @@ def _parse_row(
         raise PredictionsError(
             path,
             number,
-            f"probs.{missing[0]}",
+            f"{source}.{missing[0]}",
             f"label {missing[0]!r} is missing",
             "Give every label a probability (0 is allowed)",
         )
     row: list[float] = []
     for label in labels:
         value = probs[label]
-        field_name = f"probs.{label}"
+        field_name = f"{source}.{label}"
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise PredictionsError(
                 path, number, field_name, f"{value!r} is not a number", "Write a number"
@@ -478,7 +528,7 @@ def _parse_row(
         raise PredictionsError(
             path,
             number,
-            "probs",
+            source,
             "every probability is 0",
             "Drop the record or set probs to null to skip it",
         )
@@ -622,12 +672,17 @@ def check_output(path: str | Path, overwrite: bool = True) -> Path:
     return target
 
 
+VERBALIZED_PROBS = "verbalized_probs"
+
+
 def with_probs(predictions: Predictions, probs: NDArray[np.float64]) -> list[dict[str, Any]]:
-    """The input records with ``probs`` replaced by ``probs`` (the original kept as ``verbalized_probs``)."""
+    """The input records with ``probs`` replaced by ``probs``, the LLM's own distribution kept
+    as ``verbalized_probs`` (a record that carries one already keeps it: it was the input)."""
     out = [dict(record) for record in predictions.records]
     for row, position in enumerate(predictions.rows):
         record = out[position]
-        record["verbalized_probs"] = record.get("probs")
+        if record.get(VERBALIZED_PROBS) is None:
+            record[VERBALIZED_PROBS] = record.get("probs")
         record["probs"] = {
             label: float(p) for label, p in zip(predictions.labels, probs[row], strict=True)
         }
@@ -698,6 +753,33 @@ def read_parquet_table(spec: str | Path) -> Any:
     pa = require_pyarrow()
     tables = [_read_table(path) for path in parquet_paths(spec)]
     return pa.concat_tables(tables, promote_options="default")
+
+
+def check_unique_ids(paths: Iterable[str | Path]) -> None:
+    """Refuse an ``id`` that repeats across Parquet files (only the id column is read),
+    naming the id and both places: file and row (from 1 in each file)."""
+    pa = require_pyarrow()
+    first: dict[str, tuple[str, int]] = {}
+    for path in paths:
+        if "id" not in pa.parquet.read_schema(path).names:
+            continue
+        ids = pa.parquet.read_table(path, columns=["id"]).column("id").to_pylist()
+        for row, item in enumerate(ids, start=1):
+            if item is None:
+                continue
+            key = str(item)
+            if key in first:
+                where, at = first[key]
+                again = "row" if where == str(path) else f"{path} row"
+                raise PredictionsError(
+                    path,
+                    row,
+                    "id",
+                    f"duplicate id {key!r} (first in {where} row {at}, again in {again} {row})",
+                    "Give every row its own id, or drop the repeated row",
+                    "row",
+                )
+            first[key] = (str(path), row)
 
 
 def _read_parquet(

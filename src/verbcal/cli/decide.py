@@ -29,6 +29,7 @@ from verbcal.decide import (
     ThresholdResult,
     abstain_band,
     accuracy_at_coverage,
+    apply_threshold,
     aurc,
     clopper_pearson_lower,
     pr_curve,
@@ -50,8 +51,8 @@ COVERAGE_LEVELS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 BOUND_MEANING = (
     "The lower bound: if these labelled items are representative of new ones, the true {what} "
     "is at least this value with {conf:g} confidence. It is exact for a threshold fixed in "
-    "advance; picking the threshold among {n} operating points makes it approximate (in "
-    "simulation it held in about {conf:.0%} of repeats, far more often than the point estimate)."
+    "advance; picking the threshold among {n} operating points makes it approximate: for the "
+    "chosen threshold it can hold less often than {conf:g} (not measured here)."
 )
 LTT_MEANING = (
     "The guarantee: if these labelled items are representative of new ones, the rule's true "
@@ -200,10 +201,14 @@ def threshold(
 def _on_test(
     tested: tuple[Predictions, NDArray[np.float64], str], cls: int, threshold: float | None
 ) -> dict[str, Any]:
-    """Precision and recall of ``P(cls) >= threshold`` on labelled test data."""
+    """Precision and recall of ``P(cls) >= threshold`` (:func:`apply_threshold`, the one rule)
+    on labelled test data."""
     predictions, q, _ = tested
     positive = predictions.y == cls
-    chosen = q[:, cls] >= threshold if threshold is not None else np.zeros(len(q), dtype=bool)
+    if threshold is None:
+        chosen = np.zeros(len(q), dtype=bool)
+    else:
+        chosen = apply_threshold(q[:, cls], threshold)
     hits = int(np.sum(chosen & positive))
     return {
         "n": len(predictions),

@@ -5,6 +5,8 @@ Input layouts (found from the schema): a ``probs`` struct ``{label: p}``, a ``pr
 the probabilities replaced by the calibrated ones in the same place (a map becomes a struct),
 the input kept as ``verbalized_probs`` (or ``verbalized_p_<label>``), and ``top_label`` and
 ``confidence`` added. A row whose distribution is null stays null (it was not answered).
+An applied table (``verbalized_`` columns beside the calibrated ones) is calibrated from
+its ``verbalized_`` columns, so applying twice gives the same table as applying once.
 
 The local engine (:func:`apply_local`) streams Parquet files batch by batch through
 :func:`calibrate_table`; the Ray and Spark engines call the same function on their batches,
@@ -34,6 +36,7 @@ from verbcal.predictions import (
     atomic_folder,
     atomic_output,
     check_output,
+    check_unique_ids,
     parquet_paths,
     require_pyarrow,
 )
@@ -145,9 +148,48 @@ def _check_labels(found: list[str], labels: tuple[str, ...], prefix: str) -> Non
         )
 
 
+def _input_names(names: list[str]) -> dict[str, str] | None:
+    """For an applied table (``verbalized_X`` beside every calibrated ``X``): the input
+    column by each name of the original table; None for a table never applied."""
+    originals = [n[len(VERBALIZED) :] for n in names if n.startswith(VERBALIZED)]
+    holds_probs = any(n == PROBS_COLUMN or n.startswith(PROB_PREFIX) for n in originals)
+    if not holds_probs or not all(name in names for name in originals):
+        return None
+    out = {}
+    for name in names:
+        if name.startswith(VERBALIZED):
+            out[name[len(VERBALIZED) :]] = name
+        elif name not in originals and name not in (TOP_LABEL, CONFIDENCE):
+            out[name] = name
+    return out
+
+
+def verbalized_schema(schema: Any) -> Any:
+    """The schema of the table that was applied, for an applied ``schema`` (else itself):
+    ``verbalized_X`` back in ``X``'s place, the calibrated columns dropped."""
+    pa = require_pyarrow()
+    names = _input_names(schema.names)
+    if names is None:
+        return schema
+    return pa.schema([pa.field(name, schema.field(src).type) for name, src in names.items()])
+
+
+def verbalized_table(table: Any) -> Any:
+    """The table that was applied, for an applied ``table`` (else itself): where a row
+    carries ``verbalized_probs`` (or ``verbalized_p_<label>``), those are the input, so
+    applying twice gives the same table as applying once."""
+    pa = require_pyarrow()
+    names = _input_names(table.column_names)
+    if names is None:
+        return table
+    schema = verbalized_schema(table.schema)
+    return pa.Table.from_arrays([table.column(src) for src in names.values()], schema=schema)
+
+
 def output_schema(schema: Any, labels: tuple[str, ...]) -> Any:
     """The schema :func:`calibrate_table` returns for input ``schema`` (Spark needs it first)."""
     pa = require_pyarrow()
+    schema = verbalized_schema(schema)
     layout = find_layout(schema, labels)
     calibrated = pa.struct([(label, pa.float64()) for label in labels])
     fields = []
@@ -180,6 +222,7 @@ def calibrate_table(table: Any, calibrator: Calibrator) -> Any:
     """``table`` with calibrated probabilities, ``top_label`` and ``confidence`` (see module doc)."""
     pa = require_pyarrow()
     labels = calibrator_labels(calibrator)
+    table = verbalized_table(table)
     schema = output_schema(table.schema, labels)
     layout = find_layout(table.schema, labels)
     matrix, usable = _matrix(table, layout)
@@ -334,13 +377,17 @@ def input_error(exc: BaseException) -> ValueError | None:
 
 
 def check_input(paths: Iterable[str | Path], calibrator: Calibrator) -> None:
-    """Fail before any engine starts when the first file's schema cannot be calibrated."""
+    """Fail before any engine starts when the first file's schema cannot be calibrated,
+    or when an id repeats anywhere in the input
+    (:func:`~verbcal.predictions.check_unique_ids`)."""
     pa = require_pyarrow()
-    first = next(iter(paths))
+    paths = list(paths)
+    first = paths[0]
     try:
         output_schema(pa.parquet.read_schema(first), calibrator_labels(calibrator))
     except PredictionsError as exc:
         raise PredictionsError(first, None, exc.field, exc.problem, exc.fix) from None
+    check_unique_ids(paths)
 
 
 # ------------------------------------------------------------------------------- output
@@ -472,6 +519,7 @@ def apply_local(
     """
     fitted = load_calibrator(calibrator)
     kind = out_kind(out, out_format)
+    check_unique_ids(parquet_paths(data))
     tables = calibrated_batches(data, fitted, batch_rows)
     if kind != "dir":
         return write_ordered(tables, out, kind)
