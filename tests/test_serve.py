@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -370,6 +371,34 @@ def test_calibrators_of_different_tasks_side_by_side(server: str) -> None:
     row = dict(zip(labels, np.linspace(1, 2, len(labels)).tolist(), strict=True))
     response = post(server + "/v1/calibrate", {"model": "drugs", "items": [{"probs": row}]})
     assert response.status_code == 200 and list(response.json()["items"][0]["probs"]) == labels
+
+
+def test_docs_page_loads_every_asset_from_the_service(files: dict[str, Path]) -> None:
+    """Swagger UI works offline: the page names no external URL and its assets are served."""
+    pytest.importorskip("swagger_ui_bundle")
+
+    config = ServeConfig(calibrators={"tweets": str(files["tweets"])}, rate_limit=None)
+    with ServerThread(create_app(config)) as running:  # loopback, no keys: /docs is open
+        page = httpx.get(running.url + "/docs")
+        assert page.status_code == 200 and "swagger-ui" in page.text
+        assert not re.search(r"(https?:)?//[a-z]", page.text), "an external URL in /docs"
+        assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+        assert {a.rsplit("/", 1)[-1] for a in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css"}
+        for asset in assets:
+            got = httpx.get(running.url + asset)
+            assert got.status_code == 200 and len(got.content) > 500, asset
+        assert httpx.get(running.url + "/redoc").status_code == 404  # ReDoc needs a CDN
+        assert httpx.get(running.url + "/openapi.json").status_code == 200
+
+
+def test_serve_task_without_backend_is_refused(files: dict[str, Path], tmp_path: Path) -> None:
+    """verbcal never starts a model you did not ask for: --task needs --backend."""
+    (tmp_path / "task.yaml").write_text(
+        "name: t\ninstruction: x\nlabels: [negative, neutral, positive]\n"
+    )
+    args = ["serve", "--calibrator", f"tweets={files['tweets']}", "--task"]
+    result = CliRunner().invoke(cli, [*args, str(tmp_path / "task.yaml")])
+    assert result.exit_code == 2 and "--task needs --backend" in result.output, result.output
 
 
 def test_an_internal_error_carries_the_request_id(

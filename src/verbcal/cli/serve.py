@@ -22,7 +22,7 @@ def serve_command(
     task: Annotated[
         Path | None, typer.Option(help="Task spec (YAML): enables POST /v1/classify.")
     ] = None,
-    backend: opt.Backend = "local",
+    backend: opt.Backend = None,
     model: opt.Model = None,
     base_url: opt.BaseUrl = None,
     store: Annotated[

@@ -225,6 +225,8 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         version=verbcal.__version__,
         summary="Calibrated probabilities from verbalized LLM distributions, as a service.",
         lifespan=lifespan,
+        docs_url=None,  # /docs is added by _add_docs, with its assets served from here
+        redoc_url=None,  # ReDoc loads its script from a CDN: not served
     )
     app.state.service = service
     app.add_middleware(
@@ -238,12 +240,41 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         fast_routes={"/v1/calibrate": service.fast_calibrate},
     )
     _add_error_handlers(app, service)
+    _add_docs(app)
     _add_routes(app, service)
     oip.add_routes(app, service)
     decisions.add_routes(app, service)
     monitoring.add_routes(app, service)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+DOCS_ASSETS = "/docs/assets"
+"""Where the Swagger UI's script, stylesheet and icon are served (from ``swagger-ui-bundle``)."""
+
+
+def _add_docs(app: FastAPI) -> None:
+    """``/docs``: the Swagger UI with every asset served by this process (no CDN), so it
+    works offline and behind a firewall. Without ``swagger-ui-bundle`` there is no /docs."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
 
 
 def _on_sighup(service: Service) -> bool:
