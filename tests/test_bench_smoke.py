@@ -7,6 +7,8 @@ torchmetrics need torch and are left to ``benchmarks/bench_calibrate.py`` itself
 from __future__ import annotations
 
 import importlib.util
+import json
+import statistics
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -97,3 +99,51 @@ def test_edge_conventions_of_the_emulations(bench: ModuleType) -> None:
     assert bench.ece_bincount(q, y) == pytest.approx(separate, abs=1e-12)
     for name in ("relplot", "netcal"):
         assert bench.emulate(name, q, y) == pytest.approx(together, abs=1e-12), name
+
+
+def test_json_has_the_promised_schema_and_its_figures_agree(
+    bench: ModuleType, results: object
+) -> None:
+    """The JSON summary: exactly the promised keys, and every derived figure recomputed from
+    the raw times and values it is derived from (a ratio that drifted from its times, a
+    median that is not the median, would fail here)."""
+    out = json.loads(json.dumps(results.to_dict()))  # type: ignore[attr-defined]
+    speedups = {f"ts_speedup_vs_{ref}" for ref in bench.TS_REFS[1:]}
+    ratios = {f"ece_ratio_vs_{ref}" for ref in bench.ECE_REFS[1:]}
+    assert set(out) == {
+        "n", "k", "grid", "floor", "n_bins", "repeats", "seed", "ts_max_rel_diff_temperature",
+        "ts_max_rel_diff_nll", "ts", "ece", "fit_split", "fit_over_counting_floor", "skipped",
+    } | speedups | ratios  # fmt: skip
+    assert (out["n"], out["k"], out["grid"], out["repeats"]) == (20_000, 4, 0.05, 1)
+    assert out["n_bins"] == 15 and out["skipped"] == {}
+    ts, ece = out["ts"], out["ece"]
+    assert set(ts) == {"verbcal", "sklearn", "scipy"}
+    assert set(ece) == {"verbcal", "bincount", "relplot"}
+    for table in (ts, ece):
+        for row in table.values():
+            assert len(row["times"]) == out["repeats"]
+            assert row["time_s"] == statistics.median(row["times"]) and row["time_s"] > 0
+    for row in ts.values():
+        assert set(row) == {"time_s", "times", "temperature", "nll"}
+    for name, row in ece.items():
+        assert set(row) == {
+            "time_s", "times", "grid", "grid_emulated", "calibrated", "calibrated_emulated",
+            "convention",
+        }  # fmt: skip
+        assert row["convention"] == bench.CONVENTION[name]
+    for ref in bench.TS_REFS[1:]:  # speedup = reference time / verbcal time
+        expected = ts[ref]["time_s"] / ts["verbcal"]["time_s"] if ref in ts else None
+        assert out[f"ts_speedup_vs_{ref}"] == expected, ref
+    for ref in bench.ECE_REFS[1:]:  # ratio = verbcal time / reference time
+        expected = ece["verbcal"]["time_s"] / ece[ref]["time_s"] if ref in ece else None
+        assert out[f"ece_ratio_vs_{ref}"] == expected, ref
+    temps = [row["temperature"] for row in ts.values()]
+    assert out["ts_max_rel_diff_temperature"] == pytest.approx(
+        (max(temps) - min(temps)) / min(temps), abs=1e-15
+    )
+    split = out["fit_split"]
+    assert set(split) == {
+        "fit (total)", "checks", "coding rows", "counting", "newton", "read floor",
+        "counting floor",
+    }  # fmt: skip
+    assert out["fit_over_counting_floor"] == split["fit (total)"] / split["counting floor"]

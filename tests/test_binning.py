@@ -114,3 +114,13 @@ def test_equal_mass_rejects_bad_input() -> None:
         equal_mass_edges([0.5], 0)
     with pytest.raises(ValueError, match="at least one"):
         equal_mass_edges([], 5)
+
+
+@pytest.mark.parametrize("bad", [2.5, 0, True, "10"])
+def test_bin_counts_are_integers_not_coerced(bad: object) -> None:
+    """Before: bins=2.5 was used as 2.5 (scaled confidences by a fraction)."""
+    with pytest.raises(ValueError, match="n_bins must be an integer >= 1"):
+        equal_width_bins([0.5], bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="n_bins must be an integer >= 1"):
+        equal_mass_edges([0.5], bad)  # type: ignore[arg-type]
+    assert equal_width_bins([0.5], np.int64(2)).tolist() == [0]

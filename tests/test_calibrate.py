@@ -265,7 +265,7 @@ def test_temperature_fit_recovers_the_generating_temperature() -> None:
         p, y = tempered_data(40_000, 3, t0, seed=4)
         ts = TemperatureScaling(floor=1e-12, **MLE).fit(p, y)
         assert ts.temperature == pytest.approx(t0, rel=0.05)
-        assert ts.params == {"temperature": ts.temperature}  # T itself, not 1/T
+        assert ts.state == {"temperature": ts.temperature}  # T itself, not 1/T
 
 
 def test_fit_over_distinct_rows_equals_fit_over_all_rows() -> None:
@@ -532,11 +532,11 @@ def test_matrix_prior_is_the_map_fit_and_bounds_separable_data() -> None:
 def test_one_vs_rest_k2_uses_the_complement(method: str) -> None:
     p, y = grid_data(500, 2, seed=50)
     c = fitted(method, p, y, floor=1e-4)
-    assert len(c.params["maps"]) == 1
+    assert len(c.state["maps"]) == 1
     q = c.predict_proba(p)
     np.testing.assert_array_equal(q[:, 0], 1.0 - q[:, 1])
     p5, y5 = grid_data(500, 5, seed=51)
-    assert len(fitted(method, p5, y5, floor=1e-4).params["maps"]) == 5
+    assert len(fitted(method, p5, y5, floor=1e-4).state["maps"]) == 5
 
 
 def test_histogram_binning_exact_values() -> None:
@@ -544,7 +544,7 @@ def test_histogram_binning_exact_values() -> None:
     p1 = np.array([0.05, 0.05, 0.05, 0.05, 0.55, 0.55, 0.95])
     y = np.array([1, 0, 0, 0, 1, 1, 0])
     c = make_calibrator("histogram", bins=10).fit(np.column_stack([1 - p1, p1]), y)
-    values = c.params["maps"][0]["values"]
+    values = c.state["maps"][0]["values"]
     expected = [0.25, 0.15, 0.25, 0.35, 0.45, 1.0, 0.65, 0.75, 0.85, 0.0]
     np.testing.assert_allclose(values, expected, rtol=0, atol=1e-15)
     q = c.predict_proba([[0.95, 0.05], [0.4, 0.6], [0.5, 0.5]])
@@ -556,7 +556,7 @@ def test_isotonic_exact_values() -> None:
     p1 = np.array([0.1, 0.1, 0.3, 0.3, 0.7, 0.9])
     y = np.array([0, 1, 1, 0, 0, 1])
     c = make_calibrator("isotonic").fit(np.column_stack([1 - p1, p1]), y)
-    m = c.params["maps"][0]
+    m = c.state["maps"][0]
     # 0.1 -> 1/2, 0.3 -> 1/2, 0.7 -> 0 violates: all three pool to (1 + 1 + 0) / 5
     assert m["x"] == [0.1, 0.3, 0.7, 0.9]
     np.testing.assert_allclose(m["y"], [0.4, 0.4, 0.4, 1.0], atol=1e-15)
@@ -581,7 +581,7 @@ def test_platt_k2_is_logistic_regression_with_platt_targets() -> None:
         method="Nelder-Mead",
         options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 5000},
     )
-    m = c.params["maps"][0]
+    m = c.state["maps"][0]
     assert m["slope"] == pytest.approx(ref.x[0], abs=1e-4)
     assert m["intercept"] == pytest.approx(ref.x[1], abs=1e-4)
 
@@ -650,3 +650,35 @@ def test_temperature_warns_when_no_finite_best_t_exists() -> None:
     assert reloaded.warnings == calibrator.warnings
     mixed = TemperatureScaling(floor=1e-6, **MLE).fit(probs, np.array([0, 1, 1, 1]))
     assert mixed.warnings == [] and 1e-3 < mixed.temperature < 1e3
+
+
+def test_fit_warns_when_the_data_cannot_support_the_method() -> None:
+    """Before: matrix on 2 items and isotonic on one class reached in-sample NLL ~ 0 with
+    no warning at all."""
+    two = make_calibrator("matrix").fit([[0.9, 0.1], [0.2, 0.8]], [0, 1])
+    assert any("2 items for 6 free parameters of matrix" in w for w in two.warnings)
+    assert any("separable" in w for w in two.warnings)
+    one_class = make_calibrator("isotonic").fit([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], [0, 0, 0])
+    assert any("no fitting item has the gold label '1'" in w for w in one_class.warnings)
+    assert Calibrator.from_dict(one_class.to_dict()).warnings == one_class.warnings
+    # enough overlapping items: no warning; a prior exempts the items-per-parameter rule
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet([1.0, 1.0, 1.0], size=200)
+    y = np.array([rng.choice(3, p=row) for row in p])
+    assert make_calibrator("matrix").fit(p, y).warnings == []
+    assert make_calibrator("isotonic").fit(p, y).warnings == []
+    small = make_calibrator("matrix[prior=1]").fit(p[:20], y[:20]).warnings
+    assert not any("free parameters" in w for w in small)
+
+
+def test_resoftmax_says_which_edge_its_temperature_hit() -> None:
+    """Every item ranked wrong: T -> infinity (uniform), and the note says so, not T -> 0."""
+    probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]])
+    wrong = make_calibrator("resoftmax").fit(probs, np.array([1, 0, 1, 0]))
+    assert wrong.temperature == pytest.approx(1e6)
+    (note,) = wrong.warnings
+    assert "upper edge" in note and "T -> infinity" in note and "T -> 0" not in note
+    right = make_calibrator("resoftmax").fit(probs, np.array([0, 1, 0, 1]))
+    assert right.temperature == pytest.approx(1e-6)
+    (note,) = right.warnings
+    assert "lower edge" in note and "T -> 0" in note and "infinity" not in note

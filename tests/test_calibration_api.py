@@ -259,7 +259,7 @@ def test_identity_is_the_normalised_distribution_with_nothing_fitted() -> None:
     identity = make_calibrator("identity").fit(p, y)
     normalised = p / p.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(identity.predict_proba(p), normalised, atol=1e-11)
-    assert identity.floor_ == 1e-12 and identity.params == {}
+    assert identity.floor_ == 1e-12 and identity.state == {}
     np.testing.assert_array_equal(uncalibrated(p), identity.predict_proba(p))
     other = make_calibrator("identity").fit(np.minimum(p, 0.6) + 0.1, y)
     np.testing.assert_array_equal(other.predict_proba(p), identity.predict_proba(p))

@@ -107,6 +107,75 @@ def test_threshold_recall_and_people_output(blocks_file: Path) -> None:
         "pointwise",
     )
     assert code == 0 and "threshold 0.9" in out
+    # the pointwise meaning states no simulated hit rate it did not measure
+    assert "in simulation" not in out and "of repeats" not in out
+    assert "makes it approximate" in out
+
+
+def test_threshold_recall_prints_one_lower_bound_at_the_requested_confidence(
+    blocks_file: Path,
+) -> None:
+    # --recall 0.5 at confidence 0.6 picks threshold 0.9 (100 of 100 predicted): the table
+    # row and the summary line both show the precision bound at 0.6, never the one at 0.95
+    code, out, _ = invoke(
+        "threshold",
+        "--data",
+        blocks_file,
+        "--class",
+        "yes",
+        "--recall",
+        "0.5",
+        "--confidence",
+        "0.6",
+        "--json",
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert result["threshold"] == 0.9 and result["test_confidence"] == 0.6
+    at_06, at_095 = f"{0.4 ** (1 / 100):.4f}", f"{0.05 ** (1 / 100):.4f}"
+    assert result["precision_lower_bound"] == pytest.approx(0.4 ** (1 / 100))
+    code, out, _ = invoke(
+        "threshold",
+        "--data",
+        blocks_file,
+        "--class",
+        "yes",
+        "--recall",
+        "0.5",
+        "--confidence",
+        "0.6",
+    )
+    assert code == 0
+    assert out.count(at_06) == 2 and at_095 not in out  # table row and summary line
+
+
+def test_threshold_on_test_data_applies_the_one_rule(blocks_file: Path, tmp_path: Path) -> None:
+    # P(yes) = 0.9 written with the sum 1.05 normalises to 0.8999999999999999: tied with the
+    # threshold 0.9, so predicted, as apply_threshold decides (a bare >= would drop it)
+    rows = [
+        {"id": f"t{i}", "probs": {"no": 0.105, "yes": 0.945}, "label": "yes"} for i in range(10)
+    ]
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert datasets.load(str(test)).probs[0, 1] < 0.9
+    code, out, _ = invoke(
+        "threshold",
+        "--data",
+        blocks_file,
+        "--test",
+        test,
+        "--class",
+        "yes",
+        "--recall",
+        "0.5",
+        "--confidence",
+        "0.6",
+        "--json",
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert result["threshold"] == 0.9
+    assert result["test"] == {"n": 10, "predicted": 10, "precision": 1.0, "recall": 1.0}
 
 
 @pytest.mark.parametrize(

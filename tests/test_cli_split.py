@@ -88,3 +88,21 @@ def test_run_out_that_is_a_file_is_refused(tmp_path: Path) -> None:
     target.write_text("x")
     code, _, err = invoke("run", "--data", "recorded:tweets", "--out", target)
     assert code == 2 and "is a file: --out names the run directory" in err
+
+
+def test_split_refuses_duplicate_ids(tmp_path: Path) -> None:
+    """Before: split.json listed an id in both parts."""
+    data = tmp_path / "dup.jsonl"
+    rows = [
+        {
+            "id": str(i % 15),
+            "probs": {"a": 0.3 + 0.01 * i, "b": 0.7 - 0.01 * i},
+            "label": "ab"[i % 2],
+        }
+        for i in range(30)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, _, err = invoke("split", "--data", data, "--out", tmp_path / "parts")
+    assert code == 2
+    assert "duplicate id '0' (first on line 1, again on line 16)" in err.replace("\n", "")
+    assert not (tmp_path / "parts").exists()

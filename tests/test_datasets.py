@@ -74,3 +74,28 @@ def test_load_passes_the_label_order_through() -> None:
     assert preds.labels == ("positive", "negative", "neutral")
     np.testing.assert_allclose(preds.probs, plain.probs[:, [2, 0, 1]], rtol=1e-15, atol=0)
     np.testing.assert_array_equal(preds.y, np.array([1, 2, 0])[plain.y])
+
+
+JUDGE_SETS = {
+    "mt-quality": (("acceptable", "unacceptable"), 120, "acceptable", ("source", "translation")),
+    "halueval": (("factual", "hallucinated"), 120, "hallucinated", ("query", "response")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(JUDGE_SETS))
+def test_judge_sets_load_with_both_replies(name: str) -> None:
+    labels, size, about, fields = JUDGE_SETS[name]
+    assert f"{size} items" in datasets.JUDGES[name]
+    preds = datasets.load(f"recorded:{name}")
+    assert preds.labels == labels and len(preds) == size and preds.has_gold
+    assert preds.n_unusable == 0 and preds.n_renormalised == 0
+    for record in preds.records:
+        assert record["about"] == about
+        assert isinstance(record["verbal"], str) and record["verbal"].strip()
+        assert all(isinstance(record[f], str) and record[f] for f in fields)
+
+
+def test_judge_readme_has_provenance_licences_and_prompts() -> None:
+    text = datasets.judges_readme()
+    for needle in ("Apache-2.0", "MIT", "wmt-mqm-human-evaluation", "HaluEval", "How likely"):
+        assert needle in text

@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.typing import NDArray
 from scipy.stats import binomtest
 
@@ -72,12 +74,60 @@ def test_pr_curve_by_hand() -> None:
 
 
 def test_pr_curve_ties_within_float_noise_are_one_operating_point() -> None:
-    probs = binary([0.62, 0.6200000000000001, 0.62 - 1e-12, 0.5])
-    curve = pr_curve(probs, np.array([1, 0, 1, 1]), 1)
-    assert curve.n_operating_points == 2
-    np.testing.assert_array_equal(curve.n_predicted, [3, 4])
-    # the group's threshold is its smallest member, so ">=" keeps the whole group
-    assert np.sum(probs[:, 1] >= curve.thresholds[0]) == 3
+    from verbcal.decide import apply_threshold
+
+    # 62 * 1.05 / 105 is 0.62 written as percentages adding to 105: float noise, one score
+    probs = binary([0.62, 62 * 1.05 / 105, 0.62 - 1e-14, 0.62 - 1e-11, 0.5])
+    assert len(set(probs[:, 1])) == 5  # three raw values for the one score 0.62
+    curve = pr_curve(probs, np.array([1, 0, 1, 0, 1]), 1)
+    # the tie rule: 12 decimals, so 0.62 - 1e-11 is a score of its own
+    np.testing.assert_array_equal(curve.thresholds, [0.62, 0.61999999999, 0.5])
+    np.testing.assert_array_equal(curve.n_predicted, [3, 4, 5])
+    # the one rule applies a threshold to the whole group, a bare ">=" would not
+    assert apply_threshold(probs[:, 1], curve.thresholds[0]).sum() == 3
+    assert np.sum(probs[:, 1] >= curve.thresholds[0]) < 3
+
+
+def proportional(n: int = 3000, seed: int = 1) -> tuple[Array, NDArray[np.int64], Array]:
+    """K = 3 rows on a 5% grid written as probabilities adding to a random sum (0.9 ... 1.2)
+    and normalised as files are; their labels; and the grid rows themselves."""
+    from verbcal.predictions import from_arrays
+
+    rng = np.random.default_rng(seed)
+    grid = np.array([rng.multinomial(20, rng.dirichlet(np.ones(3))) for _ in range(n)]) / 20
+    written = grid * rng.choice([0.9, 0.95, 1.05, 1.1, 1.2], size=(n, 1))
+    y = np.array([rng.choice(3, p=row) for row in grid], dtype=np.int64)
+    q = from_arrays(written, y, ["a", "b", "c"]).probs
+    return q, y, grid
+
+
+def test_rows_written_with_other_sums_tie_in_thresholds_and_sets() -> None:
+    from verbcal.decide import apply_threshold, fit_sets
+
+    q, y, grid = proportional()
+    assert len(np.unique(q)) > len(np.unique(grid))  # normalising left float noise
+    for cls in range(3):
+        curve = pr_curve(q, y, cls)
+        exact = pr_curve(grid, y, cls)
+        # one operating point per grid value, with the counts of the exact grid rows
+        assert curve.n_operating_points == len(np.unique(grid[:, cls]))
+        np.testing.assert_array_equal(curve.thresholds, exact.thresholds)
+        np.testing.assert_array_equal(curve.n_predicted, exact.n_predicted)
+        np.testing.assert_array_equal(curve.true_positives, exact.true_positives)
+        result = threshold_for(q, y, cls, precision=0.8)
+        assert result == threshold_for(grid, y, cls, precision=0.8)
+        if result.threshold is not None:
+            np.testing.assert_array_equal(
+                apply_threshold(q[:, cls], result.threshold),
+                apply_threshold(grid[:, cls], result.threshold),
+            )
+    rc, rc_exact = risk_coverage(q, y), risk_coverage(grid, y)
+    np.testing.assert_array_equal(rc.n_kept, rc_exact.n_kept)
+    for score in ("lac", "aps"):
+        sets = fit_sets(q[:1500], y[:1500], alpha=0.2, score=score)  # type: ignore[arg-type]
+        exact_sets = fit_sets(grid[:1500], y[:1500], alpha=0.2, score=score)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(sets.quantiles, exact_sets.quantiles)
+        np.testing.assert_array_equal(sets.predict(q[1500:]), exact_sets.predict(grid[1500:]))
 
 
 def test_pr_curve_many_points_no_coarse_warning() -> None:
@@ -193,6 +243,24 @@ def test_pointwise_procedure_is_kept_for_comparison() -> None:
     assert "not corrected for the scan" in result.note
     with pytest.raises(ValueError, match="procedure"):
         threshold_for(probs, y, 1, procedure="holm")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("target", "procedure"),
+    [
+        ({"precision": 0.8}, "pointwise"),
+        ({"recall": 0.5}, "ltt-ranks"),
+        ({"recall": 0.5}, "pointwise"),
+    ],
+)
+def test_test_confidence_is_the_requested_confidence_without_a_scan_correction(
+    target: dict[str, float], procedure: str
+) -> None:
+    probs, y = blocks((0.9, 100, 100), (0.5, 50, 25), (0.1, 50, 0))
+    result = threshold_for(probs, y, 1, confidence=0.6, procedure=procedure, **target)  # type: ignore[arg-type]
+    assert result.test_confidence == 0.6  # was the dataclass default 0.95
+    k, m = result.true_positives, result.n_predicted
+    assert result.precision_lower_bound == pytest.approx(scipy_lower(k, m, 0.6))
 
 
 def test_the_bound_is_stricter_than_the_point_estimate() -> None:
@@ -445,6 +513,105 @@ def test_abstain_band_by_hand() -> None:
     assert few.upper is None and few.lower is None and few.abstain_rate == 1.0
 
 
+def test_abstain_band_never_overlaps_where_both_sides_once_reached_across() -> None:
+    # 1000 sure positives at 0.95, 1000 sure negatives at 0.05, 40 coin flips at 0.5: each
+    # side alone passes its lowest rank ("P > 0.05", "P < 0.95"), and the two rules used to
+    # overlap (upper 0.05, lower 0.95): the coin flips were accepted, nothing abstained
+    probs, y = blocks((0.95, 1000, 1000), (0.5, 40, 20), (0.05, 1000, 0))
+    alone = threshold_for(probs, y, 1, precision=0.95)
+    assert alone.above == 0.05  # the accept side alone reaches into the coin flips
+    band = abstain_band(probs, y, 1, precision=0.95)
+    assert band.upper is not None and band.lower is not None and band.lower < band.upper
+    assert band.accept.above == 0.5 and band.reject.above == 0.5  # accept P > 0.5, reject P < 0.5
+    np.testing.assert_array_equal(band.decide(binary([0.95, 0.5, 0.05])), [1, -1, 0])
+    assert band.abstain_rate == pytest.approx(40 / 2040)
+    assert "accept when P > 0.5; reject when P < 0.5" in band.note
+
+
+@st.composite
+def band_cases(draw: st.DrawFn) -> tuple[Array, NDArray[np.int64], float, float]:
+    n = draw(st.integers(2, 400))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    grid = draw(st.sampled_from([0, 2, 10, 20, 100]))  # 0: continuous scores
+    s = rng.random(n) ** draw(st.sampled_from([0.3, 1.0, 3.0]))
+    if grid:
+        s = np.round(s * grid) / grid
+    labels = draw(st.sampled_from(["calibrated", "random", "inverted", "coin-middle"]))
+    if labels == "calibrated":
+        y = rng.random(n) < s
+    elif labels == "random":
+        y = rng.random(n) < 0.5
+    elif labels == "inverted":
+        y = rng.random(n) < 1 - s
+    else:  # sure at the ends, coin flips in the middle
+        y = np.where(np.abs(s - 0.5) < 0.2, rng.random(n) < 0.5, s > 0.5)
+    target = draw(st.floats(0.3, 0.99))
+    confidence = draw(st.floats(0.5, 0.99))
+    return binary(s), y.astype(np.int64), target, confidence
+
+
+@settings(max_examples=150, deadline=None)
+@given(band_cases())
+def test_abstain_band_properties(case: tuple[Array, NDArray[np.int64], float, float]) -> None:
+    from verbcal.decide import apply_threshold
+
+    probs, y, target, confidence = case
+    band = abstain_band(probs, y, 1, precision=target, confidence=confidence)
+    s = probs[:, 1]
+    # 1. the two rules never meet: lower < upper, and on any score at most one side decides
+    if band.upper is not None and band.lower is not None:
+        assert band.lower < band.upper
+        every = np.r_[np.linspace(0.0, 1.0, 1001), s, s + 1e-15, s - 1e-15]
+        accepted = apply_threshold(every, band.upper)
+        rejected = apply_threshold(1.0 - every, 1.0 - band.lower)
+        assert not np.any(accepted & rejected)
+    # 2. each deciding side passed its own Learn-then-Test rank test, and decides exactly
+    #    the items its result counts
+    decision = band.decide(probs)
+    for side, code, positive in ((band.accept, 1, y == 1), (band.reject, 0, y != 1)):
+        assert (side.threshold is not None) == side.reachable
+        if side.reachable:
+            assert side.procedure == "ltt-ranks" and side.precision_lower_bound is not None
+            assert side.precision_lower_bound >= target
+            assert side.test_confidence == pytest.approx(1 - (1 - confidence) / side.n_tests)
+            assert int(np.sum(decision == code)) == side.n_predicted
+            assert int(np.sum(positive[decision == code])) == side.true_positives
+        else:
+            assert not np.any(decision == code)
+    assert band.abstain_rate == pytest.approx(float(np.mean(decision == -1)))
+    # 3. the band decides at least as many items as either side alone would
+    decided = int(np.sum(decision != -1))
+    alone_accept = threshold_for(probs, y, 1, precision=target, confidence=confidence)
+    flipped = np.c_[s, 1 - s]
+    alone_reject = threshold_for(
+        flipped, (y != 1).astype(np.int64), 1, precision=target, confidence=confidence
+    )
+    for alone in (alone_accept, alone_reject):
+        if alone.reachable:
+            assert decided >= alone.n_predicted
+
+
+def test_abstain_band_decides_by_the_one_rule() -> None:
+    import dataclasses
+
+    from verbcal.decide import apply_threshold
+    from verbcal.predictions import from_arrays
+
+    probs, y = blocks((0.95, 100, 100), (0.5, 100, 50), (0.05, 100, 0))
+    band = dataclasses.replace(abstain_band(probs, y, 1, precision=0.9), upper=0.9, lower=0.1)
+    # 0.9 and 0.1 written with the sums 1.05 and 0.7 normalise to 0.8999999999999999 and
+    # 0.10000000000000002: tied with the thresholds, so accepted and rejected
+    noisy = from_arrays([[0.105, 0.945], [0.63, 0.07], [0.5, 0.5]], None, ["no", "yes"]).probs
+    assert noisy[0, 1] < 0.9 and noisy[1, 1] > 0.1
+    np.testing.assert_array_equal(band.decide(noisy), [1, 0, -1])
+    # on any scores, decide is apply_threshold on each side
+    scores = np.r_[np.linspace(0, 1, 201), noisy[:, 1]]
+    decided = band.decide(binary(scores))
+    np.testing.assert_array_equal(decided == 1, apply_threshold(scores, 0.9))
+    np.testing.assert_array_equal(decided == 0, apply_threshold(1 - scores, 0.9))
+
+
 @pytest.mark.slow
 def test_abstain_band_each_side_keeps_its_guarantee_in_simulation() -> None:
     # s ~ U(0, 1) on a 0.001 grid, P(y = 1 | s) = s: precision above v is (1 + v) / 2, of
@@ -469,9 +636,11 @@ def test_abstain_band_each_side_keeps_its_guarantee_in_simulation() -> None:
 
 
 def test_apply_threshold_counts_float_noise_as_tied() -> None:
-    from verbcal.decide import TIE_TOLERANCE, apply_threshold
+    from verbcal.decide import TIE_STEP, apply_threshold
 
-    scores = np.array([0.62, 0.6200000000000001, 0.61, 0.9])
-    assert apply_threshold(scores, 0.6200000000000001).tolist() == [True, True, False, True]
-    # an unreachable point's threshold (top score + 2 * tolerance) predicts nothing
-    assert not apply_threshold(scores, 0.9 + 2 * TIE_TOLERANCE).any()
+    scores = np.array([0.62, 0.6200000000000001, 0.61999999999999994, 0.61, 0.9])
+    assert apply_threshold(scores, 0.6200000000000001).tolist() == [1, 1, 1, 0, 1]
+    assert apply_threshold(scores, 0.62).tolist() == [1, 1, 1, 0, 1]
+    # "score > v" is the threshold v + TIE_STEP: above v only, float noise of v excluded
+    assert apply_threshold(scores, 0.62 + TIE_STEP).tolist() == [0, 0, 0, 0, 1]
+    assert not apply_threshold(scores, 0.9 + TIE_STEP).any()

@@ -54,6 +54,19 @@ def test_the_readme_and_the_site_document_commands() -> None:
     assert {"README.md", "quickstart.md", "own-outputs.md", "from-api-key.md"} <= names
 
 
+def test_the_readme_opens_with_commands_that_work_from_a_clone() -> None:
+    """The first code block: make demo, make test, an editable install (the Makefile has the
+    targets); the index install comes after it, for when verbcal is published."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    first = re.search(r"^```\w*\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    assert first is not None
+    lines = [line.split("#")[0].strip() for line in first.group(1).splitlines()]
+    assert lines[:3] == ["make demo", "make test", 'pip install -e ".[elicit,report]"']
+    targets = re.findall(r"^(\w+):", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert {"demo", "test"} <= set(targets)
+    assert text.index('pip install "verbcal[') > first.end()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", WITH_COMMANDS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_documented_commands_run_as_written(

@@ -155,9 +155,38 @@ def test_schema_problems_are_caught_before_any_row(calibrator: Calibrator) -> No
     two = pa.table({"p_negative": [0.5], "p_positive": [0.5]})
     with pytest.raises(PredictionsError, match="label 'neutral' is missing"):
         output_schema(two.schema, LABELS)
-    done = calibrate_table(struct_table(dirichlet(3)), calibrator)
+    orphan = struct_table(dirichlet(3)).append_column("verbalized_note", pa.array(["x"] * 3))
     with pytest.raises(PredictionsError, match="looks calibrated already"):
-        output_schema(done.schema, LABELS)
+        output_schema(orphan.schema, LABELS)
+
+
+def map_table(p: np.ndarray) -> pa.Table:
+    rows = [[(label, float(v)) for label, v in zip(LABELS, row, strict=True)] for row in p]
+    probs = pa.array(rows, pa.map_(pa.string(), pa.float64()))
+    return pa.table({"id": [f"m{n}" for n in range(len(p))], "probs": probs})
+
+
+def columns_table(p: np.ndarray) -> pa.Table:
+    columns = {f"p_{label}": p[:, k] for k, label in enumerate(LABELS)}
+    return pa.table({"id": [f"c{n}" for n in range(len(p))], **columns, "extra": [1] * len(p)})
+
+
+@pytest.mark.parametrize("make", [struct_table, map_table, columns_table])
+def test_applying_twice_gives_the_same_table_as_applying_once(
+    make: Any, calibrator: Calibrator, tmp_path: Path
+) -> None:
+    """Before: an applied table was refused by the engines (and the local JSONL path
+    calibrated the calibrated numbers)."""
+    raw = make(dirichlet(40))
+    once = calibrate_table(raw, calibrator)
+    assert output_schema(once.schema, LABELS) == once.schema
+    assert calibrate_table(once, calibrator).equals(once)
+    pq.write_table(raw, tmp_path / "raw.parquet")
+    apply_local(calibrator, tmp_path / "raw.parquet", tmp_path / "once.parquet")
+    apply_local(calibrator, tmp_path / "once.parquet", tmp_path / "twice.parquet")
+    assert pq.read_table(tmp_path / "twice.parquet").equals(
+        pq.read_table(tmp_path / "once.parquet")
+    )
 
 
 def write_split(tmp: Path, table: pa.Table, parts: int = 3) -> Path:
@@ -215,7 +244,14 @@ def test_parquet_predictions_read_like_jsonl(tmp_path: Path) -> None:
         np.testing.assert_array_equal(got.probs, jsonl.probs)
         np.testing.assert_array_equal(got.y, jsonl.y)
         assert got.ids == jsonl.ids
-    both = read_predictions(str(tmp_path / "*.parquet"), jsonl.labels)  # a glob: two files
+    with pytest.raises(
+        PredictionsError,
+        match=r"duplicate id 'dr0000' \(first in .*flat.parquet row 1, again in .*struct",
+    ):
+        read_predictions(str(tmp_path / "*.parquet"), jsonl.labels)  # a glob: the same ids twice
+    renamed = [{**r, "id": f"again-{r['id']}"} for r in records]
+    write_records(tmp_path / "renamed.parquet", renamed)
+    both = read_predictions(str(tmp_path / "[rs]*.parquet"), jsonl.labels)  # two files
     assert len(both) == 2 * len(jsonl)
 
 
@@ -347,3 +383,55 @@ def test_cli_engine_output_needs_overwrite(calibrator: Calibrator, tmp_path: Pat
     result = run_cli(*base, "--out", shards, "--out-format", "jsonl", "--overwrite")
     assert result.exit_code == 0, result.output
     assert not stale.exists() and len(list(shards.glob("part-*.jsonl"))) == 3
+
+
+def test_engines_refuse_duplicate_ids_across_files(calibrator: Calibrator, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(struct_table(dirichlet(5)), folder / "a.parquet")
+    pq.write_table(struct_table(dirichlet(5, seed=1)).slice(3), folder / "b.parquet")
+    with pytest.raises(PredictionsError) as info:
+        apply_local(calibrator, folder, tmp_path / "out.parquet")
+    message = str(info.value)
+    assert "duplicate id 'i3'" in message
+    assert (
+        f"first in {folder / 'a.parquet'} row 4, again in {folder / 'b.parquet'} row 1" in message
+    )
+    assert not (tmp_path / "out.parquet").exists()
+    same = tmp_path / "same.parquet"
+    pq.write_table(pa.concat_tables([struct_table(dirichlet(3))] * 2), same)
+    with pytest.raises(
+        PredictionsError, match=r"duplicate id 'i0' \(first in .* row 1, again in row 4\)"
+    ):
+        apply_local(calibrator, same, tmp_path / "out2.parquet")
+
+
+def test_cli_shard_output_is_all_or_nothing(calibrator: Calibrator, tmp_path: Path) -> None:
+    """A bad later file leaves no part-00000 behind (and no temporary folder); the retry
+    without --overwrite then goes through; a failed --overwrite keeps the old shards."""
+    calibrator.save(tmp_path / "ts.json")
+    p = dirichlet(90, seed=5)
+    folder = write_split(tmp_path, struct_table(p))
+    good = pq.read_table(folder / "part-2.parquet")
+    bad = p[60:].copy()
+    bad[4] = [-0.2, 0.7, 0.5]
+    ids = pa.array([f"later{n}" for n in range(len(bad))])  # ids unique across the files
+    bad_table = struct_table(bad).set_column(0, "id", ids)
+    pq.write_table(bad_table, folder / "part-2.parquet")
+    base = ("apply", "--calibrator", tmp_path / "ts.json", "--data", folder)
+    shards = tmp_path / "out" / "shards"
+    for out_format in ("parquet", "jsonl"):
+        result = run_cli(*base, "--out", shards, "--out-format", out_format)
+        assert result.exit_code == 2, result.output
+        assert "part-2.parquet" in result.output and "Traceback" not in result.output
+        assert not shards.exists() and list((tmp_path / "out").iterdir()) == []
+    pq.write_table(good, folder / "part-2.parquet")
+    result = run_cli(*base, "--out", shards, "--out-format", "parquet")
+    assert result.exit_code == 0, result.output
+    before = {f.name: f.read_bytes() for f in shards.iterdir()}
+    assert sorted(before) == [f"part-{n:05d}.parquet" for n in range(3)]
+    pq.write_table(bad_table, folder / "part-2.parquet")
+    result = run_cli(*base, "--out", shards, "--out-format", "jsonl", "--overwrite")
+    assert result.exit_code == 2, result.output
+    assert {f.name: f.read_bytes() for f in shards.iterdir()} == before
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["shards"]

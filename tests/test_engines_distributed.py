@@ -196,8 +196,24 @@ def test_a_bad_row_stops_the_job_with_its_item_and_field(
         with pytest.raises(ValueError) as info:
             apply(engine, calibrator, tmp_path / "in", tmp_path / f"{engine}.jsonl")
         message = str(info.value)
-        assert "item id 'the-bad-one', field 'p_negative'" in message, engine
+        assert "x.parquet, row 14 (item id 'the-bad-one'), field 'p_negative'" in message, engine
         assert "negative" in message and "\n" not in message
+
+
+def test_ray_shards_are_all_or_nothing(ray_cluster: Any, calibrator: Path, tmp_path: Path) -> None:
+    """A bad later file: no shard left in --out (the retry is not refused), then it works."""
+    data = make_input(tmp_path / "in", n=90)
+    good = pq.read_table(data / "part-2.parquet")
+    rows = good.to_pylist()
+    rows[3]["probs"] = {"negative": -0.2, "neutral": 0.7, "positive": 0.5}
+    pq.write_table(pa.Table.from_pylist(rows, schema=good.schema), data / "part-2.parquet")
+    out = tmp_path / "out" / "shards"
+    with pytest.raises(ValueError, match=r"part-2\.parquet, row 4 \(item id 'item-00063'\)"):
+        apply("ray", calibrator, data, out, "parquet", overwrite=False)
+    assert not out.exists() and list((tmp_path / "out").iterdir()) == []
+    pq.write_table(good, data / "part-2.parquet")
+    assert apply("ray", calibrator, data, out, "parquet", overwrite=False) == 90
+    assert len(list(out.glob("part-*.parquet"))) == 3
 
 
 def free_port() -> int:
@@ -248,3 +264,15 @@ def test_ray_apply_connects_to_a_cluster_by_address(calibrator: Path, tmp_path: 
             os.killpg(head.pid, signal.SIGKILL)
         head.wait(10)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("engine", ["ray", "spark"])
+def test_applying_an_applied_file_again_changes_nothing(
+    ray_cluster: Any, spark: Any, calibrator: Path, tmp_path: Path, engine: str
+) -> None:
+    """The engines read verbalized_probs of an applied file as the input (they refused it)."""
+    data = make_input(tmp_path / "in", n=120, files=2)
+    once, twice = tmp_path / "once.parquet", tmp_path / "twice.parquet"
+    assert apply(engine, calibrator, data, once) == 120
+    assert apply(engine, calibrator, once, twice) == 120
+    assert pq.read_table(twice).equals(pq.read_table(once))

@@ -92,7 +92,7 @@ def test_shared_floors_equal_separate_fits_and_still_say_fitted() -> None:
     for name, calibrator in shared.items():
         alone = make_calibrator(name).fit(probs, y)
         assert calibrator.floor_ == alone.floor_
-        assert calibrator.params == alone.params
+        assert calibrator.state == alone.state
         assert calibrator.floor_is_fitted and calibrator.get_params() == alone.get_params()
         np.testing.assert_array_equal(calibrator.predict_proba(probs), alone.predict_proba(probs))
 

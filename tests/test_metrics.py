@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from fractions import Fraction
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -21,6 +24,7 @@ from sklearn.metrics import (
 
 from verbcal import metrics as m
 from verbcal.binning import equal_width_bins
+from verbcal.predictions import read_predictions
 
 Array = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -505,3 +509,59 @@ def test_by_slice_matches_summary_per_slice() -> None:
         assert entry["ci"] == m.bootstrap_ci(q[rows], y[rows], n_boot=50)  # type: ignore[comparison-overlap]
     with pytest.raises(ValueError, match="one entry per row"):
         m.by_slice(q, y, keys[:-1])
+
+
+def proportional_rows(
+    tmp_path: Path, n: int = 3000, seed: int = 0
+) -> tuple[Path, list[list[Fraction]]]:
+    """A JSONL file of ``n`` K = 3 rows on a 5% grid, each written as probabilities adding to
+    a random sum (0.9 ... 1.2, as percentages adding to 105 would be), with labels drawn from
+    the row; and the exact normalised rows (the 5% grid)."""
+    rng = np.random.default_rng(seed)
+    labels = ("a", "b", "c")
+    lines, exact = [], []
+    for i in range(n):
+        counts = rng.multinomial(20, rng.dirichlet(np.ones(3)))  # units of 5%
+        total = Fraction(int(rng.choice([90, 95, 100, 105, 110, 120])), 100)
+        written = [Fraction(int(c), 20) * total for c in counts]  # e.g. 0.63, 0.315, 0.105
+        gold = labels[int(rng.choice(3, p=counts / 20))]
+        probs = {name: float(value) for name, value in zip(labels, written, strict=True)}
+        lines.append(json.dumps({"id": str(i), "probs": probs, "label": gold}))
+        exact.append([value / sum(written) for value in written])
+    path = tmp_path / "proportional.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path, exact
+
+
+def test_tie_scores_rounds_to_twelve_decimals() -> None:
+    assert m.TIE_DECIMALS == 12
+    noisy = np.array([0.6, 63 / 105, 0.6000000000000001, 0.6 - 1e-14, 0.6 - 1e-11, np.inf])
+    np.testing.assert_array_equal(m.tie_scores(noisy), [0.6, 0.6, 0.6, 0.6, 0.59999999999, np.inf])
+
+
+def test_auroc_ties_rows_written_with_other_sums(tmp_path: Path) -> None:
+    # the same distribution written with another sum normalises to values that differ in
+    # the last bits; they are equal, so AUROC must rank them as ties
+    path, exact = proportional_rows(tmp_path)
+    predictions = read_predictions(path)
+    q, y = predictions.probs, predictions.y
+    assert len(np.unique(q)) > len(np.unique(np.round(q, 12)))  # the file does carry noise
+    exact_q = np.array([[float(v) for v in row] for row in exact])  # correctly rounded fractions
+    np.testing.assert_array_equal(np.round(q, 12), np.round(exact_q, 12))
+    labels = [0, 1, 2]
+    tied = roc_auc_score(y, np.round(q, 12), multi_class="ovr", average="macro", labels=labels)
+    exact_auc = roc_auc_score(y, exact_q, multi_class="ovr", average="macro", labels=labels)
+    raw = roc_auc_score(y, q, multi_class="ovr", average="macro", labels=labels)
+    assert tied == pytest.approx(exact_auc, abs=1e-12)
+    assert abs(raw - tied) > 1e-5  # ranking the noise apart changes the AUROC
+    assert m.auroc(q, y) == pytest.approx(tied, abs=1e-12)
+    assert m.summary(q, y)["auroc"] == pytest.approx(tied, abs=1e-12)
+    # the bootstrap's AUROC uses the same rule: the identity resample gives the same value
+    identity = np.arange(len(y))[None, :]
+    assert m._boot_auroc(q, y, identity)[0] == pytest.approx(tied, abs=1e-12)
+    # binary, on the first label against the rest
+    binary_q = np.c_[1 - q[:, 0], q[:, 0]]
+    binary_y = (y == 0).astype(np.int64)
+    assert m.auroc(binary_q, binary_y) == pytest.approx(
+        roc_auc_score(binary_y, np.round(q[:, 0], 12)), abs=1e-12
+    )

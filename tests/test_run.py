@@ -170,6 +170,32 @@ def test_explicit_methods_and_too_few_items(tmp_path: Path) -> None:
         run_from_predictions(small, tmp_path / "s", opts)
 
 
+def test_a_refused_run_writes_nothing(tmp_path: Path) -> None:
+    """Too few items: refused before the run folder (or predictions.jsonl) exists, in both
+    modes, and before any LLM request (the base URL below answers nothing)."""
+    small = tmp_path / "small.jsonl"
+    small.write_text(
+        "".join(
+            json.dumps({"id": i, "probs": {"a": 0.6, "b": 0.4}, "label": "ab"[i % 2]}) + "\n"
+            for i in range(6)
+        )
+    )
+    result = CliRunner().invoke(app, ["run", "--data", str(small), "--out", str(tmp_path / "a")])
+    assert result.exit_code == 2 and "at least 10" in result.output, result.output
+    assert not (tmp_path / "a").exists()
+    task = tmp_path / "task.yaml"
+    task.write_text("name: t\ninstruction: Classify.\nlabels: [a, b]\nlabel_field: label\n")
+    items = tmp_path / "items.jsonl"
+    items.write_text(
+        "".join(json.dumps({"id": i, "text": f"t{i}", "label": "a"}) + "\n" for i in range(6))
+    )
+    args = ["run", "--task", str(task), "--input", str(items), "--backend", "openai"]
+    args += ["--base-url", "http://127.0.0.1:9/v1", "--out", str(tmp_path / "b")]
+    result = CliRunner(env={"OPENAI_API_KEY": "sk-test-0123456789abcdef"}).invoke(app, args)
+    assert result.exit_code == 2 and "6 items of" in result.output, result.output
+    assert "at least 10" in result.output and not (tmp_path / "b").exists()
+
+
 def test_stratified_folds_balance_labels() -> None:
     y = np.array([0] * 10 + [1] * 7 + [2] * 3)
     folds = stratified_folds(y, 5, np.random.default_rng(0))
@@ -376,3 +402,19 @@ def test_metrics_json_round_trips_through_the_dataclasses(tweets_run: Path) -> N
         RunMetrics.from_dict({**data, "format": "verbcal-calibrator"})
     with pytest.raises(ValueError, match="upgrade verbcal"):
         RunMetrics.from_dict({**data, "version": data["version"] + 1})
+
+
+def test_run_refuses_duplicate_ids_and_writes_nothing(tmp_path: Path) -> None:
+    rows = [
+        {
+            "id": str(i % 20),
+            "probs": {"a": 0.2 + 0.01 * i, "b": 0.8 - 0.01 * i},
+            "label": "ab"[i % 2],
+        }
+        for i in range(40)
+    ]
+    data = tmp_path / "dup.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=r"duplicate id '0' \(first on line 1, again on line 21\)"):
+        run_from_predictions(str(data), tmp_path / "run", QUICK)
+    assert not (tmp_path / "run" / "predictions.jsonl").exists()

@@ -370,3 +370,30 @@ def test_calibrators_of_different_tasks_side_by_side(server: str) -> None:
     row = dict(zip(labels, np.linspace(1, 2, len(labels)).tolist(), strict=True))
     response = post(server + "/v1/calibrate", {"model": "drugs", "items": [{"probs": row}]})
     assert response.status_code == 200 and list(response.json()["items"][0]["probs"]) == labels
+
+
+def test_an_internal_error_carries_the_request_id(
+    files: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    # a route that fails inside the app: the 500 is answered by Starlette's outermost
+    # middleware, outside the gate, and must still carry X-Request-ID (once)
+    app = create_app(ServeConfig(calibrators={"tweets": str(files["tweets"])}, rate_limit=None))
+
+    @app.get("/v1/boom")
+    async def boom() -> None:
+        raise RuntimeError("planted failure")
+
+    with (
+        ServerThread(app) as running,
+        caplog.at_level(logging.ERROR, logger="verbcal.serve"),
+    ):
+        given = httpx.get(running.url + "/v1/boom", headers={"X-Request-ID": "req-500"}, timeout=30)
+        fresh = httpx.get(running.url + "/v1/boom", timeout=30)
+    assert given.status_code == fresh.status_code == 500
+    assert given.headers.get_list("x-request-id") == ["req-500"]
+    assert given.json()["request_id"] == "req-500"
+    assert given.json()["error"]["code"] == "internal_error"
+    assert len(fresh.headers["x-request-id"]) == 32
+    assert fresh.json()["request_id"] == fresh.headers["x-request-id"]
+    logged = [getattr(r, "request_id", None) for r in caplog.records if r.exc_info]
+    assert "req-500" in logged

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,46 @@ def test_classify_statuses_calibration_cache_and_metrics(
         f"verbcal_llm_requests_total {float(sent)}",
     ):
         assert line in metrics, line
+
+
+def test_upstream_refusal_is_502_then_retried_and_readiness_follows(
+    task_and_calibrator: tuple[Path, Path],
+) -> None:
+    """A 401 for the whole run: 502 naming it, not-ready; the next request asks again."""
+    task, cal = task_and_calibrator
+    good = "sk-test-FAKEKEY0123456789abcdefXYZ"  # the key the autouse fixture sets
+    with (
+        FakeServer(api_key="sk-another-key") as llm,
+        ServerThread(create_app(make_config(task, cal, llm.url + "/v1"))) as api,
+    ):
+        classifier = api.server.config.app.state.service.classifier
+        classifier.probe_interval = 3600.0  # no background probe in the first half
+        assert httpx.get(api.url + "/v2/health/ready").status_code == 200
+        texts = ["Loved it.", "Hated it.", "Fine.", "Meh.", "Great.", "Awful."]
+        for _ in range(2):  # the second request asks the LLM again (no stuck stop flag)
+            sent = sum(llm.counts.values())
+            refused = classify(api.url, texts)
+            assert refused.status_code == 502, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "llm_unavailable"
+            assert "401" in error["message"] and "Incorrect API key" in error["message"]
+            assert sum(llm.counts.values()) > sent
+            ready = httpx.get(api.url + "/v2/health/ready")
+            assert ready.status_code == 503 and "401" in ready.json()["reason"]
+        llm.api_key = good  # the key is accepted again: the next request is answered
+        answered = classify(api.url, texts)
+        assert answered.status_code == 200, answered.text
+        assert [i["status"] for i in answered.json()["items"]] == ["ok"] * len(texts)
+        assert httpx.get(api.url + "/v2/health/ready").status_code == 200
+        # a refusal again, then recovery seen by the background probe alone
+        llm.api_key = "sk-another-key"
+        assert classify(api.url, ["New text."]).status_code == 502
+        classifier.probe_interval = 0.0
+        llm.api_key = good
+        deadline = time.monotonic() + 30
+        while httpx.get(api.url + "/v2/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the probe never cleared the refusal"
+            time.sleep(0.05)
 
 
 def test_store_is_a_cache_across_restarts(

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,28 @@ def replace_file(source: Path, target: Path) -> None:
     os.replace(temp, target)
 
 
-async def hammer(url: str, stop: asyncio.Event, seen: list[tuple[int, Any]]) -> None:
+class Answers:
+    """The answers seen under load, with a condition to wait on (no sleeps)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, Any]] = []
+        self.changed = asyncio.Condition()
+
+    async def add(self, answer: tuple[int, Any]) -> None:
+        async with self.changed:
+            self.seen.append(answer)
+            self.changed.notify_all()
+
+    async def wait_for(self, done: Callable[[list[tuple[int, Any]]], bool], what: str) -> None:
+        """Until ``done(seen)`` holds; fails after 60 s (a stuck server, not a slow one)."""
+        async with self.changed:
+            try:
+                await asyncio.wait_for(self.changed.wait_for(lambda: done(self.seen)), 60)
+            except TimeoutError:
+                raise AssertionError(f"timed out waiting for {what}") from None
+
+
+async def hammer(url: str, stop: asyncio.Event, answers: Answers) -> None:
     headers = {"Authorization": f"Bearer {KEY}"}
     body = {"items": [{"id": str(i), "probs": ROW} for i in range(20)]}
     async with aiohttp.ClientSession(headers=headers) as session:
@@ -49,11 +71,15 @@ async def hammer(url: str, stop: asyncio.Event, seen: list[tuple[int, Any]]) -> 
                 try:
                     async with session.post(url, json=body) as response:
                         payload = await response.json()
-                        seen.append((response.status, payload))
+                        await answers.add((response.status, payload))
                 except aiohttp.ClientError as exc:  # a dropped connection counts as a failure
-                    seen.append((-1, repr(exc)))
+                    await answers.add((-1, repr(exc)))
 
         await asyncio.gather(*(worker() for _ in range(16)))
+
+
+def vector_answers(seen: list[tuple[int, Any]]) -> int:
+    return sum(1 for status, payload in seen if status == 200 and payload["method"] == "vector")
 
 
 def test_reload_under_load_loses_nothing(tmp_path: Path) -> None:
@@ -67,25 +93,33 @@ def test_reload_under_load_loses_nothing(tmp_path: Path) -> None:
     config = ServeConfig(calibrators={"tweets": str(live)}, extra_keys=(KEY,), rate_limit=None)
     with ServerThread(create_app(config)) as running:
         admin = {"Authorization": f"Bearer {KEY}"}
-        seen: list[tuple[int, Any]] = []
+        answers: list[Answers] = []
         reloads: list[httpx.Response] = []
 
         async def scenario() -> None:
-            stop = asyncio.Event()
-            load = asyncio.create_task(hammer(running.url + "/v1/calibrate", stop, seen))
+            stop, load_answers = asyncio.Event(), Answers()
+            answers.append(load_answers)
+            load = asyncio.create_task(hammer(running.url + "/v1/calibrate", stop, load_answers))
             async with httpx.AsyncClient(headers=admin, timeout=30) as client:
-                await asyncio.sleep(0.5)
+                # each step waits on what the load has answered, not on a clock
+                await load_answers.wait_for(lambda seen: len(seen) >= 20, "load before reload")
                 (tmp_path / "broken.json").write_text('{"format": "verbcal-calibrator", "meth')
                 replace_file(tmp_path / "broken.json", live)
                 reloads.append(await client.post(running.url + "/v1/admin/reload"))
-                await asyncio.sleep(0.3)
+                after_bad = len(load_answers.seen)
+                await load_answers.wait_for(
+                    lambda seen: len(seen) >= after_bad + 20, "load after the failed reload"
+                )
                 replace_file(new, live)
                 reloads.append(await client.post(running.url + "/v1/admin/reload"))
-                await asyncio.sleep(0.5)
+                await load_answers.wait_for(
+                    lambda seen: vector_answers(seen) >= 20, "answers from the new calibrator"
+                )
             stop.set()
             await load
 
         asyncio.run(scenario())
+    seen = answers[0].seen
     failed, bad_reload = [s for s, _ in seen if s != 200], reloads[0]
     assert bad_reload.status_code == 409
     assert bad_reload.json()["error"]["errors"][0]["loc"] == "models.tweets"
@@ -217,3 +251,38 @@ def test_config_travels_as_json_without_keys(
         many = {"items": [{"probs": ROW}] * 8}
         response = httpx.post(url, json=many, headers={"X-API-Key": KEY})
         assert response.status_code == 422 and "limit of 7" in response.text
+
+
+def test_reload_of_a_file_with_bad_values_answers_409_and_keeps_the_old(tmp_path: Path) -> None:
+    """A well-formed file whose values are impossible (T = 0 made every answer NaN) is
+    refused by the same checks as a broken one; the old calibrator keeps serving."""
+    live = tmp_path / "live.json"
+    replace_file(fit_file(tmp_path / "ts.json"), live)
+    before = Calibrator.load(live).predict_proba([list(ROW.values())])[0]
+    config = ServeConfig(calibrators={"tweets": str(live)}, extra_keys=(KEY,), rate_limit=None)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with ServerThread(create_app(config)) as running:
+        for damage in ({"temperature": 0}, {"temperature": -3}, None):
+            data = json.loads((tmp_path / "ts.json").read_text())
+            if damage is None:
+                del data["state"]
+            else:
+                data["state"].update(damage)
+            (tmp_path / "bad.json").write_text(json.dumps(data))
+            replace_file(tmp_path / "bad.json", live)
+            answer = httpx.post(running.url + "/v1/admin/reload", headers=headers, timeout=30)
+            assert answer.status_code == 409, answer.text
+            error = answer.json()["error"]
+            assert error["errors"][0]["loc"] == "models.tweets"
+            assert str(live) in error["message"] and "state" in error["message"]
+            served = httpx.post(
+                running.url + "/v1/calibrate",
+                json={"items": [{"probs": ROW}]},
+                headers=headers,
+                timeout=30,
+            )
+            assert served.status_code == 200
+            q = list(served.json()["items"][0]["probs"].values())
+            assert max(abs(a - b) for a, b in zip(q, before, strict=True)) < 1e-12
+        models = httpx.get(running.url + "/v1/models", headers=headers, timeout=30).json()
+        assert models["generation"] == 1

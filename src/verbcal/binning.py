@@ -8,16 +8,25 @@ lower bin, so 0.8 from a 0.05 grid lands in the same bin whether it was stored a
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 EDGE_TOLERANCE = 1e-9
 
 
+def check_bins(n_bins: object) -> int:
+    """``n_bins`` if it is an integer >= 1 (not a bool, not 2.5), else a ValueError (the
+    message of :mod:`verbcal.calibration.constraints`)."""
+    if isinstance(n_bins, bool) or not isinstance(n_bins, numbers.Integral) or n_bins < 1:
+        raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}")
+    return int(n_bins)
+
+
 def equal_width_bins(confidence: ArrayLike, n_bins: int) -> NDArray[np.int64]:
     """Index in [0, n_bins) of each confidence under the right-closed edge convention."""
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    n_bins = check_bins(n_bins)
     scaled = np.asarray(confidence, dtype=np.float64) * n_bins
     index = np.ceil(scaled - EDGE_TOLERANCE * n_bins).astype(np.int64) - 1
     return np.clip(index, 0, n_bins - 1)
@@ -31,8 +40,7 @@ def equal_mass_edges(confidence: ArrayLike, n_bins: int) -> NDArray[np.float64]:
     ``EDGE_TOLERANCE`` of the previous one, are dropped, so equal values always share a bin:
     coarse verbalized grids and small n give fewer bins.
     """
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    n_bins = check_bins(n_bins)
     values = np.asarray(confidence, dtype=np.float64)
     if values.size == 0:
         raise ValueError("equal-mass edges need at least one confidence")

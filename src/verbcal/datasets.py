@@ -33,14 +33,30 @@ RECORDED: dict[str, str] = {
 }
 """Bundled recorded sets: name → task, size and licence of the texts."""
 
+JUDGES: dict[str, str] = {
+    "mt-quality": "LLM judge of zh→en translations (acceptable, unacceptable; words about "
+    "'acceptable'), 120 items, WMT21 TED MQM, Apache-2.0",
+    "halueval": "LLM judge of assistant answers (factual, hallucinated; words about "
+    "'hallucinated'), 120 items, HaluEval general, MIT",
+}
+"""Bundled LLM-judge sets: each record has ``probs`` and a ``verbal`` phrase with its ``about``.
+
+Provenance, licences and the prompts: ``verbcal/data/recorded/JUDGES.md``
+(:func:`judges_readme`). Like :data:`RECORDED` they load as ``recorded:<name>``.
+"""
+
 PREFIX = "recorded:"
 
 
 def recorded_path(name: str) -> Path:
-    """Path of a bundled recorded predictions file."""
-    if name not in RECORDED:
+    """Path of a bundled recorded predictions file (a :data:`RECORDED` or :data:`JUDGES` set)."""
+    if name not in RECORDED and name not in JUDGES:
         raise PredictionsError(
-            PREFIX + name, None, None, "no such bundled set", f"Choose one of {', '.join(RECORDED)}"
+            PREFIX + name,
+            None,
+            None,
+            "no such bundled set",
+            f"Choose one of {', '.join([*RECORDED, *JUDGES])}",
         )
     return Path(str(resources.files("verbcal") / "data" / "recorded" / f"{name}.jsonl"))
 
@@ -50,15 +66,23 @@ def recorded_readme() -> str:
     return (resources.files("verbcal") / "data" / "recorded" / "README.md").read_text("utf-8")
 
 
+def judges_readme() -> str:
+    """Provenance, licences and recording prompts of the LLM-judge sets."""
+    return (resources.files("verbcal") / "data" / "recorded" / "JUDGES.md").read_text("utf-8")
+
+
 def resolve(spec: str | Path) -> Path:
     """A path for ``spec``: ``recorded:<name>`` for bundled data, else the path itself."""
     text = str(spec)
     return recorded_path(text[len(PREFIX) :]) if text.startswith(PREFIX) else Path(text)
 
 
-def load(spec: str | Path, labels: Sequence[str] | None = None) -> Predictions:
-    """Read predictions from a file or ``recorded:<name>`` (kept as the source's name)."""
-    predictions = read_predictions(resolve(spec), labels)
+def load(
+    spec: str | Path, labels: Sequence[str] | None = None, verbalized: bool = False
+) -> Predictions:
+    """Read predictions from a file or ``recorded:<name>`` (kept as the source's name);
+    ``verbalized``: see :func:`~verbcal.predictions.read_predictions`."""
+    predictions = read_predictions(resolve(spec), labels, verbalized)
     predictions.source = str(spec)
     return predictions
 

@@ -30,10 +30,20 @@ def json_ready(value: Any) -> Any:
     return value
 
 
+def dumps(data: Any, indent: int | None = None) -> str:
+    """``json_ready(data)`` as strict JSON text: never ``NaN`` or ``Infinity`` (``null``)."""
+    return json.dumps(json_ready(data), indent=indent, allow_nan=False)
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as one line of strict JSON: the printer of every ``--json`` output."""
+    print(dumps(data), flush=True)
+
+
 def write_json(path: str | Path, data: Any, indent: int = 2) -> None:
     """Write ``json_ready(data)`` to ``path`` (UTF-8, trailing newline)."""
-    text = json.dumps(json_ready(data), indent=indent) + "\n"
+    text = dumps(data, indent=indent) + "\n"
     Path(path).write_text(text, encoding="utf-8")
 
 
-__all__ = ["json_ready", "write_json"]
+__all__ = ["dumps", "json_ready", "print_json", "write_json"]

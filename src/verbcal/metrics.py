@@ -8,6 +8,10 @@ Conventions, fixed for all functions:
 
 * the predicted label is the argmax of ``q``, ties going to the first label;
 * ECE and MCE are top-label (confidence = max q, correct = argmax == y), also for K = 2;
+* ties: two scores are tied when they are equal after rounding to :data:`TIE_DECIMALS` = 12
+  decimals (:func:`tie_scores`), so values that differ by float noise only (63/105 next to
+  0.6, from a row written with another sum) count as one value; AUROC, the thresholds of
+  :mod:`verbcal.decide` and the conformal scores all use this one rule;
 * binning follows :mod:`verbcal.binning`: equal-width bins are right-closed, a
   confidence within 1e-9 of an edge k/B belongs to the lower bin, 0 to the first bin and
   1.0 to the last; the default is 15 equal-width bins.
@@ -38,6 +42,9 @@ METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "ece", "mce", "nll", "brier"
 LOWER_IS_BETTER = frozenset({"ece", "mce", "nll", "brier", "nll_fit"})
 """The metrics (and the study's ``nll_fit``) where a smaller value is better; the others
 (accuracy, macro-F1, AUROC) are better when larger."""
+
+TIE_DECIMALS = 12
+"""Scores equal after rounding to this many decimals are ties (see :func:`tie_scores`)."""
 
 _BOOT_CHUNK = 4_000_000  # resampled rows drawn at once in bootstrap_ci
 
@@ -72,6 +79,21 @@ def check_inputs(q: ArrayLike, y: ArrayLike) -> tuple[FloatArray, IntArray]:
     if y_arr.min() < 0 or y_arr.max() >= k:
         raise ValueError(f"labels in y must lie in [0, {k}), got {y_arr.min()}..{y_arr.max()}")
     return q_arr, y_arr
+
+
+def tie_scores(x: ArrayLike) -> FloatArray:
+    """Scores rounded to :data:`TIE_DECIMALS` (12) decimals: the one tie rule of verbcal.
+
+    Normalising a row leaves float noise in the last bits (a row written as percentages
+    adding to 105 gives ``63 / 105 = 0.6000000000000001`` where the same row adding to 100
+    gives 0.6); such values are mathematically equal and must rank as ties. Rounding to 12
+    decimals (``numpy.round``) maps them to one value, while probabilities that really differ
+    (a verbalized grid, a calibrator's output) stay apart: they differ by far more than
+    1e-12. Rank-based results (AUROC, operating points, conformal quantiles) are computed on
+    these values, and a threshold is applied with the same rule
+    (:func:`verbcal.decide.apply_threshold`). Non-finite values pass through unchanged.
+    """
+    return np.asarray(np.round(np.asarray(x, dtype=np.float64), TIE_DECIMALS), dtype=np.float64)
 
 
 def predicted(q: ArrayLike) -> IntArray:
@@ -126,18 +148,22 @@ def brier(q: ArrayLike, y: ArrayLike) -> float:
 
 
 def _binary_auroc(score: FloatArray, positive: NDArray[np.bool_]) -> float:
-    """Mann-Whitney AUROC of ``score`` for ``positive`` (ties half credit); nan if undefined."""
+    """Mann-Whitney AUROC of ``score`` for ``positive`` (ties, as :func:`tie_scores` defines
+    them, get half credit); nan if undefined."""
     n_pos = int(np.count_nonzero(positive))
     n_neg = len(positive) - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = rankdata(score)
+    ranks = rankdata(tie_scores(score))
     u = float(np.sum(ranks[positive])) - n_pos * (n_pos + 1) / 2.0
     return u / (n_pos * n_neg)
 
 
 def auroc(q: ArrayLike, y: ArrayLike) -> float:
     """Area under the ROC curve, ties counting half (Mann-Whitney U with average ranks).
+
+    Scores equal after :func:`tie_scores` (12 decimals) are ties, so rows that are the same
+    distribution written with different sums rank together.
 
     K = 2: AUROC of q[:, 1] for label 1 (the second label is the positive one); nan if y
     holds only one label. K > 2: macro one-vs-rest mean of the AUROC of q[:, k] for
@@ -353,7 +379,7 @@ def _boot_binary_auroc(score: FloatArray, positive: NDArray[np.bool_], idx: IntA
     negative in lower groups fully and those in their own group half.
     """
     n_rep = idx.shape[0]
-    values, group = np.unique(score, return_inverse=True)
+    values, group = np.unique(tie_scores(score), return_inverse=True)
     size, n_groups = n_rep * len(values), len(values)
     flat = (np.arange(n_rep)[:, None] * n_groups + group[idx]).ravel()
     pos = _weighted_count(flat, positive[idx].ravel().astype(np.float64), size)
@@ -539,6 +565,7 @@ __all__ = [
     "LOWER_IS_BETTER",
     "METRICS",
     "NLL_CLIP",
+    "TIE_DECIMALS",
     "ReliabilityBin",
     "accuracy",
     "auroc",
@@ -557,4 +584,5 @@ __all__ = [
     "predicted",
     "reliability",
     "summary",
+    "tie_scores",
 ]

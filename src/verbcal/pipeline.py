@@ -249,11 +249,7 @@ def analyse(
     options.check()
     labelled = predictions.labelled()
     labels = list(predictions.labels)
-    if len(labelled) < MIN_ITEMS:
-        raise RunError(
-            f"only {len(labelled)} items have both a usable distribution and a gold label; "
-            f"a run needs at least {MIN_ITEMS}"
-        )
+    check_enough(len(labelled))
     calib_idx, test_idx = split_labelled(
         labelled, options.calib_frac, np.random.default_rng(options.seed)
     )
@@ -352,7 +348,7 @@ def _method_result(score: MethodScore, choice: Choice) -> MethodResult:
     return MethodResult(
         role=_role(method, choice.best_alternative, choice.recommended),
         calibrator=f"calibrators/{method}.json",
-        params=calibrator.params,
+        params=calibrator.state,
         floor={
             "value": calibrator.floor_,
             "mode": calibrator.floor_mode_name,
@@ -563,6 +559,14 @@ def _role(method: str, best_alternative: str | None, recommended: str) -> str:
 # ---------------------------------------------------------------- entry points
 
 
+def check_enough(
+    n_labelled: int, what: str = "have both a usable distribution and a gold label"
+) -> None:
+    """Refuse a run on fewer than :data:`MIN_ITEMS` items (before anything is written)."""
+    if n_labelled < MIN_ITEMS:
+        raise RunError(f"only {n_labelled} items {what}; a run needs at least {MIN_ITEMS}")
+
+
 def prepare_out(out: str | Path, overwrite: bool = False) -> Path:
     """Create the run directory; refuse to mix with an earlier run unless asked."""
     path = Path(out)
@@ -592,8 +596,8 @@ def run_from_predictions(
     opts.check()
     preds = datasets.load(predictions, labels)
     labelled = preds.labelled()
-    if len(labelled) >= MIN_ITEMS:  # checked before anything is written
-        check_split(labelled.y, opts.calib_frac, preds.labels)
+    check_enough(len(labelled))  # checked before anything is written
+    check_split(labelled.y, opts.calib_frac, preds.labels)
     target = prepare_out(out, overwrite)
     dest = target / "predictions.jsonl"
     if datasets.resolve(predictions).resolve() != dest.resolve():
@@ -621,18 +625,24 @@ def run(
     from dataclasses import replace
 
     from verbcal.elicit import ElicitOptions, elicit
-    from verbcal.task import load_task
+    from verbcal.task import load_task, read_items
 
     opts = options or RunOptions()
     opts.check()
-    target = prepare_out(out, overwrite)
     spec = load_task(task)
     eopts = elicit_options or ElicitOptions()
+    rows = read_items(items, spec)[: eopts.max_items]  # checked before anything is written
+    limit = f" (--max-items {eopts.max_items})" if eopts.max_items else ""
+    check_enough(
+        sum(1 for row in rows if row.get("label") is not None),
+        f"of {items}{limit} have a gold label",
+    )
+    target = prepare_out(out, overwrite)
     if eopts.store is None:
         eopts = replace(eopts, store=target / "store.sqlite")
     started = time.monotonic()
     result = elicit(
-        spec, items, target / "predictions.jsonl", eopts, console=console, progress=progress
+        spec, rows, target / "predictions.jsonl", eopts, console=console, progress=progress
     )
     stats = result.stats
     info = {

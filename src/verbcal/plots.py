@@ -27,7 +27,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
-from verbcal.decide import aurc, pr_curve, risk_coverage
+from verbcal.decide import apply_threshold, aurc, pr_curve, risk_coverage
 from verbcal.metrics import DEFAULT_BINS, check_inputs, ece, reliability
 
 INK = "#1f2937"
@@ -219,7 +219,7 @@ def pr_curves(
         )
         ax.plot(recall, precision, "o", color=colour, markersize=2.5)
         if chosen is not None and not math.isnan(chosen):
-            at = q_arr[:, k] >= chosen
+            at = apply_threshold(q_arr[:, k], chosen)
             n_at = int(at.sum())
             if n_at:
                 p_at = float(np.mean(y_arr[at] == k))

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -83,6 +85,8 @@ class Predictions:
     max_sum_error: float = 0.0
     n_unusable: int = 0
     notes: list[str] = field(default_factory=list)
+    n_verbalized: int = 0
+    """Rows read from ``verbalized_probs`` rather than ``probs`` (``verbalized=True``)."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -106,6 +110,7 @@ class Predictions:
             records=self.records,
             rows=self.rows[idx],
             source=self.source,
+            n_verbalized=self.n_verbalized,
         )
 
     def require_gold(self, action: str) -> None:
@@ -219,6 +224,11 @@ class Predictions:
             )
         if self.n_unusable:
             text += f"; {self.n_unusable} records without a distribution were skipped"
+        if self.n_verbalized:
+            text += (
+                f"; {self.n_verbalized} records carry verbalized_probs (the LLM's own numbers):"
+                " those are the input, not their probs, so applying twice equals applying once"
+            )
         return text
 
 
@@ -255,13 +265,20 @@ def from_arrays(
     )
 
 
-def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> Predictions:
+def read_predictions(
+    path: str | Path, labels: Sequence[str] | None = None, verbalized: bool = False
+) -> Predictions:
     """Read JSONL, CSV or Parquet predictions (by extension); errors name file, line and field.
 
     Parquet may be a file, a directory or a glob; its errors name the row (from 1).
+    ``verbalized=True`` (what ``apply`` and ``evaluate --calibrator`` read): a record that
+    carries ``verbalized_probs`` (written by ``apply``) is read from those, the LLM's own
+    numbers, not from its already calibrated ``probs``.
     """
+    starts: list[tuple[int, Path]] = []  # Parquet: (rows before the file, file)
     if is_parquet(path):
-        records = list(_read_parquet(path))
+        check_unique_ids(parquet_paths(path))
+        records = list(_read_parquet(path, starts))
         path = Path(path)
     else:
         path = Path(path)
@@ -282,17 +299,40 @@ def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> P
             path, None, None, "the file holds no records", "Write one record per line"
         )
     try:
-        return _assemble(path, records, tuple(labels) if labels else None)
+        return _assemble(path, records, tuple(labels) if labels else None, verbalized)
     except PredictionsError as exc:
         if not is_parquet(path) or exc.line is None:
             raise
-        raise PredictionsError(path, exc.line, exc.field, exc.problem, exc.fix, "row") from None
+        before, source = max((s for s in starts if s[0] < exc.line), key=lambda s: s[0])
+        line = exc.line - before
+        raise PredictionsError(source, line, exc.field, exc.problem, exc.fix, "row") from None
+
+
+def _decoded(path: Path, content: bytes) -> str:
+    """``content`` as UTF-8 text (a leading BOM dropped); binary or other encodings are
+    refused naming the file and the line of the first bad byte."""
+    if b"\x00" in content[:8192]:
+        line = content[: content.index(b"\x00")].count(b"\n") + 1
+        raise PredictionsError(
+            path, line, None, "a binary file, not text (a NUL byte)", "Give a JSONL or CSV file"
+        )
+    try:
+        return content.decode("utf-8-sig", errors="strict")
+    except UnicodeDecodeError as exc:
+        line = content[: exc.start].count(b"\n") + 1
+        raise PredictionsError(
+            path,
+            line,
+            None,
+            f"not UTF-8 text (byte 0x{content[exc.start]:02x}: {exc.reason})",
+            "Save the file as UTF-8",
+        ) from None
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open("rb") as handle:
         content = handle.read()
-    text = content.decode("utf-8", errors="strict")
+    text = _decoded(path, content)
     lines = text.split("\n")
     last = len(lines) - (1 if lines[-1] == "" else 0)
     for number, line in enumerate(lines[:last], start=1):
@@ -324,7 +364,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(newline="", encoding="utf-8") as handle:
+    text = _decoded(path, path.read_bytes())
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
         prob_columns = [c for c in columns if c.startswith("p_")]
@@ -355,20 +396,33 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _assemble(
-    path: Path, records: list[tuple[int, dict[str, Any]]], labels: tuple[str, ...] | None
+    path: Path,
+    records: list[tuple[int, dict[str, Any]]],
+    labels: tuple[str, ...] | None,
+    verbalized: bool = False,
 ) -> Predictions:
     kept: list[dict[str, Any]] = [record for _, record in records]
+    first_seen: dict[str, int] | None = None if is_parquet(path) else {}  # Parquet: checked
     rows: list[list[float]] = []
     gold: list[int] = []
     ids: list[str] = []
     row_index: list[int] = []
+    n_verbalized = 0
     for position, (number, record) in enumerate(records):
-        probs = record.get("probs")
+        if first_seen is not None:
+            _check_new_id(path, number, record.get("id"), first_seen)
+        source = "probs"
+        if verbalized and record.get(VERBALIZED_PROBS) is not None:
+            source = VERBALIZED_PROBS
+            n_verbalized += 1
+        probs = record.get(source)
+        if isinstance(probs, list) and source == VERBALIZED_PROBS:  # a Parquet map column
+            probs = dict(probs)
         if probs is None:
             continue
         if not isinstance(probs, dict):
             raise PredictionsError(
-                path, number, "probs", "must be an object {label: probability}", "Fix the record"
+                path, number, source, "must be an object {label: probability}", "Fix the record"
             )
         if labels is None:
             labels = tuple(str(k) for k in probs)
@@ -377,7 +431,7 @@ def _assemble(
                     path, number, "probs", "needs at least two labels", "List every class"
                 )
         index = {label: k for k, label in enumerate(labels)}
-        rows.append(_parse_row(path, number, probs, labels, index))
+        rows.append(_parse_row(path, number, probs, labels, index, source))
         gold.append(_parse_gold(path, number, record.get("label"), index, path.suffix))
         ids.append(str(record.get("id", number)))
         row_index.append(position)
@@ -398,18 +452,41 @@ def _assemble(
         n_renormalised=n_off,
         max_sum_error=max_err,
         n_unusable=len(records) - len(rows),
+        n_verbalized=n_verbalized,
     )
 
 
+def _check_new_id(path: str | Path, number: int, item: Any, first: dict[str, int]) -> None:
+    """Refuse a repeated ``id`` (records without one are numbered by line, never clash):
+    the error names the id and both lines (Parquet: :func:`check_unique_ids`)."""
+    if item is None:
+        return
+    key = str(item)
+    if key in first:
+        raise PredictionsError(
+            path,
+            number,
+            "id",
+            f"duplicate id {key!r} (first on line {first[key]}, again on line {number})",
+            "Give every record its own id, or drop the repeated record",
+        )
+    first[key] = number
+
+
 def _parse_row(
-    path: Path, number: int, probs: dict[str, Any], labels: tuple[str, ...], index: dict[str, int]
+    path: Path,
+    number: int,
+    probs: dict[str, Any],
+    labels: tuple[str, ...],
+    index: dict[str, int],
+    source: str = "probs",
 ) -> list[float]:
     unknown = [key for key in probs if key not in index]
     if unknown:
         raise PredictionsError(
             path,
             number,
-            f"probs.{unknown[0]}",
+            f"{source}.{unknown[0]}",
             f"unknown label {unknown[0]!r} (labels are {list(labels)})",
             "Pass the full label set with --labels, or fix the record",
         )
@@ -418,14 +495,14 @@ def _parse_row(
         raise PredictionsError(
             path,
             number,
-            f"probs.{missing[0]}",
+            f"{source}.{missing[0]}",
             f"label {missing[0]!r} is missing",
             "Give every label a probability (0 is allowed)",
         )
     row: list[float] = []
     for label in labels:
         value = probs[label]
-        field_name = f"probs.{label}"
+        field_name = f"{source}.{label}"
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise PredictionsError(
                 path, number, field_name, f"{value!r} is not a number", "Write a number"
@@ -439,11 +516,19 @@ def _parse_row(
                 path, number, field_name, f"{value} is negative", "Write a number in [0, 1]"
             )
         row.append(float(value))
-    if sum(row) <= 0:
+    if not math.isfinite(sum(row)):
         raise PredictionsError(
             path,
             number,
             "probs",
+            "the probabilities sum past the largest float (overflow), so they cannot be normalised",
+            "Write probabilities in [0, 1] (or percentages in [0, 100])",
+        )
+    if sum(row) <= 0:
+        raise PredictionsError(
+            path,
+            number,
+            source,
             "every probability is 0",
             "Drop the record or set probs to null to skip it",
         )
@@ -525,6 +610,42 @@ def atomic_output(path: str | Path, binary: bool = False) -> Iterator[IO[Any]]:
         raise
 
 
+@contextmanager
+def atomic_folder(path: str | Path, replaces: str = "part-*") -> Iterator[Path]:
+    """A temporary folder whose files move into ``path`` only when the block ends well.
+
+    The folder is created next to ``path`` (same file system, so moves are renames). On
+    success the entries of ``path`` matching ``replaces`` (the old shards) are removed and
+    the new files moved in, or the whole folder is renamed to ``path`` if it does not
+    exist; if the block raises, the temporary folder is removed and ``path`` is left as it
+    was: no half-written output, and a retry finds nothing in its way.
+    """
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise PredictionsError(
+            target, None, None, "is a file; shards need a folder", "Give a folder path"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield temp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o777 & ~umask)  # mkdtemp creates a private (0700) folder
+        if not target.exists():
+            os.replace(temp, target)
+            return
+        for old in target.glob(replaces):
+            if old.is_dir():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
+        for new in sorted(temp.iterdir()):
+            os.replace(new, target / new.name)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     """Write records as JSON Lines atomically: a crash never leaves a half-written file."""
     path = check_output(path)
@@ -551,12 +672,17 @@ def check_output(path: str | Path, overwrite: bool = True) -> Path:
     return target
 
 
+VERBALIZED_PROBS = "verbalized_probs"
+
+
 def with_probs(predictions: Predictions, probs: NDArray[np.float64]) -> list[dict[str, Any]]:
-    """The input records with ``probs`` replaced by ``probs`` (the original kept as ``verbalized_probs``)."""
+    """The input records with ``probs`` replaced by ``probs``, the LLM's own distribution kept
+    as ``verbalized_probs`` (a record that carries one already keeps it: it was the input)."""
     out = [dict(record) for record in predictions.records]
     for row, position in enumerate(predictions.rows):
         record = out[position]
-        record["verbalized_probs"] = record.get("probs")
+        if record.get(VERBALIZED_PROBS) is None:
+            record[VERBALIZED_PROBS] = record.get("probs")
         record["probs"] = {
             label: float(p) for label, p in zip(predictions.labels, probs[row], strict=True)
         }
@@ -629,13 +755,45 @@ def read_parquet_table(spec: str | Path) -> Any:
     return pa.concat_tables(tables, promote_options="default")
 
 
-def _read_parquet(spec: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def check_unique_ids(paths: Iterable[str | Path]) -> None:
+    """Refuse an ``id`` that repeats across Parquet files (only the id column is read),
+    naming the id and both places: file and row (from 1 in each file)."""
+    pa = require_pyarrow()
+    first: dict[str, tuple[str, int]] = {}
+    for path in paths:
+        if "id" not in pa.parquet.read_schema(path).names:
+            continue
+        ids = pa.parquet.read_table(path, columns=["id"]).column("id").to_pylist()
+        for row, item in enumerate(ids, start=1):
+            if item is None:
+                continue
+            key = str(item)
+            if key in first:
+                where, at = first[key]
+                again = "row" if where == str(path) else f"{path} row"
+                raise PredictionsError(
+                    path,
+                    row,
+                    "id",
+                    f"duplicate id {key!r} (first in {where} row {at}, again in {again} {row})",
+                    "Give every row its own id, or drop the repeated row",
+                    "row",
+                )
+            first[key] = (str(path), row)
+
+
+def _read_parquet(
+    spec: str | Path, starts: list[tuple[int, Path]] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Records of every file of ``spec``, numbered by row from 1, with ``probs`` as a dict.
 
     Each file is read on its own, so files may differ in layout (struct, map, p_<label>).
+    ``starts`` gets (rows before the file, file) per file, to name the file of a row.
     """
     number = 0
     for path in parquet_paths(spec):
+        if starts is not None:
+            starts.append((number, path))
         table = _read_table(path)
         prob_columns = [c for c in table.column_names if c.startswith(PROB_PREFIX)]
         if PROBS_COLUMN not in table.column_names and not prob_columns:
@@ -692,6 +850,7 @@ __all__ = [
     "SUM_TOLERANCE",
     "Predictions",
     "PredictionsError",
+    "atomic_folder",
     "atomic_output",
     "from_arrays",
     "is_parquet",

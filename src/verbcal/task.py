@@ -306,7 +306,7 @@ def read_items(path: str | Path, task: Task) -> list[dict[str, Any]]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig") as fh:  # a leading BOM is accepted, as in CSV
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue

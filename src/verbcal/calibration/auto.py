@@ -19,12 +19,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from verbcal.calibration.base import Calibrator, register
+from verbcal.calibration.constraints import (
+    Interval,
+    ListOf,
+    Options,
+    ParamConstraints,
+    ParameterError,
+    field,
+    number,
+)
 from verbcal.calibration.rows import Array, CalibratorError, Counts, count_rows
 from verbcal.calibration.specs import parse_spec
 
@@ -97,6 +106,12 @@ def nll_per_item(gold: Array) -> Array:
     return -np.log(np.maximum(gold, NLL_CLIP))
 
 
+def check_candidate(spec: Any) -> None:
+    """A candidate of ``auto``: a valid method spec other than ``auto`` itself."""
+    if parse_spec(spec).method == "auto":
+        raise CalibratorError("auto cannot be its own candidate")
+
+
 @register
 class AutoCalibrator(Calibrator):
     """A calibrator built from ``candidates`` by cross-validated NLL (see the module).
@@ -115,6 +130,13 @@ class AutoCalibrator(Calibrator):
     summary = "built by cross-validated NLL: a stack of calibrators, or one by the 1-SE rule"
     uses_floor = False
     complexity = 10_000
+    _parameter_constraints: ClassVar[ParamConstraints] = {
+        "candidates": [None, ListOf("a non-empty list of method specs", check_candidate)],
+        "rule": [Options(*RULES)],
+        "folds": [Interval(int, 2, None)],
+        "repeats": [Interval(int, 1, None)],
+        "seed": [Interval(int, 0, None)],
+    }
 
     def __init__(
         self,
@@ -147,10 +169,7 @@ class AutoCalibrator(Calibrator):
         arguments match one of them is taken as it is instead of being fitted again;
         the result is the same, only faster.
         """
-        if self.rule not in RULES:
-            raise CalibratorError(
-                f"auto: rule must be one of {', '.join(RULES)}, got {self.rule!r}"
-            )
+        self._validate_params()
         p, gold, weight = self._prepare(X, y, sample_weight, labels)
         candidates = self._candidates()
         table, oof, losses = self._cross_validate(candidates, p, gold, weight)
@@ -171,7 +190,9 @@ class AutoCalibrator(Calibrator):
             for spec in weights
         }
         self.floor_ = self._single.floor_ if self._single else None
-        self.warnings_ = [w for member in self.members_.values() for w in member.warnings]
+        self.warnings_ = list(
+            dict.fromkeys(w for member in self.members_.values() for w in member.warnings)
+        )
         self.fit_info_ = self._describe_fit(count_rows(p, gold, weight))
         return self
 
@@ -240,9 +261,9 @@ class AutoCalibrator(Calibrator):
         in every fold, its out-of-fold gold probabilities, (repeats, n), and its per-item
         out-of-fold NLL averaged over the repeats, (n,)."""
         per_label = np.bincount(gold, minlength=len(self.labels_))
-        k = max(2, min(int(self.folds), int(per_label[per_label > 0].min()), len(gold) // 2))
+        k = max(2, min(self.folds, int(per_label[per_label > 0].min()), len(gold) // 2))
         rng = np.random.default_rng(self.seed)
-        splits = [stratified_folds(gold, k, rng) for _ in range(max(1, int(self.repeats)))]
+        splits = [stratified_folds(gold, k, rng) for _ in range(self.repeats)]
         table, oof, losses = [], {}, {}
         for spec, candidate in candidates.items():
             runs = [out_of_fold_gold(candidate, p, gold, self.labels_, f, weight) for f in splits]
@@ -289,13 +310,39 @@ class AutoCalibrator(Calibrator):
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self.chosen_ = str(state["chosen"])
-        self.reason_ = str(state["reason"])
-        self.cv_ = list(state["cv"])
+        self.chosen_ = str(field(state, "chosen", "state"))
+        self.reason_ = str(field(state, "reason", "state"))
+        cv = field(state, "cv", "state")
+        if not isinstance(cv, list):
+            raise ParameterError(f"state.cv must be a list, got {cv!r:.80}")
+        self.cv_ = list(cv)
         if "calibrator" in state:  # written before stacking: one chosen calibrator
             state = {"weights": {self.chosen_: 1.0}, "members": {self.chosen_: state["calibrator"]}}
-        self.weights_ = {str(k): float(v) for k, v in state["weights"].items()}
-        self.members_ = {str(k): Calibrator.from_dict(v) for k, v in state["members"].items()}
+        weights, members = field(state, "weights", "state"), field(state, "members", "state")
+        if not isinstance(weights, dict) or not weights:
+            raise ParameterError(f"state.weights must be a non-empty object, got {weights!r:.80}")
+        if not isinstance(members, dict) or set(members) != set(weights):
+            raise ParameterError("state.members must hold one calibrator per spec of state.weights")
+        unit = [Interval(float, 0, 1)]
+        self.weights_ = {
+            str(k): number(v, f"state.weights[{k!r}]", unit) for k, v in weights.items()
+        }
+        if abs(sum(self.weights_.values()) - 1.0) > 1e-6:
+            raise ParameterError(
+                f"state.weights must sum to 1, got {sum(self.weights_.values()):.6g}"
+            )
+        self.members_ = {}
+        for spec, member in members.items():
+            try:
+                fitted = Calibrator.from_dict(member)
+            except CalibratorError as exc:
+                raise ParameterError(f"state.members[{spec!r}]: {exc}") from exc
+            if fitted.labels_ != self.labels_:
+                raise ParameterError(
+                    f"state.members[{spec!r}].labels {list(fitted.labels_)} differ from the "
+                    f"file's labels {list(self.labels_)}"
+                )
+            self.members_[str(spec)] = fitted
 
 
 def _fitted_like(

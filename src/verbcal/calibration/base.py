@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,14 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from verbcal.calibration.constraints import (
+    Interval,
+    Options,
+    ParamConstraints,
+    field,
+    number,
+    validate_params,
+)
 from verbcal.calibration.inputs import (
     as_matrix,
     as_targets,
@@ -56,6 +65,11 @@ FORMAT = "verbcal-calibrator"
 VERSION = 2
 """Calibrator file version: 2 stores constructor ``params`` and learned ``state`` apart."""
 
+MIN_ITEMS_PER_PARAMETER = 5
+"""Fit warning below this many items per free parameter of an unregularised map."""
+SEPARABLE_NLL = 1e-3
+"""Fit warning when the in-sample NLL falls below this: the data are separable."""
+
 METHODS: dict[str, type[Calibrator]] = {}
 """Calibrators by CLI name, filled by :func:`register`."""
 
@@ -83,6 +97,9 @@ class Calibrator(ABC):
     floor_refine: ClassVar[bool] = True
     """Refine the best grid floor by a bounded scalar search (off for costly objectives)."""
     _estimator_type: ClassVar[str] = "classifier"
+    _parameter_constraints: ClassVar[ParamConstraints] = {}
+    """What each constructor argument accepts (see :mod:`~verbcal.calibration.constraints`):
+    checked at ``fit``, when a file is loaded, and for spec options and CLI flags."""
 
     floor: float | str
     floor_mode: FloorMode
@@ -132,6 +149,11 @@ class Calibrator(ABC):
     def is_fitted(self) -> bool:
         return hasattr(self, "labels_")
 
+    def _validate_params(self) -> None:
+        """Raise :class:`~verbcal.calibration.constraints.ParameterError` on a constructor
+        argument outside :attr:`_parameter_constraints`."""
+        validate_params(self, self._parameter_constraints, where=self.method)
+
     # ------------------------------------------------------------ fit / predict
 
     def fit(
@@ -145,14 +167,59 @@ class Calibrator(ABC):
 
         ``labels`` names the columns (else a DataFrame's column names, else "0".."K-1");
         ``y`` holds label names or integer indices; ``sample_weight`` weights the items.
+        Constructor arguments are validated first (:attr:`_parameter_constraints`).
         """
+        self._validate_params()
         p, gold, weight = self._prepare(X, y, sample_weight, labels)
         data = count_rows(p, gold, weight)
         self.warnings_: list[str] = []
         self.floor_: float | None = self._choose_floor(data)
         self._fit(data)
         self.fit_info_: dict[str, float] = self._describe_fit(data)
+        self.warnings_.extend(self._support_warnings(data))
         return self
+
+    def _n_parameters(self, k: int) -> int:
+        """Free parameters of the map for K classes that the items-per-parameter warning
+        counts (0: not counted; one-parameter maps warn through their own checks)."""
+        return 0
+
+    def _support_warnings(self, data: Counts) -> list[str]:
+        """Warnings when the data cannot support the fit (nothing for ``identity``):
+
+        * a label with no item: nothing was learned about how often it is right;
+        * fewer than :data:`MIN_ITEMS_PER_PARAMETER` items per free parameter of an
+          unregularised map (no ``prior_sd``);
+        * in-sample NLL below :data:`SEPARABLE_NLL`: the data are separable and the fit
+          sharpens towards certainty (unless a warning already said why).
+        """
+        if self.method == "identity":
+            return []
+        out = []
+        seen = data.counts.sum(axis=0)
+        missing = [label for label, count in zip(self.labels_, seen, strict=True) if count <= 0]
+        if missing:
+            out.append(
+                f"no fitting item has the gold label {', '.join(map(repr, missing))}: "
+                f"{self.method} learns nothing about how often it is right, and its output "
+                "there is a guess. Label items of every class"
+            )
+        params = self._n_parameters(len(self.labels_))
+        unregularised = getattr(self, "prior_sd", None) is None
+        if params and unregularised and data.n < MIN_ITEMS_PER_PARAMETER * params:
+            out.append(
+                f"{data.n:g} items for {params} free parameters of {self.method} (fewer "
+                f"than {MIN_ITEMS_PER_PARAMETER} per parameter): the fit can follow noise. "
+                "Label more items, or prefer temperature or a prior (e.g. matrix[prior=1])"
+            )
+        if not self.warnings_ and self.fit_info_["nll_after"] < SEPARABLE_NLL:
+            out.append(
+                f"in-sample NLL {self.fit_info_['nll_after']:.2g}: the fitting items are "
+                f"separable and {self.method} sharpens towards certainty, so one wrong item "
+                "later costs many nats. Label more items (including some errors) or prefer a "
+                "regularised calibrator (temperature, auto)"
+            )
+        return out
 
     def predict_proba(self, X: Any, as_frame: bool = False) -> Any:
         """Calibrated distributions, (n, K), columns in ``labels_`` order.
@@ -196,9 +263,23 @@ class Calibrator(ABC):
         return dict(getattr(self, "fit_info_", {}))
 
     @property
-    def params(self) -> dict[str, Any]:
-        """The learned parameters, JSON-ready (empty before fit)."""
+    def state(self) -> dict[str, Any]:
+        """The learned values beyond the floor, JSON-ready (empty before fit): what a file
+        stores under ``state``. Constructor arguments are ``get_params()`` (``params`` in
+        a file); each learned value is also an attribute ending in ``_``."""
         return self._state() if self.is_fitted else {}
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Deprecated alias of :attr:`state` (learned values); constructor arguments are
+        :meth:`get_params`."""
+        warnings.warn(
+            "Calibrator.params is the learned state: use .state (constructor arguments "
+            "are .get_params())",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.state
 
     def describe_floor(self) -> str:
         """The floor in words: value, mode and whether it was fitted."""
@@ -239,12 +320,18 @@ class Calibrator(ABC):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibrator:
-        """Rebuild a fitted calibrator from :meth:`to_dict` output (format 1 or 2)."""
+        """Rebuild a fitted calibrator from :meth:`to_dict` output (format 1 or 2).
+
+        Every value is checked here, the one place files are read: constructor ``params``
+        by the same constraints ``fit`` uses, the floor, the labels and each learned value
+        of ``state`` (finite, in range, of the right shape). A problem raises
+        :class:`CalibratorError` naming the field (``state.temperature must be ...``).
+        """
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise CalibratorError(
                 "not a verbcal calibrator file (missing format 'verbcal-calibrator')"
             )
-        version = int(data.get("version", 0))
+        version = number(data.get("version", 0), "version", [Interval(int, 0, None)])
         if version > VERSION:
             raise CalibratorError(
                 f"calibrator version {data['version']} is newer than this verbcal: upgrade"
@@ -254,14 +341,45 @@ class Calibrator(ABC):
         method = data.get("method")
         if method not in METHODS:
             raise CalibratorError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-        calibrator = METHODS[method](**data.get("params", {}))
-        labels = tuple(str(label) for label in data["labels"])
-        calibrator.labels_ = labels
-        calibrator.classes_ = _classes(labels, data.get("classes") == "names")
-        calibrator.floor_ = data.get("floor", {}).get("value")
-        calibrator._load_state(data.get("state", {}))
-        calibrator.fit_info_ = dict(data.get("fit", {}))
-        calibrator.warnings_ = list(data.get("warnings", []))
+        params = data.get("params", {})
+        if not isinstance(params, dict):
+            raise CalibratorError(f"params: must be an object, got {params!r}")
+        takes = METHODS[method]._get_param_names()
+        unknown = [name for name in params if name not in takes]
+        if unknown:
+            raise CalibratorError(
+                f"params: {method} takes {', '.join(takes) or 'none'}, got {', '.join(unknown)}"
+            )
+        calibrator = METHODS[method](**params)
+        try:
+            calibrator._validate_params()
+        except CalibratorError as exc:
+            raise CalibratorError(f"params: {exc}") from exc
+        labels = field(data, "labels", "file")
+        if (
+            not isinstance(labels, list)
+            or len(labels) < 2
+            or not all(isinstance(label, str) for label in labels)
+            or len(set(labels)) != len(labels)
+        ):
+            raise CalibratorError(
+                f"labels must be a list of at least 2 distinct strings, got {labels!r}"
+            )
+        calibrator.labels_ = tuple(labels)
+        kind = data.get("classes", "indices")
+        if not Options("names", "indices").is_satisfied_by(kind):
+            raise CalibratorError(f"classes must be 'names' or 'indices', got {kind!r}")
+        calibrator.classes_ = _classes(calibrator.labels_, kind == "names")
+        calibrator.floor_ = _loaded_floor(calibrator, data.get("floor", {}))
+        calibrator._load_state(field(data, "state", "file"))
+        fit = data.get("fit", {})
+        if not isinstance(fit, dict):
+            raise CalibratorError(f"fit must be an object, got {fit!r}")
+        calibrator.fit_info_ = dict(fit)
+        notes = data.get("warnings", [])
+        if not isinstance(notes, list) or not all(isinstance(w, str) for w in notes):
+            raise CalibratorError(f"warnings must be a list of strings, got {notes!r}")
+        calibrator.warnings_ = list(notes)
         return calibrator
 
     def save(self, path: str | Path) -> None:
@@ -277,7 +395,7 @@ class Calibrator(ABC):
             raise CalibratorError(f"{path}: cannot read calibrator ({exc})") from exc
         try:
             return Calibrator.from_dict(data)
-        except CalibratorError as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # CalibratorError too
             raise CalibratorError(f"{path}: {exc}") from exc
 
     def __repr__(self) -> str:
@@ -297,7 +415,9 @@ class Calibrator(ABC):
         return {}
 
     def _load_state(self, state: dict[str, Any]) -> None:  # noqa: B027 (nothing learned by default)
-        """Restore what :meth:`_state` wrote."""
+        """Restore what :meth:`_state` wrote, checking each value (finite, in range, of the
+        right shape for ``labels_``) with :mod:`~verbcal.calibration.constraints`' helpers;
+        ``labels_`` is set before it runs."""
 
     def _objective(self, data: Counts, floor: float) -> float:
         """This calibrator's own fitted loss at ``floor`` (what ``floor="fit"`` minimises)."""
@@ -375,6 +495,26 @@ class Calibrator(ABC):
         }
 
 
+def _loaded_floor(calibrator: Calibrator, floor: Any) -> float | None:
+    """The floor of a loaded file, checked: a number in (0, 1) for a calibrator that uses
+    one (its mode matching ``params``), a fixed floor equal to the one in ``params``."""
+    if not isinstance(floor, dict):
+        raise CalibratorError(f"floor must be an object, got {floor!r}")
+    value = floor.get("value")
+    if value is None and not calibrator.uses_floor:
+        return None
+    value = number(value, "floor.value", [Interval(float, 0, 1, closed="neither")])
+    mode = floor.get("mode", calibrator.floor_mode_name)
+    if calibrator.uses_floor and mode != calibrator.floor_mode_name:
+        raise CalibratorError(
+            f"floor.mode is {mode!r} but params.floor_mode is {calibrator.floor_mode_name!r}"
+        )
+    given = getattr(calibrator, "floor", "fit")
+    if calibrator.uses_floor and given != "fit" and float(given) != value:
+        raise CalibratorError(f"floor.value {value!r} differs from params.floor {given!r}")
+    return value
+
+
 def _logits(rows: Array, floor: float, mode: FloorMode) -> Array:
     return exact_map(np.log, apply_floor(rows, floor, mode))
 
@@ -419,6 +559,8 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
 __all__ = [
     "FORMAT",
     "METHODS",
+    "MIN_ITEMS_PER_PARAMETER",
+    "SEPARABLE_NLL",
     "VERSION",
     "Calibrator",
     "CalibratorError",

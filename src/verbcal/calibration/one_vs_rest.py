@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import optimize
@@ -15,6 +15,16 @@ from scipy.special import logsumexp
 
 from verbcal.binning import equal_width_bins
 from verbcal.calibration.base import Calibrator, register
+from verbcal.calibration.constraints import (
+    FLOOR,
+    FLOOR_MODE,
+    Interval,
+    ParamConstraints,
+    ParameterError,
+    array,
+    field,
+    number,
+)
 from verbcal.calibration.rows import Array, Counts, FloorMode
 
 OUTPUT_FLOOR = 1e-6
@@ -68,7 +78,18 @@ class _OneVsRest(Calibrator):
         return {"maps": self.maps_}
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self.maps_ = list(state["maps"])
+        maps = field(state, "maps", "state")
+        expected = len(self._classes(len(self.labels_)))
+        if not isinstance(maps, list) or len(maps) != expected:
+            raise ParameterError(
+                f"state.maps must be a list of {expected} maps (one per class, one for K = 2), "
+                f"got {maps!r:.80}"
+            )
+        self.maps_ = [self._check_map(m, f"state.maps[{i}]") for i, m in enumerate(maps)]
+
+    @abstractmethod
+    def _check_map(self, params: Any, where: str) -> dict[str, Any]:
+        """One loaded binary map, checked (what :meth:`_fit_binary` returns)."""
 
 
 @register
@@ -86,6 +107,7 @@ class PlattScaling(_OneVsRest):
     complexity = 50
     floor_grid_step = 2.0
     floor_refine = False
+    _parameter_constraints: ClassVar[ParamConstraints] = {"floor": FLOOR, "floor_mode": FLOOR_MODE}
 
     def __init__(self, floor: float | str = "fit", floor_mode: FloorMode = "clip") -> None:
         self.floor = floor
@@ -101,6 +123,16 @@ class PlattScaling(_OneVsRest):
 
     def _fit_binary(self, score: Array, positives: Array, totals: Array) -> dict[str, Any]:
         return _platt(score, positives, totals)[0]
+
+    def _n_parameters(self, k: int) -> int:
+        return 2 * len(self._classes(k))
+
+    def _check_map(self, params: Any, where: str) -> dict[str, Any]:
+        real = [Interval(float, None, None)]
+        return {
+            key: number(field(params, key, where), f"{where}.{key}", real)
+            for key in ("slope", "intercept")
+        }
 
     def _apply_binary(self, params: dict[str, Any], score: Array) -> Array:
         s = params["slope"] * score + params["intercept"]
@@ -140,6 +172,15 @@ class IsotonicCalibration(_OneVsRest):
         fitted = optimize.isotonic_regression(positives[keep] / totals[keep], weights=totals[keep])
         return {"x": score[keep].tolist(), "y": fitted.x.tolist()}
 
+    def _check_map(self, params: Any, where: str) -> dict[str, Any]:
+        x, y = field(params, "x", where), field(params, "y", where)
+        size = len(x) if isinstance(x, list) and x else 1
+        xs = array(x, f"{where}.x", (size,))
+        ys = array(y, f"{where}.y", (size,), 0.0, 1.0)
+        if np.any(np.diff(xs) < 0) or np.any(np.diff(ys) < 0):
+            raise ParameterError(f"{where}: x and y must be non-decreasing (an isotonic map)")
+        return {"x": xs.tolist(), "y": ys.tolist()}
+
     def _apply_binary(self, params: dict[str, Any], score: Array) -> Array:
         return np.interp(score, params["x"], params["y"])
 
@@ -154,9 +195,13 @@ class HistogramBinning(_OneVsRest):
     method = "histogram"
     summary = "histogram binning per class (one-vs-rest for K > 2)"
     complexity = 70
+    _parameter_constraints: ClassVar[ParamConstraints] = {"bins": [Interval(int, 1, None)]}
 
     def __init__(self, bins: int = 10) -> None:
         self.bins = bins
+
+    def _n_parameters(self, k: int) -> int:
+        return self.bins * len(self._classes(k))
 
     def _fit_binary(self, score: Array, positives: Array, totals: Array) -> dict[str, Any]:
         bins = int(self.bins)
@@ -166,6 +211,13 @@ class HistogramBinning(_OneVsRest):
         midpoints = (np.arange(bins) + 0.5) / bins
         values = np.where(tot > 0, pos / np.maximum(tot, 1e-300), midpoints)
         return {"bins": bins, "values": values.tolist()}
+
+    def _check_map(self, params: Any, where: str) -> dict[str, Any]:
+        bins = field(params, "bins", where)
+        if bins != self.bins:
+            raise ParameterError(f"{where}.bins is {bins!r} but params.bins is {self.bins!r}")
+        values = array(field(params, "values", where), f"{where}.values", (self.bins,), 0.0, 1.0)
+        return {"bins": self.bins, "values": values.tolist()}
 
     def _apply_binary(self, params: dict[str, Any], score: Array) -> Array:
         return np.asarray(params["values"])[equal_width_bins(score, int(params["bins"]))]

@@ -10,12 +10,23 @@ from __future__ import annotations
 import functools
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from verbcal.calibration.base import Calibrator, register
+from verbcal.calibration.constraints import (
+    FLOOR,
+    FLOOR_MODE,
+    PRIOR_SD,
+    REG,
+    Interval,
+    ParamConstraints,
+    array,
+    field,
+    number,
+)
 from verbcal.calibration.rows import (
     BETA_BOUNDS,
     SMALLEST_FLOOR,
@@ -91,6 +102,7 @@ class FloorCalibration(Calibrator):
     method = "floor"
     summary = "clip floor fitted by NLL, nothing else"
     complexity = 10
+    _parameter_constraints: ClassVar[ParamConstraints] = {"floor": FLOOR, "floor_mode": FLOOR_MODE}
 
     def __init__(self, floor: float | str = "fit", floor_mode: FloorMode = "clip") -> None:
         self.floor = floor
@@ -125,6 +137,11 @@ class TemperatureScaling(Calibrator):
     summary = "invert softmax + temperature scaling (the paper's method; MAP T by default)"
     complexity = 20
     floor_fitted_with_temperature = True
+    _parameter_constraints: ClassVar[ParamConstraints] = {
+        "floor": FLOOR,
+        "floor_mode": FLOOR_MODE,
+        "prior_sd": PRIOR_SD,
+    }
 
     def __init__(
         self,
@@ -140,8 +157,6 @@ class TemperatureScaling(Calibrator):
         return self.logits(rows)
 
     def _beta(self, z: Array, counts: Array) -> float:
-        if self.prior_sd is not None and not self.prior_sd > 0:
-            raise ValueError(f"prior_sd must be positive or None, got {self.prior_sd!r}")
         return fit_inverse_temperature(z, counts, self.prior_sd)
 
     def _objective(self, data: Counts, floor: float) -> float:
@@ -154,13 +169,21 @@ class TemperatureScaling(Calibrator):
     def _fit(self, data: Counts) -> None:
         beta = self._beta(self._features(data.rows), data.counts)
         self.temperature_ = 1.0 / beta
-        if beta in BETA_BOUNDS:
+        if beta == BETA_BOUNDS[1]:  # smallest T
             self.warnings_.append(
-                f"T = {self.temperature_:.3g} is at the edge of the search range: the NLL keeps "
-                "falling as T moves further, so no finite best T exists (typically every "
-                "calibration item is already ranked right, and T -> 0 sharpens to certainty). "
-                "Label more items (including some errors) or prefer another calibrator "
-                "(temperature's default MAP fit, prior_sd=1, stays finite)"
+                f"T = {self.temperature_:.3g} is at the lower edge of the search range: the NLL"
+                " keeps falling as T -> 0, so no finite best T exists (every calibration item"
+                " is already ranked right, and T -> 0 sharpens every answer to certainty)."
+                " Label more items (including some errors) or prefer another calibrator"
+                " (temperature's default MAP fit, prior_sd=1, stays finite)"
+            )
+        elif beta == BETA_BOUNDS[0]:  # largest T
+            self.warnings_.append(
+                f"T = {self.temperature_:.3g} is at the upper edge of the search range: the NLL"
+                " keeps falling as T -> infinity, so no finite best T exists (the distributions"
+                " rank the gold label no better than chance on these items, and T -> infinity"
+                " flattens every answer to uniform). Check that the labels and the"
+                " probabilities belong together, label more items, or prefer another calibrator"
             )
 
     def _predict(self, rows: Array) -> Array:
@@ -175,7 +198,11 @@ class TemperatureScaling(Calibrator):
         return {"temperature": self.temperature_}
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self.temperature_ = float(state["temperature"])
+        self.temperature_ = number(
+            field(state, "temperature", "state"),
+            "state.temperature",
+            [Interval(float, 0, None, closed="neither")],
+        )
 
 
 @register
@@ -191,6 +218,7 @@ class ReSoftmax(TemperatureScaling):
     uses_floor = False
     complexity = 1000
     floor_fitted_with_temperature = False
+    _parameter_constraints: ClassVar[ParamConstraints] = {}
 
     prior_sd = None  # maximum likelihood, fixed
 
@@ -217,6 +245,12 @@ class _LogitModel(Calibrator):
     floor_grid_step = 2.0
     floor_refine = False
     _warm: Array | None = None
+    _parameter_constraints: ClassVar[ParamConstraints] = {
+        "floor": FLOOR,
+        "floor_mode": FLOOR_MODE,
+        "reg": REG,
+        "prior_sd": PRIOR_SD,
+    }
 
     def __init__(
         self,
@@ -271,8 +305,6 @@ class _LogitModel(Calibrator):
         """1 / (sd^2 n): the prior's weight in the per-item objective (0 without a prior)."""
         if self.prior_sd is None:
             return 0.0
-        if not self.prior_sd > 0:
-            raise ValueError(f"prior_sd must be positive or None, got {self.prior_sd!r}")
         return 1.0 / (self.prior_sd**2 * n)
 
     def _choose_floor(self, data: Counts) -> float | None:
@@ -296,8 +328,13 @@ class _LogitModel(Calibrator):
         return {"weights": self.weights_.tolist(), "bias": self.bias_.tolist()}
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self.weights_ = np.asarray(state["weights"], dtype=np.float64)
-        self.bias_ = np.asarray(state["bias"], dtype=np.float64)
+        k = len(self.labels_)
+        self.weights_ = array(field(state, "weights", "state"), "state.weights", self._shape(k))
+        self.bias_ = array(field(state, "bias", "state"), "state.bias", (k,))
+
+    @abstractmethod
+    def _shape(self, k: int) -> tuple[int, ...]:
+        """The shape of the weights for K classes."""
 
 
 @register
@@ -316,6 +353,12 @@ class VectorScaling(_LogitModel):
 
     def _initial(self, k: int) -> Array:
         return np.concatenate([np.ones(k), np.zeros(k)])
+
+    def _shape(self, k: int) -> tuple[int, ...]:
+        return (k,)
+
+    def _n_parameters(self, k: int) -> int:
+        return 2 * k
 
     def _unpack(self, theta: Array, k: int) -> tuple[Array, Array]:
         return theta[:k], theta[k:]
@@ -358,6 +401,12 @@ class MatrixScaling(_LogitModel):
 
     def _initial(self, k: int) -> Array:
         return np.concatenate([np.eye(k).ravel(), np.zeros(k)])
+
+    def _shape(self, k: int) -> tuple[int, ...]:
+        return (k, k)
+
+    def _n_parameters(self, k: int) -> int:
+        return k * k + k
 
     def _unpack(self, theta: Array, k: int) -> tuple[Array, Array]:
         return theta[: k * k].reshape(k, k), theta[k * k :]

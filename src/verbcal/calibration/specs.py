@@ -15,14 +15,14 @@ all read specs through :func:`parse_spec`.
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from verbcal.calibration.base import METHODS, Calibrator
-from verbcal.calibration.rows import CalibratorError, parse_floor
+from verbcal.calibration.constraints import ParameterError, validate_params
+from verbcal.calibration.rows import CalibratorError
 
 UNCALIBRATED = "uncalibrated"
 ALIASES = {"mode": "floor_mode", "prior": "prior_sd"}
@@ -41,6 +41,8 @@ class Variant:
     name: str
     method: str
     options: tuple[tuple[str, Any], ...] = ()
+    given: tuple[str, ...] = field(default=(), compare=False)
+    """The constructor arguments the spec wrote in brackets (the rest are defaults)."""
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -64,6 +66,8 @@ class Variant:
         kw = {**self.kwargs, **overrides}
         if floor is not None:
             kw["floor"] = floor
+        if overrides:
+            check_options(self.method, {k: v for k, v in overrides.items()})
         try:
             return METHODS[self.method](**kw)
         except TypeError as exc:
@@ -96,63 +100,40 @@ def parse_spec(spec: str) -> Variant:
             raise MethodError(
                 f"bad option {item!r} in {spec!r}; {method} takes {', '.join(takes) or 'none'}"
             )
-        try:
-            options[argument] = CONVERTERS.get(argument, _plain)(value)
-        except (CalibratorError, ValueError) as exc:
-            raise MethodError(f"{spec!r}: {key} {exc}") from exc
+        options[argument] = convert_option(argument, value)
+    check_options(method, options)
     defaults = {k: v for k, v in _defaults(METHODS[method]).items() if k in ("floor", "floor_mode")}
-    return Variant(text, method, tuple({**defaults, **options}.items()))
+    return Variant(text, method, tuple({**defaults, **options}.items()), tuple(options))
 
 
-def _floor(text: str) -> float | str:
+def check_options(method: str, options: dict[str, Any]) -> None:
+    """Validate constructor options of ``method`` by its declared constraints: the same
+    check, and the same message, as the calibrator's own at ``fit``."""
     try:
-        return parse_floor(text)
-    except CalibratorError:
-        raise ValueError(f"must be 'fit' or lie in (0, 1), got {text!r}") from None
+        validate_params(options, METHODS[method]._parameter_constraints, where=method)
+    except ParameterError as exc:
+        raise MethodError(str(exc)) from exc
 
 
-def _mode(text: str) -> str:
-    if text not in ("clip", "mix"):
-        raise ValueError(f"must be clip or mix, got {text!r}")
-    return text
-
-
-def _at_least(low: float, integer: bool = False) -> Callable[[str], float]:
-    def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not value >= low or (integer and not value.is_integer()):
-            kind = "an integer" if integer else "a number"
-            raise ValueError(f"must be {kind} >= {low:g}, got {text!r}")
-        return int(value) if integer else value
-
-    return convert
-
-
-def _prior(text: str) -> float | None:
-    return None if text.lower() == "none" else _at_least(1e-9)(text)
+def convert_option(argument: str, text: str) -> Any:
+    """A spec option's (or CLI flag's) text as a value; only syntax here, the calibrator's
+    constraints judge the value. ``none`` → None, integers → int, other numbers → float,
+    ``candidates`` → a list split on ``|`` (``auto[candidates=floor|temperature]``),
+    anything else as written."""
+    if argument == "candidates":
+        return tuple(part.strip() for part in text.split("|") if part.strip())
+    return _plain(text)
 
 
 def _plain(text: str) -> Any:
-    """Other options: ``none`` → None, numbers → int or float, anything else as written."""
+    """``none`` → None, numbers → int or float, anything else as written."""
     if text.lower() == "none":
         return None
     try:
         number = float(text)
     except ValueError:
         return text
-    return int(number) if number.is_integer() and re.fullmatch(r"-?\d+", text) else number
-
-
-CONVERTERS: dict[str, Callable[[str], Any]] = {
-    "floor": _floor,
-    "floor_mode": _mode,
-    "prior_sd": _prior,
-    "reg": _at_least(0.0),
-    "bins": _at_least(1.0, integer=True),
-}
+    return int(number) if number.is_integer() and re.fullmatch(r"[-+]?\d+", text) else number
 
 
 def _defaults(cls: type[Calibrator]) -> dict[str, Any]:
@@ -196,6 +177,8 @@ __all__ = [
     "UNCALIBRATED",
     "MethodError",
     "Variant",
+    "check_options",
+    "convert_option",
     "make",
     "parse_spec",
     "parse_specs",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,15 +20,20 @@ from verbcal.calibration import (
     Calibrator,
     CalibratorError,
     make_calibrator,
-    method_options,
-    parse_floor,
     uncalibrated,
 )
-from verbcal.calibration.specs import UNCALIBRATED, parse_spec, parse_specs
+from verbcal.calibration.specs import (
+    UNCALIBRATED,
+    check_options,
+    convert_option,
+    parse_spec,
+    parse_specs,
+)
 from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 from verbcal.compare import compare as run_compare
 from verbcal.compare import fit_warnings, summarise
+from verbcal.jsonio import print_json
 from verbcal.metrics import DEFAULT_BINS, METRICS, bootstrap_ci, by_band, by_slice, summary
 from verbcal.predictions import (
     Predictions,
@@ -54,9 +58,15 @@ LabelsOption = Annotated[
     typer.Option(help="Comma-separated label order (default: the first record's order)."),
 ]
 FloorOption = Annotated[
-    str, typer.Option(help="Floor for zeros before log: a number in (0, 1), or 'fit'.")
+    str | None,
+    typer.Option(
+        help="Floor for zeros before log: a number in (0, 1), or 'fit' (the default); merged "
+        "into a spec's brackets, refused if the spec sets floor itself."
+    ),
 ]
-FloorModeOption = Annotated[str, typer.Option(help="clip: max(p, floor); mix: (1 - a) p + a / K.")]
+FloorModeOption = Annotated[
+    str | None, typer.Option(help="clip (default): max(p, floor); mix: (1 - a) p + a / K.")
+]
 MleOption = Annotated[
     bool,
     typer.Option(
@@ -107,9 +117,12 @@ def warn(warnings: list[str], what: str) -> None:
 
 
 def read_for(data: str, fitted: Calibrator) -> Predictions:
-    """Predictions in the calibrator's label order; a clear error if the label sets differ."""
+    """Predictions in the calibrator's label order; a clear error if the label sets differ.
+
+    A record that carries ``verbalized_probs`` (written by ``apply``) is read from those,
+    the LLM's own numbers: calibrating is never applied twice."""
     try:
-        return datasets.load(data, fitted.labels)
+        return datasets.load(data, fitted.labels, verbalized=True)
     except PredictionsError as exc:
         if not (exc.field or "").startswith(("probs", "label")):
             raise
@@ -171,9 +184,10 @@ def evaluate(
     """Score predictions against gold labels, with 95% bootstrap confidence intervals.
 
     Without --calibrator it scores the uncalibrated baseline: the verbalized distribution
-    normalised to sum 1 (method ``identity``). Also gives accuracy and ECE per confidence
-    band (low < 0.6 <= medium < 0.8 <= high) and, with --by FIELD, the metrics with CIs per
-    value of that field of the records.
+    normalised to sum 1 (method ``identity``). With --calibrator, records that carry
+    verbalized_probs (written by apply) are calibrated from those, never twice. Also gives
+    accuracy and ECE per confidence band (low < 0.6 <= medium < 0.8 <= high) and, with
+    --by FIELD, the metrics with CIs per value of that field of the records.
 
     Example: verbcal evaluate --data recorded:tweets --calibrator ts.json
     """
@@ -199,7 +213,7 @@ def evaluate(
             out["by"] = by
             out["slices"] = slices
         out["warnings"] = fitted.warnings if fitted else []
-        print(json.dumps(out))
+        print_json(out)
         return
     title = f"{escape(predictions.source)}: " + (
         f"{fitted.method} calibrator ({fitted.describe_floor()})"
@@ -267,8 +281,8 @@ def fit(
     ],
     data: DataOption,
     out: Annotated[Path, typer.Option(help="Where to write the calibrator JSON.")],
-    floor: FloorOption = "fit",
-    floor_mode: FloorModeOption = "clip",
+    floor: FloorOption = None,
+    floor_mode: FloorModeOption = None,
     mle: MleOption = False,
     labels: LabelsOption = None,
     overwrite: opt.Overwrite = False,
@@ -297,7 +311,7 @@ def fit(
     )
     shown = calibrator.calibrator_ if isinstance(calibrator, AutoCalibrator) else calibrator
     if not isinstance(shown, AutoCalibrator):  # a stack's weights are in the table above
-        for name, value in shown.params.items():
+        for name, value in shown.state.items():
             console.print(f"  {name} = {value}", highlight=False, markup=False)
     console.print(
         f"NLL on the fitting data: {info['nll_before']:.4f} (verbalized) → {info['nll_after']:.4f}"
@@ -306,19 +320,50 @@ def fit(
     console.print(f"saved to {out}", markup=False)
 
 
-def spec_options(spec: str, floor: str, floor_mode: str, mle: bool) -> dict[str, Any]:
-    """The CLI's floor flags as constructor options of a method spec (validated; unused ones
-    dropped); a spec with options of its own (``temperature[floor=1e-4]``) keeps them."""
+FLAGS = {"floor": "--floor", "floor_mode": "--floor-mode", "prior_sd": "--mle"}
+"""The floor flags by the constructor argument each sets."""
+
+
+def spec_options(
+    spec: str, floor: str | None, floor_mode: str | None, mle: bool, strict: bool = True
+) -> dict[str, Any]:
+    """The CLI's floor flags as constructor options of a method spec, validated by the
+    method's own constraints (same message as the Python object's).
+
+    Unset flags (None / False) add nothing. A flag the spec already sets in brackets
+    (``temperature[floor=1e-4]`` with ``--floor``) is refused; otherwise it is merged into
+    the spec's options, so a flag is applied or refused, never dropped. With ``strict``
+    (one method, as in ``fit``) a flag the method does not take is refused too; without it
+    (``compare``) it applies to the methods that take it.
+    """
     variant = parse_spec(spec)
-    if "[" in spec or variant.name == UNCALIBRATED:
-        return {}
-    if floor_mode not in ("clip", "mix"):
-        raise CalibratorError(f"--floor-mode must be clip or mix, got {floor_mode!r}")
-    parse_floor(floor)
-    options: dict[str, Any] = {"floor": floor, "floor_mode": floor_mode}
+    flags: dict[str, Any] = {}
+    if floor is not None:
+        flags["floor"] = convert_option("floor", floor)
+    if floor_mode is not None:
+        flags["floor_mode"] = convert_option("floor_mode", floor_mode)
     if mle:
-        options["prior_sd"] = None
-    return method_options(variant.method, **options)
+        flags["prior_sd"] = None
+    takes = set(METHODS[variant.method]._get_param_names())
+    if variant.name == UNCALIBRATED:
+        takes = set()
+    options: dict[str, Any] = {}
+    for name, value in flags.items():
+        if name not in takes:
+            if strict:
+                raise CalibratorError(
+                    f"{FLAGS[name]} does not apply to {spec!r} ({variant.method} takes "
+                    f"{', '.join(sorted(takes)) or 'no options'}): drop the flag"
+                )
+            continue
+        if name in variant.given:
+            raise CalibratorError(
+                f"{FLAGS[name]} and the spec {spec!r} both set {name}: give it once, "
+                "in the brackets or as the flag"
+            )
+        options[name] = value
+    check_options(variant.method, options)
+    return options
 
 
 def show_auto(calibrator: AutoCalibrator) -> None:
@@ -365,6 +410,9 @@ def apply(
 ) -> None:
     """Apply a fitted calibrator to new predictions (the original kept as verbalized_probs).
 
+    Where a record already carries verbalized_probs (an applied file), those are the
+    input: applying twice gives the same file as applying once.
+
     Parquet input (a file, a directory or a glob) runs batch by batch on the chosen engine
     and gains top_label and confidence columns; see docs/scale.md.
 
@@ -402,8 +450,8 @@ def compare(
     repeats: Annotated[int, typer.Option(min=1, help="Random stratified splits.")] = 20,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the splits.")] = 0,
     bins: BinsOption = DEFAULT_BINS,
-    floor: FloorOption = "fit",
-    floor_mode: FloorModeOption = "clip",
+    floor: FloorOption = None,
+    floor_mode: FloorModeOption = None,
     mle: MleOption = False,
     labels: LabelsOption = None,
     as_json: JsonOption = False,
@@ -417,7 +465,14 @@ def compare(
     """
     with friendly_errors():
         names = parse_specs(methods)
-        options = {m: spec_options(m, floor, floor_mode, mle) for m in names}
+        options = {m: spec_options(m, floor, floor_mode, mle, strict=False) for m in names}
+        given = {"floor": floor is not None, "floor_mode": floor_mode is not None, "prior_sd": mle}
+        for name in [n for n, flag in given.items() if flag]:
+            if not any(name in o for o in options.values()):
+                raise CalibratorError(
+                    f"{FLAGS[name]} applies to none of the methods {', '.join(names)}: "
+                    "drop the flag or add a method that takes it"
+                )
         predictions = load_labelled(data, labels, "compare")
         with Progress(
             TextColumn("compare"),
@@ -444,7 +499,7 @@ def compare(
     rows = summarise(results)
     warn(fit_warnings(results), "fit warning")
     if as_json:
-        print(json.dumps(rows))
+        print_json(rows)
         return
     show_compare(predictions, rows, results, calib_frac, repeats, bins)
 

@@ -43,7 +43,7 @@ def list_command() -> None:
     recorded = Table(title="Recorded LLM replies: use recorded:NAME as a predictions file")
     recorded.add_column("name")
     recorded.add_column("what")
-    for name, text in datasets.RECORDED.items():
+    for name, text in {**datasets.RECORDED, **datasets.JUDGES}.items():
         recorded.add_row(f"recorded:{name}", text)
     console.print(recorded)
 

@@ -29,6 +29,7 @@ from verbcal.decide import (
     ThresholdResult,
     abstain_band,
     accuracy_at_coverage,
+    apply_threshold,
     aurc,
     clopper_pearson_lower,
     pr_curve,
@@ -38,6 +39,7 @@ from verbcal.decide import (
 )
 from verbcal.decide.cost import CostMatrix, cost_report
 from verbcal.decide.sets import SCORES, coverage_by_class, fit_sets, set_summary
+from verbcal.jsonio import print_json
 from verbcal.predictions import Predictions, write_jsonl
 
 CalibratorOption = Annotated[
@@ -49,8 +51,8 @@ COVERAGE_LEVELS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 BOUND_MEANING = (
     "The lower bound: if these labelled items are representative of new ones, the true {what} "
     "is at least this value with {conf:g} confidence. It is exact for a threshold fixed in "
-    "advance; picking the threshold among {n} operating points makes it approximate (in "
-    "simulation it held in about {conf:.0%} of repeats, far more often than the point estimate)."
+    "advance; picking the threshold among {n} operating points makes it approximate: for the "
+    "chosen threshold it can hold less often than {conf:g} (not measured here)."
 )
 LTT_MEANING = (
     "The guarantee: if these labelled items are representative of new ones, the rule's true "
@@ -189,7 +191,7 @@ def threshold(
         out.update({"class": label, "n": len(predictions), "probabilities": what})
         if on_test is not None:
             out["test"] = on_test
-        print(json.dumps(out))
+        print_json(out)
         return
     _show_threshold(predictions, q, what, label, result, curve)
     if on_test is not None:
@@ -199,10 +201,14 @@ def threshold(
 def _on_test(
     tested: tuple[Predictions, NDArray[np.float64], str], cls: int, threshold: float | None
 ) -> dict[str, Any]:
-    """Precision and recall of ``P(cls) >= threshold`` on labelled test data."""
+    """Precision and recall of ``P(cls) >= threshold`` (:func:`apply_threshold`, the one rule)
+    on labelled test data."""
     predictions, q, _ = tested
     positive = predictions.y == cls
-    chosen = q[:, cls] >= threshold if threshold is not None else np.zeros(len(q), dtype=bool)
+    if threshold is None:
+        chosen = np.zeros(len(q), dtype=bool)
+    else:
+        chosen = apply_threshold(q[:, cls], threshold)
     hits = int(np.sum(chosen & positive))
     return {
         "n": len(predictions),
@@ -241,7 +247,7 @@ def _report_band(
         out["calibration"] = calib
         if on_test is not None:
             out["test"] = on_test
-        print(json.dumps(out))
+        print_json(out)
         return
     console.print(
         f"[bold]{predictions.source}[/], {what}: class [bold]{label}[/], {len(predictions)} "
@@ -412,7 +418,7 @@ def selective(
         }
         if result is not None:
             out["target"] = result.to_dict()
-        print(json.dumps(out))
+        print_json(out)
         return
     _show_selective(predictions, what, curve, area, coverage, table_at, result)
 
@@ -534,7 +540,7 @@ def sets(
         }
     )
     if as_json:
-        print(json.dumps(result))
+        print_json(result)
         return
     _show_sets(result, test_predictions, names, out)
 
@@ -595,10 +601,18 @@ def _show_sets(
         )
     if out is not None:
         console.print(f"sets written to {out}", highlight=False)
+    level = f"{1 - result['alpha']:g}"
+    guarantee = (
+        "The guarantee holds per label (Mondrian, class-conditional): over new items like "
+        "these whose gold label is y, the set holds y with probability at least "
+        f"{level}, for every label y"
+        if result["by_class"]
+        else "The guarantee is marginal: over new items like these, the set holds the gold "
+        f"label with probability at least {level} (on average over labels, not for each one:"
+        " --by-class gives it per label)"
+    )
     console.print(
-        "The guarantee is marginal: over new items like these, the set holds the gold label "
-        f"with probability at least {1 - result['alpha']:g}; it does not need calibrated "
-        "probabilities (calibration makes sets smaller).",
+        f"{guarantee}; it does not need calibrated probabilities (calibration makes sets smaller).",
         style="dim",
         highlight=False,
     )
@@ -641,11 +655,7 @@ def decide_cost(
             q = fitted.predict_proba(predictions.probs)
             reports[f"{fitted.method} calibrator"] = cost_report(q, predictions.y, matrix)
     if as_json:
-        print(
-            json.dumps(
-                {"n": len(predictions), "actions": list(matrix.actions), "policies": reports}
-            )
-        )
+        print_json({"n": len(predictions), "actions": list(matrix.actions), "policies": reports})
         return
     table = Table(title=f"Bayes actions on {predictions.source} ({len(predictions)} items)")
     for column in (

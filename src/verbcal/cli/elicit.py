@@ -178,6 +178,19 @@ def elicit_command(
         )
         raise typer.Exit(130) from None
     print_summary(result)
+    if result.all_failed:
+        raise typer.Exit(report_all_failed(result))
+
+
+def report_all_failed(result: ElicitResult) -> int:
+    """Say that every request failed, with the most common reason; return exit code 1."""
+    reason, count = result.errors.most_common(1)[0] if result.errors else ("unknown", 0)
+    message = (
+        f"every request failed ({result.n_items} items; {count} with: {reason}). The errors"
+        f" are in {result.store}; fix the cause, then re-run the same command to retry them"
+    )
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return 1
 
 
 def resume_command() -> str:

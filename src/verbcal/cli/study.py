@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from rich.progress import (
 from verbcal.cli import options as opt
 from verbcal.cli.app import app, console, err_console
 from verbcal.cli.calibrate import friendly_errors
+from verbcal.jsonio import print_json
 from verbcal.study import (
     StudyConfig,
     StudyError,
@@ -97,7 +97,7 @@ def study(
         elapsed = time.perf_counter() - start
     rows = summarise(result.rows)
     if as_json:
-        print(json.dumps(summary_json(rows)))
+        print_json(summary_json(rows))
         return
     n_splits = sum(len(i.sizes) for i in result.info.values()) * settings.repeats
     console.print(

@@ -10,7 +10,7 @@ from verbcal.decide.cost import CostMatrix, bayes_actions, cost_report
 from verbcal.decide.sets import ConformalSets, fit_sets, set_summary
 from verbcal.decide.thresholds import (
     DEFAULT_PRECISION,
-    TIE_TOLERANCE,
+    TIE_STEP,
     AbstainBand,
     PRCurve,
     RiskCoverage,
@@ -31,7 +31,7 @@ from verbcal.decide.thresholds import (
 
 __all__ = [
     "DEFAULT_PRECISION",
-    "TIE_TOLERANCE",
+    "TIE_STEP",
     "AbstainBand",
     "ConformalSets",
     "CostMatrix",

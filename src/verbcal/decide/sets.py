@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from verbcal.decide.thresholds import _check
+from verbcal.metrics import tie_scores
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
@@ -36,14 +37,18 @@ SCORES: tuple[Score, ...] = ("lac", "aps")
 
 
 def conformity_scores(probs: ArrayLike, score: Score = "lac") -> FloatArray:
-    """The (n, K) conformity score of every label of every item (see the module docstring)."""
-    p = np.asarray(probs, dtype=np.float64)
+    """The (n, K) conformity score of every label of every item (see the module docstring).
+
+    Probabilities and scores are rounded by :func:`verbcal.metrics.tie_scores` (12 decimals),
+    so labels or items whose values differ by float noise only are tied, as everywhere else.
+    """
+    p = tie_scores(probs)
     if score == "lac":
-        return 1.0 - p
+        return tie_scores(1.0 - p)
     if score == "aps":
         # sum of the probabilities strictly above p[i, k], plus p[i, k] itself
         higher = p[:, None, :] > p[:, :, None]  # [i, k, j]: label j more probable than k
-        return np.einsum("ikj,ij->ik", higher, p) + p
+        return tie_scores(np.einsum("ikj,ij->ik", higher, p) + p)
     raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
 
 

@@ -5,14 +5,17 @@ an (n,) array of gold label indices in [0, K), and raises ``ValueError`` on bad 
 
 Conventions, fixed for all functions:
 
+* **Ties**: scores are compared after :func:`verbcal.metrics.tie_scores` (rounded to 12
+  decimals), the one tie rule of verbcal, so values that differ by float noise only
+  (0.6200000000000001 next to 0.62) are one score.
 * **Predicted ``cls`` at threshold t**: an item counts as predicted ``cls`` when
-  ``probs[i, cls] >= t`` (one-vs-rest; an item may be predicted for several classes).
-  On new scores (a test part, production) apply t with :func:`apply_threshold`, which
-  counts scores within ``TIE_TOLERANCE`` below t as reaching it (they are tied with t).
-* **Operating points**: one per distinct score (scores within ``TIE_TOLERANCE`` = 1e-9 of
-  each other count as one; the group's threshold is its smallest member). Lowering t past a score adds every item
-  holding that score at once (ties are never split), so a coarse verbalized grid (0.05,
-  0.1 ...) gives few operating points, and a target may fall between two of them.
+  ``tie_scores(probs[i, cls]) >= tie_scores(t)`` (one-vs-rest; an item may be predicted for
+  several classes): :func:`apply_threshold`, the one rule that applies a threshold, here, in
+  :meth:`AbstainBand.decide`, the CLI and on new scores (a test part, production).
+* **Operating points**: one per distinct tied score, whose threshold is that score.
+  Lowering t past a score adds every item holding that score at once (ties are never
+  split), so a coarse verbalized grid (0.05, 0.1 ...) gives few operating points, and a
+  target may fall between two of them.
 * **Precision** at t = TP / (items predicted ``cls``); **recall** = TP / (items whose
   gold label is ``cls``); **support** = the number of items whose gold label is ``cls``.
 * **Clopper-Pearson lower bound** at confidence c for k successes out of m trials: the
@@ -30,13 +33,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import beta
 
-from verbcal.metrics import check_inputs
+from verbcal.metrics import TIE_DECIMALS, check_inputs, tie_scores
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -45,24 +48,23 @@ Procedure = Literal["ltt-ranks", "pointwise", "recall-bound"]
 DEFAULT_PRECISION = 0.9
 """The precision target when none is given (``verbcal threshold`` and ``verbcal run``)."""
 
-TIE_TOLERANCE = 1e-9
-"""Scores closer than this count as tied: normalising a row leaves float noise such as
-0.6200000000000001 next to 0.62, which must not make a second operating point."""
+TIE_STEP = 10.0**-TIE_DECIMALS
+"""The gap between two neighbouring tied scores (1e-12): a rule "score > v" is the threshold
+``v + TIE_STEP`` (see :func:`apply_threshold`)."""
 
 
 def apply_threshold(scores: ArrayLike, threshold: float) -> NDArray[np.bool_]:
-    """Which items a threshold chosen by this module predicts: ``scores >= threshold``,
-    with scores within :data:`TIE_TOLERANCE` below it counted as reaching it.
+    """Which items a threshold predicts: ``tie_scores(scores) >= tie_scores(threshold)``.
 
-    The one rule for applying a threshold to new scores (``verbcal run`` and ``verbcal
-    study`` on the test part). A threshold is the smallest score of its group of tied
-    scores, and scores within ``TIE_TOLERANCE`` count as tied, so a score that differs
-    from the threshold by float noise only (0.62 against 0.6200000000000001) is
-    predicted, as its tied twin was when the threshold was chosen. An unreachable
-    point's threshold (``v + 2 * TIE_TOLERANCE`` above the top score ``v``) still
-    predicts nothing.
+    The one rule that applies a threshold, wherever one is applied (the CLI, ``verbcal run``
+    and ``verbcal study`` on the test part, :meth:`AbstainBand.decide`). Both sides are
+    rounded by :func:`verbcal.metrics.tie_scores`, so a score that differs from the
+    threshold by float noise only (0.62 against 0.6200000000000001) is predicted, as its
+    tied twin was when the threshold was chosen, and the rule "score > v" of the
+    ``"ltt-ranks"`` procedure is the threshold ``v + TIE_STEP``: it predicts every score
+    above v and none equal to it.
     """
-    return np.asarray(scores, dtype=np.float64) >= threshold - TIE_TOLERANCE
+    return tie_scores(scores) >= tie_scores(threshold)
 
 
 COARSE_GRID = 25
@@ -122,9 +124,8 @@ def items_needed(target: float, confidence: float = 0.95) -> int:
 
 
 def _group_ends(descending: FloatArray) -> IntArray:
-    """Last index of each group of tied values in a descending array (ties within the tolerance)."""
-    gaps = descending[:-1] - descending[1:]
-    return np.flatnonzero(np.r_[gaps > TIE_TOLERANCE, True]).astype(np.int64)
+    """Last index of each group of equal values in a descending array (of tied scores)."""
+    return np.flatnonzero(np.r_[descending[:-1] != descending[1:], True]).astype(np.int64)
 
 
 # -------------------------------------------------------------------------- precision / recall
@@ -134,9 +135,10 @@ def _group_ends(descending: FloatArray) -> IntArray:
 class PRCurve:
     """The precision-recall operating points of one class, highest threshold first.
 
-    ``thresholds[j]`` is the j-th largest distinct score ``probs[:, cls]``; at it, the items
-    with score ``>= thresholds[j]`` count as predicted ``cls``. ``n_predicted[j]`` of them
-    are predicted, ``true_positives[j]`` of those carry the gold label ``cls``.
+    ``thresholds[j]`` is the j-th largest distinct tied score ``tie_scores(probs[:, cls])``;
+    at it, the items with tied score ``>= thresholds[j]`` count as predicted ``cls``
+    (:func:`apply_threshold`). ``n_predicted[j]`` of them are predicted,
+    ``true_positives[j]`` of those carry the gold label ``cls``.
     ``precision = true_positives / n_predicted``; ``recall = true_positives / support``
     (nan when ``support`` = 0); ``support`` = items whose gold label is ``cls``.
     """
@@ -160,16 +162,16 @@ class PRCurve:
 def pr_curve(probs: ArrayLike, y: ArrayLike, cls: int) -> PRCurve:
     """Precision and recall of class ``cls`` at every distinct score, highest threshold first.
 
-    An item counts as predicted ``cls`` when ``probs[i, cls] >= threshold``; tied scores
-    enter together, so there is exactly one operating point per distinct score. The
-    ``note`` says how many operating points there are, and warns when a coarse grid of
+    An item counts as predicted ``cls`` when ``apply_threshold(probs[i, cls], threshold)``
+    (tied score ``>=`` threshold); tied scores (:func:`verbcal.metrics.tie_scores`) enter
+    together, so there is exactly one operating point per distinct tied score. The ``note`` says how many operating points there are, and warns when a coarse grid of
     verbalized values leaves few to choose from.
     """
     p, y_arr = _check(probs, y)
     if not (isinstance(cls, int | np.integer) and 0 <= int(cls) < p.shape[1]):
         raise ValueError(f"cls must be a class index in [0, {p.shape[1]}), got {cls!r}")
     cls = int(cls)
-    score = p[:, cls]
+    score = tie_scores(p[:, cls])
     positive = y_arr == cls
     order = np.argsort(-score, kind="stable")
     s, hit = score[order], positive[order]
@@ -203,14 +205,16 @@ def pr_curve(probs: ArrayLike, y: ArrayLike, cls: int) -> PRCurve:
 class ThresholdResult:
     """A threshold chosen for a target, with what it gives on the data it was chosen on.
 
-    An item counts as predicted ``cls`` when ``probs[i, cls] >= threshold``. ``reachable``
+    An item counts as predicted ``cls`` when ``apply_threshold(probs[i, cls], threshold)``
+    (``probs[i, cls] >= threshold``, ties by :func:`verbcal.metrics.tie_scores`). ``reachable``
     False means no candidate met the target: then ``threshold`` is None and the other numbers
     describe, for information, the operating point that came closest (highest lower bound of
     the target metric); ``note`` says what to do.
 
     ``procedure`` names how the threshold was chosen (see :func:`threshold_for`);
     ``n_tests`` is the number of candidates it tested and ``test_confidence`` the confidence
-    of each single test (``1 - (1 - confidence) / n_tests`` for ``"ltt-ranks"``).
+    of each single test: ``1 - (1 - confidence) / n_tests`` for ``"ltt-ranks"``, the requested
+    ``confidence`` itself for ``"pointwise"`` and ``"recall-bound"``.
     ``precision_lower_bound`` / ``recall_lower_bound`` are one-sided Clopper-Pearson bounds
     at ``test_confidence``; ``above`` (``"ltt-ranks"`` only) is the score the threshold sits
     just above: the rule is ``probs[i, cls] > above``. ``support`` is the number of items
@@ -351,7 +355,7 @@ def _result(
     **how: Any,
 ) -> ThresholdResult:
     """The result at operating point ``j`` of the curve (see :class:`ThresholdResult`)."""
-    test_confidence = how.get("test_confidence", confidence)
+    test_confidence = how.setdefault("test_confidence", confidence)
     k, m = curve.true_positives[j], curve.n_predicted[j]
     p_low = float(clopper_pearson_lower(k, m, test_confidence))
     r_low = (
@@ -380,8 +384,21 @@ def _result(
     )
 
 
-def _ltt_precision(curve: PRCurve, target: float, confidence: float) -> ThresholdResult:
-    """Learn-then-Test over the ranks of :func:`candidate_ranks` (see :func:`threshold_for`)."""
+class _RankTests(NamedTuple):
+    """The Learn-then-Test family of one curve: per candidate rank i, ``group[i]`` (the
+    operating point holding the rank's score v), ``above[i] = group[i] - 1`` (the point of
+    the rule "score > v", -1 when nothing is above), the Clopper-Pearson bound ``low[i]`` at
+    ``test_confidence``, and the ranks that pass (``low >= target``)."""
+
+    ranks: IntArray
+    group: IntArray
+    above: IntArray
+    low: FloatArray
+    passing: IntArray
+    test_confidence: float
+
+
+def _rank_tests(curve: PRCurve, target: float, confidence: float) -> _RankTests:
     ranks = candidate_ranks(curve.n_items, target, confidence)
     test_confidence = 1.0 - (1.0 - confidence) / len(ranks)
     group = np.searchsorted(curve.n_predicted, ranks)  # the group holding the m-th largest
@@ -392,16 +409,53 @@ def _ltt_precision(curve: PRCurve, target: float, confidence: float) -> Threshol
         curve.true_positives[above[ok]], curve.n_predicted[above[ok]], test_confidence
     )
     passing = np.flatnonzero(low >= target)
+    return _RankTests(ranks, group, above, low, passing, test_confidence)
+
+
+def _rank_result(
+    curve: PRCurve,
+    target: float,
+    confidence: float,
+    tests: _RankTests,
+    best: int | None,
+    blocked_note: str = "",
+) -> ThresholdResult:
+    """The result of choosing the passing rank ``best`` (None: no rank).
+
+    With ``best`` None and ranks that pass, the result is unreachable with ``blocked_note``
+    (the caller set them aside); with no rank passing, it says why and what would help.
+    """
+    ranks, group, above, low, passing, test_confidence = tests
     how = {"procedure": "ltt-ranks", "n_tests": len(ranks), "test_confidence": test_confidence}
-    if len(passing) == 0:
-        j = int(above[np.argmax(low)]) if ok.any() else 0
-        bound = float(max(low.max(), 0.0))
+    if best is None and len(passing) and blocked_note:
+        nearest = int(passing[np.argmin(above[passing])])  # the highest passing score
+        j = int(above[nearest])
+        return _result(curve, "precision", target, confidence, j, False, blocked_note, **how)
+    if best is None:
+        ok = above >= 0
+        # report the operating point with the highest bound over all of them (the one the
+        # CLI's table is centred on), and separately the best of the candidates tested
+        every = clopper_pearson_lower(curve.true_positives, curve.n_predicted, test_confidence)
+        j = int(np.nanargmax(every))
+        tested = ""
+        if ok.any():
+            t = int(above[np.argmax(low)])
+            tested = (
+                f"; of the candidate ranks tested ({len(ranks)}, fixed before looking so that"
+                f" the guarantee covers the scan) the best, threshold {curve.thresholds[t]:.6g},"
+                f" has {float(max(low.max(), 0.0)):.4f}"
+            )
         note = _unreachable_note(
-            curve, "precision", target, confidence, j, bound, each=test_confidence
+            curve,
+            "precision",
+            target,
+            confidence,
+            j,
+            float(every[j]),
+            each=test_confidence,
+            tested=tested,
         )
-        note += f" ({len(ranks)} candidate ranks, so that the guarantee covers the scan)"
         return _result(curve, "precision", target, confidence, j, False, note, **how)
-    best = int(passing[np.argmax(above[passing])])  # the lowest passing threshold
     j = int(above[best])
     v = float(curve.thresholds[group[best]])
     note = (
@@ -418,10 +472,19 @@ def _ltt_precision(curve: PRCurve, target: float, confidence: float) -> Threshol
         j,
         True,
         note,
-        threshold=v + 2 * TIE_TOLERANCE,
+        threshold=v + TIE_STEP,
         above=v,
         **how,
     )
+
+
+def _ltt_precision(curve: PRCurve, target: float, confidence: float) -> ThresholdResult:
+    """Learn-then-Test over the ranks of :func:`candidate_ranks` (see :func:`threshold_for`):
+    the lowest passing threshold (most recall)."""
+    tests = _rank_tests(curve, target, confidence)
+    passing = tests.passing
+    best = int(passing[np.argmax(tests.above[passing])]) if len(passing) else None
+    return _rank_result(curve, target, confidence, tests, best)
 
 
 def _pointwise_precision(curve: PRCurve, target: float, confidence: float) -> ThresholdResult:
@@ -475,12 +538,14 @@ def _unreachable_note(
     j: int,
     bound: float,
     each: float | None = None,
+    tested: str = "",
 ) -> str:
     at = "" if each is None else f" at the per-test confidence {each:.4g}"
     head = (
         f"no threshold reaches {metric} {target:g} at confidence {confidence:g}: the best "
-        f"lower bound{at} is {bound:.4f} (threshold {curve.thresholds[j]:.6g}, "
-        f"{curve.n_predicted[j]} items predicted, {curve.true_positives[j]} correct)"
+        f"lower bound{at} over every operating point is {bound:.4f} (threshold "
+        f"{curve.thresholds[j]:.6g}, {curve.n_predicted[j]} items predicted, "
+        f"{curve.true_positives[j]} correct){tested}"
     )
     need = items_needed(target, each or confidence)
     if metric == "precision":
@@ -505,7 +570,8 @@ def _unreachable_note(
 class RiskCoverage:
     """The risk-coverage curve: keep the items whose confidence is ``>= thresholds[j]``.
 
-    Confidence = ``max_k probs[i, k]``; the kept items are answered with their argmax.
+    Confidence = ``tie_scores(max_k probs[i, k])`` (apply a threshold with
+    :func:`apply_threshold`); the kept items are answered with their argmax.
     ``coverage[j]`` = share of items kept, ``risk[j]`` = error rate of the kept items,
     ``n_kept[j]`` their number. Thresholds are the distinct confidences, highest first, so
     tied items are kept or dropped together.
@@ -535,7 +601,7 @@ def risk_coverage(probs: ArrayLike, y: ArrayLike) -> RiskCoverage:
     The predicted label is the argmax (ties to the first label, as in :mod:`verbcal.metrics`).
     """
     p, y_arr = _check(probs, y)
-    conf = p.max(axis=1)
+    conf = tie_scores(p.max(axis=1))
     correct = np.argmax(p, axis=1) == y_arr
     order = np.argsort(-conf, kind="stable")
     c, ok = conf[order], correct[order]
@@ -591,7 +657,8 @@ def accuracy_at_coverage(probs: ArrayLike, y: ArrayLike, coverage: float) -> flo
 class SelectiveResult:
     """A confidence threshold for a target selective accuracy, judged by a lower bound.
 
-    Keep (answer) the items with ``max probability >= threshold``, abstain on the rest.
+    Keep (answer) the items with ``max probability >= threshold`` (:func:`apply_threshold`
+    on the max probability), abstain on the rest.
     ``reachable`` False: ``threshold`` is None and the numbers describe the closest
     operating point (highest bound), for information; ``note`` says what to do.
     """
@@ -671,8 +738,10 @@ class AbstainBand:
     ``accept`` is the precision threshold for ``cls`` (predict ``cls`` when
     ``probs[i, cls] >= upper``); ``reject`` the one for "not ``cls``", computed on the score
     ``1 - probs[i, cls]`` (predict not-``cls`` when ``probs[i, cls] <= lower``). Either side
-    may be unreachable (its bound None: that side never decides). ``abstain_rate`` = share of
-    the items given to :func:`abstain_band` that fall in neither region.
+    may be unreachable (its bound None: that side never decides). :func:`abstain_band` keeps
+    ``lower < upper`` whenever both are set, so no item is both accepted and rejected.
+    ``abstain_rate`` = share of the items given to :func:`abstain_band` that fall in neither
+    region.
     """
 
     cls: int
@@ -684,13 +753,18 @@ class AbstainBand:
     note: str
 
     def decide(self, probs: ArrayLike) -> NDArray[np.int8]:
-        """Per row: 1 = accept ``cls``, 0 = reject it, -1 = abstain."""
+        """Per row: 1 = accept ``cls``, 0 = reject it, -1 = abstain.
+
+        Both sides go through :func:`apply_threshold`, the one rule: accept when
+        ``apply_threshold(P, upper)``, reject when ``apply_threshold(1 - P, 1 - lower)`` (the
+        reject side's own threshold on the score ``1 - P`` it was chosen on).
+        """
         score = np.asarray(probs, dtype=np.float64)[:, self.cls]
         out = np.full(len(score), -1, dtype=np.int8)
         if self.lower is not None:
-            out[score <= self.lower] = 0
+            out[apply_threshold(1.0 - score, 1.0 - self.lower)] = 0
         if self.upper is not None:
-            out[score >= self.upper] = 1
+            out[apply_threshold(score, self.upper)] = 1
         return out
 
     def evaluate(self, probs: ArrayLike, y: ArrayLike) -> dict[str, Any]:
@@ -732,41 +806,85 @@ def abstain_band(
 ) -> AbstainBand:
     """Two thresholds for class ``cls``: accept above the upper, reject below the lower.
 
-    Each side is chosen by :func:`threshold_for` with the ``"ltt-ranks"`` procedure: the
-    accept side on ``probs[:, cls]`` with positives ``y == cls``, the reject side on
-    ``1 - probs[:, cls]`` with positives ``y != cls`` (one-vs-rest, so any K). Guarantee:
-    each side's precision is at least ``precision`` with probability ``confidence``; both
-    hold together with probability at least ``2 * confidence - 1`` (a union bound; pass
-    ``confidence = 1 - delta / 2`` for a joint ``1 - delta``). If the two regions overlap
-    (possible only when ``precision`` <= 0.5), the band is empty and items in the overlap
-    are accepted, as :meth:`AbstainBand.decide` does.
+    Each side runs the ``"ltt-ranks"`` tests of :func:`threshold_for`: the accept side on
+    ``probs[:, cls]`` with positives ``y == cls`` (rules "P > a"), the reject side on the
+    score ``1 - probs[:, cls]`` with positives ``y != cls`` (rules "1 - P > w", i.e.
+    "P < 1 - w"; one-vs-rest, so any K). Among the passing ranks of both sides (or none of a
+    side), the band takes the pair that decides the most of these items (then the most
+    accepted) subject to ``w >= 1 - a``, so that the two rules never meet.
+
+    What is guaranteed:
+
+    * **No overlap**: whenever both sides decide, ``lower < upper``, and no score is both
+      accepted and rejected (:meth:`AbstainBand.decide`, on any scores).
+    * **Precision of each side**: if the items are i.i.d., each side's true precision is at
+      least ``precision`` with probability at least ``confidence`` (Learn-then-Test: with
+      that probability no rank whose precision is below the target passes at all, so any
+      choice among passing ranks, this one included, keeps it); both hold together with
+      probability at least ``2 * confidence - 1`` (a union bound; pass
+      ``confidence = 1 - delta / 2`` for a joint ``1 - delta``).
+    * **Unreachable sides**: a side with no passing rank, or whose every passing rank would
+      overlap the chosen other side while deciding fewer items, has bound None and never
+      decides; its note says which.
     """
     p, y_arr = _check(probs, y)
     if not (isinstance(cls, int | np.integer) and 0 <= int(cls) < p.shape[1]):
         raise ValueError(f"cls must be a class index in [0, {p.shape[1]}), got {cls!r}")
     cls = int(cls)
-    accept = threshold_for(p, y_arr, cls, precision=precision, confidence=confidence)
+    target = _check_unit("precision", precision)
+    confidence = _check_unit("confidence", confidence)
     flipped = np.c_[p[:, cls], 1.0 - p[:, cls]]  # column 1: the score of "not cls"
-    reject = threshold_for(
-        flipped, (y_arr != cls).astype(np.int64), 1, precision=precision, confidence=confidence
+    curves = pr_curve(p, y_arr, cls), pr_curve(flipped, (y_arr != cls).astype(np.int64), 1)
+    tests = [_rank_tests(curve, target, confidence) for curve in curves]
+    options = [
+        [(None, 0.0, 0)]
+        + [
+            (int(i), float(curve.thresholds[t.group[i]]), int(curve.n_predicted[t.above[i]]))
+            for i in t.passing
+        ]
+        for curve, t in zip(curves, tests, strict=True)
+    ]
+    choice: tuple[int | None, int | None] = (None, None)
+    key = (-1, -1)
+    for a, v_a, n_a in options[0]:
+        for r, w_r, n_r in options[1]:
+            if a is not None and r is not None and w_r < 1.0 - v_a - TIE_STEP / 2:
+                continue  # "P > v_a" and "P < 1 - w_r" would meet
+            if (n_a + n_r, n_a) > key:
+                key, choice = (n_a + n_r, n_a), (a, r)
+    chosen = [
+        None if i is None else float(curve.thresholds[t.group[i]])
+        for i, curve, t in zip(choice, curves, tests, strict=True)
+    ]
+    blocked = [
+        f"every accept rule that reaches precision {target:g} would overlap the reject side "
+        f"(reject when P < {1 - (chosen[1] or 0.0):.6g}), which decides more items, so the "
+        "accept side never decides",
+        f"every reject rule that reaches precision {target:g} would overlap the accept side "
+        f"(accept when P > {chosen[0] or 0.0:.6g}), which decides more items, so the reject "
+        "side never decides",
+    ]
+    accept, reject = (
+        _rank_result(curve, target, confidence, t, i, note)
+        for curve, t, i, note in zip(curves, tests, choice, blocked, strict=True)
     )
     upper = accept.threshold
     lower = None if reject.threshold is None else 1.0 - reject.threshold
     band = AbstainBand(cls, upper, lower, accept, reject, 0.0, "")
     rate = float(np.mean(band.decide(p) == -1))
     sides = []
-    sides.append(
-        f"accept when P >= {upper:.6g}"
-        if upper is not None
-        else "no accept threshold reaches the target"
-    )
-    sides.append(
-        f"reject when P <= {lower:.6g}"
-        if lower is not None
-        else "no reject threshold reaches the target"
-    )
+    for side, bound, result, rule in (
+        ("accept", upper, accept, f"P > {accept.above or 0.0:.6g}"),
+        ("reject", lower, reject, f"P < {1.0 - (reject.above or 0.0):.6g}"),
+    ):
+        if bound is not None:
+            sides.append(f"{side} when {rule}")
+        elif result.note in blocked:
+            sides.append(f"no {side} threshold reaches the target without overlapping the other")
+        else:
+            sides.append(f"no {side} threshold reaches the target")
     note = (
-        f"{'; '.join(sides)}; each side has precision >= {precision:g} with confidence "
+        f"{'; '.join(sides)}; each side has precision >= {target:g} with confidence "
         f"{confidence:g} (both together: {2 * confidence - 1:g}); {rate:.1%} of these items "
         "fall in between and are abstained"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import errno
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -173,6 +174,40 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
     except ValueError:
         parsed = email.utils.parsedate_to_datetime(value) if value.strip() else None
         return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
+
+
+def _refused(exc: BaseException | None) -> bool:
+    """Whether a connection refusal is anywhere in ``exc``'s chain of causes."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if (
+            isinstance(exc, ConnectionRefusedError)
+            or getattr(exc, "errno", None) == errno.ECONNREFUSED
+        ):
+            return True
+        inner = getattr(exc, "os_error", None)  # aiohttp's ClientConnectorError
+        if isinstance(inner, ConnectionRefusedError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def connection_error(exc: BaseException, where: str, timed_out: bool = False) -> BackendError:
+    """The :class:`BackendError` for a failed connection, naming the real cause.
+
+    SDKs report a refused connection as a timeout or a generic connection error; the chain
+    of causes tells them apart: "connection refused" means nothing listens at ``where``.
+    """
+    if _refused(exc):
+        return BackendError(
+            f"connection refused by {where}: nothing listens there; start the server or"
+            " check --base-url",
+            retryable=True,
+        )
+    if timed_out:
+        return BackendError(f"timeout waiting for {where}", retryable=True)
+    return BackendError(f"connection to {where} failed: {exc}", retryable=True)
 
 
 def status_error(

@@ -182,6 +182,13 @@ class ElicitResult:
     backend: str
     model: str
     notes: list[str] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    """The first issue of each item whose request failed for good, counted."""
+
+    @property
+    def all_failed(self) -> bool:
+        """Every item's request failed for good (nothing usable was received)."""
+        return self.n_items > 0 and self.status_counts.get("error", 0) == self.n_items
 
     @classmethod
     def of(
@@ -216,6 +223,9 @@ class ElicitResult:
             backend=opts.backend,
             model=model,
             notes=notes,
+            errors=Counter(
+                r["issues"][0] for r in records if r["status"] == "error" and r.get("issues")
+            ),
         )
 
 

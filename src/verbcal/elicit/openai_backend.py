@@ -11,6 +11,7 @@ from verbcal.elicit.backends import (
     BackendError,
     Reply,
     Request,
+    connection_error,
     credentials_hint,
     status_error,
     structured_or_plain,
@@ -215,10 +216,9 @@ class _SdkTransport:
             )
             data = response.json()
         except openai.APITimeoutError as exc:
-            raise BackendError(f"timeout waiting for {self._where}", retryable=True) from exc
+            raise connection_error(exc, self._where, timed_out=True) from exc
         except openai.APIConnectionError as exc:
-            message = f"connection to {self._where} failed: {exc}"
-            raise BackendError(message, retryable=True) from exc
+            raise connection_error(exc, self._where) from exc
         except openai.APIStatusError as exc:
             headers = dict(exc.response.headers) if exc.response is not None else None
             raise status_error(
@@ -268,10 +268,9 @@ class _LeanTransport:
                 raw = await response.read()
                 status, headers = response.status, response.headers
         except TimeoutError as exc:
-            raise BackendError(f"timeout waiting for {self._where}", retryable=True) from exc
+            raise connection_error(exc, self._where, timed_out=True) from exc
         except aiohttp.ClientError as exc:
-            message = f"connection to {self._where} failed: {exc}"
-            raise BackendError(message, retryable=True) from exc
+            raise connection_error(exc, self._where) from exc
         if status >= 400:
             detail = _error_detail(raw)
             raise status_error(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,6 +20,7 @@ from verbcal.elicit.backends import (
     BackendError,
     Reply,
     Request,
+    connection_error,
     credentials_hint,
     status_error,
     structured_or_plain,
@@ -86,9 +88,18 @@ class AnthropicBackend:
         self.structured = structured
         self.notes: list[str] = []
         self._where = base_url or "api.anthropic.com"
+        key = os.environ.get("ANTHROPIC_API_KEY")
+        if not key and not os.environ.get("ANTHROPIC_AUTH_TOKEN"):
+            if base_url is None:  # caught here, before any request (as the OpenAI key is)
+                raise BackendError(
+                    "no Anthropic API key: set ANTHROPIC_API_KEY in the environment (or pass"
+                    " --base-url for a server that needs none)",
+                    retryable=False,
+                )
+            key = "not-needed"
         try:
             self._client = anthropic.AsyncAnthropic(
-                base_url=base_url, timeout=timeout, max_retries=0
+                api_key=key, base_url=base_url, timeout=timeout, max_retries=0
             )
         except anthropic.AnthropicError as exc:
             raise BackendError(
@@ -108,11 +119,9 @@ class AnthropicBackend:
         try:
             message = await self._client.messages.create(**args)
         except sdk.APITimeoutError as exc:
-            raise BackendError(f"timeout waiting for {self._where}", retryable=True) from exc
+            raise connection_error(exc, self._where, timed_out=True) from exc
         except sdk.APIConnectionError as exc:
-            raise BackendError(
-                f"connection to {self._where} failed: {exc}", retryable=True
-            ) from exc
+            raise connection_error(exc, self._where) from exc
         except sdk.APIStatusError as exc:
             headers = dict(exc.response.headers) if exc.response is not None else None
             raise status_error(
@@ -165,6 +174,11 @@ class BedrockBackend:
             raise BackendError(
                 "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION)", retryable=False
             ) from exc
+        if boto3.Session().get_credentials() is None:  # before any request is sent
+            raise BackendError(
+                "no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+                retryable=False,
+            )
         self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
 
     async def complete(self, request: Request) -> Reply:
@@ -218,7 +232,7 @@ class BedrockBackend:
         except (exc_mod.ReadTimeoutError, exc_mod.ConnectTimeoutError) as exc:
             raise BackendError(f"timeout waiting for {self._where}", retryable=True) from exc
         except (exc_mod.EndpointConnectionError, exc_mod.ConnectionClosedError) as exc:
-            raise BackendError(f"connection to {self._where} failed", retryable=True) from exc
+            raise connection_error(exc, self._where) from exc
         except exc_mod.HTTPClientError as exc:
             raise BackendError(f"connection to {self._where} failed", retryable=True) from exc
 

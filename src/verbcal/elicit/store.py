@@ -68,18 +68,48 @@ class Row:
     started: float | None = None
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What one stored request used: its status, tokens, and when it started and finished.
+
+    ``started`` is when the first attempt began and ``finished`` when the row was stored
+    (epoch seconds), so ``seconds`` includes retries and backoff.
+    """
+
+    status: str
+    input_tokens: int
+    output_tokens: int
+    started: float | None
+    finished: float
+
+    @property
+    def seconds(self) -> float | None:
+        """Wall-clock seconds from the first attempt to the stored outcome (None if unknown)."""
+        return None if self.started is None else max(0.0, self.finished - self.started)
+
+
+class StoreError(OSError):
+    """The store file cannot be opened or written (the message names it and what to do)."""
+
+
 class Store:
     """A SQLite WAL file of replies; every :meth:`put` is its own committed transaction."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.execute(SCHEMA)
+        try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.execute(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(
+                f"{path}: cannot open the reply store ({exc}). Check that its folder exists"
+                " and is writable and that the path is not a folder, or pass --store PATH"
+            ) from None
 
     def put(self, backend: str, model: str, row: Row) -> None:
         """Write one row and commit it at once (replacing an earlier error for the same key)."""
@@ -132,6 +162,23 @@ class Store:
                     attempts=rec[10],
                     started=rec[11],
                 )
+        return found
+
+    def usage(self, keys: Iterable[str]) -> dict[str, Usage]:
+        """Token usage and timing of the stored rows among ``keys`` (replies and errors), by key."""
+        found: dict[str, Usage] = {}
+        wanted = list(keys)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = (
+                "SELECT key, status, input_tokens, output_tokens, started, finished"
+                f" FROM replies WHERE key IN ({marks})"
+            )
+            for key, status, tokens_in, tokens_out, started, finished in self._db.execute(
+                query, chunk
+            ):
+                found[key] = Usage(status, tokens_in, tokens_out, started, finished)
         return found
 
     @property

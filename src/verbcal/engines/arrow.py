@@ -5,6 +5,8 @@ Input layouts (found from the schema): a ``probs`` struct ``{label: p}``, a ``pr
 the probabilities replaced by the calibrated ones in the same place (a map becomes a struct),
 the input kept as ``verbalized_probs`` (or ``verbalized_p_<label>``), and ``top_label`` and
 ``confidence`` added. A row whose distribution is null stays null (it was not answered).
+An applied table (``verbalized_`` columns beside the calibrated ones) is calibrated from
+its ``verbalized_`` columns, so applying twice gives the same table as applying once.
 
 The local engine (:func:`apply_local`) streams Parquet files batch by batch through
 :func:`calibrate_table`; the Ray and Spark engines call the same function on their batches,
@@ -13,6 +15,7 @@ so the three agree to the last bit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import traceback
@@ -30,8 +33,10 @@ from verbcal.predictions import (
     PROB_PREFIX,
     PROBS_COLUMN,
     PredictionsError,
+    atomic_folder,
     atomic_output,
     check_output,
+    check_unique_ids,
     parquet_paths,
     require_pyarrow,
 )
@@ -143,9 +148,48 @@ def _check_labels(found: list[str], labels: tuple[str, ...], prefix: str) -> Non
         )
 
 
+def _input_names(names: list[str]) -> dict[str, str] | None:
+    """For an applied table (``verbalized_X`` beside every calibrated ``X``): the input
+    column by each name of the original table; None for a table never applied."""
+    originals = [n[len(VERBALIZED) :] for n in names if n.startswith(VERBALIZED)]
+    holds_probs = any(n == PROBS_COLUMN or n.startswith(PROB_PREFIX) for n in originals)
+    if not holds_probs or not all(name in names for name in originals):
+        return None
+    out = {}
+    for name in names:
+        if name.startswith(VERBALIZED):
+            out[name[len(VERBALIZED) :]] = name
+        elif name not in originals and name not in (TOP_LABEL, CONFIDENCE):
+            out[name] = name
+    return out
+
+
+def verbalized_schema(schema: Any) -> Any:
+    """The schema of the table that was applied, for an applied ``schema`` (else itself):
+    ``verbalized_X`` back in ``X``'s place, the calibrated columns dropped."""
+    pa = require_pyarrow()
+    names = _input_names(schema.names)
+    if names is None:
+        return schema
+    return pa.schema([pa.field(name, schema.field(src).type) for name, src in names.items()])
+
+
+def verbalized_table(table: Any) -> Any:
+    """The table that was applied, for an applied ``table`` (else itself): where a row
+    carries ``verbalized_probs`` (or ``verbalized_p_<label>``), those are the input, so
+    applying twice gives the same table as applying once."""
+    pa = require_pyarrow()
+    names = _input_names(table.column_names)
+    if names is None:
+        return table
+    schema = verbalized_schema(table.schema)
+    return pa.Table.from_arrays([table.column(src) for src in names.values()], schema=schema)
+
+
 def output_schema(schema: Any, labels: tuple[str, ...]) -> Any:
     """The schema :func:`calibrate_table` returns for input ``schema`` (Spark needs it first)."""
     pa = require_pyarrow()
+    schema = verbalized_schema(schema)
     layout = find_layout(schema, labels)
     calibrated = pa.struct([(label, pa.float64()) for label in labels])
     fields = []
@@ -178,6 +222,7 @@ def calibrate_table(table: Any, calibrator: Calibrator) -> Any:
     """``table`` with calibrated probabilities, ``top_label`` and ``confidence`` (see module doc)."""
     pa = require_pyarrow()
     labels = calibrator_labels(calibrator)
+    table = verbalized_table(table)
     schema = output_schema(table.schema, labels)
     layout = find_layout(table.schema, labels)
     matrix, usable = _matrix(table, layout)
@@ -259,7 +304,18 @@ def _check_values(
                 layout.columns[col] if layout.kind == "columns" else f"probs.{layout.labels[col]}"
             )
             _raise(table, int(where[row]), field, f"the value {problem}", fix)
-    zero = rows.sum(axis=1) <= 0
+    with np.errstate(over="ignore"):
+        sums = rows.sum(axis=1)
+    over = ~np.isfinite(sums)
+    if over.any():
+        _raise(
+            table,
+            int(where[np.flatnonzero(over)[0]]),
+            PROBS_COLUMN,
+            "the probabilities sum past the largest float (overflow)",
+            "Write probabilities in [0, 1]",
+        )
+    zero = sums <= 0
     if zero.any():
         _raise(
             table,
@@ -271,11 +327,44 @@ def _check_values(
 
 
 def _raise(table: Any, row: int, field: str, problem: str, fix: str = "Fix the row") -> None:
-    """Raise for row ``row`` of this batch, named by its id where the table has one."""
+    """Raise for row ``row`` of this batch, named by its id where the table has one.
+
+    The error carries ``batch_row`` (from 0) so that a caller that knows the file and the
+    batch's first row can name them (:func:`_in_file`)."""
     if ID_COLUMN in table.column_names:
         item = table.column(ID_COLUMN)[row].as_py()
-        raise PredictionsError(f"item id {item!r}", None, field, problem, fix)
-    raise PredictionsError("<batch>", row + 1, field, problem, fix, "row")
+        error = PredictionsError(f"item id {item!r}", None, field, problem, fix)
+    else:
+        error = PredictionsError("<batch>", row + 1, field, problem, fix, "row")
+    error.batch_row = row  # type: ignore[attr-defined]
+    raise error
+
+
+def _in_file(exc: PredictionsError, path: str | Path, first_row: int) -> PredictionsError:
+    """``exc`` (raised by :func:`_raise`) naming the file and the row in it (from 1)."""
+    row = getattr(exc, "batch_row", None)
+    if row is None:
+        return exc
+    where = f"{path}, row {first_row + row + 1}"
+    if exc.path.startswith("item id "):
+        where += f" ({exc.path})"
+    return PredictionsError(where, None, exc.field, exc.problem, exc.fix)
+
+
+def calibrated_batches(
+    spec: str | Path, calibrator: Calibrator, batch_rows: int = 262_144
+) -> Iterator[Any]:
+    """Every Parquet file of ``spec`` calibrated batch by batch, in file and row order;
+    an error names the file and the row in it (from 1)."""
+    pa = require_pyarrow()
+    for path in parquet_paths(spec):
+        first = 0
+        for batch in pa.parquet.ParquetFile(path).iter_batches(batch_size=batch_rows):
+            try:
+                yield calibrate_table(pa.Table.from_batches([batch]), calibrator)
+            except PredictionsError as exc:
+                raise _in_file(exc, path, first) from None
+            first += batch.num_rows
 
 
 _INPUT_ERROR = re.compile(r"verbcal\.predictions\.PredictionsError: (.+)")
@@ -288,13 +377,17 @@ def input_error(exc: BaseException) -> ValueError | None:
 
 
 def check_input(paths: Iterable[str | Path], calibrator: Calibrator) -> None:
-    """Fail before any engine starts when the first file's schema cannot be calibrated."""
+    """Fail before any engine starts when the first file's schema cannot be calibrated,
+    or when an id repeats anywhere in the input
+    (:func:`~verbcal.predictions.check_unique_ids`)."""
     pa = require_pyarrow()
-    first = next(iter(paths))
+    paths = list(paths)
+    first = paths[0]
     try:
         output_schema(pa.parquet.read_schema(first), calibrator_labels(calibrator))
     except PredictionsError as exc:
         raise PredictionsError(first, None, exc.field, exc.problem, exc.fix) from None
+    check_unique_ids(paths)
 
 
 # ------------------------------------------------------------------------------- output
@@ -322,14 +415,20 @@ def write_ordered(tables: Iterable[Any], out: str | Path, kind: str) -> int:
     rows = 0
     writer = None
     with atomic_output(target, binary=True) as handle:
-        for table in tables:
-            rows += table.num_rows
-            if kind == "jsonl":
-                handle.write(_jsonl_bytes(table))
-                continue
-            if writer is None:
-                writer = pa.parquet.ParquetWriter(handle, table.schema)
-            writer.write_table(table)
+        try:
+            for table in tables:
+                rows += table.num_rows
+                if kind == "jsonl":
+                    handle.write(_jsonl_bytes(table))
+                    continue
+                if writer is None:
+                    writer = pa.parquet.ParquetWriter(handle, table.schema)
+                writer.write_table(table)
+        except BaseException:
+            if writer is not None:  # closed while the file is open: no __del__ traceback later
+                with contextlib.suppress(Exception):
+                    writer.close()
+            raise
         if writer is not None:
             writer.close()
         elif kind == "parquet":
@@ -338,8 +437,9 @@ def write_ordered(tables: Iterable[Any], out: str | Path, kind: str) -> int:
 
 
 def prepare_output(out: str | Path, out_format: str | None, overwrite: bool) -> None:
-    """Refuse to write over earlier output unless ``overwrite``; with it, remove a shard
-    folder's old ``part-*`` shards (a shorter run must not leave stale ones behind)."""
+    """Refuse to write over earlier output unless ``overwrite``; with it, a shard folder's
+    old ``part-*`` shards are replaced as a whole by :func:`atomic_folder` at the end (a
+    shorter run must not leave stale ones behind, a failed one leaves them as they were)."""
     if out_kind(out, out_format) != "dir":
         check_output(out, overwrite)
         return
@@ -352,8 +452,7 @@ def prepare_output(out: str | Path, out_format: str | None, overwrite: bool) -> 
             f"{out}: already holds {len(shards)} shard(s) (part-*); pass --overwrite to "
             "replace them, or give another folder"
         )
-    for shard in shards:
-        shard.unlink()
+    # the old shards are replaced only once every new one is written (atomic_folder)
 
 
 def shard_path(folder: str | Path, index: int, out_format: str) -> Path:
@@ -390,9 +489,14 @@ def calibrate_piece(
 ) -> Iterator[Any]:
     """Row group ``group`` of the Parquet file ``path``, calibrated batch by batch, as tables."""
     pa = require_pyarrow()
-    batches = pa.parquet.ParquetFile(path).iter_batches(batch_size=batch_rows, row_groups=[group])
-    for batch in batches:
-        yield calibrate_table(pa.Table.from_batches([batch]), calibrator)
+    source = pa.parquet.ParquetFile(path)
+    first = sum(source.metadata.row_group(g).num_rows for g in range(group))
+    for batch in source.iter_batches(batch_size=batch_rows, row_groups=[group]):
+        try:
+            yield calibrate_table(pa.Table.from_batches([batch]), calibrator)
+        except PredictionsError as exc:
+            raise _in_file(exc, path, first) from None
+        first += batch.num_rows
 
 
 def count_rows(paths: Iterable[str | Path]) -> int:
@@ -415,12 +519,13 @@ def apply_local(
     """
     fitted = load_calibrator(calibrator)
     kind = out_kind(out, out_format)
-    tables = (calibrate_table(t, fitted) for t in iter_parquet(data, batch_rows))
+    check_unique_ids(parquet_paths(data))
+    tables = calibrated_batches(data, fitted, batch_rows)
     if kind != "dir":
         return write_ordered(tables, out, kind)
     assert out_format is not None
-    Path(out).mkdir(parents=True, exist_ok=True)
     rows = 0
-    for index, table in enumerate(tables):
-        rows += write_ordered([table], shard_path(out, index, out_format), out_format)
+    with atomic_folder(out) as folder:
+        for index, table in enumerate(tables):
+            rows += write_ordered([table], shard_path(folder, index, out_format), out_format)
     return rows

@@ -34,7 +34,7 @@ from verbcal.engines.arrow import (
     write_ordered,
 )
 from verbcal.engines.ray_cluster import ray_session, require_ray
-from verbcal.predictions import parquet_paths
+from verbcal.predictions import atomic_folder, parquet_paths
 
 
 def _calibrator(shipped: list[Any]) -> Calibrator:
@@ -107,12 +107,13 @@ def apply_ray(
         try:
             if kind == "dir":
                 assert out_format is not None
-                folder = Path(out).resolve()
-                folder.mkdir(parents=True, exist_ok=True)
-                shards = [str(shard_path(folder, i, out_format)) for i in range(len(pieces))]
-                calls = zip(pieces, shards, strict=True)
-                refs = [task.remote(shipped, *piece, shard, out_format) for piece, shard in calls]
-                return sum(ray.get(refs))
+                with atomic_folder(Path(out).resolve()) as folder:
+                    shards = [str(shard_path(folder, i, out_format)) for i in range(len(pieces))]
+                    calls = zip(pieces, shards, strict=True)
+                    refs = [
+                        task.remote(shipped, *piece, shard, out_format) for piece, shard in calls
+                    ]
+                    return sum(ray.get(refs))
             ahead = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
             submit = (task.remote(shipped, *piece) for piece in pieces)
             return write_ordered(_in_order(ray, submit, ahead), out, kind)

@@ -40,7 +40,7 @@ from verbcal.engines.arrow import (
     shipped_calibrator,
     write_ordered,
 )
-from verbcal.predictions import parquet_paths
+from verbcal.predictions import atomic_folder, parquet_paths
 
 ARROW_BATCH_ROWS = 131_072
 """Rows per Arrow batch that ``apply``'s tasks calibrate at a time."""
@@ -140,9 +140,9 @@ def _apply(
     shipped = context.broadcast(fitted.to_dict())
     key = uuid.uuid4().hex
     if kind == "dir":
-        Path(out).mkdir(parents=True, exist_ok=True)
-        task = _piece_task(shipped, key, str(Path(out).resolve()), out_format or "parquet")
-        context.parallelize(pieces, max(1, len(pieces))).mapPartitions(task).sum()
+        with atomic_folder(Path(out).resolve()) as folder:
+            task = _piece_task(shipped, key, str(folder), out_format or "parquet")
+            context.parallelize(pieces, max(1, len(pieces))).mapPartitions(task).sum()
         return count_rows(paths)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=Path(out).parent, prefix=".spark-") as temp:

@@ -49,7 +49,7 @@ class MethodScore:
     @property
     def fitted(self) -> dict[str, Any]:
         """The learned parameters (JSON-ready) plus ``floor``, the floor value used."""
-        return {**self.calibrator.params, "floor": self.calibrator.floor_}
+        return {**self.calibrator.state, "floor": self.calibrator.floor_}
 
 
 @dataclass(frozen=True)

@@ -392,14 +392,16 @@ def _add_error_handlers(app: FastAPI, service: Service) -> None:
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
-        service.logger.exception(
-            "internal error", extra={"request_id": getattr(request.state, "request_id", "-")}
-        )
+        rid = getattr(request.state, "request_id", "-")
+        service.logger.exception("internal error", extra={"request_id": rid})
+        # Starlette answers an unhandled error from its outermost middleware, outside the
+        # gate that adds X-Request-ID to every other answer: add it here
         return reply(
             request,
             500,
             "internal_error",
             "internal error: the log has the details under this request_id",
+            headers={"X-Request-ID": rid},
         )
 
 

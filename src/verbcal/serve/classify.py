@@ -8,8 +8,9 @@ with the same prompt and parameters, is answered from the store).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import Any
 
@@ -22,10 +23,11 @@ from verbcal.elicit.backends import (
     Request,
     make_backend,
 )
-from verbcal.elicit.engine import Engine, EngineConfig
+from verbcal.elicit.engine import Engine, EngineConfig, Job, RateLimiter
 from verbcal.elicit.job import plan_requests
 from verbcal.elicit.records import build_record
-from verbcal.elicit.store import Store
+from verbcal.elicit.redact import redact
+from verbcal.elicit.store import Row, Store
 from verbcal.serve.calibrate import calibrate_rows
 from verbcal.serve.config import ClassifyConfig, ServeConfigError
 from verbcal.serve.registry import Served
@@ -73,8 +75,14 @@ class Classifier:
         self.model = config.model or DEFAULT_MODELS[config.backend]
         self.llm_requests = 0
         self._stack = ExitStack()
-        self._engine: Engine | None = None
         self._backend: Backend | None = None
+        self._store: Store | None = None
+        self._limiters: dict[str, RateLimiter] = {}
+        self._refused: str | None = None
+        self._probe: asyncio.Future[None] | None = None
+        self._probed = 0.0
+        self.probe_interval = 10.0
+        """Seconds between two background probes of a refusing backend (see :meth:`ready`)."""
 
     def check_labels(self, served: Served) -> None:
         """The calibrator must know exactly the task's labels."""
@@ -85,7 +93,7 @@ class Classifier:
             )
 
     async def start(self) -> None:
-        """Start the embedded model if asked for, then the backend, store and engine."""
+        """Start the embedded model if asked for, then the backend and store."""
         base_url = self.options.base_url
         if self.options.backend == "local":
             from verbcal.elicit.local import local_server
@@ -101,13 +109,62 @@ class Classifier:
             concurrency=self.options.concurrency,
         )
         self._backend = _Bounded(backend, self.options.concurrency)
-        store = self._stack.enter_context(Store(self.options.store or ":memory:"))
+        self._store = self._stack.enter_context(Store(self.options.store or ":memory:"))
+
+    def _engine(self, on_done: Callable[[Job, Row], None]) -> Engine:
+        """A fresh engine per request (its own stop flag) sharing backend, store and limits."""
+        if self._backend is None or self._store is None:
+            raise RuntimeError("the classifier is not started")
         config = EngineConfig(
             concurrency=self.options.concurrency,
             rpm=self.options.rpm,
             max_retries=self.options.retries,
+            limiter=self._limiter,
         )
-        self._engine = Engine(self._backend, store, config)
+        return Engine(self._backend, self._store, config, on_done)
+
+    def _limiter(self, kind: str, per_minute: float) -> RateLimiter:
+        """One rate limiter per kind for the whole service, whatever the number of requests."""
+        if kind not in self._limiters:
+            self._limiters[kind] = RateLimiter(per_minute)
+        return self._limiters[kind]
+
+    @property
+    def refused(self) -> str | None:
+        """Why the backend refused the last whole run (None: it did not, or it answers again)."""
+        return self._refused
+
+    def ready(self) -> bool:
+        """False while the backend refuses; then probes it in the background (never waits).
+
+        A load balancer that stops sending requests to an unready service would otherwise
+        never see it recover: the probe (one request, at most every :attr:`probe_interval`
+        seconds, one at a time) clears the refusal once the backend answers again.
+        """
+        if self._refused is None:
+            return True
+        idle = self._probe is None or self._probe.done()
+        if idle and time.monotonic() - self._probed >= self.probe_interval:
+            self._probed = time.monotonic()
+            self._probe = asyncio.ensure_future(self._probe_backend())
+        return False
+
+    async def _probe_backend(self) -> None:
+        if self._backend is None:
+            return
+        _, jobs = plan_requests(
+            self.task, [{"id": "probe", "text": "ok"}], self.options, self.model
+        )
+        request = next(iter(jobs.values())).request
+        try:
+            await self._backend.complete(request)
+        except BackendError as exc:
+            if exc.fatal:
+                self._refused = str(exc)
+                return
+        except Exception:  # an unexpected failure is no proof of a refusal
+            pass
+        self._refused = None
 
     async def close(self) -> None:
         if self._backend is not None:
@@ -122,20 +179,29 @@ class Classifier:
         set_mass: float | None,
     ) -> tuple[list[dict[str, Any]], Counter[str]]:
         """One record per item (input order) and the count of each status."""
-        engine = self._engine
-        if engine is None:
-            raise RuntimeError("the classifier is not started")
+        outcomes: dict[str, str] = {}  # job key -> status of the row stored by this request
+        engine = self._engine(lambda job, row: outcomes.__setitem__(job.key, row.status))
         plans, jobs = plan_requests(self.task, items, self.options, self.model)
         done = {k for k, r in engine.store.get_many(jobs).items() if r.status != "error"}
         pending = [job for key, job in jobs.items() if key not in done]
         if pending:
-            before = engine.stats.requests
             try:
                 await engine.run(pending)
-            except BackendError as exc:  # a run stopped as a whole (e.g. the key is refused)
-                raise UpstreamError(str(exc)) from exc
             finally:
-                self.llm_requests += engine.stats.requests - before
+                self.llm_requests += engine.stats.requests
+            replies = sum(1 for status in outcomes.values() if status != "error")
+            stop = engine.stop
+            if stop is not None and stop.kind == "fatal":
+                unsent = len(pending) - len(outcomes)
+                if unsent or not replies:  # the backend refused the run, not just one item
+                    self._refused = redact(stop.message)
+                    raise UpstreamError(
+                        f"{self._refused} ({len(pending) - replies} of {len(pending)} requests"
+                        " got no reply; the replies received are stored and the next request"
+                        " tries the others again)"
+                    )
+            if replies:
+                self._refused = None
         rows = engine.store.get_many(jobs)
         records = [build_record(plan, rows, self.task.labels) for plan in plans]
         usable = [i for i, r in enumerate(records) if r["probs"] is not None]

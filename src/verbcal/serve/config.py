@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from verbcal.serve.limits import MODEL_NAME_MAX
+
 CONFIG_ENV = "VERBCAL_SERVE_CONFIG"
 KEYS_ENV = "VERBCAL_API_KEYS"
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(second|minute|hour)\s*$")
@@ -68,9 +70,10 @@ class ServeConfig:
         if not self.calibrators:
             raise ServeConfigError("give at least one calibrator: --calibrator NAME=PATH")
         for name in self.calibrators:
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+            if not re.fullmatch(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MODEL_NAME_MAX - 1}}}", name):
                 raise ServeConfigError(
-                    f"calibrator name {name!r}: use letters, digits, '_', '.', '-' (max 64)"
+                    f"calibrator name {name!r}: use letters, digits, '_', '.', '-' "
+                    f"(max {MODEL_NAME_MAX})"
                 )
         if self.max_items < 1 or self.max_body_bytes < 1:
             raise ServeConfigError("--max-items and --max-body-bytes must be positive")

@@ -168,10 +168,26 @@ def add_routes(app: FastAPI, service: Service) -> None:
         """The process answers (no API key needed)."""
         return Live(live=True)
 
-    @app.get("/v2/health/ready", response_model=Ready, tags=["v2"])
-    async def ready() -> Ready:
-        """Every calibrator is loaded (no API key needed)."""
-        return Ready(ready=bool(service.registry.models))
+    @app.get(
+        "/v2/health/ready",
+        response_model=Ready,
+        responses={503: {"model": Ready, "description": "Not ready: `reason` says why."}},
+        tags=["v2"],
+    )
+    async def ready() -> Response:
+        """Every calibrator is loaded and, with `/v1/classify`, the LLM backend does not refuse
+        (no API key needed). 503 while not ready; a refusing backend is probed in the
+        background, and a classify request that gets replies clears the refusal."""
+        reason = None if service.registry.models else "no calibrator loaded"
+        classifier = service.classifier
+        if reason is None and classifier is not None and not classifier.ready():
+            reason = f"the LLM backend refuses requests: {classifier.refused}"
+        body = Ready(ready=reason is None, reason=reason)
+        return Response(
+            body.model_dump_json(exclude_none=True),
+            status_code=200 if reason is None else 503,
+            media_type="application/json",
+        )
 
     @app.get("/v2/models/{name}", response_model=ModelMetadata, responses=V2_ERRORS, tags=["v2"])
     async def model_metadata(name: str) -> ModelMetadata:

@@ -10,11 +10,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
 
+from verbcal.serve.limits import ITEM_ID_MAX, ITEMS_MIN, MODEL_NAME_MAX, TEXT_MAX
+
 Probability = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
 """A verbalized probability: a finite number ≥ 0 (rows are normalised to sum 1)."""
 Confidence = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)]
-ModelName = Annotated[str, Field(min_length=1, max_length=64)]
-ItemId = Annotated[str, Field(max_length=256)]
+ModelName = Annotated[str, Field(min_length=1, max_length=MODEL_NAME_MAX)]
+ItemId = Annotated[str, Field(max_length=ITEM_ID_MAX)]
 Status = Literal["ok", "repaired", "failed", "error"]
 
 
@@ -86,7 +88,7 @@ class CalibrateRequest(Decisions):
     model: ModelName | None = Field(
         None, description="Calibrator name; optional when one is loaded."
     )
-    items: list[CalibrateItem] = Field(min_length=1)
+    items: list[CalibrateItem] = Field(min_length=ITEMS_MIN)
 
 
 class Calibrated(BaseModel):
@@ -127,7 +129,7 @@ class CalibrateResponse(BaseModel):
 
 class ClassifyItem(_Strict):
     id: ItemId | None = Field(None, description="Your identifier, echoed back.")
-    text: str = Field(min_length=1, max_length=100_000, description="The text to classify.")
+    text: str = Field(min_length=1, max_length=TEXT_MAX, description="The text to classify.")
 
 
 class ClassifyRequest(Decisions):
@@ -137,7 +139,7 @@ class ClassifyRequest(Decisions):
             "examples": [{"items": [{"id": "r1", "text": "A wonderful, moving film."}]}]
         },
     )
-    items: list[ClassifyItem] = Field(min_length=1)
+    items: list[ClassifyItem] = Field(min_length=ITEMS_MIN)
 
 
 class Classified(BaseModel):
@@ -272,6 +274,8 @@ class Live(BaseModel):
 
 class Ready(BaseModel):
     ready: bool
+    reason: str | None = None
+    """Why not ready (absent when ready)."""
 
 
 RAW_BODIES: list[type[BaseModel]] = [CalibrateRequest, InferRequest]

@@ -21,6 +21,7 @@ import msgspec
 import numpy as np
 
 from verbcal.serve.cache import Array, Read
+from verbcal.serve.limits import ITEM_ID_MAX, ITEMS_MIN, MODEL_NAME_MAX
 
 Confidence = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Probability = Annotated[float, msgspec.Meta(ge=0)]
@@ -29,12 +30,12 @@ Probability = Annotated[float, msgspec.Meta(ge=0)]
 
 class Item(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     probs: msgspec.Raw
-    id: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    id: Annotated[str, msgspec.Meta(max_length=ITEM_ID_MAX)] | None = None
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    items: Annotated[list[Item], msgspec.Meta(min_length=1)]
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    items: Annotated[list[Item], msgspec.Meta(min_length=ITEMS_MIN)]
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=MODEL_NAME_MAX)] | None = None
     accept_threshold: Confidence | None = None
     set_mass: Confidence | None = None
 

@@ -92,7 +92,7 @@ def _run_task(task: Task) -> tuple[Task, list[MetricRow], list[ThresholdRow]]:
             calibrator = score.calibrator
             floor = calibrator.floor_
             params = {
-                "temperature": calibrator.params.get("temperature", math.nan),
+                "temperature": calibrator.state.get("temperature", math.nan),
                 "floor": floor if floor is not None else math.nan,
                 "nll_fit": calibrator.fit_info.get("nll_after", math.nan),
             }

@@ -1,0 +1,188 @@
+"""Two-sample shift tests of a window against the reference, and alarms over a stream.
+
+Tests (each a p-value under "no shift"):
+
+* **confidence**: chi-square test of homogeneity of the top-label confidences over groups
+  of the reference's distinct values (verbalized values take a handful of distinct values,
+  so ties are the rule: a group never splits a tied value);
+* **label mix**: chi-square test of homogeneity of the predicted-label counts
+  (reference vs window), labels predicted in neither dropped.
+
+Both tests weigh a window no more than the reference: when the window is larger, its
+counts are scaled to the reference's size. The reference's own sampling error bounds what
+a test can tell anyway, and streams repeat items (the same prompts again and again, or a
+benchmark's resampled test part), which would make a 500-row window look like far more
+evidence than it holds. The price is power against small shifts in large windows.
+
+Alarms (:class:`AlarmPolicy`) hold a false-alarm rate ``alpha`` per stream of ``horizon``
+windows. ``alpha`` is split evenly over the signals; the reference-based signals
+(``confidence_shift``, ``label_mix_shift``, ``accuracy_drop``, ``labelled_accuracy_drop``)
+use Bonferroni over the horizon (p < alpha / (signals x horizon)); ``accuracy_change`` is a
+one-sided CUSUM of the estimated accuracy against the stream's own first ``baseline``
+windows (allowance ``k`` = 2 standard errors per window: tuned to catch abrupt drops in
+one or two windows), its threshold set by simulation so that a stationary stream crosses it with
+probability alpha / signals within the horizon.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import stats
+
+Array = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+SIGNALS = (
+    "confidence_shift",
+    "label_mix_shift",
+    "accuracy_drop",
+    "accuracy_change",
+    "labelled_accuracy_drop",
+)
+"""Every signal that can raise an alarm, in the order an alarm lists them."""
+
+
+def confidence_groups(reference: Array, min_count: int = 0) -> Array:
+    """Upper edges of groups of consecutive distinct reference confidences, each group
+    holding at least ``min_count`` reference rows (default max(5, n / 10)); the last
+    group takes the remainder. Ties never straddle a group edge."""
+    values, counts = np.unique(reference, return_counts=True)
+    need = min_count or max(5, len(reference) // 10)
+    edges, held = [], 0
+    for value, count in zip(values, counts, strict=True):
+        held += count
+        if held >= need:
+            edges.append(value)
+            held = 0
+    if held and edges:
+        edges.pop()  # the remainder joins the last full group
+    return np.asarray(edges[:-1] if edges else [], dtype=np.float64)
+
+
+def confidence_shift(reference: Array, window: Array) -> float:
+    """Chi-square p-value of homogeneity of the confidence distribution (reference vs
+    window) over groups of the reference's distinct values (:func:`confidence_groups`),
+    so ties are kept whole and any change of shape counts, not only of location; 1.0 when
+    the reference fills one group."""
+    if len(reference) == 0 or len(window) == 0:
+        return 1.0
+    edges = confidence_groups(reference)
+    if len(edges) == 0:
+        return 1.0
+    groups = len(edges) + 1
+    ref_counts = np.bincount(np.searchsorted(edges, reference, side="left"), minlength=groups)
+    win_counts = np.bincount(np.searchsorted(edges, window, side="left"), minlength=groups)
+    return _homogeneity(ref_counts, win_counts)
+
+
+def _homogeneity(reference: IntArray, window: IntArray) -> float:
+    """Chi-square homogeneity p-value of two count vectors, the window's counts scaled down
+    to the reference's total when larger (see the module docstring)."""
+    n_ref, n_win = float(reference.sum()), float(window.sum())
+    if n_ref == 0 or n_win == 0:
+        return 1.0
+    scaled = window * min(1.0, n_ref / n_win)
+    table = np.vstack([reference.astype(np.float64), scaled])
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return 1.0
+    _, p, _, _ = stats.chi2_contingency(table, correction=False)
+    return float(p)
+
+
+def label_mix_shift(reference: IntArray, window: IntArray, k: int) -> float:
+    """Chi-square p-value of homogeneity of predicted-label counts (1.0 with one label used)."""
+    return _homogeneity(np.bincount(reference, minlength=k), np.bincount(window, minlength=k))
+
+
+def accuracy_drop(reference_accuracy: float, estimate: float, se: float) -> float:
+    """One-sided p-value that the accuracy fell below the reference's (normal, ``se`` given)."""
+    if se <= 0:
+        return 1.0 if estimate >= reference_accuracy else 0.0
+    return float(stats.norm.sf((reference_accuracy - estimate) / se))
+
+
+def labelled_drop(reference_correct: float, n_ref: int, correct: float, n: int) -> float:
+    """One-sided two-proportion z-test p-value that the window's accuracy is lower."""
+    pooled = (reference_correct + correct) / (n_ref + n)
+    se = float(np.sqrt(pooled * (1 - pooled) * (1 / n_ref + 1 / n)))
+    if se == 0:
+        return 1.0
+    return float(stats.norm.sf((reference_correct / n_ref - correct / n) / se))
+
+
+@lru_cache(maxsize=64)
+def cusum_threshold(
+    horizon: int, baseline: int, alpha: float, k: float = 0.5, sims: int = 20000
+) -> float:
+    """CUSUM threshold ``h``: P(max_t S_t > h) = alpha for a stationary stream of ``horizon``
+    windows whose first ``baseline`` set the mean (seeded Monte Carlo, normal estimates)."""
+    rng = np.random.default_rng(12345)
+    steps = max(horizon - baseline, 1)
+    x = rng.standard_normal((sims, baseline + steps))
+    base = x[:, :baseline].mean(axis=1, keepdims=True)
+    z = (base - x[:, baseline:]) / np.sqrt(1 + 1 / baseline)
+    s = np.zeros(sims)
+    peak = np.zeros(sims)
+    for t in range(steps):
+        s = np.maximum(0.0, s + z[:, t] - k)
+        peak = np.maximum(peak, s)
+    return float(np.quantile(peak, 1 - alpha))
+
+
+@dataclass
+class AlarmPolicy:
+    """Alarm rule for a stream; see the module docstring for the false-alarm control."""
+
+    alpha: float = 0.05
+    horizon: int = 20
+    baseline: int = 5
+    k: float = 2.0
+    _base: list[float] = field(default_factory=list, repr=False)
+    _se: list[float] = field(default_factory=list, repr=False)
+    _s: float = field(default=0.0, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        if self.horizon < 1 or self.baseline < 1:
+            raise ValueError("horizon and baseline must be at least 1 window")
+
+    @property
+    def per_test(self) -> float:
+        """The p-value under which a reference-based signal fires (Bonferroni)."""
+        return self.alpha / (len(SIGNALS) * self.horizon)
+
+    @property
+    def threshold(self) -> float:
+        return cusum_threshold(self.horizon, self.baseline, self.alpha / len(SIGNALS), self.k)
+
+    def cusum(self, estimate: float, se: float) -> float | None:
+        """Feed one window's estimate and its sampling SE; the CUSUM statistic (None while
+        the baseline is being collected)."""
+        if len(self._base) < self.baseline:
+            self._base.append(estimate)
+            self._se.append(se)
+            return None
+        base = float(np.mean(self._base))
+        scale = float(np.sqrt(se**2 + np.mean(np.square(self._se)) / self.baseline))
+        z = (base - estimate) / scale if scale > 0 else 0.0
+        self._s = max(0.0, self._s + z - self.k)
+        return self._s
+
+    def fired(self, p_values: dict[str, float | None], cusum: float | None) -> list[str]:
+        """Signals that fire for one window, in :data:`SIGNALS` order."""
+        names = [
+            name
+            for name in SIGNALS
+            if name != "accuracy_change"
+            and p_values.get(name) is not None
+            and float(p_values[name]) < self.per_test  # type: ignore[arg-type]
+        ]
+        if cusum is not None and cusum > self.threshold:
+            names.append("accuracy_change")
+        return [n for n in SIGNALS if n in names]

@@ -1,0 +1,229 @@
+"""Windows of a prediction stream and the per-window monitor rows.
+
+Windows are consecutive blocks of ``size`` rows (:func:`count_windows`; a last partial
+block is kept when it holds at least half a window) or calendar-free time buckets of
+``every`` seconds starting at the earliest timestamp (:func:`time_windows`; empty buckets
+are skipped). :func:`monitor` turns each window into one row (a dict, JSON-ready) with the
+estimates, tests, realised metrics where labels exist, and the alarm.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from verbcal.monitor.estimate import (
+    MonitorError,
+    Reference,
+    atc,
+    bbse,
+    cbpe,
+    cbpe_items,
+    check_q,
+    labelled,
+    top_label,
+)
+from verbcal.monitor.shift import (
+    AlarmPolicy,
+    accuracy_drop,
+    confidence_shift,
+    label_mix_shift,
+    labelled_drop,
+)
+
+Array = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+HIST_BINS = 10
+"""Equal-width confidence histogram bins on [0, 1] kept per window for the report."""
+LABEL_SHIFT_P = 0.01
+"""Below this label-mix p-value the headline estimate is the label-shift-corrected one."""
+
+_EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass(frozen=True)
+class Window:
+    """Rows of one window: indices into the stream, a name, and its time span if any."""
+
+    name: str
+    index: IntArray
+    start: str | None = None
+    end: str | None = None
+
+
+def count_windows(n: int, size: int) -> list[Window]:
+    """Consecutive windows of ``size`` rows; a last partial one is kept if >= size / 2."""
+    if size < 1:
+        raise MonitorError(f"--window must be at least 1, got {size}")
+    out = []
+    for k, start in enumerate(range(0, n, size)):
+        stop = min(n, start + size)
+        if stop - start < size / 2 and k > 0:
+            break
+        out.append(Window(str(k + 1), np.arange(start, stop, dtype=np.int64)))
+    return out
+
+
+def parse_every(text: str) -> float:
+    """``30m``, ``6h``, ``1d``, ``1w`` (or seconds: ``90s``) as seconds."""
+    match = _EVERY.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise MonitorError(f"--every {text!r}: write a positive number and s, m, h, d or w (1d)")
+    return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+def parse_time(value: Any, where: str) -> float:
+    """A timestamp as epoch seconds: a number (seconds), or ISO 8601 text (UTC if no zone)."""
+    if isinstance(value, bool) or value is None:
+        raise MonitorError(f"{where}: no timestamp")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise MonitorError(f"{where}: timestamp {value!r} is not finite")
+        return float(value)
+    text = str(value).strip()
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise MonitorError(
+                f"{where}: timestamp {text!r} is neither ISO 8601 nor epoch seconds"
+            ) from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp.timestamp()
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def time_windows(times: Sequence[float], every: float) -> list[Window]:
+    """Buckets of ``every`` seconds from the earliest time; empty buckets are skipped."""
+    t = np.asarray(times, dtype=np.float64)
+    if len(t) == 0:
+        return []
+    origin = float(t.min())
+    bucket = np.floor((t - origin) / every).astype(np.int64)
+    out = []
+    for b in np.unique(bucket):
+        idx = np.flatnonzero(bucket == b).astype(np.int64)
+        lo = origin + float(b) * every
+        out.append(Window(_iso(lo), idx, _iso(lo), _iso(lo + every)))
+    return out
+
+
+def _hist(conf: Array) -> list[int]:
+    bins = np.clip(np.ceil(conf * HIST_BINS) - 1, 0, HIST_BINS - 1).astype(np.int64)
+    return [int(c) for c in np.bincount(bins, minlength=HIST_BINS)]
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), 6)
+
+
+def monitor(
+    reference: Reference,
+    q: Array,
+    windows: Sequence[Window],
+    y: IntArray | None = None,
+    policy: AlarmPolicy | None = None,
+    level: float = 0.95,
+) -> list[dict[str, Any]]:
+    """One row per window (see the module docstring); ``y`` holds gold indices, -1 where
+    unknown. ``policy`` defaults to alpha 0.05 over a horizon of ``len(windows)`` (>= 20)."""
+    qa = check_q(q, "stream")
+    policy = policy or AlarmPolicy(horizon=max(20, len(windows)))
+    k = qa.shape[1]
+    if k != reference.q.shape[1]:
+        raise MonitorError(f"stream has {k} labels, the reference {reference.q.shape[1]}")
+    rows = []
+    for window in windows:
+        qw = qa[window.index]
+        if len(qw) == 0:
+            continue
+        pred, conf = top_label(qw)
+        est = cbpe(qw, reference, level)
+        plain = cbpe(qw, reference, level, corrected=False)
+        est_atc = atc(qw, reference, level)
+        est_bbse, w = bbse(qw, reference, level)
+        p_conf = confidence_shift(reference.conf, conf)
+        p_mix = label_mix_shift(reference.pred, pred, k)
+        headline = est_bbse if p_mix < LABEL_SHIFT_P else est
+        items = cbpe_items(qw, reference)
+        sampling = float(np.std(items) / np.sqrt(len(items)))
+        stat = policy.cusum(headline.value, sampling)
+        p_values: dict[str, float | None] = {
+            "confidence_shift": p_conf,
+            "label_mix_shift": p_mix,
+            "accuracy_drop": accuracy_drop(reference.accuracy, headline.value, headline.se),
+        }
+        row: dict[str, Any] = {
+            "window": window.name,
+            "start": window.start,
+            "end": window.end,
+            "n": len(qw),
+            "est_accuracy": _r(headline.value),
+            "est_accuracy_low": _r(headline.low),
+            "est_accuracy_high": _r(headline.high),
+            "est_method": "bbse" if headline is est_bbse else "cbpe",
+            "est_accuracy_cbpe": _r(est.value),
+            "est_accuracy_cbpe_low": _r(est.low),
+            "est_accuracy_cbpe_high": _r(est.high),
+            "est_accuracy_cbpe_plain": _r(plain.value),
+            "est_accuracy_atc": _r(est_atc.value),
+            "est_accuracy_atc_low": _r(est_atc.low),
+            "est_accuracy_atc_high": _r(est_atc.high),
+            "est_accuracy_bbse": _r(est_bbse.value),
+            "est_accuracy_bbse_low": _r(est_bbse.low),
+            "est_accuracy_bbse_high": _r(est_bbse.high),
+            "label_shift_weights": {
+                label: _r(float(v)) for label, v in zip(reference.labels, w, strict=True)
+            },
+            "confidence_p": _r(p_conf),
+            "label_mix_p": _r(p_mix),
+            "shift_p": _r(min(1.0, 2 * min(p_conf, p_mix))),
+            "mean_confidence": _r(float(conf.mean())),
+            "confidence_hist": _hist(conf),
+            "n_labelled": 0,
+            "accuracy": None,
+        }
+        if y is not None:
+            yw = np.asarray(y, dtype=np.int64)[window.index]
+            known = yw >= 0
+            row["n_labelled"] = int(known.sum())
+            if known.any():
+                real = labelled(qw[known], yw[known], level)
+                row.update(
+                    accuracy=_r(real.accuracy.value),
+                    accuracy_low=_r(real.accuracy.low),
+                    accuracy_high=_r(real.accuracy.high),
+                    ece=_r(real.ece.value),
+                    ece_low=_r(real.ece.low),
+                    ece_high=_r(real.ece.high),
+                    nll=_r(real.nll.value),
+                    nll_low=_r(real.nll.low),
+                    nll_high=_r(real.nll.high),
+                )
+                p_values["labelled_accuracy_drop"] = labelled_drop(
+                    float(reference.correct.sum()),
+                    reference.n,
+                    real.accuracy.value * real.n,
+                    real.n,
+                )
+        fired = policy.fired(p_values, stat)
+        row["cusum"] = _r(stat)
+        row["p_values"] = {name: _r(p) for name, p in p_values.items()}
+        row["alarm"] = bool(fired)
+        row["signal"] = ",".join(fired) if fired else None
+        rows.append(row)
+    return rows

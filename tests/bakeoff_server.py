@@ -1,0 +1,114 @@
+"""A scripted OpenAI-compatible chat server for the bakeoff tests (aiohttp, loopback only).
+
+Each item's text carries its id (``item-17``); the server knows the gold labels and answers
+per model: ``oracle-*`` models put 0.9 on the gold label for 90% of the items (the others:
+0.3, a confident mistake), ``coin-*`` models answer a seeded coin flip, unrelated to gold.
+It answers in the format the request asks for: a distribution (the numeric schema), an
+answer and a confidence (the top-label schema), or a phrase (no schema: "very likely" /
+"very unlikely" about the label quoted in the prompt). Usage: ``prompt_tokens`` = characters
+of the prompt // 4, ``completion_tokens`` = 12; :attr:`usage` keeps every reply's usage per
+model, so a test can price them independently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+import zlib
+from collections import Counter, defaultdict
+from typing import Any
+
+from aiohttp import web
+
+COMPLETION_TOKENS = 12
+
+
+class ScriptedServer:
+    """Run the app on 127.0.0.1 in a background thread."""
+
+    def __init__(self, gold: dict[str, str], labels: tuple[str, ...]) -> None:
+        self.gold, self.labels = gold, labels
+        self.requests: Counter[str] = Counter()
+        self.usage: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    def __enter__(self) -> ScriptedServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1"
+
+    def believed(self, model: str, item: str) -> tuple[str, float]:
+        """The label the model favours for an item and the probability it gives it."""
+        gold = self.gold[item]
+        other = next(label for label in self.labels if label != gold)
+        roll = zlib.crc32(f"{model}:{item}".encode()) % 100
+        if model.startswith("oracle"):
+            roll = zlib.crc32(item.encode()) % 100  # every oracle model answers alike
+            return (gold, 0.9) if roll < 90 else (other, 0.7)
+        return (self.labels[roll % 2], 0.5 + (roll % 5) / 10)
+
+    def reply(self, model: str, prompt: str, schema: dict[str, Any] | None) -> str:
+        item = re.search(r"item-\d+", prompt)
+        assert item is not None, prompt
+        label, p = self.believed(model, item.group(0))
+        rest = {name: (1 - p) / (len(self.labels) - 1) for name in self.labels}
+        if schema is not None and "answer" in schema.get("properties", {}):
+            return json.dumps({"answer": label, "confidence": p})
+        if schema is not None:
+            return json.dumps({**rest, label: p})
+        about = re.search(r'correct label is "([^"]+)"', prompt)
+        assert about is not None, prompt
+        return "very likely" if label == about.group(1) else "very unlikely"
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        model = body.get("model", "")
+        prompt = body["messages"][-1]["content"]
+        self.requests[model] += 1
+        schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema")
+        usage = (len(prompt) // 4, COMPLETION_TOKENS)
+        self.usage[model].append(usage)
+        return web.json_response(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": self.reply(model, prompt, schema),
+                        },
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": usage[0],
+                    "completion_tokens": usage[1],
+                    "total_tokens": sum(usage),
+                },
+            }
+        )

@@ -1,0 +1,87 @@
+"""``verbcal monitor`` end to end on files built from bundled recorded data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from verbcal import datasets
+from verbcal.calibration import make_calibrator
+from verbcal.cli import app
+
+runner = CliRunner()
+
+
+def _files(tmp_path: Path, shifted: bool = False) -> tuple[Path, Path, Path]:
+    records = [json.loads(line) for line in datasets.resolve("recorded:tweets").open()]
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(records))
+    ref, test = [records[i] for i in perm[:100]], [records[i] for i in perm[100:]]
+    ref_path = tmp_path / "ref.jsonl"
+    ref_path.write_text("".join(json.dumps(r) + "\n" for r in ref))
+    p = datasets.load(ref_path).labelled()
+    cal = tmp_path / "ts.json"
+    make_calibrator("temperature").fit(p.probs, p.y, labels=p.labels).save(cal)
+    hard = [r for r in test if r["label"] == "neutral"]
+    live = tmp_path / "live.jsonl"
+    with live.open("w") as handle:
+        for i in range(3000):
+            pool = hard if shifted and i >= 1500 else test
+            record = dict(pool[int(rng.integers(len(pool)))])
+            record["id"] = f"s{i}"
+            record["ts"] = f"2026-01-{1 + i // 500:02d}T{(i % 500) * 24 // 500:02d}:00:00Z"
+            if i % 3:
+                record.pop("label")
+            handle.write(json.dumps(record) + "\n")
+    return cal, ref_path, live
+
+
+def test_monitor_by_time_writes_json_and_report(tmp_path: Path) -> None:
+    cal, ref, live = _files(tmp_path)
+    out = tmp_path / "mon"
+    args = ["monitor", "--calibrator", str(cal), "--reference", str(ref), "--data", str(live)]
+    result = runner.invoke(app, [*args, "--out", str(out), "--time-field", "ts", "--every", "1d"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "monitor.json").read_text())
+    rows = data["windows"]
+    assert [r["n"] for r in rows] == [500] * 6
+    assert rows[0]["window"] == "2026-01-01T00:00:00Z"
+    for key in (
+        "est_accuracy_cbpe",
+        "est_accuracy_atc",
+        "est_accuracy_cbpe_low",
+        "accuracy",
+        "shift_p",
+    ):
+        assert all(r[key] is not None for r in rows)
+    assert all(r["n_labelled"] in (166, 167) for r in rows)
+    assert not any(r["alarm"] for r in rows)
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "Accuracy over time" in html
+
+
+def test_monitor_by_count_alarms_on_a_label_shift_and_prints_json(tmp_path: Path) -> None:
+    cal, ref, live = _files(tmp_path, shifted=True)
+    out = tmp_path / "mon"
+    args = ["monitor", "--calibrator", str(cal), "--reference", str(ref), "--data", str(live)]
+    result = runner.invoke(app, [*args, "--out", str(out), "--window", "250", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["windows"]
+    assert len(rows) == 12
+    assert not any(r["alarm"] for r in rows[:6])
+    assert all(r["alarm"] and "label_mix_shift" in r["signal"] for r in rows[6:])
+    assert all(r["est_method"] == "bbse" for r in rows[6:])  # label shift: corrected estimate
+
+
+def test_monitor_errors_name_what_to_fix(tmp_path: Path) -> None:
+    cal, ref, live = _files(tmp_path)
+    args = ["monitor", "--calibrator", str(cal), "--reference", str(ref), "--data", str(live)]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "o"), "--time-field", "ts"])
+    assert result.exit_code == 2 and "--every" in result.output
+    result = runner.invoke(
+        app, [*args, "--out", str(tmp_path / "o"), "--time-field", "when", "--every", "1d"]
+    )
+    assert result.exit_code == 2 and "'when'" in result.output

@@ -1,0 +1,58 @@
+"""Shift tests (tie handling) and the alarm policy's false-alarm control."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from verbcal.monitor import (
+    SIGNALS,
+    AlarmPolicy,
+    confidence_groups,
+    confidence_shift,
+    cusum_threshold,
+    label_mix_shift,
+)
+
+
+def test_confidence_shift_handles_ties_and_detects_a_shift() -> None:
+    rng = np.random.default_rng(0)
+    grid = np.array([0.6, 0.7, 0.8, 0.9, 0.95])
+    ref = rng.choice(grid, 300)
+    assert confidence_shift(ref, np.full(100, 0.9)) < 1e-6  # same median, other shape
+    assert confidence_shift(np.full(10, 0.9), np.full(10, 0.9)) == 1.0
+    edges = confidence_groups(ref)
+    assert set(edges) <= set(grid)  # groups end at distinct values: ties never split
+    same = [confidence_shift(ref, rng.choice(grid, 500)) for _ in range(200)]
+    assert np.mean(np.array(same) < 0.05) < 0.1  # about 5 % under no shift, despite ties
+
+
+def test_label_mix_shift_matches_scipy_chi_square() -> None:
+    ref, win = np.array([0] * 50 + [1] * 30 + [2] * 20), np.array([0] * 20 + [1] * 30 + [2] * 50)
+    table = np.array([[50, 30, 20], [20, 30, 50]])
+    assert label_mix_shift(ref, win, 4) == pytest.approx(
+        stats.chi2_contingency(table, correction=False)[1]
+    )
+    assert label_mix_shift(np.zeros(5, dtype=np.int64), np.zeros(5, dtype=np.int64), 3) == 1.0
+
+
+def test_cusum_threshold_holds_its_false_alarm_rate_on_fresh_streams() -> None:
+    h = cusum_threshold(20, 5, 0.05, 2.0)
+    rng = np.random.default_rng(99)  # not the seed the threshold was set with
+    alarms = 0
+    for _ in range(2000):
+        policy = AlarmPolicy(alpha=0.05 * len(SIGNALS), horizon=20)
+        assert policy.threshold == pytest.approx(h)
+        stat = [policy.cusum(float(x), 1.0) for x in rng.standard_normal(20)]
+        alarms += any(s is not None and s > h for s in stat)
+    assert alarms / 2000 == pytest.approx(0.05, abs=0.015)
+
+
+def test_policy_names_what_fired_and_uses_bonferroni() -> None:
+    policy = AlarmPolicy(alpha=0.05, horizon=20)
+    assert policy.per_test == pytest.approx(0.05 / (len(SIGNALS) * 20))
+    fired = policy.fired({"label_mix_shift": 1e-9, "confidence_shift": 0.01}, None)
+    assert fired == ["label_mix_shift"]
+    with pytest.raises(ValueError, match="alpha"):
+        AlarmPolicy(alpha=0)
