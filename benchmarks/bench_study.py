@@ -2,9 +2,11 @@
 
 Both versions run the same grid (default: the default grid, 3 datasets x 21 variants x 4
 sizes x 50 repeats = 550 splits, 2 workers) in fresh subprocesses, one after the other.
-The old version is the ``src`` tree of a git revision (``--old``, default ``2077623``: main
-before the evaluation core and the study speed-ups), exported with ``git archive`` into
-a temporary folder, or a saved copy of a ``src`` folder (``--old-src``).
+The old version is the ``src`` tree of a git revision (``--old``, default ``fc880d8``: main
+with the evaluation core, before the study speed-ups; its numbers are those of the
+speed-ups bit for bit), exported with ``git archive`` into a temporary folder, or a saved
+copy of a ``src`` folder (``--old-src``). A revision whose numbers differ for other reasons
+(a fixed metric, say) makes the row check fail, as it should.
 
 For each version it reports the wall time and the CPU time (user + system of the process
 and its worker processes): on a shared machine the wall time depends on the load, the
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OLD = "2077623"
+DEFAULT_OLD = "fc880d8"
 
 RUNNER = r"""
 import hashlib, json, resource, sys, time
