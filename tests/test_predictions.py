@@ -215,38 +215,6 @@ def test_write_jsonl_is_atomic(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
 
 
-def test_duplicate_ids_are_refused_naming_the_id_and_both_lines(tmp_path: Path) -> None:
-    other = '{"id": "b", "probs": {"neg": 0.6, "pos": 0.4}, "label": "neg"}'
-    path = write(tmp_path, "\n".join([GOOD, other, GOOD.replace("0.2", "0.3")]) + "\n")
-    with pytest.raises(PredictionsError) as info:
-        read_predictions(path)
-    assert info.value.line == 3 and info.value.field == "id"
-    assert "duplicate id 'a' (first on line 1, again on line 3)" in str(info.value)
-    csv = write(tmp_path, "id,p_neg,p_pos,label\nx,0.2,0.8,pos\nx,0.5,0.5,neg\n", "p.csv")
-    with pytest.raises(PredictionsError, match="duplicate id 'x' \\(first on line 2, again"):
-        read_predictions(csv)
-    # records without an id are numbered by line and never clash
-    bare = '{"probs": {"neg": 0.2, "pos": 0.8}}'
-    assert len(read_predictions(write(tmp_path, f"{bare}\n{bare}\n", "bare.jsonl"))) == 2
-
-
-def test_duplicate_ids_in_parquet_name_the_rows(tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow")
-    from verbcal.predictions import write_parquet
-
-    records = [
-        {"id": "a", "probs": {"neg": 0.2, "pos": 0.8}, "label": "pos"},
-        {"id": "b", "probs": {"neg": 0.6, "pos": 0.4}, "label": "neg"},
-        {"id": "a", "probs": {"neg": 0.1, "pos": 0.9}, "label": "pos"},
-    ]
-    write_parquet(tmp_path / "p.parquet", records)
-    with pytest.raises(PredictionsError) as info:
-        read_predictions(tmp_path / "p.parquet")
-    assert info.value.line == 3 and info.value.field == "id"
-    where = tmp_path / "p.parquet"
-    assert f"duplicate id 'a' (first in {where} row 1, again in row 3)" in str(info.value)
-
-
 # ---------------------------------------------------------------- confidence in words
 
 
@@ -301,11 +269,43 @@ def test_verbal_records_need_about_and_two_labels(tmp_path: Path) -> None:
     alone = _verbal_file(tmp_path, [{"id": "a", "verbal": "likely", "about": "x"}])
     with pytest.raises(PredictionsError, match="--labels"):
         read_predictions(alone, options=ReadOptions(source="verbal"))
-    preds = read_predictions(alone, ["x", "y"], ReadOptions(source="verbal"))
+    preds = read_predictions(alone, ["x", "y"], options=ReadOptions(source="verbal"))
     np.testing.assert_allclose(preds.probs, [[0.7, 0.3]])
     # a numeric read of a file with only words says to pass --source verbal
     with pytest.raises(PredictionsError, match="--source verbal"):
         read_predictions(alone)
     unknown = _verbal_file(tmp_path, [{"id": "a", "verbal": "wibble", "about": "x"}])
     with pytest.raises(PredictionsError, match=r"'wibble'.*--lexicon"):
-        read_predictions(unknown, ["x", "y"], ReadOptions(source="verbal"))
+        read_predictions(unknown, ["x", "y"], options=ReadOptions(source="verbal"))
+
+
+def test_duplicate_ids_are_refused_naming_the_id_and_both_lines(tmp_path: Path) -> None:
+    other = '{"id": "b", "probs": {"neg": 0.6, "pos": 0.4}, "label": "neg"}'
+    path = write(tmp_path, "\n".join([GOOD, other, GOOD.replace("0.2", "0.3")]) + "\n")
+    with pytest.raises(PredictionsError) as info:
+        read_predictions(path)
+    assert info.value.line == 3 and info.value.field == "id"
+    assert "duplicate id 'a' (first on line 1, again on line 3)" in str(info.value)
+    csv = write(tmp_path, "id,p_neg,p_pos,label\nx,0.2,0.8,pos\nx,0.5,0.5,neg\n", "p.csv")
+    with pytest.raises(PredictionsError, match="duplicate id 'x' \\(first on line 2, again"):
+        read_predictions(csv)
+    # records without an id are numbered by line and never clash
+    bare = '{"probs": {"neg": 0.2, "pos": 0.8}}'
+    assert len(read_predictions(write(tmp_path, f"{bare}\n{bare}\n", "bare.jsonl"))) == 2
+
+
+def test_duplicate_ids_in_parquet_name_the_rows(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    from verbcal.predictions import write_parquet
+
+    records = [
+        {"id": "a", "probs": {"neg": 0.2, "pos": 0.8}, "label": "pos"},
+        {"id": "b", "probs": {"neg": 0.6, "pos": 0.4}, "label": "neg"},
+        {"id": "a", "probs": {"neg": 0.1, "pos": 0.9}, "label": "pos"},
+    ]
+    write_parquet(tmp_path / "p.parquet", records)
+    with pytest.raises(PredictionsError) as info:
+        read_predictions(tmp_path / "p.parquet")
+    assert info.value.line == 3 and info.value.field == "id"
+    where = tmp_path / "p.parquet"
+    assert f"duplicate id 'a' (first in {where} row 1, again in row 3)" in str(info.value)

@@ -149,10 +149,10 @@ class Predictions:
     max_sum_error: float = 0.0
     n_unusable: int = 0
     notes: list[str] = field(default_factory=list)
-    n_verbalized: int = 0
-    """Rows read from ``verbalized_probs`` rather than ``probs`` (``verbalized=True``)."""
     reply: str = "probs"
     """Which reply the rows were read from: ``probs`` or ``verbal`` (see :class:`ReadOptions`)."""
+    n_verbalized: int = 0
+    """Rows read from ``verbalized_probs`` rather than ``probs`` (``verbalized=True``)."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -176,8 +176,8 @@ class Predictions:
             records=self.records,
             rows=self.rows[idx],
             source=self.source,
-            n_verbalized=self.n_verbalized,
             reply=self.reply,
+            n_verbalized=self.n_verbalized,
         )
 
     def phrases(self) -> list[str | None]:
@@ -297,13 +297,13 @@ class Predictions:
             text += " (confidence in words, read through the lexicon)"
         if self.n_unusable:
             text += f"; {self.n_unusable} records without a distribution were skipped"
+        for note in self.notes:
+            text += f"; {note}"
         if self.n_verbalized:
             text += (
                 f"; {self.n_verbalized} records carry verbalized_probs (the LLM's own numbers):"
                 " those are the input, not their probs, so applying twice equals applying once"
             )
-        for note in self.notes:
-            text += f"; {note}"
         return text
 
 
@@ -343,8 +343,8 @@ def from_arrays(
 def read_predictions(
     path: str | Path,
     labels: Sequence[str] | None = None,
-    options: ReadOptions | None = None,
     verbalized: bool = False,
+    options: ReadOptions | None = None,
 ) -> Predictions:
     """Read JSONL, CSV or Parquet predictions (by extension); errors name file, line and field.
 
@@ -354,8 +354,8 @@ def read_predictions(
     numbers, not from its already calibrated ``probs``.
     ``options`` (default: those set by :func:`reading`) says which reply to read.
     """
-    starts: list[tuple[int, Path]] = []  # Parquet: (rows before the file, file)
     options = options if options is not None else reading_options()
+    starts: list[tuple[int, Path]] = []  # Parquet: (rows before the file, file)
     if is_parquet(path):
         check_unique_ids(parquet_paths(path))
         records = list(_read_parquet(path, starts))
@@ -489,9 +489,9 @@ def _assemble(
     gold: list[int] = []
     ids: list[str] = []
     row_index: list[int] = []
-    n_verbalized = 0
     unknown: dict[str, int] = {}
     lexicon = _lexicon(options) if options.verbal else None
+    n_verbalized = 0
     for position, (number, record) in enumerate(records):
         if first_seen is not None:
             _check_new_id(path, number, record.get("id"), first_seen)
@@ -561,10 +561,27 @@ def _assemble(
         n_renormalised=n_off,
         max_sum_error=max_err,
         n_unusable=len(records) - len(rows),
-        n_verbalized=n_verbalized,
         notes=notes,
         reply=options.source,
+        n_verbalized=n_verbalized,
     )
+
+
+def _check_new_id(path: str | Path, number: int, item: Any, first: dict[str, int]) -> None:
+    """Refuse a repeated ``id`` (records without one are numbered by line, never clash):
+    the error names the id and both lines (Parquet: :func:`check_unique_ids`)."""
+    if item is None:
+        return
+    key = str(item)
+    if key in first:
+        raise PredictionsError(
+            path,
+            number,
+            "id",
+            f"duplicate id {key!r} (first on line {first[key]}, again on line {number})",
+            "Give every record its own id, or drop the repeated record",
+        )
+    first[key] = number
 
 
 def _lexicon(options: ReadOptions) -> Any:
@@ -631,23 +648,6 @@ def _verbal_probs(
     probs = reply.probs(labels, str(about))
     record["verbal_probs"] = probs
     return probs, labels
-
-
-def _check_new_id(path: str | Path, number: int, item: Any, first: dict[str, int]) -> None:
-    """Refuse a repeated ``id`` (records without one are numbered by line, never clash):
-    the error names the id and both lines (Parquet: :func:`check_unique_ids`)."""
-    if item is None:
-        return
-    key = str(item)
-    if key in first:
-        raise PredictionsError(
-            path,
-            number,
-            "id",
-            f"duplicate id {key!r} (first on line {first[key]}, again on line {number})",
-            "Give every record its own id, or drop the repeated record",
-        )
-    first[key] = number
 
 
 def _parse_row(
@@ -853,13 +853,12 @@ VERBALIZED_PROBS = "verbalized_probs"
 
 
 def with_probs(predictions: Predictions, probs: NDArray[np.float64]) -> list[dict[str, Any]]:
-    """The input records with ``probs`` replaced by ``probs``, the distribution read (numeric or
-    from words) kept as ``verbalized_probs`` (a numeric record that carries one already keeps it:
-    it was the input; a phrase stays in ``verbal``)."""
+    """The input records with ``probs`` replaced by ``probs``, the LLM's own distribution kept
+    as ``verbalized_probs`` (a record that carries one already keeps it: it was the input)."""
     out = [dict(record) for record in predictions.records]
     for row, position in enumerate(predictions.rows):
         record = out[position]
-        if predictions.reply == "verbal":
+        if predictions.reply == "verbal":  # the input was the phrase, read as verbal_probs
             record[VERBALIZED_PROBS] = record.get("verbal_probs")
         elif record.get(VERBALIZED_PROBS) is None:
             record[VERBALIZED_PROBS] = record.get("probs")

@@ -466,6 +466,34 @@ def _selective(metrics: RunMetrics, figures: dict[str, Any]) -> str:
     )
 
 
+ROUTING_RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+"""Review rates shown in the routing section."""
+
+
+def _routing(data: dict[str, Any]) -> str:
+    """Binary runs (an LLM judge): review rate against errors that pass unreviewed."""
+    from verbcal.decide.route import review_curve
+
+    labels = data["labels"]
+    if len(labels) != 2:
+        return ""
+    rows = []
+    for name, q in data["q_test"].items():
+        curve = review_curve(q, data["y_test"], 1, points=11)
+        by_rate = {round(point["review_rate"], 1): point for point in curve}
+        cells = [_pct(by_rate.get(rate, {}).get("unreviewed_error_rate")) for rate in ROUTING_RATES]
+        rows.append([_e(name), *cells])
+    head = ["method", *(f"review {rate:.0%}" for rate in ROUTING_RATES)]
+    return (
+        "<h2>Routing: review rate vs errors that pass unreviewed</h2><div class='card'>"
+        + _table(head, rows)
+        + "<p class='sub'>Test part: the items whose probability is nearest 0.5 go to a person "
+        "first, the rest are decided by the more probable label; each cell is the share of "
+        "all test items whose error passes unreviewed. <code>verbcal route</code> chooses "
+        "accept and reject thresholds with a precision guarantee.</p></div>"
+    )
+
+
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """An HTML table: the first column left-aligned, cells given as HTML."""
     th = "".join(f"<th{' class=l' if i == 0 else ''}>{h}</th>" for i, h in enumerate(head))
@@ -713,6 +741,7 @@ def render_report(run_dir: str | Path) -> str:
         ),
         _thresholds(metrics, figures),
         _selective(metrics, figures),
+        _routing(data),
         _decisions(metrics),
         _parameters(metrics),
         _facts(metrics),

@@ -116,7 +116,7 @@ class WordsCalibration(_OneVsRest):
     summary = "confidence in words: Beta posterior per phrase around its lexicon value, isotonic"
     complexity = 65
     _parameter_constraints: ClassVar[ParamConstraints] = {
-        "strength": [Options("cv"), Interval(float, 0, None, closed="left")]
+        "strength": [Options("cv"), Interval(float, 0, None)]
     }
 
     def __init__(self, strength: float | str = "cv") -> None:
@@ -160,20 +160,13 @@ class WordsCalibration(_OneVsRest):
         }
 
     def _check_map(self, params: Any, where: str) -> dict[str, Any]:
-        value = field(params, "value", where)
-        size = len(value) if isinstance(value, list) and value else 1
-        levels = {
-            key: array(field(params, key, where), f"{where}.{key}", (size,), *bounds)
-            for key, bounds in (
-                ("value", (0.0, 1.0)),
-                ("n", (0.0, None)),
-                ("positives", (0.0, None)),
-                ("fitted", (0.0, 1.0)),
-            )
-        }
-        if np.any(np.diff(levels["value"]) <= 0) or np.any(np.diff(levels["fitted"]) < 0):
+        values = field(params, "value", where)
+        size = len(values) if isinstance(values, list) and values else 1
+        v = array(values, f"{where}.value", (size,), 0.0, 1.0)
+        fitted = array(field(params, "fitted", where), f"{where}.fitted", (size,), 0.0, 1.0)
+        if np.any(np.diff(v) <= 0) or np.any(np.diff(fitted) < 0):
             raise ParameterError(
-                f"{where}: value must increase and fitted must not decrease (a monotone map)"
+                f"{where}: value must increase and fitted must not decrease (the lexicon order)"
             )
         real = [Interval(float, None, None)]
         cv = params.get("cv", {}) if isinstance(params, dict) else {}
@@ -181,12 +174,17 @@ class WordsCalibration(_OneVsRest):
             "prior": number(
                 field(params, "prior", where), f"{where}.prior", [Interval(float, 0, None)]
             ),
-            **{key: arr.tolist() for key, arr in levels.items()},
+            "value": v.tolist(),
+            "n": array(field(params, "n", where), f"{where}.n", (size,), 0.0).tolist(),
+            "positives": array(
+                field(params, "positives", where), f"{where}.positives", (size,), 0.0
+            ).tolist(),
+            "fitted": fitted.tolist(),
             "slope": number(
                 field(params, "slope", where), f"{where}.slope", [Interval(float, 0, None)]
             ),
             "intercept": number(field(params, "intercept", where), f"{where}.intercept", real),
-            "cv": cv if isinstance(cv, dict) else {},
+            "cv": {str(k): float(x) for k, x in cv.items()} if isinstance(cv, dict) else {},
         }
 
     def _apply_binary(self, params: dict[str, Any], score: Array) -> Array:
