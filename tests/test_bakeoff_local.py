@@ -2,8 +2,9 @@
 
 Two arms on the same items through the ``local`` backend (each arm starts the embedded
 server, as a user's run does): the paper's numeric format and the top-label format
-(answer + one confidence). A verbal arm needs the lexicon of the judge work, which this
-build lacks; the verbal path is covered with a parser hook in ``test_bakeoff.py``.
+(answer + one confidence). The verbal path is covered against the scripted server and on
+the recorded judge replies (``test_bakeoff.py``, ``test_bakeoff_examples.py``): SmolLM2's
+phrases are mostly not in the lexicon, which would leave too few items here.
 SmolLM2-135M carries little signal, so this checks the plumbing, not which arm wins.
 """
 
