@@ -225,6 +225,12 @@ def test_cli_run_from_predictions(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "recommended" in result.output
     assert (out / "metrics.json").is_file() and not (out / "report.html").exists()
+    # a method with no CV NLL of its own (auto's stack) shows '-', never nan; the rule is said
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    table = result.output.split("recommended by auto")[0]
+    assert "nan" not in table.lower()
+    if metrics["methods"][metrics["recommended"]]["cv_nll"] is None:
+        assert "-: not scored that way" in " ".join(table.split())
     again = CliRunner().invoke(
         app, ["run", "--predictions", "recorded:bbc-news", "--out", str(out)]
     )
@@ -312,6 +318,10 @@ def test_cli_run_elicits_from_a_local_openai_compatible_server(
         ]
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
+        # the elicitation summary, as `verbcal elicit` prints it, then the run's table
+        assert "verbcal elicit: openai / fake-model" in result.output
+        assert "items: 60; requests: 60 planned" in result.output
+        assert result.output.index("verbcal elicit:") < result.output.index("verbcal run:")
         sent = sum(server.counts.values())
         assert sent == 60 + 2  # one request per item, two retries of the @500x2 item
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
@@ -404,6 +414,22 @@ def test_metrics_json_round_trips_through_the_dataclasses(tweets_run: Path) -> N
         RunMetrics.from_dict({**data, "version": data["version"] + 1})
 
 
+def test_run_refuses_duplicate_ids_and_writes_nothing(tmp_path: Path) -> None:
+    rows = [
+        {
+            "id": str(i % 20),
+            "probs": {"a": 0.2 + 0.01 * i, "b": 0.8 - 0.01 * i},
+            "label": "ab"[i % 2],
+        }
+        for i in range(40)
+    ]
+    data = tmp_path / "dup.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=r"duplicate id '0' \(first on line 1, again on line 21\)"):
+        run_from_predictions(str(data), tmp_path / "run", QUICK)
+    assert not (tmp_path / "run" / "predictions.jsonl").exists()
+
+
 def test_run_a_verbal_judge_task_with_several_fields(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -460,19 +486,3 @@ def test_run_a_verbal_judge_task_with_several_fields(
     assert unknown["issues"] == ["unknown_expression:wibble"]
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["status_counts"]["failed"] == 8
-
-
-def test_run_refuses_duplicate_ids_and_writes_nothing(tmp_path: Path) -> None:
-    rows = [
-        {
-            "id": str(i % 20),
-            "probs": {"a": 0.2 + 0.01 * i, "b": 0.8 - 0.01 * i},
-            "label": "ab"[i % 2],
-        }
-        for i in range(40)
-    ]
-    data = tmp_path / "dup.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(ValueError, match=r"duplicate id '0' \(first on line 1, again on line 21\)"):
-        run_from_predictions(str(data), tmp_path / "run", QUICK)
-    assert not (tmp_path / "run" / "predictions.jsonl").exists()

@@ -119,6 +119,8 @@ class RunResult:
     metrics: dict[str, Any]
     report: Path | None
     notes: list[str] = field(default_factory=list)
+    elicitation: Any = None
+    """The :class:`~verbcal.elicit.ElicitResult` of a run that asked an LLM (else None)."""
 
     @property
     def recommended(self) -> str:
@@ -682,7 +684,7 @@ def run(
         "notes": list(result.notes),
     }
     preds = datasets.load(target / "predictions.jsonl", spec.labels)
-    return _finish(preds, target, opts, info)
+    return replace(_finish(preds, target, opts, info), elicitation=result)
 
 
 def _finish(preds: Predictions, target: Path, opts: RunOptions, info: dict[str, Any]) -> RunResult:

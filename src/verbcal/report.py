@@ -380,8 +380,9 @@ def _metrics_table(metrics: RunMetrics) -> str:
         f"<tr><th class='l'>method</th><th>CV NLL (calib.)</th>{head}</tr>{''.join(rows)}</table></div>"
         f"<p class='sub'>Test part: {metrics.n_test} items, never used to fit or choose anything. "
         f"Brackets: 95% CIs from {_e(conv.get('ci', 'a percentile bootstrap'))}. "
-        f"ECE/MCE: {_e(conv.get('ece', 'top-label'))}. CV NLL: {_e(conv.get('cv', ''))}, which picks "
-        "the best alternative and the recommended method. Best value per column in blue.</p></div>"
+        f"ECE/MCE: {_e(conv.get('ece', 'top-label'))}. CV NLL: {_e(conv.get('cv', ''))}. The best"
+        " alternative has the lowest CV NLL; a stack (auto) has none of its own (n/a): its weights"
+        " maximise the out-of-fold log score. Best value per column in blue.</p></div>"
     )
 
 

@@ -17,7 +17,6 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import optimize
-from scipy.special import log_softmax
 
 FloorMode = Literal["clip", "mix"]
 FLOOR_GRID_STEP = 0.25
@@ -238,9 +237,21 @@ def _run_lengths(ordered: Array) -> tuple[Array, Array]:
     return ordered[positions], np.diff(np.append(positions, len(ordered))).astype(np.float64)
 
 
+def log_softmax_rows(x: Array) -> Array:
+    """Row-wise log-softmax of a 2-D array: ``scipy.special.log_softmax(x, axis=1)``
+    operation for operation (so bit-equal), without its array-API dispatch, which costs
+    more than the arithmetic on the small arrays the solvers evaluate thousands of times."""
+    x_max = x.max(axis=1, keepdims=True)
+    x_max[~np.isfinite(x_max)] = 0
+    tmp = x - x_max
+    with np.errstate(divide="ignore"):
+        out = np.log(np.exp(tmp).sum(axis=1, keepdims=True))
+    return tmp - out
+
+
 def weighted_nll(logits: Array, counts: Array) -> float:
     """Total negative log-likelihood of count-weighted labels under softmax(logits)."""
-    return float(-np.sum(counts * log_softmax(logits, axis=1)))
+    return float(-(counts * log_softmax_rows(logits)).sum())
 
 
 # ---------------------------------------------------------------- temperature solver
@@ -260,13 +271,14 @@ def fit_inverse_temperature(logits: Array, counts: Array, prior_sd: float | None
     """
     z = logits - logits.max(axis=1, keepdims=True)
     totals = counts.sum(axis=1)
-    target = float(np.sum(counts * z))
+    target = float((counts * z).sum())
 
     def gradient(beta: float) -> tuple[float, float]:
         weights = np.exp(beta * z)  # each row's largest entry is exp(0) = 1: no overflow
         q = weights / weights.sum(axis=1, keepdims=True)
-        mean = np.sum(q * z, axis=1)
-        var = np.sum(q * z * z, axis=1) - mean * mean
+        qz = q * z
+        mean = qz.sum(axis=1)
+        var = (qz * z).sum(axis=1) - mean * mean
         return float(totals @ mean) - target, float(totals @ np.maximum(var, 0.0))
 
     if prior_sd is None:
@@ -315,6 +327,89 @@ def _safeguarded_newton(
             return float(new)
         x = float(new)
     return x
+
+
+# ---------------------------------------------------------------- L-BFGS-B
+
+
+def minimize_lbfgsb(fun: Callable[[Array], tuple[float, Array]], x0: Array) -> tuple[Array, float]:
+    """``scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B")`` with its default
+    options: the minimiser and the value there.
+
+    The fast path drives scipy's own L-BFGS-B step (``scipy.optimize._lbfgsb.setulb``)
+    with the arguments ``minimize`` gives it, so the iterates and the result are bit-equal
+    to ``minimize``'s (``tests/test_calibration_rows.py`` checks it), without the wrappers
+    ``minimize`` puts around every evaluation, which cost as much as the small objectives
+    of the logit models. Where that private step is missing or has another signature,
+    ``minimize`` itself runs.
+    """
+    step = _setulb()
+    if step is None:
+        result = optimize.minimize(fun, x0, jac=True, method="L-BFGS-B")
+        return np.asarray(result.x, dtype=np.float64), float(result.fun)
+    m, maxls, maxiter, maxfun = 10, 20, 15000, 15000
+    factr, pgtol = 2.2204460492503131e-09 / np.finfo(float).eps, 1e-5
+    x = np.array(np.asarray(x0, dtype=np.float64).ravel(), dtype=np.float64)
+    n = len(x)
+    f: Any = np.array(0.0, dtype=np.float64)
+    g = np.zeros(n, dtype=np.float64)
+    bound = np.zeros(n, np.float64)
+    nbd = np.zeros(n, np.int32)
+    wa = np.zeros(2 * m * n + 5 * n + 11 * m * m + 8 * m, np.float64)
+    iwa = np.zeros(3 * n, dtype=np.int32)
+    task, ln_task = np.zeros(2, dtype=np.int32), np.zeros(2, dtype=np.int32)
+    lsave, isave, dsave = np.zeros(4, np.int32), np.zeros(44, np.int32), np.zeros(29, np.float64)
+    iterations, evaluations = 0, 1  # minimize evaluates x0 once before its first step
+    while True:
+        g = g.astype(np.float64)
+        step(m, x, bound, bound, nbd, f, g, factr, pgtol, wa, iwa, task, lsave, isave, dsave, maxls, ln_task)  # fmt: skip
+        if task[0] == 3:
+            value, gradient = fun(x.copy())
+            f, g = value, np.atleast_1d(gradient)
+            evaluations += 1
+        elif task[0] == 1:
+            iterations += 1
+            if iterations >= maxiter or evaluations > maxfun:
+                task[0], task[1] = 5, 504 if iterations >= maxiter else 502
+        else:
+            break
+    return x, float(f)
+
+
+def _setulb() -> Callable[..., Any] | None:
+    """scipy's L-BFGS-B step with the 17-argument signature of scipy >= 1.15, or None."""
+    try:
+        from scipy.optimize import _lbfgsb
+    except ImportError:  # pragma: no cover (a scipy without it)
+        return None
+    step = getattr(_lbfgsb, "setulb", None)
+    if step is None or _SETULB_OK.get("ok") is False:
+        return None
+    if "ok" not in _SETULB_OK:
+        _SETULB_OK["ok"] = _check_setulb(step)
+        if not _SETULB_OK["ok"]:
+            return None
+    return step  # type: ignore[no-any-return]
+
+
+_SETULB_OK: dict[str, bool] = {}
+
+
+def _check_setulb(step: Callable[..., Any]) -> bool:
+    """True when driving ``step`` reproduces ``minimize`` bit for bit on a small problem."""
+    _SETULB_OK["ok"] = True
+    target = np.array([1.0, -2.0, 0.5])
+
+    def fun(x: Array) -> tuple[float, Array]:
+        d = x - target
+        return float(np.sum(d**4) + d @ d), 4 * d**3 + 2 * d
+
+    try:
+        fast = minimize_lbfgsb(fun, np.zeros(3))
+    except Exception:
+        return False
+    slow = optimize.minimize(fun, np.zeros(3), jac=True, method="L-BFGS-B")
+    return bool(np.array_equal(fast[0], slow.x) and fast[1] == float(slow.fun))
 
 
 # ---------------------------------------------------------------- floor search
@@ -373,6 +468,8 @@ __all__ = [
     "fit_floor",
     "fit_inverse_temperature",
     "invert_softmax",
+    "log_softmax_rows",
+    "minimize_lbfgsb",
     "normalise",
     "parse_floor",
     "softmax",

@@ -7,14 +7,13 @@
 
 from __future__ import annotations
 
+import functools
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import optimize
-from scipy.special import log_softmax
 
 from verbcal.calibration.base import Calibrator, register
 from verbcal.calibration.constraints import (
@@ -35,6 +34,8 @@ from verbcal.calibration.rows import (
     Counts,
     FloorMode,
     fit_inverse_temperature,
+    log_softmax_rows,
+    minimize_lbfgsb,
     softmax,
     weighted_nll,
 )
@@ -286,19 +287,19 @@ class _LogitModel(Calibrator):
 
         def objective(theta: Array) -> tuple[float, Array]:
             weights, bias = self._unpack(theta, k)
-            log_q = log_softmax(self._scores(z, weights, bias), axis=1)
+            log_q = log_softmax_rows(self._scores(z, weights, bias))
             residual = totals[:, None] * np.exp(log_q) - data.counts
             penalty, penalty_grad = self._penalty(weights, bias)
             away = theta - identity
-            value = -np.sum(data.counts * log_q) / n + penalty + 0.5 * precision * away @ away
+            value = -(data.counts * log_q).sum() / n + penalty + 0.5 * precision * away @ away
             gradient = self._gradient(z, residual, weights, bias) / n + penalty_grad
             return value, gradient + precision * away
 
         initial = identity if start is None else start
-        result = optimize.minimize(objective, initial, jac=True, method="L-BFGS-B")
-        self._warm = result.x
-        weights, bias = self._unpack(result.x, k)
-        return weights, bias, float(result.fun)
+        x, value = minimize_lbfgsb(objective, initial)
+        self._warm = x
+        weights, bias = self._unpack(x, k)
+        return weights, bias, value
 
     def _prior_precision(self, n: float) -> float:
         """1 / (sd^2 n): the prior's weight in the per-item objective (0 without a prior)."""
@@ -366,11 +367,11 @@ class VectorScaling(_LogitModel):
         return z * weights + bias
 
     def _gradient(self, z: Array, residual: Array, weights: Array, bias: Array) -> Array:
-        return np.concatenate([np.sum(residual * z, axis=0), residual.sum(axis=0)])
+        return np.concatenate([(residual * z).sum(axis=0), residual.sum(axis=0)])
 
     def _penalty(self, weights: Array, bias: Array) -> tuple[float, Array]:
         k = len(weights)
-        value = self.reg * (np.sum((weights - 1) ** 2) + np.sum(bias**2)) / k
+        value = self.reg * (((weights - 1) ** 2).sum() + (bias**2).sum()) / k
         return value, 2 * self.reg * np.concatenate([weights - 1, bias]) / k
 
 
@@ -413,7 +414,8 @@ class MatrixScaling(_LogitModel):
     def _scores(self, z: Array, weights: Array, bias: Array) -> Array:
         """W z + b, summed column by column: a row's result does not depend on the batch
         (a BLAS matrix product may round differently for different batch sizes)."""
-        scores = np.broadcast_to(bias, z.shape).copy()
+        scores = np.empty(z.shape)
+        scores[...] = bias
         for j in range(z.shape[1]):
             scores += z[:, j, None] * weights[:, j]
         return scores
@@ -423,11 +425,19 @@ class MatrixScaling(_LogitModel):
 
     def _penalty(self, weights: Array, bias: Array) -> tuple[float, Array]:
         k = len(bias)
-        off = weights * (1 - np.eye(k))
+        off = weights * _off_diagonal(k)
         scale_w = 1.0 / max(k * (k - 1), 1)
-        value = self.reg * (scale_w * np.sum(off**2) + np.sum(bias**2) / k)
+        value = self.reg * (scale_w * (off**2).sum() + (bias**2).sum() / k)
         grad = np.concatenate([2 * self.reg * scale_w * off.ravel(), 2 * self.reg * bias / k])
         return value, grad
+
+
+@functools.cache
+def _off_diagonal(k: int) -> Array:
+    """1 - I_k (cached: the matrix penalty is evaluated at every solver step)."""
+    mask = 1 - np.eye(k)
+    mask.setflags(write=False)
+    return mask
 
 
 __all__ = [

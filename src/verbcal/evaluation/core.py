@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from verbcal.calibration import Calibrator
+from verbcal.calibration import AutoCalibrator, Calibrator
 from verbcal.calibration.specs import Variant, parse_spec
 from verbcal.evaluation.results import Evaluation, MethodScore, PairedDifference
 from verbcal.evaluation.splits import Split
@@ -54,7 +54,8 @@ def fit_methods(
     The floor fitted jointly with T depends only on the data, the floor mode and the
     prior on T, so it is fitted once per such key and handed to every other temperature
     variant that fits it; the result equals fitting each on its own (each such
-    calibrator still reports its floor as fitted).
+    calibrator still reports its floor as fitted). ``auto`` takes the methods fitted
+    before it as members where they match its candidates, instead of refitting them.
     """
     chosen = [m if isinstance(m, Variant) else variants([m], options)[0] for m in methods]
     floors: dict[tuple[Any, ...], float] = {}
@@ -64,7 +65,11 @@ def fit_methods(
             fitted[variant.name] = prefitted[variant.name]
             continue
         reuse = floors.get(variant.floor_key) if variant.fits_floor else None
-        calibrator = variant.make(floor=reuse).fit(probs, y, labels=labels)
+        calibrator = variant.make(floor=reuse)
+        if isinstance(calibrator, AutoCalibrator):  # its members may be fitted already
+            calibrator.fit(probs, y, labels=labels, reuse=list(fitted.values()))
+        else:
+            calibrator.fit(probs, y, labels=labels)
         if reuse is not None:
             calibrator.set_params(floor="fit")
         elif variant.fits_floor and calibrator.floor_ is not None:

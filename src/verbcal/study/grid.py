@@ -28,7 +28,14 @@ from verbcal.calibration.specs import Variant
 from verbcal.decide import apply_threshold, pr_curve, threshold_for
 from verbcal.evaluation import evaluate_split, fit_methods, keyed_split
 from verbcal.predictions import Predictions
-from verbcal.study.config import MIN_TEST, RULES, StudyConfig, StudyError, resolve_sizes
+from verbcal.study.config import (
+    MIN_TEST,
+    RULES,
+    StudyConfig,
+    StudyError,
+    parse_variant,
+    resolve_sizes,
+)
 from verbcal.study.rows import MetricRow, ThresholdOutcome, ThresholdRow
 
 FloatArray = NDArray[np.float64]
@@ -156,6 +163,22 @@ def threshold_rows(
                 yield ThresholdOutcome(
                     cls, target, rule, True, float(t), n_pred, precision, recall, met
                 )
+
+
+def cross_fit(
+    result: StudyResult, dataset: str, methods: Sequence[str], size: int
+) -> dict[str, FloatArray]:
+    """Out-of-sample predictions for every item: split 0 at ``size``, each half fitted on
+    the other (two-fold cross-fitting), so each item is predicted once."""
+    probs, y = result.data[dataset]
+    split = keyed_split(y, size, result.config.seed, dataset, 0)
+    variants = [parse_variant(m) for m in methods]
+    out = {m: np.empty_like(probs) for m in methods}
+    for fit_idx, predict_idx in ((split.calib, split.test), (split.test, split.calib)):
+        fitted = fit_methods(variants, probs[fit_idx], y[fit_idx])
+        for m in methods:
+            out[m][predict_idx] = fitted[m].predict_proba(probs[predict_idx])
+    return out
 
 
 # ---------------------------------------------------------------- the whole grid

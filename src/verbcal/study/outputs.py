@@ -11,14 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from verbcal.jsonio import json_ready
-from verbcal.study.grid import StudyResult
+from verbcal.study.grid import StudyResult, cross_fit
 from verbcal.study.rows import THRESHOLD_COLUMNS, TIDY_COLUMNS
 from verbcal.study.summary import summarise
 
 
 def write_outputs(result: StudyResult, out: Path) -> dict[str, Path]:
     """Tidy and summary tables, thresholds, well-formedness, plots and findings.md in ``out``."""
-    from verbcal.study.report import findings_markdown, write_plots
+    from verbcal.study.report import (
+        findings_markdown,
+        reliability_methods,
+        reliability_size,
+        write_plots,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
@@ -55,7 +60,17 @@ def write_outputs(result: StudyResult, out: Path) -> dict[str, Path]:
         "interval": "2.5th and 97.5th percentiles of the per-repeat values",
     }
     (out / "study.json").write_text(json.dumps(meta, indent=1) + "\n", "utf-8")
-    files.update(write_plots(result, rows, out))
+    index = {(r["dataset"], r["method"], r["size"], r["metric"]): r for r in rows}
+    cross_fitted = {
+        name: cross_fit(
+            result,
+            name,
+            reliability_methods(result, index, name),
+            reliability_size(result, name),
+        )
+        for name in result.info
+    }
+    files.update(write_plots(result, rows, out, cross_fitted))
     (out / "findings.md").write_text(findings_markdown(result, rows, out), "utf-8")
     files["findings"] = out / "findings.md"
     return files

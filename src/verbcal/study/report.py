@@ -17,16 +17,14 @@ from numpy.typing import NDArray
 from verbcal.calibration import (
     BETA_BOUNDS,
     METHODS,
-    Calibrator,
     apply_floor,
     parse_spec,
     softmax,
 )
 from verbcal.calibration.specs import UNCALIBRATED
-from verbcal.evaluation import keyed_split
 from verbcal.metrics import LOWER_IS_BETTER
 from verbcal.study.config import RULES, parse_variant
-from verbcal.study.grid import StudyResult, fit_variants
+from verbcal.study.grid import StudyResult
 from verbcal.study.summary import by_key, paired, threshold_summary
 
 FloatArray = NDArray[np.float64]
@@ -94,23 +92,25 @@ def _command(result: StudyResult, out: Path | None = None) -> str:
     return f"verbcal study{config} --out {out if out is not None else 'study-out'}"
 
 
-# ---------------------------------------------------------------- cross-fitted predictions
+# ---------------------------------------------------------------- reliability diagrams
 
 
-def cross_fit(result: StudyResult, dataset: str, methods: Sequence[str]) -> dict[str, FloatArray]:
-    """Out-of-sample predictions for every item: split 0 at the 'all' size, each half
-    fitted on the other (two-fold cross-fitting), so each item is predicted once."""
-    probs, y = result.data[dataset]
-    size = _full_size(result, dataset)
-    split = keyed_split(y, size, result.config.seed, dataset, 0)
-    a, b = split.calib, split.test
-    variants = [parse_variant(m) for m in methods]
-    out = {m: np.empty_like(probs) for m in methods}
-    for fit_idx, predict_idx in ((a, b), (b, a)):
-        fitted: dict[str, Calibrator] = fit_variants(variants, probs[fit_idx], y[fit_idx])
-        for m in methods:
-            out[m][predict_idx] = fitted[m].predict_proba(probs[predict_idx])
-    return out
+def reliability_methods(
+    result: StudyResult, summary: Mapping[SummaryKey, Mapping[str, Any]], dataset: str
+) -> list[str]:
+    """The variants whose cross-fitted reliability diagrams are drawn: the baselines, the
+    reference temperature variant and the best other variant by mean test NLL."""
+    reference = _reference(result.config.methods)
+    shown = [m for m in (UNCALIBRATED, "resoftmax", reference) if m in result.config.methods]
+    best = best_method(result, summary, dataset)
+    if best:
+        shown.append(best)
+    return shown
+
+
+def reliability_size(result: StudyResult, dataset: str) -> int:
+    """The calibration size whose split 0 is cross-fitted for the diagrams."""
+    return _full_size(result, dataset)
 
 
 def best_method(
@@ -132,8 +132,16 @@ def best_method(
 # ---------------------------------------------------------------- plots
 
 
-def write_plots(result: StudyResult, rows: Sequence[dict[str, Any]], out: Path) -> dict[str, Path]:
-    """PNG files: metric vs size, floor sensitivity and reliability diagrams, per dataset."""
+def write_plots(
+    result: StudyResult,
+    rows: Sequence[dict[str, Any]],
+    out: Path,
+    cross_fitted: Mapping[str, Mapping[str, FloatArray]],
+) -> dict[str, Path]:
+    """PNG files: metric vs size, floor sensitivity and reliability diagrams, per dataset.
+
+    ``cross_fitted``: dataset → method → out-of-sample predictions of every item
+    (:func:`verbcal.study.grid.cross_fit` of :func:`reliability_methods`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,13 +232,10 @@ def write_plots(result: StudyResult, rows: Sequence[dict[str, Any]], out: Path) 
                 ax.invert_yaxis()
             files[f"floor_{dataset}"] = _save(fig, out / f"floor_{dataset}.png", plt)
 
-        reference = _reference(result.config.methods)
-        shown = [m for m in (UNCALIBRATED, "resoftmax", reference) if m in result.config.methods]
+        shown = reliability_methods(result, summary, dataset)
         best = best_method(result, summary, dataset)
-        if best:
-            shown.append(best)
         if shown:
-            predictions = cross_fit(result, dataset, shown)
+            predictions = cross_fitted[dataset]
             y = result.data[dataset][1]
             fig, axes = plt.subplots(
                 1,
