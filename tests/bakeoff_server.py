@@ -2,7 +2,8 @@
 
 Each item's text carries its id (``item-17``); the server knows the gold labels and answers
 per model: ``oracle-*`` models put 0.9 on the gold label for 90% of the items (the others:
-0.3, a confident mistake), ``coin-*`` models answer a seeded coin flip, unrelated to gold.
+0.7 on the wrong label, a confident mistake), ``coin-*`` models answer a seeded coin flip,
+unrelated to gold.
 It answers in the format the request asks for: a distribution (the numeric schema), an
 answer and a confidence (the top-label schema), or a phrase (no schema: "very likely" /
 "very unlikely" about the label quoted in the prompt). Usage: ``prompt_tokens`` = characters
@@ -58,20 +59,23 @@ class ScriptedServer:
         await site.start()
         self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1"
 
-    def believed(self, model: str, item: str) -> tuple[str, float]:
-        """The label the model favours for an item and the probability it gives it."""
+    def believed(self, model: str, item: str, seed: int | None = None) -> tuple[str, float]:
+        """The label the model favours for an item and the probability it gives it (coin
+        models vary with the request's seed, so their samples differ)."""
         gold = self.gold[item]
         other = next(label for label in self.labels if label != gold)
-        roll = zlib.crc32(f"{model}:{item}".encode()) % 100
+        roll = zlib.crc32(f"{model}:{item}:{seed}".encode()) % 100
         if model.startswith("oracle"):
             roll = zlib.crc32(item.encode()) % 100  # every oracle model answers alike
             return (gold, 0.9) if roll < 90 else (other, 0.7)
         return (self.labels[roll % 2], 0.5 + (roll % 5) / 10)
 
-    def reply(self, model: str, prompt: str, schema: dict[str, Any] | None) -> str:
+    def reply(
+        self, model: str, prompt: str, schema: dict[str, Any] | None, seed: int | None = None
+    ) -> str:
         item = re.search(r"item-\d+", prompt)
         assert item is not None, prompt
-        label, p = self.believed(model, item.group(0))
+        label, p = self.believed(model, item.group(0), seed)
         rest = {name: (1 - p) / (len(self.labels) - 1) for name in self.labels}
         if schema is not None and "answer" in schema.get("properties", {}):
             return json.dumps({"answer": label, "confidence": p})
@@ -100,7 +104,7 @@ class ScriptedServer:
                         "index": 0,
                         "message": {
                             "role": "assistant",
-                            "content": self.reply(model, prompt, schema),
+                            "content": self.reply(model, prompt, schema, body.get("seed")),
                         },
                         "finish_reason": "stop",
                     }

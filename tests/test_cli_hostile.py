@@ -86,6 +86,7 @@ def test_a_bad_second_parquet_file_gives_one_error_and_no_writer_traceback(
     folder.mkdir()
     rows = [{"id": f"i{n}", "probs": {"a": 0.2, "b": 0.8}} for n in range(20)]
     pq.write_table(pa.Table.from_pylist(rows), folder / "p1.parquet")
+    rows = [{"id": f"j{n}", "probs": {"a": 0.2, "b": 0.8}} for n in range(20)]
     rows[3] = {"id": "bad", "probs": {"a": -0.2, "b": 0.8}}
     pq.write_table(pa.Table.from_pylist(rows), folder / "p2.parquet")
     p = np.array([[0.2, 0.8], [0.7, 0.3]] * 5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections import Counter
 from pathlib import Path
 
@@ -129,6 +130,13 @@ def test_cli_datasets_list_and_export(tmp_path: Path) -> None:
     assert len(lines) == 25
     assert {"id", "text", "label"} <= set(json.loads(lines[0]))
     assert load_task(task).labels == EXPECTED["drug-reviews"][0]
+    # the printed next step is a command that runs as printed (it names a backend)
+    printed = " ".join(result.output.split("next: ", 1)[1].split()).split(" (local")[0]
+    command = shlex.split(printed)
+    assert command[:2] == ["verbcal", "run"] and "--backend" in command
+    assert command[-2] == "--out"
+    planned = runner.invoke(app, [*command[1:-2], "--out", str(tmp_path / "run"), "--dry-run"])
+    assert planned.exit_code == 0 and "dry run" in planned.output, planned.output
     bad = runner.invoke(app, ["datasets", "export", "nope", "--out", str(out)])
     assert bad.exit_code == 2
     for command in (["datasets", "list"], ["datasets", "export"]):

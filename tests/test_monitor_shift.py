@@ -56,3 +56,18 @@ def test_policy_names_what_fired_and_uses_bonferroni() -> None:
     assert fired == ["label_mix_shift"]
     with pytest.raises(ValueError, match="alpha"):
         AlarmPolicy(alpha=0)
+
+
+def test_label_mix_change_cusum_fires_on_a_new_mix_and_not_on_the_same_one() -> None:
+    rng = np.random.default_rng(5)
+    same, moved = AlarmPolicy(horizon=20), AlarmPolicy(horizon=20)
+    stat_same, stat_moved = [], []
+    for t in range(12):
+        counts = rng.multinomial(300, [0.5, 0.3, 0.2]).astype(float)
+        shifted = rng.multinomial(300, [0.3, 0.3, 0.4] if t >= 6 else [0.5, 0.3, 0.2]).astype(float)
+        stat_same.append(same.change("label_mix_change", counts, 300.0))
+        stat_moved.append(moved.change("label_mix_change", shifted, 300.0))
+    assert stat_same[:5] == [None] * 5 and stat_moved[:5] == [None] * 5
+    assert max(stat_same[5:]) < same.threshold  # type: ignore[type-var]
+    assert stat_moved[6] > moved.threshold  # type: ignore[operator]
+    assert moved.fired({}, None, {"label_mix_change": stat_moved[6]}) == ["label_mix_change"]

@@ -215,6 +215,70 @@ def test_write_jsonl_is_atomic(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
 
 
+# ---------------------------------------------------------------- confidence in words
+
+
+def _verbal_file(tmp_path: Path, records: list[dict[str, object]]) -> Path:
+    path = tmp_path / "verbal.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def test_verbal_records_become_distributions_through_the_lexicon(tmp_path: Path) -> None:
+    from verbcal.predictions import ReadOptions, read_predictions, reading
+
+    path = _verbal_file(
+        tmp_path,
+        [
+            {"id": "a", "verbal": "very likely", "label": "ok", "probs": {"ok": 0.6, "bad": 0.4}},
+            {
+                "id": "b",
+                "verbal": "Probably not.",
+                "label": "bad",
+                "probs": {"ok": 0.5, "bad": 0.5},
+            },
+            {"id": "c", "verbal": "wibble", "label": "bad", "probs": {"ok": 0.5, "bad": 0.5}},
+        ],
+    )
+    numbers = read_predictions(path)
+    assert numbers.reply == "probs" and len(numbers) == 3
+    with reading(ReadOptions(source="verbal", about="ok")):
+        words = read_predictions(path)
+    assert words.reply == "verbal" and words.labels == ("ok", "bad")
+    np.testing.assert_allclose(words.probs, [[0.9, 0.1], [0.25, 0.75]])
+    assert words.ids == ["a", "b"] and words.n_unusable == 1
+    assert "'wibble' (1)" in words.describe()
+    assert words.phrases() == ["very likely", "Probably not."]
+    # the phrase stays beside its probability in the output records
+    from verbcal.predictions import with_probs
+
+    out = with_probs(words, np.array([[0.8, 0.2], [0.3, 0.7]]))
+    assert out[0]["verbal"] == "very likely"
+    assert out[0]["verbalized_probs"] == {"ok": 0.9, "bad": 0.1}
+    assert out[0]["probs"] == {"ok": 0.8, "bad": 0.2}
+
+
+def test_verbal_records_need_about_and_two_labels(tmp_path: Path) -> None:
+    from verbcal.predictions import ReadOptions, read_predictions
+
+    path = _verbal_file(tmp_path, [{"id": "a", "verbal": "likely", "probs": {"x": 1, "y": 0}}])
+    with pytest.raises(PredictionsError, match=r"line 1, field 'about'.*--about"):
+        read_predictions(path, options=ReadOptions(source="verbal"))
+    with pytest.raises(PredictionsError, match="must be one of exactly two labels"):
+        read_predictions(path, options=ReadOptions(source="verbal", about="z"))
+    alone = _verbal_file(tmp_path, [{"id": "a", "verbal": "likely", "about": "x"}])
+    with pytest.raises(PredictionsError, match="--labels"):
+        read_predictions(alone, options=ReadOptions(source="verbal"))
+    preds = read_predictions(alone, ["x", "y"], options=ReadOptions(source="verbal"))
+    np.testing.assert_allclose(preds.probs, [[0.7, 0.3]])
+    # a numeric read of a file with only words says to pass --source verbal
+    with pytest.raises(PredictionsError, match="--source verbal"):
+        read_predictions(alone)
+    unknown = _verbal_file(tmp_path, [{"id": "a", "verbal": "wibble", "about": "x"}])
+    with pytest.raises(PredictionsError, match=r"'wibble'.*--lexicon"):
+        read_predictions(unknown, ["x", "y"], options=ReadOptions(source="verbal"))
+
+
 def test_duplicate_ids_are_refused_naming_the_id_and_both_lines(tmp_path: Path) -> None:
     other = '{"id": "b", "probs": {"neg": 0.6, "pos": 0.4}, "label": "neg"}'
     path = write(tmp_path, "\n".join([GOOD, other, GOOD.replace("0.2", "0.3")]) + "\n")

@@ -130,3 +130,20 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
     # Plots rendered: a good share of pixels carry the plots' saturated blue.
     blue = (rgb[..., 2] > 0.8) & (rgb[..., 0] < 0.4) & (rgb[..., 1] < 0.6)
     assert blue.mean() > 0.005, "no plot visible in the first screen"
+
+
+def test_binary_runs_show_the_routing_section(tmp_path: Path) -> None:
+    """A judge run (binary) gets review rate vs unreviewed errors; a 3-label run does not."""
+    from verbcal.predictions import ReadOptions, reading
+
+    with reading(ReadOptions(source="verbal")):
+        run_from_predictions(
+            "recorded:halueval",
+            tmp_path / "judge",
+            RunOptions(methods=("identity", "temperature"), n_boot=50),
+        )
+        html = render_report(tmp_path / "judge")
+    assert "Routing: review rate vs errors that pass unreviewed" in html
+    section = html.split("Routing: review rate")[1].split("</table>")[0]
+    assert section.count("<tr>") >= 1 + 2  # header, identity, temperature (+ auto's choice)
+    assert "review 0%" in section and "review 50%" in section

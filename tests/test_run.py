@@ -225,6 +225,12 @@ def test_cli_run_from_predictions(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "recommended" in result.output
     assert (out / "metrics.json").is_file() and not (out / "report.html").exists()
+    # a method with no CV NLL of its own (auto's stack) shows '-', never nan; the rule is said
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    table = result.output.split("recommended by auto")[0]
+    assert "nan" not in table.lower()
+    if metrics["methods"][metrics["recommended"]]["cv_nll"] is None:
+        assert "-: not scored that way" in " ".join(table.split())
     again = CliRunner().invoke(
         app, ["run", "--predictions", "recorded:bbc-news", "--out", str(out)]
     )
@@ -312,6 +318,10 @@ def test_cli_run_elicits_from_a_local_openai_compatible_server(
         ]
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
+        # the elicitation summary, as `verbcal elicit` prints it, then the run's table
+        assert "verbcal elicit: openai / fake-model" in result.output
+        assert "items: 60; requests: 60 planned" in result.output
+        assert result.output.index("verbcal elicit:") < result.output.index("verbcal run:")
         sent = sum(server.counts.values())
         assert sent == 60 + 2  # one request per item, two retries of the @500x2 item
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
@@ -418,3 +428,61 @@ def test_run_refuses_duplicate_ids_and_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"duplicate id '0' \(first on line 1, again on line 21\)"):
         run_from_predictions(str(data), tmp_path / "run", QUICK)
     assert not (tmp_path / "run" / "predictions.jsonl").exists()
+
+
+def test_run_a_verbal_judge_task_with_several_fields(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The built-in translation-quality-verbal task: two fields per item, phrases as replies,
+    read through the lexicon; the phrase stays beside its probability."""
+    pytest.importorskip("openai")
+    pytest.importorskip("aiohttp")
+    from elicit_fakeserver import FakeServer
+
+    class JudgeServer(FakeServer):
+        @staticmethod
+        def reply_text(prompt: str, labels: tuple[str, ...], seed: int | None) -> str:
+            assert "How likely is it that the translation is acceptable?" in prompt
+            return prompt.split("phrase=")[1].split("\n")[0]
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-FAKEKEY0123456789abcdefXYZ")
+    phrases = ["Very likely.", "I'd say probably", "almost certain", "probably not", "wibble"]
+    rows = [
+        {
+            "id": f"m{i}",
+            "source": f"源文 {i}",
+            "translation": f"translation {i}\nphrase={phrases[i % 5]}",
+            "label": "acceptable" if i % 5 in (0, 2) or i % 7 == 0 else "unacceptable",
+        }
+        for i in range(40)
+    ]
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "run"
+    with JudgeServer() as server:
+        result = CliRunner().invoke(
+            app,
+            [
+                "run", "--task", "translation-quality-verbal", "--input", str(items),
+                "--backend", "openai", "--model", "fake-model",
+                "--base-url", server.url + "/v1", "--no-progress", "--boot", "50",
+                "--methods", "identity,temperature", "--out", str(out),
+            ],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert sum(server.counts.values()) == 40
+    records = [
+        json.loads(line)
+        for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    first = records[0]
+    assert first["verbal"] == "Very likely." and first["about"] == "acceptable"
+    assert first["probs"] == {"acceptable": 0.9, "unacceptable": 0.1}
+    assert first["status"] == "ok"
+    second = records[1]
+    assert second["status"] == "repaired" and "lead_in" in second["issues"]
+    unknown = records[4]
+    assert unknown["status"] == "failed" and unknown["probs"] is None
+    assert unknown["issues"] == ["unknown_expression:wibble"]
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["status_counts"]["failed"] == 8

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -372,6 +373,34 @@ def test_calibrators_of_different_tasks_side_by_side(server: str) -> None:
     assert response.status_code == 200 and list(response.json()["items"][0]["probs"]) == labels
 
 
+def test_docs_page_loads_every_asset_from_the_service(files: dict[str, Path]) -> None:
+    """Swagger UI works offline: the page names no external URL and its assets are served."""
+    pytest.importorskip("swagger_ui_bundle")
+
+    config = ServeConfig(calibrators={"tweets": str(files["tweets"])}, rate_limit=None)
+    with ServerThread(create_app(config)) as running:  # loopback, no keys: /docs is open
+        page = httpx.get(running.url + "/docs")
+        assert page.status_code == 200 and "swagger-ui" in page.text
+        assert not re.search(r"(https?:)?//[a-z]", page.text), "an external URL in /docs"
+        assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+        assert {a.rsplit("/", 1)[-1] for a in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css"}
+        for asset in assets:
+            got = httpx.get(running.url + asset)
+            assert got.status_code == 200 and len(got.content) > 500, asset
+        assert httpx.get(running.url + "/redoc").status_code == 404  # ReDoc needs a CDN
+        assert httpx.get(running.url + "/openapi.json").status_code == 200
+
+
+def test_serve_task_without_backend_is_refused(files: dict[str, Path], tmp_path: Path) -> None:
+    """verbcal never starts a model you did not ask for: --task needs --backend."""
+    (tmp_path / "task.yaml").write_text(
+        "name: t\ninstruction: x\nlabels: [negative, neutral, positive]\n"
+    )
+    args = ["serve", "--calibrator", f"tweets={files['tweets']}", "--task"]
+    result = CliRunner().invoke(cli, [*args, str(tmp_path / "task.yaml")])
+    assert result.exit_code == 2 and "--task needs --backend" in result.output, result.output
+
+
 def test_an_internal_error_carries_the_request_id(
     files: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -397,3 +426,39 @@ def test_an_internal_error_carries_the_request_id(
     assert fresh.json()["request_id"] == fresh.headers["x-request-id"]
     logged = [getattr(r, "request_id", None) for r in caplog.records if r.exc_info]
     assert "req-500" in logged
+
+
+def test_calibrate_verbal_items(tmp_path: Path) -> None:
+    """Items {"id", "verbal", "about"} are read through the lexicon, as --source verbal reads them."""
+    from verbcal.calibration import Calibrator
+    from verbcal.predictions import ReadOptions, reading
+
+    with reading(ReadOptions(source="verbal")):  # fitted on the judge's words
+        path = fit_file(tmp_path / "words.json", "words", data="recorded:halueval")
+    with ServerThread(create_app(ServeConfig(calibrators={"halu": str(path)}))) as running:
+        items = [
+            {"id": "a", "verbal": "Very unlikely.", "about": "hallucinated"},
+            {"id": "b", "verbal": "factual - almost certain", "about": "factual"},
+            {"id": "c", "probs": {"factual": 0.3, "hallucinated": 0.7}},
+        ]
+        response = post(running.url + "/v1/calibrate", {"items": items}, key=None)
+        assert response.status_code == 200, response.text
+        got = response.json()["items"]
+        unknown = post(
+            running.url + "/v1/calibrate",
+            {"items": [{"verbal": "wibble", "about": "factual"}]},
+            key=None,
+        )
+        no_about = post(running.url + "/v1/calibrate", {"items": [{"verbal": "likely"}]}, key=None)
+    fitted = Calibrator.load(path)
+    expected = fitted.predict_proba(np.array([[0.9, 0.1], [0.93, 0.07], [0.3, 0.7]]))
+    np.testing.assert_allclose(
+        [[g["probs"]["factual"], g["probs"]["hallucinated"]] for g in got], expected
+    )
+    assert unknown.status_code == no_about.status_code == 422
+    errors = unknown.json()["error"]["errors"]
+    assert (errors[0]["loc"], errors[0]["message"]) == (
+        "items[0].verbal",
+        "unknown_expression:wibble",
+    )
+    assert "about" in no_about.json()["error"]["message"]

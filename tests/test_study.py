@@ -209,7 +209,11 @@ def test_cli_json_rows(synth_file: Path, tmp_path: Path) -> None:
 def test_default_config_and_example_file() -> None:
     default = StudyConfig()
     assert default.repeats == 50 and default.sizes == [25, 50, 100, "all"]
-    assert set(default.datasets.values()) == {f"recorded:{n}" for n in default.datasets}
+    assert set(default.datasets.values()) == {
+        f"recorded:{n.removesuffix('-words')}" + ("#verbal" if n.endswith("-words") else "")
+        for n in default.datasets
+    }
+    assert {"mt-quality-words", "halueval-words"} <= set(default.datasets)
     example = Path(__file__).parents[1] / "examples" / "study.yaml"
     loaded = StudyConfig.load(example)
     assert loaded.methods and loaded.datasets

@@ -247,3 +247,87 @@ def test_items_file_problems(tmp_path: Path, task: Task) -> None:
     with pytest.raises(ItemsError, match="UTF-8"):
         read_items(bad_utf8, task)
     assert issubclass(ItemsError, TaskError)
+
+
+# ---------------------------------------------------------------- several fields, words
+
+
+def test_builtin_judge_tasks_carry_the_recorded_prompts() -> None:
+    from verbcal import datasets
+    from verbcal.task import BUILTIN_TASKS
+
+    readme = datasets.judges_readme()
+    assert set(BUILTIN_TASKS) == {
+        "translation-quality",
+        "translation-quality-verbal",
+        "hallucination",
+        "hallucination-verbal",
+    }
+    task = load_task("translation-quality")
+    assert task.fields == ("source", "translation") and task.reply == "probs"
+    items = read_items(datasets.recorded_path("mt-quality"), task)
+    assert len(items) == 120 and items[0]["label"] == "unacceptable"
+    prompt = task.render_prompt(items[0]["text"], items[0])
+    # the README's numeric prompt, with this item's fields filled in
+    quoted = readme.split("```\n")[1].rstrip("\n")
+    expected = quoted.replace("{source}", items[0]["source"]).replace(
+        "{translation}", items[0]["translation"]
+    )
+    assert prompt == expected
+    verbal = load_task("translation-quality-verbal")
+    assert (verbal.reply, verbal.about) == ("verbal", "acceptable")
+    assert "How likely is it that the translation is acceptable?" in verbal.render_prompt(
+        "", items[0]
+    )
+    halu = load_task("hallucination-verbal")
+    assert (halu.reply, halu.about, halu.fields) == (
+        "verbal",
+        "hallucinated",
+        ("query", "response"),
+    )
+    assert len(read_items(datasets.recorded_path("halueval"), halu)) == 120
+
+
+def test_a_missing_field_names_item_line_and_field(tmp_path: Path) -> None:
+    task_path = tmp_path / "judge.yaml"
+    task_path.write_text(
+        "name: judge\ninstruction: Judge it.\nlabels: [good, bad]\nfields: [source, output]\n"
+        "template: 'S: {source} O: {output}'\n",
+        encoding="utf-8",
+    )
+    task = load_task(task_path)
+    items = tmp_path / "items.jsonl"
+    items.write_text(
+        '{"id": "a", "source": "x", "output": "y"}\n{"id": "b", "source": "x"}\n', encoding="utf-8"
+    )
+    with pytest.raises(ItemsError, match=r"line 2, field 'output': item 'b': output missing"):
+        read_items(items, task)
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ("template: 'S: {source} O: {other}'\nfields: [source]\n", "declare the item field"),
+        ("fields: [text]\n", "reserved"),
+        ("fields: source\n", "list of item field names"),
+        ("reply: verbal\n", "about"),
+        ("reply: verbal\nabout: maybe\n", "about"),
+        ("reply: words\n", "probs or verbal"),
+        ("about: good\n", "only used with reply: verbal"),
+    ],
+)
+def test_bad_judge_task_keys(tmp_path: Path, extra: str, needle: str) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "name: judge\ninstruction: Judge it.\nlabels: [good, bad]\n" + extra, encoding="utf-8"
+    )
+    with pytest.raises(TaskError, match=needle):
+        load_task(path)
+
+
+def test_single_text_tasks_are_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("name: s\ninstruction: Classify.\nlabels: [a, b]\n", encoding="utf-8")
+    task = load_task(path)
+    assert task.fields == () and task.reply == "probs"
+    assert 'Text:\n"""\nhello\n"""' in task.render_prompt("hello")

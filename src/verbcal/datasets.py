@@ -17,14 +17,20 @@ import importlib.util
 import io
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from verbcal.predictions import Predictions, PredictionsError, read_predictions
+from verbcal.predictions import (
+    SOURCES,
+    Predictions,
+    PredictionsError,
+    read_predictions,
+    reading_options,
+)
 
 RECORDED: dict[str, str] = {
     "tweets": "tweet sentiment (negative, neutral, positive), 201 items, texts MIT",
@@ -81,8 +87,18 @@ def load(
     spec: str | Path, labels: Sequence[str] | None = None, verbalized: bool = False
 ) -> Predictions:
     """Read predictions from a file or ``recorded:<name>`` (kept as the source's name);
-    ``verbalized``: see :func:`~verbcal.predictions.read_predictions`."""
-    predictions = read_predictions(resolve(spec), labels, verbalized)
+    ``verbalized``: see :func:`~verbcal.predictions.read_predictions`.
+
+    A ``#verbal`` or ``#probs`` suffix (``recorded:mt-quality#verbal``) picks the reply to
+    read, overriding the :class:`~verbcal.predictions.ReadOptions` in force (the study lists
+    the judge sets once per reply this way)."""
+    text = str(spec)
+    base, sep, source = text.rpartition("#")
+    options = None
+    if sep and source in SOURCES:
+        options = replace(reading_options(), source=source)
+        text = base
+    predictions = read_predictions(resolve(text), labels, verbalized, options)
     predictions.source = str(spec)
     return predictions
 

@@ -92,6 +92,9 @@ def tie_scores(x: ArrayLike) -> FloatArray:
     1e-12. Rank-based results (AUROC, operating points, conformal quantiles) are computed on
     these values, and a threshold is applied with the same rule
     (:func:`verbcal.decide.apply_threshold`). Non-finite values pass through unchanged.
+
+    The rule is absolute, so probabilities saturated within 1e-12 of 0 or 1 (a calibrator
+    on easy data) tie as well: their ordering below 1e-12 is not counted.
     """
     return np.asarray(np.round(np.asarray(x, dtype=np.float64), TIE_DECIMALS), dtype=np.float64)
 

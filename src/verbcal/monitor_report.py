@@ -152,7 +152,9 @@ def render(result: dict[str, Any]) -> str:
                     else f"{_f(r['accuracy'])} [{_f(r['accuracy_low'])}, {_f(r['accuracy_high'])}]",
                     _f(r.get("ece")),
                     _f(r["shift_p"], 4),
-                    f"<b style='color:#dc2626'>{_e(r['signal'])}</b>" if r["alarm"] else "",
+                    f"<b style='color:#dc2626'>{_e(r['signal'].replace(',', ', '))}</b>"
+                    if r["alarm"]
+                    else "",
                 ]
             )
         )
@@ -162,7 +164,9 @@ def render(result: dict[str, Any]) -> str:
     th = "".join(f"<th{' class=l' if i == 0 else ''}>{h}</th>" for i, h in enumerate(head))
     status = (
         f"<p><b style='color:#dc2626'>{len(alarms)} of {len(rows)} windows alarmed</b>: "
-        + ", ".join(f"{_e(r['window'])} ({_e(r['signal'])})" for r in alarms[:10])
+        + "; ".join(
+            f"{_e(r['window'])} ({_e(r['signal'].replace(',', ', '))})" for r in alarms[:10]
+        )
         + "</p>"
         if alarms
         else f"<p><b style='color:#059669'>no alarm</b> in {len(rows)} windows</p>"
@@ -174,11 +178,11 @@ def render(result: dict[str, Any]) -> str:
         f"{_e(result['data'])}, windows {_e(result['windows_by'])}.</p>"
         f"<p>Alarms: false-alarm rate {policy['alpha']} per stream of {policy['horizon']} "
         f"windows, split over {len(policy['signals'])} signals; reference-based tests fire at "
-        f"p &lt; {policy['per_test']:.2g} (Bonferroni), the CUSUM of the estimate against the "
-        f"first {policy['baseline']} windows at {policy['cusum_threshold']:.2f}. The headline "
-        "estimate is CBPE (mean calibrated confidence plus the reference's per-bin gap), or "
-        "BBSE's label-shift-corrected CBPE when the predicted-label mix has shifted "
-        "(p &lt; 0.01).</p>"
+        f"p &lt; {policy['per_test']:.2g} (Bonferroni), the CUSUMs of the estimate, the "
+        f"confidence distribution and the label mix against the first {policy['baseline']} "
+        f"windows at {policy['cusum_threshold']:.2f}. The headline estimate is CBPE (mean "
+        "calibrated confidence plus the reference's per-bin gap); BBSE's label-shift-corrected "
+        "estimate is in its own column.</p>"
     )
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"

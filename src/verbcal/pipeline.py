@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from verbcal import __version__, datasets, provenance
-from verbcal.calibration import AutoCalibrator, specs, uncalibrated
+from verbcal.calibration import AutoCalibrator, candidates_for, specs, uncalibrated
 from verbcal.decide import DEFAULT_PRECISION
 from verbcal.evaluation import MethodScore, Split, check_split, evaluate_split, stratified_split
 from verbcal.jsonio import json_ready, write_json
@@ -48,7 +48,13 @@ from verbcal.metrics import (
     by_slice,
     summary,
 )
-from verbcal.predictions import Predictions, PredictionsError, field_values, write_jsonl
+from verbcal.predictions import (
+    Predictions,
+    PredictionsError,
+    field_values,
+    reading_options,
+    write_jsonl,
+)
 from verbcal.run_metrics import FORMAT, VERSION, MethodResult, RunMetrics
 
 DEFAULT_METHODS: tuple[str, ...] = ("identity", "resoftmax", "temperature", "best")
@@ -113,6 +119,8 @@ class RunResult:
     metrics: dict[str, Any]
     report: Path | None
     notes: list[str] = field(default_factory=list)
+    elicitation: Any = None
+    """The :class:`~verbcal.elicit.ElicitResult` of a run that asked an LLM (else None)."""
 
     @property
     def recommended(self) -> str:
@@ -306,7 +314,11 @@ def choose(
 ) -> Choice:
     """auto fitted on the calibration part; with ``best`` in the methods, the alternative
     with the lowest cross-validated NLL on auto's folds; the methods to fit and report."""
-    auto = AutoCalibrator(folds=options.cv_folds, seed=options.seed)
+    auto = AutoCalibrator(  # with words among the candidates when the replies are verbal
+        candidates=list(candidates_for(reading_options().source)),
+        folds=options.cv_folds,
+        seed=options.seed,
+    )
     auto.fit(p_cal, y_cal, labels=labels)
     cv = {row["method"]: _nan(row["cv_nll"]) for row in auto.cv_}
     best_alternative = None
@@ -672,7 +684,7 @@ def run(
         "notes": list(result.notes),
     }
     preds = datasets.load(target / "predictions.jsonl", spec.labels)
-    return _finish(preds, target, opts, info)
+    return replace(_finish(preds, target, opts, info), elicitation=result)
 
 
 def _finish(preds: Predictions, target: Path, opts: RunOptions, info: dict[str, Any]) -> RunResult:

@@ -11,6 +11,20 @@ per class. Parquet input (a file, a directory of ``*.parquet`` files or a glob, 
 with pyarrow, extra ``verbcal[parquet]``) holds ``probs`` as a struct or a
 ``map<string, double>`` column, or one ``p_<label>`` column per class; every other column
 is passed through. Rows that do not sum to 1 are normalised and counted.
+
+Confidence in words: a record may hold ``verbal`` (the phrase a judge wrote) and ``about``
+(the label of a binary task the phrase speaks of)::
+
+    {"id": "mt1", "verbal": "very likely", "about": "acceptable", "label": "acceptable",
+     "probs": {"acceptable": 0.9, "unacceptable": 0.1}}
+
+Which reply is read is set by :class:`ReadOptions` (``source="probs"``, the default, or
+``"verbal"``; ``about`` for files that do not say; ``lexicon`` for a user lexicon), given to
+:func:`read_predictions` or set for a whole block with :func:`reading` (the CLI's
+``--source``, ``--about`` and ``--lexicon`` do that for every command). A verbal record
+becomes the distribution P(about) = lexicon value of the phrase, 1 - that on the other
+label; the record gains ``verbal_probs`` with it, and the phrase stays beside it. A phrase
+the lexicon cannot map makes its record unusable (skipped, counted, named in ``notes``).
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -38,6 +53,55 @@ GOLD_NAMES = frozenset(
 """Field names that often hold the gold label under another name (suggested in errors)."""
 SUM_TOLERANCE = 1e-6
 """A row whose sum differs from 1 by more than this is counted as renormalised."""
+
+
+SOURCES = ("probs", "verbal")
+"""Which reply of a record is read: the numeric distribution or the phrase in words."""
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How records become distributions: ``source`` (``probs`` or ``verbal``), the default
+    ``about`` label of verbal records that do not name one, and a user ``lexicon`` file
+    (extending the bundled one unless it says ``mode: replace``)."""
+
+    source: str = "probs"
+    about: str | None = None
+    lexicon: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+
+    @property
+    def verbal(self) -> bool:
+        return self.source == "verbal"
+
+
+_READING: ContextVar[ReadOptions] = ContextVar(
+    "verbcal_reading",
+    default=ReadOptions(),  # noqa: B039 (a frozen dataclass: never mutated)
+)
+
+
+def reading_options() -> ReadOptions:
+    """The :class:`ReadOptions` in force (set by :func:`reading`; default: numeric replies)."""
+    return _READING.get()
+
+
+@contextmanager
+def reading(options: ReadOptions) -> Iterator[ReadOptions]:
+    """Read every predictions file in this block with ``options`` (e.g. verbal replies)."""
+    token = _READING.set(options)
+    try:
+        yield options
+    finally:
+        _READING.reset(token)
+
+
+def set_reading(options: ReadOptions) -> None:
+    """Set the :class:`ReadOptions` for the rest of this context (a CLI command's run)."""
+    _READING.set(options)
 
 
 class PredictionsError(ValueError):
@@ -85,6 +149,8 @@ class Predictions:
     max_sum_error: float = 0.0
     n_unusable: int = 0
     notes: list[str] = field(default_factory=list)
+    reply: str = "probs"
+    """Which reply the rows were read from: ``probs`` or ``verbal`` (see :class:`ReadOptions`)."""
     n_verbalized: int = 0
     """Rows read from ``verbalized_probs`` rather than ``probs`` (``verbalized=True``)."""
 
@@ -110,8 +176,13 @@ class Predictions:
             records=self.records,
             rows=self.rows[idx],
             source=self.source,
+            reply=self.reply,
             n_verbalized=self.n_verbalized,
         )
+
+    def phrases(self) -> list[str | None]:
+        """The verbal phrase of each row (None where its record has none)."""
+        return [self.records[r].get("verbal") for r in self.rows]
 
     def require_gold(self, action: str) -> None:
         """Raise a clear error unless every usable row has a gold label."""
@@ -222,8 +293,12 @@ class Predictions:
                 f"; {self.n_renormalised} rows did not sum to 1 and were normalised"
                 f" (largest deviation {self.max_sum_error:.3g})"
             )
+        if self.reply == "verbal":
+            text += " (confidence in words, read through the lexicon)"
         if self.n_unusable:
             text += f"; {self.n_unusable} records without a distribution were skipped"
+        for note in self.notes:
+            text += f"; {note}"
         if self.n_verbalized:
             text += (
                 f"; {self.n_verbalized} records carry verbalized_probs (the LLM's own numbers):"
@@ -266,7 +341,10 @@ def from_arrays(
 
 
 def read_predictions(
-    path: str | Path, labels: Sequence[str] | None = None, verbalized: bool = False
+    path: str | Path,
+    labels: Sequence[str] | None = None,
+    verbalized: bool = False,
+    options: ReadOptions | None = None,
 ) -> Predictions:
     """Read JSONL, CSV or Parquet predictions (by extension); errors name file, line and field.
 
@@ -274,7 +352,9 @@ def read_predictions(
     ``verbalized=True`` (what ``apply`` and ``evaluate --calibrator`` read): a record that
     carries ``verbalized_probs`` (written by ``apply``) is read from those, the LLM's own
     numbers, not from its already calibrated ``probs``.
+    ``options`` (default: those set by :func:`reading`) says which reply to read.
     """
+    options = options if options is not None else reading_options()
     starts: list[tuple[int, Path]] = []  # Parquet: (rows before the file, file)
     if is_parquet(path):
         check_unique_ids(parquet_paths(path))
@@ -299,7 +379,7 @@ def read_predictions(
             path, None, None, "the file holds no records", "Write one record per line"
         )
     try:
-        return _assemble(path, records, tuple(labels) if labels else None, verbalized)
+        return _assemble(path, records, tuple(labels) if labels else None, verbalized, options)
     except PredictionsError as exc:
         if not is_parquet(path) or exc.line is None:
             raise
@@ -400,24 +480,32 @@ def _assemble(
     records: list[tuple[int, dict[str, Any]]],
     labels: tuple[str, ...] | None,
     verbalized: bool = False,
+    options: ReadOptions | None = None,
 ) -> Predictions:
+    options = options or ReadOptions()
     kept: list[dict[str, Any]] = [record for _, record in records]
     first_seen: dict[str, int] | None = None if is_parquet(path) else {}  # Parquet: checked
     rows: list[list[float]] = []
     gold: list[int] = []
     ids: list[str] = []
     row_index: list[int] = []
+    unknown: dict[str, int] = {}
+    lexicon = _lexicon(options) if options.verbal else None
     n_verbalized = 0
     for position, (number, record) in enumerate(records):
         if first_seen is not None:
             _check_new_id(path, number, record.get("id"), first_seen)
         source = "probs"
-        if verbalized and record.get(VERBALIZED_PROBS) is not None:
-            source = VERBALIZED_PROBS
-            n_verbalized += 1
-        probs = record.get(source)
-        if isinstance(probs, list) and source == VERBALIZED_PROBS:  # a Parquet map column
-            probs = dict(probs)
+        if lexicon is not None:
+            source = "verbal"
+            probs, labels = _verbal_probs(path, number, record, labels, options, lexicon, unknown)
+        else:
+            if verbalized and record.get(VERBALIZED_PROBS) is not None:
+                source = VERBALIZED_PROBS
+                n_verbalized += 1
+            probs = record.get(source)
+            if isinstance(probs, list) and source == VERBALIZED_PROBS:  # a Parquet map column
+                probs = dict(probs)
         if probs is None:
             continue
         if not isinstance(probs, dict):
@@ -436,11 +524,32 @@ def _assemble(
         ids.append(str(record.get("id", number)))
         row_index.append(position)
     if labels is None or not rows:
+        if options.verbal:
+            raise PredictionsError(
+                path,
+                None,
+                "verbal",
+                "no record has a phrase the lexicon can read"
+                + (f" (unknown: {', '.join(map(repr, list(unknown)[:5]))})" if unknown else ""),
+                "Add the phrases to a lexicon file (--lexicon my.yaml), or read the numbers "
+                "with --source probs",
+            )
+        has_verbal = any("verbal" in record for record in kept)
         raise PredictionsError(
-            path, None, "probs", "no record has a distribution", "Check the input"
+            path,
+            None,
+            "probs",
+            "no record has a distribution",
+            "The records hold confidence in words: pass --source verbal"
+            if has_verbal
+            else "Check the input",
         )
     matrix = np.asarray(rows, dtype=np.float64)
     normalised, n_off, max_err = _normalise(matrix)
+    notes = []
+    if unknown:
+        listed = ", ".join(f"{phrase!r} ({n})" for phrase, n in list(unknown.items())[:10])
+        notes.append(f"phrases the lexicon does not know were skipped: {listed}")
     return Predictions(
         labels=labels,
         probs=normalised,
@@ -452,6 +561,8 @@ def _assemble(
         n_renormalised=n_off,
         max_sum_error=max_err,
         n_unusable=len(records) - len(rows),
+        notes=notes,
+        reply=options.source,
         n_verbalized=n_verbalized,
     )
 
@@ -471,6 +582,72 @@ def _check_new_id(path: str | Path, number: int, item: Any, first: dict[str, int
             "Give every record its own id, or drop the repeated record",
         )
     first[key] = number
+
+
+def _lexicon(options: ReadOptions) -> Any:
+    from verbcal.lexicon import LexiconError, load_lexicon
+
+    try:
+        return load_lexicon(options.lexicon)
+    except LexiconError as exc:
+        raise PredictionsError(
+            options.lexicon or "<lexicon>", None, None, str(exc), "Fix the lexicon file"
+        ) from None
+
+
+def _verbal_probs(
+    path: Path,
+    number: int,
+    record: dict[str, Any],
+    labels: tuple[str, ...] | None,
+    options: ReadOptions,
+    lexicon: Any,
+    unknown: dict[str, int],
+) -> tuple[dict[str, float] | None, tuple[str, ...] | None]:
+    """The binary distribution a record's phrase states (None if it has none or it is unknown),
+    and the label set (from ``labels``, else the record's ``probs`` keys)."""
+    from verbcal.lexicon import parse_verbal
+
+    phrase = record.get("verbal")
+    if phrase is None or phrase == "":
+        return None, labels
+    about = record.get("about") or options.about
+    if not about:
+        raise PredictionsError(
+            path,
+            number,
+            "about",
+            "a verbal record must say which label its phrase speaks of",
+            "Add 'about' to the records, or pass --about LABEL",
+        )
+    if labels is None:
+        probs = record.get("probs")
+        if isinstance(probs, dict) and len(probs) >= 2:
+            labels = tuple(str(k) for k in probs)
+        else:
+            raise PredictionsError(
+                path,
+                number,
+                "verbal",
+                "cannot tell the two labels from a phrase alone",
+                "Pass --labels A,B (the label the phrase speaks of, and the other)",
+            )
+    if len(labels) != 2 or str(about) not in labels:
+        raise PredictionsError(
+            path,
+            number,
+            "about",
+            f"{about!r} must be one of exactly two labels (labels are {list(labels)})",
+            "Confidence in words is read for binary tasks: fix 'about' or --about",
+        )
+    reply = parse_verbal(phrase, lexicon, str(about), labels)
+    if reply.p is None:
+        key = str(phrase).strip()
+        unknown[key] = unknown.get(key, 0) + 1
+        return None, labels
+    probs = reply.probs(labels, str(about))
+    record["verbal_probs"] = probs
+    return probs, labels
 
 
 def _parse_row(
@@ -681,7 +858,9 @@ def with_probs(predictions: Predictions, probs: NDArray[np.float64]) -> list[dic
     out = [dict(record) for record in predictions.records]
     for row, position in enumerate(predictions.rows):
         record = out[position]
-        if record.get(VERBALIZED_PROBS) is None:
+        if predictions.reply == "verbal":  # the input was the phrase, read as verbal_probs
+            record[VERBALIZED_PROBS] = record.get("verbal_probs")
+        elif record.get(VERBALIZED_PROBS) is None:
             record[VERBALIZED_PROBS] = record.get("probs")
         record["probs"] = {
             label: float(p) for label, p in zip(predictions.labels, probs[row], strict=True)
@@ -847,15 +1026,19 @@ def write_records(path: str | Path, records: Sequence[dict[str, Any]]) -> None:
 
 
 __all__ = [
+    "SOURCES",
     "SUM_TOLERANCE",
     "Predictions",
     "PredictionsError",
+    "ReadOptions",
     "atomic_folder",
     "atomic_output",
     "from_arrays",
     "is_parquet",
     "read_parquet_table",
     "read_predictions",
+    "reading",
+    "reading_options",
     "with_probs",
     "write_jsonl",
     "write_parquet",

@@ -380,8 +380,9 @@ def _metrics_table(metrics: RunMetrics) -> str:
         f"<tr><th class='l'>method</th><th>CV NLL (calib.)</th>{head}</tr>{''.join(rows)}</table></div>"
         f"<p class='sub'>Test part: {metrics.n_test} items, never used to fit or choose anything. "
         f"Brackets: 95% CIs from {_e(conv.get('ci', 'a percentile bootstrap'))}. "
-        f"ECE/MCE: {_e(conv.get('ece', 'top-label'))}. CV NLL: {_e(conv.get('cv', ''))}, which picks "
-        "the best alternative and the recommended method. Best value per column in blue.</p></div>"
+        f"ECE/MCE: {_e(conv.get('ece', 'top-label'))}. CV NLL: {_e(conv.get('cv', ''))}. The best"
+        " alternative has the lowest CV NLL; a stack (auto) has none of its own (n/a): its weights"
+        " maximise the out-of-fold log score. Best value per column in blue.</p></div>"
     )
 
 
@@ -462,6 +463,34 @@ def _selective(metrics: RunMetrics, figures: dict[str, Any]) -> str:
         f"<tr><th class='l'>method</th><th>AURC&thinsp;↓</th>{head}</tr>{''.join(rows)}</table></div>"
         "<p class='sub'>AURC: area under the risk-coverage curve. Accuracy at a coverage: of the "
         "most confident share of the test items.</p></div></div>"
+    )
+
+
+ROUTING_RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+"""Review rates shown in the routing section."""
+
+
+def _routing(data: dict[str, Any]) -> str:
+    """Binary runs (an LLM judge): review rate against errors that pass unreviewed."""
+    from verbcal.decide.route import review_curve
+
+    labels = data["labels"]
+    if len(labels) != 2:
+        return ""
+    rows = []
+    for name, q in data["q_test"].items():
+        curve = review_curve(q, data["y_test"], 1, points=11)
+        by_rate = {round(point["review_rate"], 1): point for point in curve}
+        cells = [_pct(by_rate.get(rate, {}).get("unreviewed_error_rate")) for rate in ROUTING_RATES]
+        rows.append([_e(name), *cells])
+    head = ["method", *(f"review {rate:.0%}" for rate in ROUTING_RATES)]
+    return (
+        "<h2>Routing: review rate vs errors that pass unreviewed</h2><div class='card'>"
+        + _table(head, rows)
+        + "<p class='sub'>Test part: the items whose probability is nearest 0.5 go to a person "
+        "first, the rest are decided by the more probable label; each cell is the share of "
+        "all test items whose error passes unreviewed. <code>verbcal route</code> chooses "
+        "accept and reject thresholds with a precision guarantee.</p></div>"
     )
 
 
@@ -712,6 +741,7 @@ def render_report(run_dir: str | Path) -> str:
         ),
         _thresholds(metrics, figures),
         _selective(metrics, figures),
+        _routing(data),
         _decisions(metrics),
         _parameters(metrics),
         _facts(metrics),

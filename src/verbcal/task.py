@@ -20,6 +20,20 @@ A task file::
 Template placeholders: ``{text}``, ``{instruction}``, ``{labels}`` (one ``- name:
 description`` line per label), ``{label_names}`` (``"a", "b"``) and ``{name}``. Any other
 brace is left as written, so a template may show JSON.
+
+Items with several fields (an LLM judge reading a source and its translation)::
+
+    fields: [source, translation]  # every item must have each, as text; checked before any request
+    template: |                    # may use {source}, {translation} (then {text} is not needed)
+      Source: {source}
+      Translation: {translation}
+      ...
+
+Confidence in words (binary tasks): ``reply: verbal`` and ``about: LABEL`` ask for a short
+phrase saying how likely ``LABEL`` is (``{about}`` in a template); the reply is read through
+the lexicon (:mod:`verbcal.lexicon`) into P(about), and the output record keeps the phrase
+(``verbal``) and ``about`` beside ``probs``. Built-in tasks (:data:`BUILTIN_TASKS`) are named
+instead of a path: ``--task translation-quality``.
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +51,20 @@ import yaml
 
 from verbcal.predictions import PredictionsError, is_parquet, read_parquet_table
 
-PLACEHOLDERS = ("text", "instruction", "labels", "label_names", "name")
+PLACEHOLDERS = ("text", "instruction", "labels", "label_names", "name", "about")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_KNOWN_KEYS = ("name", "instruction", "labels", "id_field", "text_field", "label_field", "template")
+_KNOWN_KEYS = (
+    *("name", "instruction", "labels", "id_field", "text_field", "label_field", "template"),
+    *("fields", "reply", "about"),
+)
+REPLIES = ("probs", "verbal")
+BUILTIN_TASKS = {
+    "translation-quality": "is a zh→en translation acceptable? numeric reply (recorded prompt)",
+    "translation-quality-verbal": "the same, confidence in words about 'acceptable'",
+    "hallucination": "does an assistant response hallucinate? numeric reply (recorded prompt)",
+    "hallucination-verbal": "the same, confidence in words about 'hallucinated'",
+}
+"""Tasks shipped in ``verbcal/data/tasks/``, usable by name: the prompts of the bundled judge sets."""
 
 
 class TaskError(ValueError):
@@ -75,17 +101,31 @@ class Task:
     text_field: str = "text"
     label_field: str | None = None
     template: str | None = None
+    fields: tuple[str, ...] = ()
+    """Item fields the template uses besides (or instead of) the text; checked on every item."""
+    reply: str = "probs"
+    """``probs`` (a JSON distribution) or ``verbal`` (a phrase about ``about``)."""
+    about: str | None = None
 
-    def render_prompt(self, text: str) -> str:
-        """The prompt for one item: the template if given, else the default (no example numbers)."""
+    def render_prompt(self, text: str, item: dict[str, Any] | None = None) -> str:
+        """The prompt for one item: the template if given, else the default (no example numbers).
+
+        ``item`` supplies the task's ``fields`` (``{source}``, ``{translation}``, ...)."""
         values = {
             "text": text,
             "instruction": self.instruction,
             "labels": self._label_lines(),
             "label_names": ", ".join(json.dumps(label) for label in self.labels),
             "name": self.name,
+            "about": self.about or "",
         }
-        template = self.template if self.template is not None else _DEFAULT_TEMPLATE
+        for name in self.fields:
+            values[name] = str((item or {}).get(name, ""))
+        default = _VERBAL_TEMPLATE if self.reply == "verbal" else _DEFAULT_TEMPLATE
+        template = self.template if self.template is not None else default
+        if self.template is None and self.fields:
+            block = "\n\n".join(f'{name}:\n"""\n{{{name}}}\n"""' for name in self.fields)
+            template = template.replace('Text:\n"""\n{text}\n"""', block)
         return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
     def json_schema(self) -> dict[str, Any]:
@@ -122,11 +162,35 @@ its keys are the label names {label_names}, each written exactly as shown, and e
 is a number between 0 and 1."""
 
 
+_VERBAL_TEMPLATE = """{instruction}
+
+Labels:
+{labels}
+
+Text:
+\"\"\"
+{text}
+\"\"\"
+
+How likely is it that the correct label is {about}? Reply with only a short phrase that says \
+in words how likely you think it is (for example: "almost certain", "very likely", \
+"probably", "about even", "probably not", "very unlikely", "almost impossible"), in your \
+own words. Do not give a number."""
+
+
 # --- loading a task --------------------------------------------------------------------
 
 
+def builtin_task_path(name: str) -> Path:
+    """The bundled YAML of a built-in task (see :data:`BUILTIN_TASKS`)."""
+    return Path(str(resources.files("verbcal") / "data" / "tasks" / f"{name}.yaml"))
+
+
 def load_task(path: str | Path) -> Task:
-    """Read and validate a task YAML file; raise :class:`TaskError` saying what to fix."""
+    """Read and validate a task YAML file, or a built-in task by name (:data:`BUILTIN_TASKS`);
+    raise :class:`TaskError` saying what to fix."""
+    if str(path) in BUILTIN_TASKS and not Path(path).exists():
+        path = builtin_task_path(str(path))
     data = _read_yaml(Path(path))
     unknown = sorted(str(k) for k in data if k not in _KNOWN_KEYS)
     if unknown:
@@ -135,6 +199,8 @@ def load_task(path: str | Path) -> Task:
         )
     labels, descriptions = _labels(path, data.get("labels"))
     label_field = data.get("label_field")
+    fields = _fields(path, data.get("fields"))
+    reply, about = _reply(path, data, labels)
     return Task(
         name=_text(path, data, "name", required=True),
         labels=labels,
@@ -143,8 +209,55 @@ def load_task(path: str | Path) -> Task:
         id_field=_text(path, data, "id_field") or "id",
         text_field=_text(path, data, "text_field") or "text",
         label_field=None if label_field is None else _text(path, data, "label_field"),
-        template=_template(path, data.get("template")),
+        template=_template(path, data.get("template"), fields),
+        fields=fields,
+        reply=reply,
+        about=about,
     )
+
+
+def _fields(path: str | Path, raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise TaskError(path, "fields", "must be a list of item field names", "e.g. fields: [a, b]")
+    names: list[str] = []
+    for name in raw:
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise TaskError(
+                path, "fields", f"{name!r} is not a field name", "Use letters, digits and _"
+            )
+        if name in PLACEHOLDERS or name in ("id", "label"):
+            raise TaskError(
+                path, "fields", f"{name!r} is reserved", "Rename the item field (or use text_field)"
+            )
+        names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
+def _reply(
+    path: str | Path, data: dict[str, Any], labels: tuple[str, ...]
+) -> tuple[str, str | None]:
+    reply = data.get("reply", "probs")
+    if reply not in REPLIES:
+        raise TaskError(path, "reply", f"must be probs or verbal, got {reply!r}", "Fix it")
+    about = data.get("about")
+    if reply == "probs":
+        if about is not None:
+            raise TaskError(path, "about", "is only used with reply: verbal", "Remove it")
+        return reply, None
+    if len(labels) != 2:
+        raise TaskError(
+            path, "reply", "confidence in words needs a binary task (two labels)", "Use probs"
+        )
+    if about not in labels:
+        raise TaskError(
+            path,
+            "about",
+            f"must name the label the phrase speaks of, one of {list(labels)} (got {about!r})",
+            "Set about: <label>",
+        )
+    return reply, str(about)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -249,22 +362,28 @@ def _check_distinct(path: str | Path, names: tuple[str, ...]) -> None:
         seen[key] = name
 
 
-def _template(path: str | Path, raw: Any) -> str | None:
+def _template(path: str | Path, raw: Any, fields: tuple[str, ...] = ()) -> str | None:
     if raw is None:
         return None
     if not isinstance(raw, str) or not raw.strip():
         raise TaskError(path, "template", "must be non-empty text", "Remove it or write a prompt")
     used = set(_PLACEHOLDER.findall(raw))
-    unknown = sorted(used - set(PLACEHOLDERS))
+    allowed = (*PLACEHOLDERS, *fields)
+    unknown = sorted(used - set(allowed))
     if unknown:
         raise TaskError(
             path,
             "template",
             f"unknown placeholder {{{unknown[0]}}}",
-            f"Use only {', '.join('{' + p + '}' for p in PLACEHOLDERS)}",
+            f"Use only {', '.join('{' + p + '}' for p in allowed)}, or declare the item field "
+            f"in fields: [{unknown[0]}]",
         )
-    if "text" not in used:
+    if not fields and "text" not in used:
         raise TaskError(path, "template", "does not contain {text}", "Add {text} where it goes")
+    if fields and not (used & {"text", *fields}):
+        raise TaskError(
+            path, "template", "uses none of the item's fields", "Add {field} where each goes"
+        )
     return raw
 
 
@@ -359,6 +478,22 @@ def _item(path: Path, line: int, row: dict[str, Any], task: Task) -> dict[str, A
         )
         fix = f"Give every item an id, or set id_field in the task (now {task.id_field!r})"
         raise ItemsError(path, task.id_field, f"id {problem}", fix, line)
+    if task.fields:
+        values: dict[str, str] = {}
+        for name in task.fields:
+            value = row.get(name)
+            if not isinstance(value, str) or not value.strip():
+                problem = (
+                    "missing"
+                    if value in (None, "")
+                    else f"must be a string, got {type(value).__name__}"
+                )
+                fix = f"Give every item the field {name!r} (the task's fields: {list(task.fields)})"
+                raise ItemsError(path, name, f"item {str(item_id)!r}: {name} {problem}", fix, line)
+            values[name] = str(value)
+        joined = "\n\n".join(f"{name}: {value}" for name, value in values.items())
+        gold = _gold(path, line, row, task)
+        return {"id": str(item_id), "text": joined, "label": gold, **values}
     text = row.get(task.text_field)
     if not isinstance(text, str):
         problem = "missing" if text is None else f"must be a string, got {type(text).__name__}"

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -35,9 +36,39 @@ LEXICON_MISSING = (
 )
 
 
+def _lexicon_module() -> Any:
+    """The judge work's ``verbcal.lexicon`` module, or None in a build without it."""
+    try:
+        return importlib.import_module("verbcal.lexicon")
+    except ImportError:
+        return None
+
+
+def lexicon_available() -> bool:
+    """True when this build ships the lexicon that reads verbal replies."""
+    return _lexicon_module() is not None
+
+
+class LexiconParser:
+    """The bundled lexicon as a :data:`VerbalParser`; it also sees ``about`` and the labels,
+    so a verdict naming the other label flips the reading (see ``verbcal.lexicon``)."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+
+    def __call__(
+        self, phrase: str, about: str | None = None, labels: Sequence[str] = ()
+    ) -> float | None:
+        reply = self._module.parse_verbal(phrase, None, about, tuple(labels))
+        return None if reply.p is None else float(reply.p)
+
+
 def default_verbal_parser() -> VerbalParser:
     """The lexicon's parser, where this build has one; else :class:`BakeoffError`."""
-    raise BakeoffError(LEXICON_MISSING)
+    module = _lexicon_module()
+    if module is None or not hasattr(module, "parse_verbal"):
+        raise BakeoffError(LEXICON_MISSING)
+    return LexiconParser(module)
 
 
 @dataclass(frozen=True)
@@ -177,7 +208,7 @@ def parse_verbal(text: str, labels: Sequence[str], about: str, parser: VerbalPar
     phrase = text.strip()
     if not phrase:
         return Parsed("failed", None, ("empty_reply",))
-    p = parser(phrase)
+    p = parser(phrase, about, labels) if isinstance(parser, LexiconParser) else parser(phrase)
     if p is None:
         return Parsed("failed", None, (f"unknown_expression:{phrase[:60]}",))
     if not 0.0 <= p <= 1.0:
@@ -189,9 +220,11 @@ __all__ = [
     "LEXICON_MISSING",
     "TOP_LABEL_TEMPLATE",
     "VERBAL_TEMPLATE",
+    "LexiconParser",
     "Parsed",
     "VerbalParser",
     "default_verbal_parser",
+    "lexicon_available",
     "parse_top_label",
     "parse_verbal",
     "spread",

@@ -4,7 +4,9 @@
 worse than the best arm's — the 95% paired-bootstrap CI of the difference contains 0 —
 the cheapest by cost per 1,000 items; ties go to the lower calibrated NLL. Arms without a
 known cost (recorded replies, models without a price) are chosen only when no arm in that
-set has one: then the one with the lowest calibrated NLL. The reason is one sentence.
+set has one: then the one with the lowest calibrated NLL. The reason is one sentence; it
+says so when no threshold met the target on any calibration part (the decision metric
+then cannot separate the arms).
 """
 
 from __future__ import annotations
@@ -98,6 +100,12 @@ def recommend(
     title = decision_title(scores, labels)
     best_value = _fmt(by_name[best]["decision_metric"])
     priced = [row for row in tied if row["cost_per_1k"] is not None]
+    unreachable = ""
+    if all(row["decision_reachable_share"] == 0 for row in rows):
+        unreachable = (
+            "; no threshold met the precision target on any calibration part, so the"
+            " decision metric cannot tell the arms apart here"
+        )
 
     def nll(row: dict[str, Any]) -> float:
         return math.inf if row["nll"] is None else float(row["nll"])
@@ -113,14 +121,14 @@ def recommend(
             f"{pick['arm']} is the cheapest arm (${pick['cost_per_1k']:.4g} per 1,000 items)"
             f" whose {title} ({_fmt(pick['decision_metric'])}) is within the 95% paired"
             f" bootstrap CI of the best arm's ({where}; {len(tied)} of {len(rows)} arms are"
-            " that close)."
+            f" that close){unreachable}."
         )
         return str(pick["arm"]), reason
     pick = min(tied, key=nll)
     reason = (
-        f"No arm within the 95% paired bootstrap CI of the best {title} ({best},"
-        f" {best_value}) has a known cost, so {pick['arm']} is recommended as the one of those"
-        f" {len(tied)} with the lowest calibrated NLL ({_fmt(pick['nll'])})."
+        f"No arm has a known cost, so among the {len(tied)} of {len(rows)} arms whose {title}"
+        f" is within the 95% paired bootstrap CI of the best ({best}, {best_value}),"
+        f" {pick['arm']} has the lowest calibrated NLL ({_fmt(pick['nll'])}){unreachable}."
     )
     return str(pick["arm"]), reason
 

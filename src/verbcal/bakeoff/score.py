@@ -5,11 +5,11 @@
 
 1. Items: those with a gold label and a usable distribution from *every* arm (so all
    arms are compared on the same items; :func:`align` counts what each arm lost).
-2. R repeats (``repeats``): a stratified split into a calibration part (``calib_frac``
-   of the items) and a test part, drawn from ``numpy.random.SeedSequence(seed,
-   spawn_key=(repeat,))``, the same for every arm.
+2. R repeats (``repeats``): stratified splits into a calibration part (``calib_frac`` of
+   the items) and a test part, :func:`verbcal.evaluation.repeated_splits` (repeat 0 is the
+   split of ``verbcal run`` with the same seed), the same for every arm.
 3. Per arm and repeat: the calibrator (``method``, default ``auto``) is fitted on the
-   calibration part; on the test part the calibrated and the raw distributions are scored:
+   calibration part only (:func:`verbcal.evaluation.fit_methods`); on the test part the calibrated and the raw distributions are scored:
    accuracy, top-label ECE (15 equal-width bins), NLL, Brier, AUROC (:mod:`verbcal.metrics`),
    ``ece_raw`` and ``nll_raw``, and the decision metric: the threshold(s) are chosen on the
    calibrated calibration part with Learn-then-Test (:func:`verbcal.decide.threshold_for`,
@@ -36,9 +36,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from verbcal.calibration import Calibrator, normalise
-from verbcal.calibration.specs import make
-from verbcal.compare import check_split, stratified_split
 from verbcal.decide import abstain_band, apply_threshold, threshold_for
+from verbcal.evaluation import check_split, fit_methods, repeated_splits
 from verbcal.metrics import DEFAULT_BINS, _boot_chunk, ece, nll, summary
 
 FloatArray = NDArray[np.float64]
@@ -134,11 +133,6 @@ def align(
     return common, y, out, dropped
 
 
-def split_rng(seed: int, repeat: int) -> np.random.Generator:
-    """The generator of one repeat's split (the same for every arm)."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(repeat,)))
-
-
 def boot_rng(seed: int, repeat: int) -> np.random.Generator:
     """The generator of one repeat's bootstrap resamples (the same for every arm)."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(repeat, 1)))
@@ -205,13 +199,13 @@ def score_arms(
     pooled: dict[str, tuple[list[FloatArray], list[FloatArray], list[IntArray]]] = {
         n: ([], [], []) for n in names
     }
-    for repeat in range(repeats):
-        calib, test = stratified_split(y, calib_frac, split_rng(seed, repeat))
+    for split in repeated_splits(y, calib_frac, repeats, seed):
+        calib, test, repeat = split.calib, split.test, split.repeat
         idx = boot_rng(seed, repeat).integers(0, len(test), size=(n_boot, len(test)))
         y_cal, y_test = y[calib], y[test]
         for name in names:
             rows = probs[name]
-            calibrator = make(method).fit(rows[calib], y_cal)
+            calibrator = fit_methods([method], rows[calib], y_cal, labels=labels)[method]
             q_test = np.asarray(calibrator.predict_proba(rows[test]), dtype=np.float64)
             q_cal = np.asarray(calibrator.predict_proba(rows[calib]), dtype=np.float64)
             raw = rows[test]
@@ -302,7 +296,7 @@ def _best(arms: Mapping[str, ArmScores], metric: str, lower: bool) -> str:
 
 def fit_final(rows: FloatArray, y: IntArray, method: str, labels: tuple[str, ...]) -> Calibrator:
     """The calibrator to deploy: ``method`` fitted on every aligned item of the arm."""
-    return make(method).fit(rows, y, labels=labels)
+    return fit_methods([method], rows, y, labels=labels)[method]
 
 
 def within_best(scores: Scores, name: str, metric: str = "decision_metric") -> bool:
@@ -335,7 +329,6 @@ __all__ = [
     "boot_rng",
     "fit_final",
     "score_arms",
-    "split_rng",
     "to_json_value",
     "within_best",
 ]

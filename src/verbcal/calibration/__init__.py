@@ -9,6 +9,7 @@ temperature scaling ``softmax(z / T)``. Modules, one per concern:
 * :mod:`~verbcal.calibration.inputs`: arrays and pandas / polars DataFrames, label names;
 * :mod:`~verbcal.calibration.scaling`: identity, floor, temperature, resoftmax, vector, matrix;
 * :mod:`~verbcal.calibration.one_vs_rest`: platt, isotonic, histogram;
+* :mod:`~verbcal.calibration.words`: words (confidence stated in words, read through a lexicon);
 * :mod:`~verbcal.calibration.auto`: the calibrator chosen by cross-validation.
 """
 
@@ -16,7 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from verbcal.calibration.auto import DEFAULT_CANDIDATES, AutoCalibrator
+from verbcal.calibration.auto import (
+    DEFAULT_CANDIDATES,
+    VERBAL_CANDIDATES,
+    AutoCalibrator,
+    candidates_for,
+)
 from verbcal.calibration.base import FORMAT, METHODS, VERSION, Calibrator
 from verbcal.calibration.one_vs_rest import (
     OUTPUT_FLOOR,
@@ -60,6 +66,7 @@ from verbcal.calibration.specs import (
     parse_specs,
     split_specs,
 )
+from verbcal.calibration.words import WordsCalibration
 
 ORDER = (
     "identity",
@@ -71,6 +78,7 @@ ORDER = (
     "platt",
     "isotonic",
     "histogram",
+    "words",
     "auto",
 )
 """How methods are listed (``all``, help texts, tables): baseline first, then by family."""
@@ -87,11 +95,20 @@ def method_options(method: str, **options: Any) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in names}
 
 
-def make_calibrator(method: str, **options: Any) -> Calibrator:
+def make_calibrator(method: str, reply: str = "probs", **options: Any) -> Calibrator:
     """A new, unfitted calibrator by name (see :data:`METHODS`) or by a spec such as
     ``"vector[reg=0.1]"`` (see :mod:`~verbcal.calibration.specs`); ``options`` override
-    the spec's."""
-    return parse_spec(method).make(**options)
+    the spec's. ``reply="verbal"`` (data read from confidence in words) gives ``auto`` the
+    candidates :data:`VERBAL_CANDIDATES` (with ``words``) unless the spec names its own."""
+    variant = parse_spec(method)
+    if (
+        reply == "verbal"
+        and variant.method == "auto"
+        and "candidates" not in options
+        and "candidates" not in variant.kwargs
+    ):
+        options["candidates"] = list(candidates_for(reply))
+    return variant.make(**options)
 
 
 def clone(calibrator: Calibrator) -> Calibrator:
@@ -108,6 +125,7 @@ __all__ = [
     "OUTPUT_FLOOR",
     "SMALLEST_FLOOR",
     "UNCALIBRATED",
+    "VERBAL_CANDIDATES",
     "VERSION",
     "AutoCalibrator",
     "Calibrator",
@@ -125,7 +143,9 @@ __all__ = [
     "TemperatureScaling",
     "Variant",
     "VectorScaling",
+    "WordsCalibration",
     "apply_floor",
+    "candidates_for",
     "check_probs",
     "clone",
     "count_rows",

@@ -51,7 +51,18 @@ on a separable calibration set they sharpen without bound, which cross-validatio
 see when no held-out item is misclassified, and one test error then costs many nats
 (measured on the bundled BBC news at 25-100 items). Add them, or ``platt``,
 ``isotonic``, ``histogram``, through ``candidates``."""
+VERBAL_CANDIDATES: tuple[str, ...] = (*DEFAULT_CANDIDATES, "words")
+"""Candidates for confidence stated in words (``--source verbal``): the scaling family plus
+``words``. Callers that know the data are verbal (the CLI, the pipeline, the study) pass
+these; :func:`candidates_for` says which."""
 RULES = ("stack", "1se")
+
+
+def candidates_for(reply: str) -> tuple[str, ...]:
+    """``auto``'s default candidates for data read from ``reply`` (``probs`` or ``verbal``)."""
+    return VERBAL_CANDIDATES if reply == "verbal" else DEFAULT_CANDIDATES
+
+
 MIN_WEIGHT = 0.01
 """Stacking weights below this are dropped and the rest refitted: a member with weight w
 moves no distribution by more than w in total variation."""

@@ -16,11 +16,13 @@ probabilities, never as logits.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -103,6 +105,8 @@ class Calibrator(ABC):
 
     floor: float | str
     floor_mode: FloorMode
+    provenance_: dict[str, Any]
+    """Set by whoever fits (``verbcal fit``, ``recalibrate``); see :attr:`provenance`."""
 
     # ------------------------------------------------------------ sklearn protocol
 
@@ -259,6 +263,13 @@ class Calibrator(ABC):
         return list(getattr(self, "warnings_", []))
 
     @property
+    def provenance(self) -> dict[str, Any]:
+        """Where the fit came from, when recorded (see :func:`fit_provenance`); else empty.
+
+        Saved as the file's optional top-level ``provenance`` object; a refit clears it."""
+        return dict(getattr(self, "provenance_", None) or {})
+
+    @property
     def fit_info(self) -> dict[str, float]:
         return dict(getattr(self, "fit_info_", {}))
 
@@ -316,7 +327,7 @@ class Calibrator(ABC):
             "state": self._state(),
             "fit": self.fit_info_,
             "warnings": self.warnings_,
-        }
+        } | ({"provenance": dict(self.provenance_)} if getattr(self, "provenance_", None) else {})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibrator:
@@ -380,6 +391,14 @@ class Calibrator(ABC):
         if not isinstance(notes, list) or not all(isinstance(w, str) for w in notes):
             raise CalibratorError(f"warnings must be a list of strings, got {notes!r}")
         calibrator.warnings_ = list(notes)
+        source = data.get("provenance")
+        if source is not None:
+            if not isinstance(source, dict):
+                raise CalibratorError(
+                    "provenance must be an object (created_at, n, data_sha256, ...), got "
+                    f"{source!r}; remove it or refit"
+                )
+            calibrator.provenance_ = dict(source)
         return calibrator
 
     def save(self, path: str | Path) -> None:
@@ -495,6 +514,33 @@ class Calibrator(ABC):
         }
 
 
+def data_sha256(probs: ArrayLike, y: ArrayLike, labels: Sequence[str]) -> str:
+    """sha256 of fitting data: the labels (newline-joined UTF-8), then the rows as float64
+    and the gold indices as int64, little-endian, C order."""
+    digest = hashlib.sha256("\n".join(labels).encode("utf-8"))
+    digest.update(np.ascontiguousarray(np.asarray(probs, dtype="<f8")).tobytes())
+    digest.update(np.ascontiguousarray(np.asarray(y, dtype="<i8")).tobytes())
+    return digest.hexdigest()
+
+
+def fit_provenance(
+    probs: ArrayLike,
+    y: ArrayLike,
+    labels: Sequence[str],
+    **known: Any,
+) -> dict[str, Any]:
+    """A ``provenance`` object for a calibrator fitted on ``probs``/``y``: ``created_at``
+    (UTC, ISO 8601), ``n``, ``data_sha256`` (:func:`data_sha256`), plus the ``known``
+    fields that are not None (e.g. ``model``, ``task_sha256``, ``source``, ``replaces``)."""
+    stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    out: dict[str, Any] = {
+        "created_at": stamp,
+        "n": len(np.asarray(y)),
+        "data_sha256": data_sha256(probs, y, labels),
+    }
+    return out | {k: v for k, v in known.items() if v is not None}
+
+
 def _loaded_floor(calibrator: Calibrator, floor: Any) -> float | None:
     """The floor of a loaded file, checked: a number in (0, 1) for a calibrator that uses
     one (its mode matching ``params``), a fixed floor equal to the one in ``params``."""
@@ -564,5 +610,7 @@ __all__ = [
     "VERSION",
     "Calibrator",
     "CalibratorError",
+    "data_sha256",
+    "fit_provenance",
     "register",
 ]

@@ -244,7 +244,10 @@ def array(
     if (low is not None and values.min(initial=low) < low) or (
         high is not None and values.max(initial=high) > high
     ):
-        raise ParameterError(f"{where} must lie in [{low:g}, {high:g}], got {_short(value)}")
+        span = (
+            f"[{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}]"
+        )
+        raise ParameterError(f"{where} must lie in {span}, got {_short(value)}")
     return values
 
 

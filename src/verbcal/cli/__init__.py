@@ -11,11 +11,15 @@ from verbcal.cli import demo as _demo  # noqa: F401
 from verbcal.cli import elicit as _elicit  # noqa: F401
 from verbcal.cli import monitor as _monitor  # noqa: F401
 from verbcal.cli import report as _report  # noqa: F401
+from verbcal.cli import route as _route  # noqa: F401
 from verbcal.cli import run as _run  # noqa: F401
 from verbcal.cli import serve as _serve  # noqa: F401
 from verbcal.cli import split as _split  # noqa: F401
 from verbcal.cli import study as _study  # noqa: F401
 from verbcal.cli.app import app
+from verbcal.cli.reading import add_reading_options
+
+add_reading_options(app)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from verbcal.calibration import (
     make_calibrator,
     uncalibrated,
 )
+from verbcal.calibration.base import fit_provenance
 from verbcal.calibration.specs import (
     UNCALIBRATED,
     check_options,
@@ -104,6 +105,13 @@ def load_calibrator(path: Path) -> Calibrator:
     fitted = Calibrator.load(path)
     warn(fitted.warnings, f"{path} was fitted with a warning")
     return fitted
+
+
+def source_model(predictions: Predictions) -> str | None:
+    """The LLM the predictions came from, when their records name exactly one."""
+    records = [predictions.records[r] for r in predictions.rows]
+    models = {s.get("model") for s in provenance.summarize(records)} - {None}
+    return str(next(iter(models))) if len(models) == 1 else None
 
 
 def warn(warnings: list[str], what: str) -> None:
@@ -299,8 +307,15 @@ def fit(
         check_output(out, overwrite)
         options = spec_options(method, floor, floor_mode, mle)
         predictions = load_labelled(data, labels, "fitting")
-        calibrator = make_calibrator(method, **options)
+        calibrator = make_calibrator(method, reply=predictions.reply, **options)
         calibrator.fit(predictions.probs, predictions.y, labels=predictions.labels)
+        calibrator.provenance_ = fit_provenance(
+            predictions.probs,
+            predictions.y,
+            predictions.labels,
+            source=str(data),
+            model=source_model(predictions),
+        )
         calibrator.save(out)
     info = calibrator.fit_info
     if isinstance(calibrator, AutoCalibrator):

@@ -85,5 +85,8 @@ def export_command(
     console.print(f"licence: {ds.licence}", highlight=False)
     console.print(f"task: {task}", highlight=False)
     console.print(
-        f"next: verbcal run --task {task} --input {out} --out runs/{name}", highlight=False
+        f"next: verbcal run --task {task} --input {out} --backend local --out runs/{name}"
+        "  (local: the embedded model, no key; or --backend openai --model gpt-4o-mini, ...)",
+        highlight=False,
+        markup=False,
     )

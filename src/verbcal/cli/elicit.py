@@ -25,7 +25,13 @@ STATUS_ORDER = ("ok", "repaired", "refused", "failed", "error")
 
 @app.command("elicit")
 def elicit_command(
-    task: Annotated[Path, typer.Option(help="Task spec (YAML): labels, instruction, fields.")],
+    task: Annotated[
+        Path,
+        typer.Option(
+            help="Task spec (YAML): labels, instruction, fields; or a built-in task name "
+            "(translation-quality, hallucination, or either with -verbal)."
+        ),
+    ],
     input: Annotated[
         Path, typer.Option("--input", help="Items to classify (JSONL, CSV or Parquet).")
     ],

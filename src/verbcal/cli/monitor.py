@@ -70,7 +70,7 @@ def monitor_result(
     if not windows:
         raise MonitorError(f"{data}: no rows to monitor")
     policy = AlarmPolicy(alpha=alpha, horizon=horizon or max(20, len(windows)))
-    rows = monitor(ref, q, windows, stream.y, policy)
+    rows = monitor(ref, q, windows, stream.y, policy, groups=stream.ids)
     return {
         "calibrator": str(calibrator_path),
         "data": data,
@@ -209,3 +209,117 @@ def monitor_command(
         highlight=False,
     )
     console.print(f"wrote {out / 'monitor.json'} and {out / 'report.html'}", highlight=False)
+
+
+LOG_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+
+
+def read_feedback_log(path: Path, model: str | None, labels: tuple[str, ...]) -> tuple[Any, Any]:
+    """Labelled rows of a ``verbcal serve --log-predictions`` log: (raw probs, gold indices)."""
+    import sqlite3
+
+    if not path.exists():
+        raise ValueError(f"{path}: no such prediction log")
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        models = [m for (m,) in db.execute("SELECT DISTINCT model FROM predictions")]
+        if model is None:
+            if len(models) != 1:
+                raise ValueError(f"{path} logs the models {models}: name one with --model")
+            model = models[0]
+        if model not in models:
+            raise ValueError(f"{path}: no prediction of model {model!r}; it logs {models}")
+        rows = db.execute(
+            "SELECT id, raw, label FROM predictions WHERE model = ? AND label IS NOT NULL"
+            " ORDER BY seq",
+            (model,),
+        ).fetchall()
+    index = {label: k for k, label in enumerate(labels)}
+    probs, gold = [], []
+    for item, raw, label in rows:
+        values = json.loads(raw)
+        if len(values) != len(labels) or label not in index:
+            raise ValueError(
+                f"{path}, id {item!r}: logged with other labels than the calibrator's {list(labels)}"
+            )
+        probs.append(values)
+        gold.append(index[label])
+    return np.array(probs, dtype=np.float64).reshape(-1, len(labels)), np.array(
+        gold, dtype=np.int64
+    )
+
+
+@app.command("recalibrate")
+def recalibrate_command(
+    calibrator: Annotated[Path, typer.Option(help="The calibrator in service.")],
+    feedback: Annotated[
+        str,
+        typer.Option(
+            help="Labelled feedback: a predictions file, or the SQLite log of "
+            "`verbcal serve --log-predictions` (rows with feedback labels)."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Where to write the new calibrator (may be the served file: reload swaps it in)."
+        ),
+    ],
+    model: Annotated[str | None, typer.Option(help="Model name in a log with several.")] = None,
+    holdout: Annotated[
+        float,
+        typer.Option(callback=opt.open_unit, help="Share of the feedback held out for the test."),
+    ] = 0.3,
+    alpha: Annotated[
+        float, typer.Option(callback=opt.open_unit, help="Level of the one-sided paired test.")
+    ] = 0.05,
+    seed: Annotated[int, typer.Option(help="Seed of the fit / held-out split.")] = 0,
+) -> None:
+    """Refit on labelled feedback; write the new calibrator only if it beats the old one.
+
+    The feedback is split (stratified, seeded) into a fitting and a held-out part; the
+    refit (same method and options) must have a lower held-out log loss, by a one-sided
+    paired t-test at --alpha. Otherwise nothing is written and the reason is printed
+    (exit status 0). The new file records its provenance and the file it replaced.
+
+    Example: verbcal recalibrate --calibrator ts.json --feedback predictions.sqlite --out ts.json
+    """
+    import hashlib
+
+    from verbcal.calibration.base import fit_provenance
+    from verbcal.cli.calibrate import source_model
+    from verbcal.monitor.recalibrate import guarded_refit, split
+
+    with friendly_errors():
+        old = load_calibrator(calibrator)
+        labels = tuple(old.labels or ())
+        origin = None
+        if Path(feedback).suffix.lower() in LOG_SUFFIXES:
+            probs, y = read_feedback_log(Path(feedback), model, labels)
+        else:
+            data = read_for(feedback, old).labelled()
+            probs, y = data.probs, data.y
+            origin = source_model(data)
+        decision = guarded_refit(old, probs, y, labels, holdout, alpha, seed)
+        if decision.better:
+            fit_idx, _ = split(y, holdout, seed)
+            previous = old.provenance
+            decision.new.provenance_ = fit_provenance(
+                probs[fit_idx],
+                y[fit_idx],
+                labels,
+                source=feedback,
+                model=origin or previous.get("model"),
+                task_sha256=previous.get("task_sha256"),
+                replaces={
+                    "path": str(calibrator),
+                    "sha256": hashlib.sha256(calibrator.read_bytes()).hexdigest(),
+                    "created_at": previous.get("created_at"),
+                },
+                comparison=decision.summary(),
+            )
+            with atomic_output(out) as handle:
+                handle.write(json.dumps(decision.new.to_dict(), indent=2) + "\n")
+    if decision.better:
+        console.print(f"wrote {out}: {decision.reason}", highlight=False)
+    else:
+        console.print(f"kept {calibrator}, nothing written: {decision.reason}", highlight=False)

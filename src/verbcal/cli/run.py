@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,7 +35,10 @@ def run_command(
         str | None, typer.Option("--predictions", hidden=True, help="Old name of --data.")
     ] = None,
     task: Annotated[
-        Path | None, typer.Option(help="Task spec (YAML); needed unless --data.")
+        Path | None,
+        typer.Option(
+            help="Task spec (YAML) or a built-in task name (translation-quality, hallucination, or either with -verbal); needed unless --data."
+        ),
     ] = None,
     input: Annotated[
         Path | None, typer.Option("--input", help="Items to classify (JSONL or CSV).")
@@ -198,6 +202,10 @@ def run_command(
         )
         raise typer.Exit(130) from None
     if result is not None:
+        if result.elicitation is not None:  # what the LLM answered, as `verbcal elicit` prints
+            from verbcal.cli.elicit import print_summary
+
+            print_summary(result.elicitation)
         print_run_summary(result)
 
 
@@ -301,7 +309,9 @@ def print_run_summary(result: RunResult) -> None:
     """Test metrics per method, the recommendation and where everything went."""
     metrics = RunMetrics.from_dict(result.metrics)
     table = Table(
-        title=f"verbcal run: {metrics.n_calibration} calibration / {metrics.n_test} test items"
+        title=f"verbcal run: {metrics.n_calibration} calibration / {metrics.n_test} test items",
+        caption="CV NLL: cross-validated on the calibration part; -: not scored that way"
+        " (auto: see 'recommended by auto')",
     )
     table.add_column("method")
     table.add_column("CV NLL (calib.)", justify="right")
@@ -310,7 +320,7 @@ def print_run_summary(result: RunResult) -> None:
     for method, entry in metrics.methods.items():
         mark = " [bold](recommended)[/]" if method == metrics.recommended else ""
         cv = entry.cv_nll
-        cells = [f"{cv:.4f}" if isinstance(cv, float) else "n/a"]
+        cells = [f"{cv:.4f}" if isinstance(cv, float) and math.isfinite(cv) else "-"]
         for name in ("accuracy", "ece", "nll", "brier"):
             lo, hi = entry.ci[name]
             cells.append(f"{entry.test[name]:.3f} [dim][{lo:.3f}, {hi:.3f}][/]")

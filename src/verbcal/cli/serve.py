@@ -22,7 +22,7 @@ def serve_command(
     task: Annotated[
         Path | None, typer.Option(help="Task spec (YAML): enables POST /v1/classify.")
     ] = None,
-    backend: opt.Backend = "local",
+    backend: opt.Backend = None,
     model: opt.Model = None,
     base_url: opt.BaseUrl = None,
     store: Annotated[
@@ -61,6 +61,23 @@ def serve_command(
         ),
     ] = 65_536,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_predictions: Annotated[
+        Path | None,
+        typer.Option(
+            help="SQLite file logging every served prediction (fsynced before the answer); "
+            "enables POST /v1/feedback, GET /v1/monitor/{model} and monitoring gauges."
+        ),
+    ] = None,
+    monitor_reference: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=PATH: labelled predictions the monitor compares model NAME against "
+            "(shift tests, ATC, BBSE, alarms). Repeat per model."
+        ),
+    ] = None,
+    monitor_window: Annotated[
+        int, typer.Option(min=1, help="Logged predictions per monitoring window.")
+    ] = 500,
 ) -> None:
     """Serve calibrators over HTTP: /v1/calibrate, /v1/classify, Open Inference Protocol v2, /metrics.
 
@@ -112,6 +129,9 @@ def serve_command(
             max_body_bytes=max_body_bytes,
             cache_rows=cache_rows,
             log_level=log_level,
+            log_predictions=str(log_predictions) if log_predictions else None,
+            monitor_references=parse_calibrator_specs(monitor_reference or []),
+            monitor_window=monitor_window,
         )
         check_exposure(host, len(read_api_keys(config)), no_auth)
         application = create_app(config)  # loads every file now: errors stop here, clearly

@@ -250,7 +250,7 @@ def plan_requests(
     plans: list[ItemPlan] = []
     jobs: dict[str, Job] = {}
     for item in items:
-        prompt = task.render_prompt(str(item["text"]))
+        prompt = task.render_prompt(str(item["text"]), item)
         keys = []
         for sample in range(opts.samples):
             key = request_key(opts.backend, model, prompt, params, sample)
@@ -391,7 +391,8 @@ def elicit(
     if stop is not None:
         unsent = sum(1 for key in jobs if key not in rows)
         raise ElicitStopped(stop, opts.backend, store_path, stats.requests, unsent)
-    records = [build_record(plan, rows, task.labels, parsed) for plan in plans]
+    about = task.about if task.reply == "verbal" else None
+    records = [build_record(plan, rows, task.labels, parsed, about) for plan in plans]
     write_jsonl(out, records)
     return ElicitResult.of(
         records,
@@ -524,7 +525,7 @@ def _run_pending(
         with StatusProgress(len(pending), console, enabled=progress) as bar:
 
             def on_done(job: Job, row: Row) -> None:
-                result = parse_row(row, task.labels)
+                result = parse_row(row, task.labels, task.about if task.reply == "verbal" else None)
                 if result is not None:
                     parsed[row.key] = result
                 bar.advance(row_status(row, result))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from verbcal.elicit.store import Row
+from verbcal.lexicon import parse_verbal
 from verbcal.parse import ParsedReply, parse_reply
 
 
@@ -27,11 +28,21 @@ Parsed = Mapping[str, ParsedReply]
 """Replies parsed as they arrived, by store key (so the output need not parse them again)."""
 
 
-def parse_row(row: Row, labels: Sequence[str]) -> ParsedReply | None:
+def parse_text(raw: str, labels: Sequence[str], about: str | None = None) -> ParsedReply:
+    """A reply read as a JSON distribution, or (``about`` given: a ``reply: verbal`` task) as
+    a phrase through the lexicon, P(about) = its value (:func:`verbcal.lexicon.parse_verbal`)."""
+    if about is None:
+        return parse_reply(raw, labels)
+    reply = parse_verbal(raw, about=about, labels=labels)
+    probs = None if reply.p is None else reply.probs(labels, about)
+    return ParsedReply(reply.status, probs, list(reply.issues))
+
+
+def parse_row(row: Row, labels: Sequence[str], about: str | None = None) -> ParsedReply | None:
     """The parsed text of a stored reply; None for errors and label-logprob rows."""
     if row.status == "error" or row.logprobs is not None or row.mode in ("logprobs", "decision"):
         return None
-    return parse_reply(row.raw or "", labels)
+    return parse_text(row.raw or "", labels, about)
 
 
 def row_status(row: Row, parsed: ParsedReply | None) -> str:
@@ -53,7 +64,7 @@ def decision_reply(row: Row) -> tuple[str, dict[str, float] | None, list[str]]:
 
 
 def _single(
-    row: Row | None, labels: Sequence[str], parsed: Parsed
+    row: Row | None, labels: Sequence[str], parsed: Parsed, about: str | None = None
 ) -> tuple[str, dict[str, float] | None, list[str]]:
     if row is None:
         return "error", None, ["no reply stored (the run was interrupted); re-run to resume"]
@@ -61,7 +72,7 @@ def _single(
         return "error", None, [f"request failed: {row.error}"]
     if row.mode == "decision":
         return decision_reply(row)
-    result = parsed.get(row.key) or parse_reply(row.raw or "", labels)
+    result = parsed.get(row.key) or parse_text(row.raw or "", labels, about)
     return result.status, result.probs, list(result.issues)
 
 
@@ -94,16 +105,26 @@ def softmax_logprobs(
 
 
 def build_record(
-    plan: ItemPlan, rows: dict[str, Row], labels: Sequence[str], parsed: Parsed | None = None
+    plan: ItemPlan,
+    rows: dict[str, Row],
+    labels: Sequence[str],
+    parsed: Parsed | None = None,
+    about: str | None = None,
 ) -> dict[str, Any]:
-    """The output record of one item: id, probs, label, status, issues, raw (+ extras)."""
+    """The output record of one item: id, probs, label, status, issues, raw (+ extras).
+
+    With ``about`` (a ``reply: verbal`` task) the record also keeps the phrase as written
+    (``verbal``) and ``about``; ``probs`` is the lexicon's reading of it."""
     found = [rows.get(key) for key in plan.keys]
-    results = [_single(row, labels, parsed or {}) for row in found]
+    results = [_single(row, labels, parsed or {}, about) for row in found]
     status, probs, issues = results[0] if len(results) == 1 else _combine(results, labels)
     raws = [row.raw if row is not None else None for row in found]
     record: dict[str, Any] = {"id": plan.item["id"], "probs": probs}
     if plan.item.get("label") is not None:
         record["label"] = plan.item["label"]
+    if about is not None:
+        phrases = [raw.strip() if isinstance(raw, str) else None for raw in raws]
+        record.update(verbal=phrases[0] if len(phrases) == 1 else phrases, about=about)
     record.update(status=status, issues=issues, raw=raws[0] if len(raws) == 1 else raws)
     if len(results) > 1:
         record["sample_probs"] = [probs_i for _, probs_i, _ in results]

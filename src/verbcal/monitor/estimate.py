@@ -84,6 +84,24 @@ def top_label(q: Array) -> tuple[IntArray, Array]:
     return pred, q[np.arange(len(q)), pred]
 
 
+def multiplicity(groups: ArrayLike | None, m: int) -> Array:
+    """Per row, how many rows of the window are the same item (same group id); all 1 when
+    ``groups`` is None. Repeated items share one outcome, so a window's Bernoulli variance is
+    ``sum_i mult_i v_i / m^2`` and its effective size (Kish) ``m^2 / sum_i mult_i``."""
+    if groups is None:
+        return np.ones(m)
+    g = np.asarray(groups)
+    if len(g) != m:
+        raise MonitorError(f"{len(g)} group ids for {m} rows")
+    _, inverse, counts = np.unique(g, return_inverse=True, return_counts=True)
+    return np.asarray(counts[inverse.reshape(-1)], dtype=np.float64)
+
+
+def effective_size(mult: Array) -> float:
+    """Kish's effective number of distinct items, ``m^2 / sum_i mult_i``."""
+    return float(len(mult) ** 2 / np.sum(mult)) if len(mult) else 0.0
+
+
 def _bin_of(conf: Array) -> IntArray:
     return np.asarray(np.clip(np.ceil(conf * CONF_BINS) - 1, 0, CONF_BINS - 1), dtype=np.int64)
 
@@ -153,35 +171,48 @@ class Reference:
 # ---------------------------------------------------------------- CBPE
 
 
-def cbpe_items(q: ArrayLike, ref: Reference, corrected: bool = True) -> Array:
+def cbpe_items(q: ArrayLike, ref: Reference | None, corrected: bool = True) -> Array:
     """Each row's estimated probability of being right: its confidence, plus the reference
     gap of its confidence bin when ``corrected``."""
     _, conf = top_label(check_q(q))
-    if not corrected:
+    if not corrected or ref is None:
         return conf
     return np.asarray(np.clip(conf + ref.gap[_bin_of(conf)], 0.0, 1.0), dtype=np.float64)
 
 
-def cbpe(q: ArrayLike, ref: Reference, level: float = 0.95, corrected: bool = True) -> Estimate:
+def cbpe(
+    q: ArrayLike,
+    ref: Reference | None,
+    level: float = 0.95,
+    corrected: bool = True,
+    groups: ArrayLike | None = None,
+) -> Estimate:
     """Estimated accuracy: mean confidence (+ the reference's per-bin gap when ``corrected``).
 
     The CI is for the realised accuracy of these rows: the Poisson-binomial variance of the
     window plus the variance of the gap estimates, weighted by the window's bin shares
-    (uncorrected: the variance of the reference's overall calibration gap).
+    (uncorrected: the variance of the reference's overall calibration gap; without a
+    reference, ``ref=None``, the Poisson-binomial variance alone, which trusts the
+    calibrator fully). Rows with the same ``groups`` id are one item seen again (its outcome
+    is shared): see :func:`multiplicity`.
     """
+    if ref is None and corrected:
+        raise MonitorError("the corrected CBPE needs a reference: pass corrected=False")
     qa = check_q(q)
     m = len(qa)
     if m == 0:
         raise MonitorError("window: no rows")
     _, conf = top_label(qa)
     p = cbpe_items(qa, ref, corrected)
-    if corrected:
+    if ref is None:
+        ref_var = 0.0
+    elif corrected:
         share = np.bincount(_bin_of(conf), minlength=CONF_BINS) / m
         ref_var = float(np.sum(share**2 * ref.gap_var))
     else:
         ref_var = float(np.mean(ref.conf * (1 - ref.conf))) / ref.n
     value = float(np.mean(p))
-    var = float(np.sum(p * (1 - p))) / m**2 + ref_var
+    var = float(np.sum(multiplicity(groups, m) * p * (1 - p))) / m**2 + ref_var
     return _interval(value, float(np.sqrt(var)), level)
 
 
@@ -210,7 +241,9 @@ def atc_scores(conf: Array, threshold: float, phi: float) -> Array:
     return np.where(conf > threshold, 1.0, np.where(conf == threshold, phi, 0.0))
 
 
-def atc(q: ArrayLike, ref: Reference, level: float = 0.95) -> Estimate:
+def atc(
+    q: ArrayLike, ref: Reference, level: float = 0.95, groups: ArrayLike | None = None
+) -> Estimate:
     """ATC estimate: the window's share of confidences above the reference threshold.
 
     Its error against the realised accuracy is estimated on the reference: the variance of
@@ -222,7 +255,7 @@ def atc(q: ArrayLike, ref: Reference, level: float = 0.95) -> Estimate:
     ref_credit = atc_scores(ref.conf, ref.atc_threshold, ref.atc_tie_fraction)
     d = ref.correct - ref_credit
     var_d = float(np.mean((d - d.mean()) ** 2))
-    var = var_d * (1 / len(conf) + 1 / ref.n)
+    var = var_d * (1 / effective_size(multiplicity(groups, len(conf))) + 1 / ref.n)
     return _interval(float(np.mean(credit)), float(np.sqrt(var)), level)
 
 
@@ -265,7 +298,11 @@ def _shifted_confidence(q: Array, pred: IntArray, w: Array) -> Array:
 
 
 def bbse(
-    q: ArrayLike, ref: Reference, level: float = 0.95, seed: int = 0
+    q: ArrayLike,
+    ref: Reference,
+    level: float = 0.95,
+    seed: int = 0,
+    groups: ArrayLike | None = None,
 ) -> tuple[Estimate, Array]:
     """Label-shift-corrected CBPE and the estimated weights ``w`` (one per label).
 
@@ -282,10 +319,12 @@ def bbse(
     p = _shifted_confidence(qa, pred, w[None, :])[0]
     rng = np.random.default_rng(seed)
     cells = rng.multinomial(ref.n, ref.confusion.reshape(-1), size=BOOTSTRAP) / ref.n
-    mus = rng.multinomial(m, mu, size=BOOTSTRAP) / m
+    mult = multiplicity(groups, m)
+    n_eff = max(1, round(effective_size(mult)))
+    mus = rng.multinomial(n_eff, mu, size=BOOTSTRAP) / n_eff
     wb = bbse_weights(cells.reshape(BOOTSTRAP, k, k), mus)
     draws = _shifted_confidence(qa, pred, wb).mean(axis=1)
-    var = float(np.var(draws)) + float(np.sum(p * (1 - p))) / m**2
+    var = float(np.var(draws)) + float(np.sum(mult * p * (1 - p))) / m**2
     return _interval(float(p.mean()), float(np.sqrt(var)), level), w
 
 

@@ -8,11 +8,13 @@ Tests (each a p-value under "no shift"):
 * **label mix**: chi-square test of homogeneity of the predicted-label counts
   (reference vs window), labels predicted in neither dropped.
 
-Both tests weigh a window no more than the reference: when the window is larger, its
-counts are scaled to the reference's size. The reference's own sampling error bounds what
-a test can tell anyway, and streams repeat items (the same prompts again and again, or a
-benchmark's resampled test part), which would make a 500-row window look like far more
-evidence than it holds. The price is power against small shifts in large windows.
+Streams repeat items (the same prompts again and again, or a benchmark's resampled test
+part), which makes a 500-row window look like more evidence than it holds: given the
+window's effective size (Kish's, from item ids: :func:`verbcal.monitor.estimate.effective_size`)
+both tests scale the window's counts to it, and never weigh a window more than the
+reference (whose sampling error bounds what a two-sample test can tell anyway; the cap also
+guards against repeats that carry fresh ids). The price is power against small shifts in
+large windows.
 
 Alarms (:class:`AlarmPolicy`) hold a false-alarm rate ``alpha`` per stream of ``horizon``
 windows. ``alpha`` is split evenly over the signals; the reference-based signals
@@ -20,7 +22,10 @@ windows. ``alpha`` is split evenly over the signals; the reference-based signals
 use Bonferroni over the horizon (p < alpha / (signals x horizon)); ``accuracy_change`` is a
 one-sided CUSUM of the estimated accuracy against the stream's own first ``baseline``
 windows (allowance ``k`` = 2 standard errors per window: tuned to catch abrupt drops in
-one or two windows), its threshold set by simulation so that a stationary stream crosses it with
+one or two windows), and ``confidence_change`` / ``label_mix_change`` are the same CUSUM
+on ``z = Φ⁻¹(1 - p)`` of the homogeneity test of each window against the pooled first
+``baseline`` windows (counted by their effective sizes); all three share the threshold
+set by simulation so that a stationary stream crosses it with
 probability alpha / signals within the horizon.
 """
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,6 +47,8 @@ SIGNALS = (
     "label_mix_shift",
     "accuracy_drop",
     "accuracy_change",
+    "confidence_change",
+    "label_mix_change",
     "labelled_accuracy_drop",
 )
 """Every signal that can raise an alarm, in the order an alarm lists them."""
@@ -63,7 +71,7 @@ def confidence_groups(reference: Array, min_count: int = 0) -> Array:
     return np.asarray(edges[:-1] if edges else [], dtype=np.float64)
 
 
-def confidence_shift(reference: Array, window: Array) -> float:
+def confidence_shift(reference: Array, window: Array, n_eff: float | None = None) -> float:
     """Chi-square p-value of homogeneity of the confidence distribution (reference vs
     window) over groups of the reference's distinct values (:func:`confidence_groups`),
     so ties are kept whole and any change of shape counts, not only of location; 1.0 when
@@ -76,16 +84,19 @@ def confidence_shift(reference: Array, window: Array) -> float:
     groups = len(edges) + 1
     ref_counts = np.bincount(np.searchsorted(edges, reference, side="left"), minlength=groups)
     win_counts = np.bincount(np.searchsorted(edges, window, side="left"), minlength=groups)
-    return _homogeneity(ref_counts, win_counts)
+    return _homogeneity(ref_counts, win_counts, n_eff)
 
 
-def _homogeneity(reference: IntArray, window: IntArray) -> float:
-    """Chi-square homogeneity p-value of two count vectors, the window's counts scaled down
-    to the reference's total when larger (see the module docstring)."""
+def _homogeneity(
+    reference: NDArray[Any], window: NDArray[Any], n_eff: float | None = None, cap: bool = True
+) -> float:
+    """Chi-square homogeneity p-value of two count vectors, the window's counts scaled to
+    ``min(n_eff, reference size)`` when larger (see the module docstring)."""
     n_ref, n_win = float(reference.sum()), float(window.sum())
     if n_ref == 0 or n_win == 0:
         return 1.0
-    scaled = window * min(1.0, n_ref / n_win)
+    limit = min(n_eff or n_win, n_ref) if cap else (n_eff or n_win)
+    scaled = window * min(1.0, limit / n_win)
     table = np.vstack([reference.astype(np.float64), scaled])
     table = table[:, table.sum(axis=0) > 0]
     if table.shape[1] < 2:
@@ -94,9 +105,41 @@ def _homogeneity(reference: IntArray, window: IntArray) -> float:
     return float(p)
 
 
-def label_mix_shift(reference: IntArray, window: IntArray, k: int) -> float:
+def label_mix_shift(
+    reference: IntArray, window: IntArray, k: int, n_eff: float | None = None
+) -> float:
     """Chi-square p-value of homogeneity of predicted-label counts (1.0 with one label used)."""
-    return _homogeneity(np.bincount(reference, minlength=k), np.bincount(window, minlength=k))
+    counts = np.bincount(window, minlength=k)
+    return _homogeneity(np.bincount(reference, minlength=k), counts, n_eff)
+
+
+def label_shift_fit(
+    ref_pred: IntArray,
+    ref_conf: Array,
+    ref_y: IntArray,
+    weights: Array,
+    pred: IntArray,
+    conf: Array,
+    n_eff: float | None = None,
+) -> float:
+    """Does pure label shift explain the window? The chi-square homogeneity p-value of the
+    window's (predicted label, confidence group) cells against the reference's cells
+    re-weighted by the BBSE weights (what label shift with those weights predicts), the
+    weighted reference counted by its Kish effective size. Covariate shift or a model
+    change leaves the cells unexplained (small p); label shift fits."""
+    k = len(weights)
+    edges = confidence_groups(ref_conf)
+    groups = len(edges) + 1
+    item_w = weights[ref_y]
+    if item_w.sum() <= 0:
+        return 0.0
+    ref_cell = ref_pred * groups + np.searchsorted(edges, ref_conf, side="left")
+    win_cell = pred * groups + np.searchsorted(edges, conf, side="left")
+    ess = float(item_w.sum() ** 2 / np.sum(item_w**2))
+    expected = np.bincount(ref_cell, weights=item_w, minlength=k * groups)
+    expected *= ess / expected.sum()
+    observed = np.bincount(win_cell, minlength=k * groups)
+    return _homogeneity(expected, observed, n_eff)  # type: ignore[arg-type]
 
 
 def accuracy_drop(reference_accuracy: float, estimate: float, se: float) -> float:
@@ -145,6 +188,8 @@ class AlarmPolicy:
     _base: list[float] = field(default_factory=list, repr=False)
     _se: list[float] = field(default_factory=list, repr=False)
     _s: float = field(default=0.0, repr=False)
+    _counts: dict[str, list[Array]] = field(default_factory=dict, repr=False)
+    _cs: dict[str, float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -174,15 +219,36 @@ class AlarmPolicy:
         self._s = max(0.0, self._s + z - self.k)
         return self._s
 
-    def fired(self, p_values: dict[str, float | None], cusum: float | None) -> list[str]:
+    def change(self, name: str, counts: NDArray[Any], n_eff: float) -> float | None:
+        """Feed one window's category counts (confidence groups, predicted labels) and its
+        effective size; the CUSUM of ``z = Φ⁻¹(1 - p)``, ``p`` the homogeneity p-value of
+        the window against the pooled first ``baseline`` windows (None while collecting)."""
+        n = float(counts.sum())
+        scaled = counts * (min(n_eff, n) / n if n else 0.0)
+        base = self._counts.setdefault(name, [])
+        if len(base) < self.baseline:
+            base.append(scaled)
+            return None
+        pooled = np.sum(base, axis=0)
+        p = _homogeneity(pooled, scaled, max(float(scaled.sum()), 1.0), cap=False)
+        z = float(np.clip(stats.norm.isf(max(p, 1e-300)), -8.0, 8.0))
+        self._cs[name] = max(0.0, self._cs.get(name, 0.0) + z - self.k)
+        return self._cs[name]
+
+    def fired(
+        self,
+        p_values: dict[str, float | None],
+        cusum: float | None,
+        changes: dict[str, float | None] | None = None,
+    ) -> list[str]:
         """Signals that fire for one window, in :data:`SIGNALS` order."""
+        cusums = {"accuracy_change": cusum, **(changes or {})}
         names = [
             name
             for name in SIGNALS
-            if name != "accuracy_change"
+            if name not in cusums
             and p_values.get(name) is not None
             and float(p_values[name]) < self.per_test  # type: ignore[arg-type]
         ]
-        if cusum is not None and cusum > self.threshold:
-            names.append("accuracy_change")
+        names += [n for n, stat in cusums.items() if stat is not None and stat > self.threshold]
         return [n for n in SIGNALS if n in names]

@@ -27,14 +27,18 @@ from verbcal.monitor.estimate import (
     cbpe,
     cbpe_items,
     check_q,
+    effective_size,
     labelled,
+    multiplicity,
     top_label,
 )
 from verbcal.monitor.shift import (
     AlarmPolicy,
     accuracy_drop,
+    confidence_groups,
     confidence_shift,
     label_mix_shift,
+    label_shift_fit,
     labelled_drop,
 )
 
@@ -138,9 +142,20 @@ def monitor(
     y: IntArray | None = None,
     policy: AlarmPolicy | None = None,
     level: float = 0.95,
+    groups: Sequence[Any] | None = None,
+    label_shift_headline: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per window (see the module docstring); ``y`` holds gold indices, -1 where
-    unknown. ``policy`` defaults to alpha 0.05 over a horizon of ``len(windows)`` (>= 20)."""
+    unknown. ``policy`` defaults to alpha 0.05 over a horizon of ``len(windows)`` (>= 20).
+    ``groups`` (e.g. item ids) marks rows that are the same item seen again: CIs and tests
+    then count a window by its effective number of distinct items.
+
+    The headline estimate is CBPE. With ``label_shift_headline`` it is BBSE's
+    label-shift-corrected CBPE when the predicted label mix has shifted (p < 0.01) *and*
+    pure label shift explains the window (:func:`verbcal.monitor.shift.label_shift_fit`,
+    p >= 0.01); off by default, because on the bundled benchmark the switch made the
+    estimate worse under covariate shift and no better under label shift (BBSE needs a
+    larger reference than 100 items)."""
     qa = check_q(q, "stream")
     policy = policy or AlarmPolicy(horizon=max(20, len(windows)))
     k = qa.shape[1]
@@ -152,15 +167,19 @@ def monitor(
         if len(qw) == 0:
             continue
         pred, conf = top_label(qw)
-        est = cbpe(qw, reference, level)
-        plain = cbpe(qw, reference, level, corrected=False)
-        est_atc = atc(qw, reference, level)
-        est_bbse, w = bbse(qw, reference, level)
-        p_conf = confidence_shift(reference.conf, conf)
-        p_mix = label_mix_shift(reference.pred, pred, k)
-        headline = est_bbse if p_mix < LABEL_SHIFT_P else est
+        gw = None if groups is None else np.asarray(groups, dtype=object)[window.index]
+        n_eff = effective_size(multiplicity(gw, len(qw)))
+        est = cbpe(qw, reference, level, groups=gw)
+        plain = cbpe(qw, reference, level, corrected=False, groups=gw)
+        est_atc = atc(qw, reference, level, groups=gw)
+        est_bbse, w = bbse(qw, reference, level, groups=gw)
+        p_conf = confidence_shift(reference.conf, conf, n_eff)
+        p_mix = label_mix_shift(reference.pred, pred, k, n_eff)
+        p_fit = label_shift_fit(reference.pred, reference.conf, reference.y, w, pred, conf, n_eff)
+        use_bbse = label_shift_headline and p_mix < LABEL_SHIFT_P and p_fit >= LABEL_SHIFT_P
+        headline = est_bbse if use_bbse else est
         items = cbpe_items(qw, reference)
-        sampling = float(np.std(items) / np.sqrt(len(items)))
+        sampling = float(np.std(items) / np.sqrt(n_eff))
         stat = policy.cusum(headline.value, sampling)
         p_values: dict[str, float | None] = {
             "confidence_shift": p_conf,
@@ -175,7 +194,7 @@ def monitor(
             "est_accuracy": _r(headline.value),
             "est_accuracy_low": _r(headline.low),
             "est_accuracy_high": _r(headline.high),
-            "est_method": "bbse" if headline is est_bbse else "cbpe",
+            "est_method": "bbse" if use_bbse else "cbpe",
             "est_accuracy_cbpe": _r(est.value),
             "est_accuracy_cbpe_low": _r(est.low),
             "est_accuracy_cbpe_high": _r(est.high),
@@ -192,6 +211,8 @@ def monitor(
             "confidence_p": _r(p_conf),
             "label_mix_p": _r(p_mix),
             "shift_p": _r(min(1.0, 2 * min(p_conf, p_mix))),
+            "label_shift_fit_p": _r(p_fit),
+            "n_effective": _r(n_eff),
             "mean_confidence": _r(float(conf.mean())),
             "confidence_hist": _hist(conf),
             "n_labelled": 0,
@@ -220,8 +241,21 @@ def monitor(
                     real.accuracy.value * real.n,
                     real.n,
                 )
-        fired = policy.fired(p_values, stat)
+        edges = confidence_groups(reference.conf)
+        changes = {
+            "confidence_change": policy.change(
+                "confidence_change",
+                np.bincount(np.searchsorted(edges, conf, side="left"), minlength=len(edges) + 1),
+                n_eff,
+            ),
+            "label_mix_change": policy.change(
+                "label_mix_change", np.bincount(pred, minlength=k), n_eff
+            ),
+        }
+        fired = policy.fired(p_values, stat, changes)
         row["cusum"] = _r(stat)
+        row["cusum_confidence"] = _r(changes["confidence_change"])
+        row["cusum_label_mix"] = _r(changes["label_mix_change"])
         row["p_values"] = {name: _r(p) for name, p in p_values.items()}
         row["alarm"] = bool(fired)
         row["signal"] = ",".join(fired) if fired else None

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 
 import verbcal
 from verbcal.calibration import CalibratorError
-from verbcal.serve import decisions, oip, wire
+from verbcal.serve import decisions, monitoring, oip, wire
 from verbcal.serve.auth import HEALTH_PATHS, KeyRing, RateLimiter
 from verbcal.serve.cache import Row
 from verbcal.serve.calibrate import (
@@ -29,6 +29,7 @@ from verbcal.serve.calibrate import (
     calibrated_items,
     checked_rows,
     field_error,
+    item_rows,
     pick_model,
 )
 from verbcal.serve.config import ServeConfig, parse_rate, read_api_keys
@@ -85,6 +86,24 @@ class Service:
         self.keys = keys if len(keys) and not config.no_auth else None
         rate = parse_rate(config.rate_limit)
         self.limiter = RateLimiter(*rate) if rate else None
+        self.monitoring: monitoring.Monitoring | None = None
+        self._versions: dict[tuple[str, float], str] = {}
+        if config.log_predictions:
+            log = monitoring.PredictionLog(config.log_predictions)
+            self.monitoring = monitoring.Monitoring(
+                log, config.monitor_references, window=config.monitor_window
+            )
+            for served in self.registry.models.values():
+                self.monitoring.reference(served)  # a bad reference file stops start-up
+            self.metrics.registry.register(monitoring.MonitorCollector(self))
+
+    def version_of(self, served: Served) -> str:
+        """The calibrator version logged with a prediction: sha256 prefix of its file."""
+        key = (served.path, served.loaded_at)
+        version = self._versions.get(key)
+        if version is None:
+            version = self._versions[key] = monitoring.file_version(served.path)
+        return version
 
     def _check_classify(self, models: Mapping[str, Served]) -> None:
         if self.classifier is not None:
@@ -105,8 +124,10 @@ class Service:
         """The ``/v1/calibrate`` answer (JSON) for a validated body (raises InputError)."""
         self.check_count(len(body.items))
         served = pick_model(self.registry.models, body.model)
-        rows = calibrated(served, checked_rows(served, [item.probs for item in body.items]))
+        matrix = checked_rows(served, item_rows(served, body.items))
+        rows = calibrated(served, matrix)
         ids = [item.id for item in body.items]
+        ids = monitoring.log_served(self, served, ids, matrix, rows)
         return self.answer(served, ids, rows, body.accept_threshold, body.set_mass)
 
     async def fast_calibrate(self, raw: bytes) -> bytes | None:
@@ -123,6 +144,8 @@ class Service:
         except (msgspec.DecodeError, InputError, CalibratorError):
             return None
         ids = [item.id for item in body.items]
+        if self.monitoring is not None:
+            ids = monitoring.log_served(self, served, ids, served.read_rows(texts), rows)
         return self.answer(served, ids, rows, body.accept_threshold, body.set_mass)
 
     def answer(
@@ -202,6 +225,8 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         version=verbcal.__version__,
         summary="Calibrated probabilities from verbalized LLM distributions, as a service.",
         lifespan=lifespan,
+        docs_url=None,  # /docs is added by _add_docs, with its assets served from here
+        redoc_url=None,  # ReDoc loads its script from a CDN: not served
     )
     app.state.service = service
     app.add_middleware(
@@ -215,11 +240,41 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         fast_routes={"/v1/calibrate": service.fast_calibrate},
     )
     _add_error_handlers(app, service)
+    _add_docs(app)
     _add_routes(app, service)
     oip.add_routes(app, service)
     decisions.add_routes(app, service)
+    monitoring.add_routes(app, service)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+DOCS_ASSETS = "/docs/assets"
+"""Where the Swagger UI's script, stylesheet and icon are served (from ``swagger-ui-bundle``)."""
+
+
+def _add_docs(app: FastAPI) -> None:
+    """``/docs``: the Swagger UI with every asset served by this process (no CDN), so it
+    works offline and behind a firewall. Without ``swagger-ui-bundle`` there is no /docs."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
 
 
 def _on_sighup(service: Service) -> bool:
@@ -322,7 +377,12 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     )
     async def metrics() -> Response:
         """Prometheus metrics: requests by route and status, latency, items, classify statuses."""
-        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        registry = service.metrics.registry
+        if service.monitoring is not None:  # its gauges compute: keep the loop free
+            body = await asyncio.to_thread(generate_latest, registry)
+        else:
+            body = generate_latest(registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def _info(served: Served) -> ModelInfo:

@@ -60,6 +60,40 @@ def checked_rows(served: Served, rows: Sequence[Mapping[str, float]]) -> Array:
     return np.array(values, dtype=np.float64)
 
 
+def item_rows(served: Served, items: Sequence[Any]) -> list[Mapping[str, float]]:
+    """Each item's distribution: its ``probs``, or its ``verbal`` phrase read through the
+    bundled lexicon as P(``about``) on a binary model; errors name the item and the field."""
+    from verbcal.lexicon import parse_verbal
+
+    rows: list[Mapping[str, float]] = []
+    errors: list[dict[str, Any]] = []
+    labels = served.labels
+    for i, item in enumerate(items):
+        if item.probs is not None:
+            rows.append(item.probs)
+            continue
+        if len(labels) != 2 or item.about not in labels:
+            errors.append(
+                field_error(
+                    i,
+                    "about",
+                    f"must be one of the model's two labels {list(labels)}"
+                    if len(labels) == 2
+                    else f"confidence in words needs a binary model; this one has {list(labels)}",
+                )
+            )
+            continue
+        reply = parse_verbal(item.verbal, about=item.about, labels=labels)
+        probs = None if reply.p is None else reply.probs(labels, item.about)
+        if probs is None:
+            errors.append(field_error(i, "verbal", "; ".join(reply.issues)))
+            continue
+        rows.append(probs)
+    if errors:
+        raise InputError(errors[:20])
+    return rows
+
+
 def refused_rows(matrix: Array) -> list[tuple[int, str]]:
     """Rows of valid probabilities the calibrators refuse, as (index, why): all zeros, or a
     sum past the largest float (computed as the calibrators compute it)."""

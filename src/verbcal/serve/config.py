@@ -63,6 +63,13 @@ class ServeConfig:
     log_level: str = "info"
     cache_rows: int = DEFAULT_CACHE_ROWS
     """Calibrated rows cached per calibrator (``--cache-rows``; 0: no cache)."""
+    log_predictions: str | None = None
+    """SQLite file logging every served prediction (``--log-predictions``); enables
+    ``/v1/feedback``, ``/v1/monitor/{model}`` and the monitoring gauges."""
+    monitor_references: dict[str, str] = field(default_factory=dict)
+    """Model name → labelled predictions file the monitor compares against."""
+    monitor_window: int = 500
+    """Logged rows per monitoring window."""
     extra_keys: tuple[str, ...] = field(default=(), repr=False, compare=False)
     """Keys given in code (in addition to the environment and the file); never serialised."""
 
@@ -80,6 +87,15 @@ class ServeConfig:
         if self.cache_rows < 0:
             raise ServeConfigError("--cache-rows must be 0 (no cache) or more")
         parse_rate(self.rate_limit)
+        unknown = set(self.monitor_references) - set(self.calibrators)
+        if unknown:
+            raise ServeConfigError(
+                f"--monitor-reference names {sorted(unknown)}, which no --calibrator serves"
+            )
+        if self.monitor_references and not self.log_predictions:
+            raise ServeConfigError("--monitor-reference needs --log-predictions PATH")
+        if self.monitor_window < 1:
+            raise ServeConfigError("--monitor-window must be at least 1")
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -7,7 +7,15 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import to_json
 
 from verbcal.serve.limits import ITEM_ID_MAX, ITEMS_MIN, MODEL_NAME_MAX, TEXT_MAX
@@ -67,9 +75,39 @@ class Decisions(_Strict):
 
 class CalibrateItem(_Strict):
     id: ItemId | None = Field(None, description="Your identifier, echoed back.")
-    probs: dict[str, Probability] = Field(
-        description="The verbalized probability of every label of the model (normalised to sum 1)."
+    verbal: str | None = Field(
+        None,
+        max_length=200,
+        description="Instead of probs, for a binary model: confidence in words, e.g. 'very "
+        "likely', read through the bundled lexicon as P(about).",
     )
+    about: str | None = Field(
+        None, max_length=200, description="With `verbal`: the label the phrase speaks of."
+    )
+    probs: dict[str, Probability] | None = Field(
+        None,
+        validate_default=True,
+        description="The verbalized probability of every label of the model (normalised to "
+        "sum 1); or give `verbal` and `about` instead.",
+    )
+
+    @field_validator("probs")
+    @classmethod
+    def _probs_or_words(
+        cls, value: dict[str, float] | None, info: ValidationInfo
+    ) -> dict[str, float] | None:
+        verbal = info.data.get("verbal")
+        if value is None and verbal is None:
+            raise ValueError("missing: give probs, or verbal with about")
+        if value is not None and verbal is not None:
+            raise ValueError("give either probs or verbal, not both")
+        return value
+
+    @model_validator(mode="after")
+    def _about(self) -> CalibrateItem:
+        if self.verbal is not None and not self.about:
+            raise ValueError("verbal needs about: the label the phrase speaks of")
+        return self
 
 
 class CalibrateRequest(Decisions):

@@ -15,6 +15,10 @@ DEFAULT_DATASETS: dict[str, str] = {
     "tweets": "recorded:tweets",
     "drug-reviews": "recorded:drug-reviews",
     "bbc-news": "recorded:bbc-news",
+    "mt-quality": "recorded:mt-quality",
+    "mt-quality-words": "recorded:mt-quality#verbal",
+    "halueval": "recorded:halueval",
+    "halueval-words": "recorded:halueval#verbal",
 }
 DEFAULT_METHODS: tuple[str, ...] = (
     UNCALIBRATED,
@@ -37,6 +41,7 @@ DEFAULT_METHODS: tuple[str, ...] = (
     "platt",
     "isotonic",
     "histogram",
+    "words",
     "auto",
 )
 """The default variants: every core method (floor fitted where one is used), the

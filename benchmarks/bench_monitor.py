@@ -1,0 +1,338 @@
+"""Calibration in production: label-free accuracy estimates and alarms on streams built from
+the bundled recorded replies, against NannyML's CBPE on the same windows.
+
+Each stream: a bundled set (tweets, drug-reviews: 3 sentiment labels; bbc-news: 5 topics) is
+split 50/50 at random (stratified) into a reference part, on which a temperature calibrator
+is fitted and the monitor's reference is built, and a test part; the stream is 20 windows of
+500 items drawn with replacement from the test part (the data hold 150-201 items, so items
+repeat). Scenarios (change at window 11 where there is one):
+
+* ``stationary``: every window from the test part;
+* ``label_shift``: from window 11 the gold-label mix moves towards the class the model gets
+  most wrong, by as much as makes the expected accuracy 10 points lower (label shift: each
+  class's items are unchanged);
+* ``covariate``: from window 11 half of every window is items of the other sentiment set
+  (tweets <-> drug-reviews), calibrated with the tweets/drug calibrator they were not fitted
+  on (items of another kind);
+* ``model_flat`` / ``model_sharp``: from window 11 the verbalized rows are raised to the power
+  0.5 / 2 and renormalised (a model change that keeps every prediction, moves confidence).
+
+Per window: the absolute error of each estimate against the window's realised accuracy,
+and whether its 95 % CI covers it. Per stream: any alarm (false alarm on ``stationary``),
+and for ``label_shift`` the detection delay (windows after the change until the first alarm;
+"within 2" = alarmed at window 11 or 12).
+
+Estimates: ``cbpe`` (verbcal's headline: mean calibrated confidence + the reference's per-bin
+gap, or the BBSE-corrected one when the predicted-label mix shifted), ``cbpe_plain`` (mean
+calibrated confidence), ``atc``, ``bbse``, ``nannyml`` (``nannyml.CBPE``, multiclass accuracy,
+fitted on the same reference part with the raw verbalized rows as scores and verbcal's
+predictions as ``y_pred``; its own isotonic calibration; chunk size 500).
+
+    python benchmarks/bench_monitor.py [--streams 40] [--nannyml-streams 10] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")  # NannyML phones home otherwise
+
+from verbcal import datasets
+from verbcal.calibration import make_calibrator
+from verbcal.monitor import AlarmPolicy, Reference, count_windows, monitor
+
+Array = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+WINDOW, N_WINDOWS, CHANGE = 500, 20, 10
+OTHER = {"tweets": "drug-reviews", "drug-reviews": "tweets"}
+ESTIMATES = ("cbpe", "cbpe_plain", "atc", "bbse")
+
+
+@dataclass
+class Part:
+    probs: Array
+    y: IntArray
+
+
+@dataclass
+class Stream:
+    """One stream's raw rows, gold labels and which windows are after the change."""
+
+    dataset: str
+    reference: Part
+    probs: Array
+    y: IntArray
+    changed: bool
+    groups: IntArray
+    """Item identity per row (a test-part index; other-set items offset by 100000)."""
+
+
+@dataclass
+class Tally:
+    errors: dict[str, list[float]] = field(default_factory=dict)
+    covered: dict[str, list[bool]] = field(default_factory=dict)
+    alarmed: list[bool] = field(default_factory=list)
+    delays: list[int | None] = field(default_factory=list)
+    drops: list[float] = field(default_factory=list)
+
+    def add(self, name: str, error: float, covered: bool | None = None) -> None:
+        self.errors.setdefault(name, []).append(error)
+        if covered is not None:
+            self.covered.setdefault(name, []).append(covered)
+
+
+def load(name: str) -> Part:
+    data = datasets.load(f"recorded:{name}").labelled()
+    return Part(data.probs, data.y)
+
+
+def split(part: Part, rng: np.random.Generator) -> tuple[Part, Part]:
+    ref, test = [], []
+    for label in np.unique(part.y):
+        idx = rng.permutation(np.flatnonzero(part.y == label))
+        ref.append(idx[: len(idx) // 2])
+        test.append(idx[len(idx) // 2 :])
+    r, t = np.concatenate(ref), np.concatenate(test)
+    return Part(part.probs[r], part.y[r]), Part(part.probs[t], part.y[t])
+
+
+def reshape(probs: Array, power: float) -> Array:
+    p = np.maximum(probs, 1e-3) ** power
+    return np.asarray(p / p.sum(axis=1, keepdims=True), dtype=np.float64)
+
+
+def draw(part: Part, n: int, rng: np.random.Generator, weights: Array | None = None) -> IntArray:
+    p = None if weights is None else weights / weights.sum()
+    return np.asarray(rng.choice(len(part.y), size=n, p=p), dtype=np.int64)
+
+
+def label_shift_weights(test: Part, predicted: IntArray, drop: float) -> Array | None:
+    """Per-item sampling weights moving the label mix towards the worst class so that the
+    expected accuracy falls by ``drop`` (None when no mix can)."""
+    k = int(test.y.max()) + 1
+    correct = (predicted == test.y).astype(np.float64)
+    prior = np.bincount(test.y, minlength=k) / len(test.y)
+    acc_y = np.array(
+        [correct[test.y == c].mean() if np.any(test.y == c) else 1.0 for c in range(k)]
+    )
+    worst = int(np.argmin(acc_y))
+    base = float(np.sum(prior * acc_y))
+    if base - acc_y[worst] < drop:
+        return None
+    lam = drop / (base - acc_y[worst])
+    target = (1 - lam) * prior + lam * np.eye(k)[worst]
+    return np.asarray(target[test.y] / prior[test.y], dtype=np.float64)
+
+
+def build(scenario: str, name: str, seed: int) -> Stream | None:
+    rng = np.random.default_rng(seed)
+    ref, test = split(load(name), rng)
+    idx = draw(test, WINDOW * CHANGE, rng)
+    before, ys, gs = [test.probs[idx]], [test.y[idx]], [idx]
+    after_n = WINDOW * (N_WINDOWS - CHANGE)
+    if scenario == "stationary":
+        idx = draw(test, after_n, rng)
+        after, after_y, after_g = test.probs[idx], test.y[idx], idx
+    elif scenario == "label_shift":
+        cal = make_calibrator("temperature").fit(ref.probs, ref.y)
+        weights = label_shift_weights(test, cal.predict(test.probs), 0.10)
+        if weights is None:
+            return None
+        idx = draw(test, after_n, rng, weights)
+        after, after_y, after_g = test.probs[idx], test.y[idx], idx
+    elif scenario == "covariate":
+        other = load(OTHER[name])
+        mine, theirs = draw(test, after_n // 2, rng), draw(other, after_n // 2, rng)
+        after = np.concatenate([test.probs[mine], other.probs[theirs]])
+        after_y = np.concatenate([test.y[mine], other.y[theirs]])
+        after_g = np.concatenate([mine, theirs + 100000])
+        order = rng.permutation(after_n)
+        after, after_y, after_g = after[order], after_y[order], after_g[order]
+    elif scenario in ("model_flat", "model_sharp"):
+        idx = draw(test, after_n, rng)
+        after = reshape(test.probs[idx], 0.5 if scenario == "model_flat" else 2.0)
+        after_y, after_g = test.y[idx], idx
+    else:
+        raise ValueError(scenario)
+    probs = np.concatenate([*before, after])
+    y = np.concatenate([*ys, after_y])
+    groups = np.concatenate([*gs, after_g])
+    return Stream(name, ref, probs, y, scenario != "stationary", groups)
+
+
+def nannyml_estimates(stream: Stream, q_ref: Array, q: Array) -> list[float] | None:
+    """NannyML CBPE accuracy per 500-row chunk (None when nannyml is not installed)."""
+    try:
+        import nannyml as nml
+        import pandas as pd
+    except ImportError:
+        return None
+    k = q.shape[1]
+    cols = {str(c): f"p{c}" for c in range(k)}
+
+    def frame(raw: Array, pred: IntArray, y: IntArray | None) -> Any:
+        df = pd.DataFrame({f"p{c}": raw[:, c] for c in range(k)})
+        df["y_pred"] = [str(v) for v in pred]
+        if y is not None:
+            df["y_true"] = [str(v) for v in y]
+        return df
+
+    ref = frame(stream.reference.probs, q_ref.argmax(axis=1), stream.reference.y)
+    ana = frame(stream.probs, q.argmax(axis=1), None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = nml.CBPE(
+            y_pred_proba=cols,
+            y_pred="y_pred",
+            y_true="y_true",
+            metrics=["accuracy"],
+            chunk_size=WINDOW,
+            problem_type="classification_multiclass",
+        )
+        est.fit(ref)
+        out = est.estimate(ana).to_df()
+    values = out[("accuracy", "value")].tolist()
+    return [float(v) for v in values[:N_WINDOWS]]
+
+
+def run_stream(stream: Stream, tally: Tally, with_nannyml: bool) -> None:
+    cal = make_calibrator("temperature").fit(stream.reference.probs, stream.reference.y)
+    q_ref = cal.predict_proba(stream.reference.probs)
+    ref = Reference.build(q_ref, stream.reference.y)
+    q = cal.predict_proba(stream.probs)
+    windows = count_windows(len(q), WINDOW)
+    policy = AlarmPolicy(alpha=0.05, horizon=N_WINDOWS)
+    rows = monitor(ref, q, windows, policy=policy, groups=stream.groups.tolist())
+    realised = [float(np.mean(q[w.index].argmax(axis=1) == stream.y[w.index])) for w in windows]
+    nanny = nannyml_estimates(stream, q_ref, q) if with_nannyml else None
+    for i, (row, truth) in enumerate(zip(rows, realised, strict=True)):
+        if stream.changed and i < CHANGE:
+            continue  # errors are scored where the scenario applies
+        tally.add(
+            "cbpe",
+            abs(row["est_accuracy"] - truth),
+            row["est_accuracy_low"] <= truth <= row["est_accuracy_high"],
+        )
+        tally.add("cbpe_plain", abs(row["est_accuracy_cbpe_plain"] - truth))
+        tally.add(
+            "atc",
+            abs(row["est_accuracy_atc"] - truth),
+            row["est_accuracy_atc_low"] <= truth <= row["est_accuracy_atc_high"],
+        )
+        tally.add(
+            "bbse",
+            abs(row["est_accuracy_bbse"] - truth),
+            row["est_accuracy_bbse_low"] <= truth <= row["est_accuracy_bbse_high"],
+        )
+        if nanny is not None:
+            tally.add("nannyml", abs(nanny[i] - truth))
+            tally.add("cbpe_same", abs(row["est_accuracy"] - truth))
+    tally.alarmed.append(any(r["alarm"] for r in rows))
+    if stream.changed:
+        tally.alarmed[-1] = any(r["alarm"] for r in rows[CHANGE:])
+        first = next((i - CHANGE for i, r in enumerate(rows) if i >= CHANGE and r["alarm"]), None)
+        pre = any(r["alarm"] for r in rows[:CHANGE])
+        tally.delays.append(None if pre else first)
+        tally.drops.append(float(np.mean(realised[:CHANGE]) - np.mean(realised[CHANGE:])))
+
+
+def summarise(name: str, tally: Tally) -> dict[str, Any]:
+    out: dict[str, Any] = {"scenario": name, "streams": len(tally.alarmed)}
+    for est, errors in tally.errors.items():
+        out[f"mae_{est}"] = float(np.mean(errors))
+        out[f"n_{est}"] = len(errors)
+    for est, cov in tally.covered.items():
+        out[f"coverage_{est}"] = float(np.mean(cov))
+    out["alarm_rate"] = float(np.mean(tally.alarmed))
+    if tally.delays:
+        found = [d for d in tally.delays if d is not None]
+        out["alarmed_within_2"] = float(np.mean([d is not None and d <= 1 for d in tally.delays]))
+        out["median_delay"] = float(np.median(found)) if found else None
+        out["mean_realised_drop"] = float(np.mean(tally.drops))
+    return out
+
+
+SCENARIOS: dict[str, tuple[str, ...]] = {
+    "stationary": ("tweets", "drug-reviews", "bbc-news"),
+    "label_shift": ("tweets", "drug-reviews", "bbc-news"),
+    "covariate": ("tweets", "drug-reviews"),
+    "model_flat": ("tweets", "drug-reviews", "bbc-news"),
+    "model_sharp": ("tweets", "drug-reviews", "bbc-news"),
+}
+
+
+def run(
+    streams: int, nannyml_streams: int, scenarios: Callable[[str], bool] = lambda s: True
+) -> list[dict[str, Any]]:
+    results = []
+    for scenario, names in SCENARIOS.items():
+        if not scenarios(scenario):
+            continue
+        tally = Tally()
+        count = streams * (3 if scenario == "stationary" else 1)  # false alarms need many
+        for s in range(count):
+            name = names[s % len(names)]
+            stream = build(scenario, name, 1000 + s)
+            if stream is None:
+                continue
+            run_stream(stream, tally, s < nannyml_streams)
+        results.append(summarise(scenario, tally))
+    return results
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = "| scenario | streams | MAE cbpe | MAE plain | MAE atc | MAE bbse | MAE nannyml (same streams: cbpe) | coverage cbpe / atc / bbse | alarm rate | within 2 |"
+    lines = [head, "|" + "---|" * 10]
+    for r in results:
+        nanny = "–"
+        if "mae_nannyml" in r:
+            nanny = f"{r['mae_nannyml']:.3f} ({r['mae_cbpe_same']:.3f}, {r['n_nannyml']} windows)"
+        lines.append(
+            f"| {r['scenario']} | {r['streams']} | {r['mae_cbpe']:.3f} | {r['mae_cbpe_plain']:.3f} | {r['mae_atc']:.3f} | "
+            f"{r['mae_bbse']:.3f} | {nanny} | {r['coverage_cbpe']:.3f} / {r['coverage_atc']:.3f} / {r['coverage_bbse']:.3f} | "
+            f"{r['alarm_rate']:.3f} | {r.get('alarmed_within_2', '–') if 'alarmed_within_2' not in r else format(r['alarmed_within_2'], '.2f')} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--streams", type=int, default=40, help="streams per scenario (x3 stationary)"
+    )
+    parser.add_argument(
+        "--nannyml-streams", type=int, default=10, help="streams also run through NannyML"
+    )
+    parser.add_argument("--only", default="", help="comma-separated scenarios")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    only = {s for s in args.only.split(",") if s}
+    start = time.perf_counter()
+    results = run(args.streams, args.nannyml_streams, lambda s: not only or s in only)
+    try:
+        import nannyml
+
+        nanny = f"nannyml {nannyml.__version__}"
+    except ImportError:
+        nanny = "nannyml not installed: its column is empty (pip install nannyml)"
+    if args.json:
+        print(json.dumps({"results": results, "nannyml": nanny}, indent=2))
+    else:
+        print(table(results))
+        print(f"\n{nanny}; {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
