@@ -179,7 +179,7 @@ def plan_arm(
     keys: list[tuple[str, ...]] = []
     jobs: dict[str, Job] = {}
     for item in items:
-        prompt = task.render_prompt(str(item["text"]))
+        prompt = task.render_prompt(str(item["text"]), item)
         item_keys = []
         for sample in range(arm.samples):
             key = request_key(opts.backend, model, prompt, params, sample)
