@@ -5,8 +5,9 @@ per model: ``oracle-*`` models put 0.9 on the gold label for 90% of the items (t
 0.7 on the wrong label, a confident mistake), ``coin-*`` models answer a seeded coin flip,
 unrelated to gold.
 It answers in the format the request asks for: a distribution (the numeric schema), an
-answer and a confidence (the top-label schema), or a phrase (no schema: "very likely" /
-"very unlikely" about the label quoted in the prompt). Usage: ``prompt_tokens`` = characters
+answer and a confidence (the top-label schema), or a phrase, "very likely" / "very unlikely"
+about the label quoted in the prompt: ``{"likelihood": PHRASE}`` under the verbal schema (the
+phrase must be in its enum), the bare phrase without a schema. Usage: ``prompt_tokens`` = characters
 of the prompt // 4, ``completion_tokens`` = 12; :attr:`usage` keeps every reply's usage per
 model, so a test can price them independently.
 """
@@ -77,13 +78,18 @@ class ScriptedServer:
         assert item is not None, prompt
         label, p = self.believed(model, item.group(0), seed)
         rest = {name: (1 - p) / (len(self.labels) - 1) for name in self.labels}
-        if schema is not None and "answer" in schema.get("properties", {}):
+        properties = (schema or {}).get("properties", {})
+        if "answer" in properties:
             return json.dumps({"answer": label, "confidence": p})
-        if schema is not None:
+        if schema is not None and "likelihood" not in properties:
             return json.dumps({**rest, label: p})
         about = re.search(r'correct label is "([^"]+)"', prompt)
         assert about is not None, prompt
-        return "very likely" if label == about.group(1) else "very unlikely"
+        phrase = "very likely" if label == about.group(1) else "very unlikely"
+        if "likelihood" in properties:
+            assert phrase in properties["likelihood"]["enum"], properties
+            return json.dumps({"likelihood": phrase})
+        return phrase
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

@@ -223,7 +223,12 @@ def test_cli_runs_top_label_and_numeric_arms(server: ScriptedServer, tmp_path: P
 def test_verbal_arms_take_a_parser_hook_and_say_when_the_lexicon_is_missing(
     server: ScriptedServer, tmp_path: Path
 ) -> None:
-    arms = [priced("oracle-cheap"), {**priced("oracle-pricey"), "reply": "verbal"}]
+    free_text = {**priced("oracle-pricey"), "name": "words-free", "structured": False}
+    arms = [
+        priced("oracle-cheap"),
+        {**priced("oracle-pricey"), "reply": "verbal"},
+        {**free_text, "reply": "verbal"},
+    ]
     path = write_setup(tmp_path, server.url, arms)
     config = BakeoffConfig.load(path)
     if not lexicon_available():
@@ -236,8 +241,10 @@ def test_verbal_arms_take_a_parser_hook_and_say_when_the_lexicon_is_missing(
     done = run_bakeoff(
         config, tmp_path / "out", repeats=2, n_boot=50, verbal_parser=words.get, html_report=False
     )
-    verbal = done.replies["oracle-pricey"]
+    verbal = done.replies["oracle-pricey"]  # structured: {"likelihood": phrase}
     assert set(np.round(verbal.probs[:, 0], 6)) <= {0.85, 0.1}
+    free = done.replies["words-free"]  # structured: false, the bare phrase
+    np.testing.assert_array_equal(free.probs, verbal.probs)
     assert LEXICON_MISSING.startswith("verbal replies require the lexicon")
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from verbcal.bakeoff.config import BakeoffError
-from verbcal.bakeoff.formats import parse_top_label, parse_verbal, spread, top_label_schema
+from verbcal.bakeoff.formats import (
+    default_verbal_parser,
+    lexicon_available,
+    parse_top_label,
+    parse_verbal,
+    spread,
+    top_label_schema,
+    verbal_phrases,
+    verbal_schema,
+)
 
 LABELS = ("positive", "negative", "neutral")
 
@@ -68,3 +77,43 @@ def test_verbal_goes_through_the_parser_and_never_guesses() -> None:
     with pytest.raises(BakeoffError, match="outside"):
         parse_verbal("x", LABELS, "neutral", lambda _: 1.5)
     assert spread(LABELS, "neutral", 0.5) == {"positive": 0.25, "negative": 0.25, "neutral": 0.5}
+
+
+def test_verbal_schema_offers_only_phrases_the_lexicon_maps() -> None:
+    if not lexicon_available():
+        pytest.skip("this build has no lexicon")
+    phrases = verbal_phrases()
+    schema = verbal_schema(phrases)
+    assert schema["required"] == ["likelihood"] and schema["additionalProperties"] is False
+    enum = schema["properties"]["likelihood"]["enum"]
+    assert {"very likely", "about even", "very unlikely"} <= set(enum)
+    assert all(phrase.isascii() for phrase in enum)  # English phrases, not the Chinese ones
+    parser = default_verbal_parser()
+    readings = [parse_verbal(f'{{"likelihood": "{p}"}}', LABELS, "neutral", parser) for p in enum]
+    assert all(r.status == "ok" and r.probs is not None for r in readings)
+    # most to least probable, as the lexicon lists them
+    neutral = [r.probs["neutral"] for r in readings if r.probs is not None]
+    assert neutral == sorted(neutral, reverse=True)
+    with pytest.raises(BakeoffError, match="at least one phrase"):
+        verbal_schema([])
+
+
+@pytest.mark.parametrize(
+    ("text", "status", "issues"),
+    [
+        ('{"likelihood": "very likely"}', "ok", ()),
+        ('{"Likelihood": " very likely "}', "ok", ()),
+        ('Here: {"likelihood": "very likely"}.', "repaired", ("prose_around_json",)),
+        ("very likely", "ok", ()),  # free text (structured: false)
+        ('{"likelihood": "kinda"}', "failed", ("unknown_expression:kinda",)),
+        ('{"confidence": 0.9}', "failed", ("no_phrase",)),
+    ],
+)
+def test_verbal_reads_the_phrase_of_a_structured_reply(
+    text: str, status: str, issues: tuple[str, ...]
+) -> None:
+    words = {"very likely": 0.85}
+    parsed = parse_verbal(text, ("acceptable", "unacceptable"), "acceptable", words.get)
+    assert parsed.status == status and parsed.issues == issues
+    if status != "failed":
+        assert parsed.probs == pytest.approx({"acceptable": 0.85, "unacceptable": 0.15})

@@ -33,6 +33,7 @@ from rich.console import Console
 from verbcal.bakeoff.config import Arm, BakeoffConfig, BakeoffError
 from verbcal.bakeoff.formats import (
     TOP_LABEL_TEMPLATE,
+    VERBAL_JSON_TEMPLATE,
     VERBAL_TEMPLATE,
     Parsed,
     VerbalParser,
@@ -41,6 +42,8 @@ from verbcal.bakeoff.formats import (
     parse_verbal,
     spread,
     top_label_schema,
+    verbal_phrases,
+    verbal_schema,
 )
 from verbcal.elicit.backends import DEFAULT_MODELS, Request
 from verbcal.elicit.engine import Engine, EngineStats, Job, estimate_tokens
@@ -133,7 +136,7 @@ def arm_task(task: Task, arm: Arm, about: str) -> Task:
     if template is None and arm.reply == "top-label":
         template = TOP_LABEL_TEMPLATE
     if template is None and arm.reply == "verbal":
-        template = VERBAL_TEMPLATE
+        template = VERBAL_JSON_TEMPLATE if arm.structured else VERBAL_TEMPLATE
     if template is None:
         return task
     return dataclasses.replace(task, template=template.replace("{about}", about))
@@ -151,7 +154,7 @@ def arm_options(arm: Arm, prices: str | None) -> ElicitOptions:
         samples=arm.samples,
         temperature=arm.temperature,
         max_tokens=arm.max_tokens,
-        structured=arm.structured if arm.reply != "verbal" else False,
+        structured=arm.structured,
         prices=prices,
     )
 
@@ -176,6 +179,8 @@ def plan_arm(
         params["reply"] = arm.reply
         if arm.reply == "top-label" and opts.structured:
             schema = top_label_schema(task.labels)
+        if arm.reply == "verbal" and opts.structured:
+            schema = verbal_schema(verbal_phrases())
     keys: list[tuple[str, ...]] = []
     jobs: dict[str, Job] = {}
     for item in items:

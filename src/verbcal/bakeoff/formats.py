@@ -12,6 +12,11 @@
   :data:`VerbalParser` (the lexicon) maps it to P(about); the other labels share
   1 - P(about) evenly (for two labels: the other label gets it all). A phrase the parser
   cannot map is ``failed`` with the issue ``unknown_expression:<phrase>``, never a guess.
+  With structured output (the arm's ``structured: true``, the default) the request carries
+  :func:`verbal_schema`: ``{"likelihood": PHRASE}`` where PHRASE is one of the lexicon's
+  English phrases (an ``enum``), so a server with constrained decoding (llama.cpp, OpenAI
+  strict JSON schema) can only answer a phrase the lexicon maps. ``structured: false``
+  asks for the bare phrase in free text. Either reply is read by :func:`parse_verbal`.
 """
 
 from __future__ import annotations
@@ -110,6 +115,58 @@ says in words how likely you think it is (for example: "almost certain", "very l
 give a number."""
 
 
+VERBAL_JSON_TEMPLATE = """{instruction}
+
+Labels:
+{labels}
+
+Text:
+\"\"\"
+{text}
+\"\"\"
+
+How likely is it that the correct label is "{about}"? Say it in words, not as a number. \
+Reply with exactly one JSON object and nothing else: {"likelihood": a short phrase such as \
+"almost certain", "very likely", "probably", "about even", "probably not", "very unlikely" \
+or "almost impossible"}."""
+
+VERBAL_FIELD = "likelihood"
+"""The key of the phrase in a structured verbal reply (:func:`verbal_schema`)."""
+
+VERBAL_EXAMPLES = (
+    "almost certain",
+    "very likely",
+    "probably",
+    "about even",
+    "probably not",
+    "very unlikely",
+    "almost impossible",
+)
+"""The phrases the verbal prompts name as examples (the enum when there is no lexicon)."""
+
+
+def verbal_phrases() -> list[str]:
+    """The phrases a structured verbal reply may use: the bundled lexicon's English phrases,
+    from the most to the least probable (every one maps to a probability); without the
+    lexicon, :data:`VERBAL_EXAMPLES`."""
+    module = _lexicon_module()
+    if module is None or not hasattr(module, "default_lexicon"):
+        return list(VERBAL_EXAMPLES)
+    return [phrase for phrase in module.default_lexicon().phrases() if phrase.isascii()]
+
+
+def verbal_schema(phrases: Sequence[str]) -> dict[str, Any]:
+    """JSON schema of a structured verbal reply: ``{"likelihood": one of phrases}``."""
+    if not phrases:
+        raise BakeoffError("a structured verbal reply needs at least one phrase to choose from")
+    return {
+        "type": "object",
+        "properties": {VERBAL_FIELD: {"type": "string", "enum": list(phrases)}},
+        "required": [VERBAL_FIELD],
+        "additionalProperties": False,
+    }
+
+
 def top_label_schema(labels: Sequence[str]) -> dict[str, Any]:
     """JSON schema of a top-label reply: the answer (one of the labels) and a confidence."""
     return {
@@ -203,22 +260,55 @@ def parse_top_label(text: str, labels: Sequence[str]) -> Parsed:
     return Parsed("repaired" if issues else "ok", spread(labels, label, confidence), tuple(issues))
 
 
+def verbal_phrase(text: str) -> tuple[str, tuple[str, ...]]:
+    """The phrase of a verbal reply and how it was found: a structured reply's
+    ``{"likelihood": PHRASE}`` (issue ``prose_around_json`` when text surrounds the object),
+    else the whole text (a free-text reply). A JSON object without the key is ``no_phrase``."""
+    stripped = text.strip()
+    if "{" not in stripped:
+        return stripped, ()
+    issues: tuple[str, ...] = ()
+    try:
+        data = json.loads(stripped)
+    except ValueError:
+        data, issues = None, ("prose_around_json",)
+        for candidate in _JSON_OBJECT.findall(stripped):
+            try:
+                data = json.loads(candidate)
+            except ValueError:
+                continue
+            break
+    if not isinstance(data, dict):
+        return stripped, ()
+    fields = {str(k).casefold(): v for k, v in data.items()}
+    value = fields.get(VERBAL_FIELD)
+    if not isinstance(value, str):
+        return "", ("no_phrase",)
+    return value.strip(), issues
+
+
 def parse_verbal(text: str, labels: Sequence[str], about: str, parser: VerbalParser) -> Parsed:
-    """A phrase → P(about) through ``parser``; the other labels share the rest evenly."""
-    phrase = text.strip()
+    """A phrase → P(about) through ``parser``; the other labels share the rest evenly.
+
+    ``text`` is the bare phrase or a structured reply ``{"likelihood": PHRASE}``
+    (:func:`verbal_phrase`)."""
+    phrase, issues = verbal_phrase(text)
     if not phrase:
-        return Parsed("failed", None, ("empty_reply",))
+        return Parsed("failed", None, issues or ("empty_reply",))
     p = parser(phrase, about, labels) if isinstance(parser, LexiconParser) else parser(phrase)
     if p is None:
-        return Parsed("failed", None, (f"unknown_expression:{phrase[:60]}",))
+        return Parsed("failed", None, (*issues, f"unknown_expression:{phrase[:60]}"))
     if not 0.0 <= p <= 1.0:
         raise BakeoffError(f"the verbal parser mapped {phrase!r} to {p}, outside [0, 1]")
-    return Parsed("ok", spread(labels, about, float(p)))
+    return Parsed("repaired" if issues else "ok", spread(labels, about, float(p)), issues)
 
 
 __all__ = [
     "LEXICON_MISSING",
     "TOP_LABEL_TEMPLATE",
+    "VERBAL_EXAMPLES",
+    "VERBAL_FIELD",
+    "VERBAL_JSON_TEMPLATE",
     "VERBAL_TEMPLATE",
     "LexiconParser",
     "Parsed",
@@ -229,4 +319,7 @@ __all__ = [
     "parse_verbal",
     "spread",
     "top_label_schema",
+    "verbal_phrase",
+    "verbal_phrases",
+    "verbal_schema",
 ]
