@@ -1,16 +1,18 @@
 """verbcal bakeoff end to end against the embedded llama.cpp server (SmolLM2-135M).
 
 Two arms on the same items through the ``local`` backend (each arm starts the embedded
-server, as a user's run does): the paper's numeric format and the top-label format
-(answer + one confidence). The verbal path is covered against the scripted server and on
-the recorded judge replies (``test_bakeoff.py``, ``test_bakeoff_examples.py``): SmolLM2's
-phrases are mostly not in the lexicon, which would leave too few items here.
+server, as a user's run does): the paper's numeric format and the verbal format (a phrase
+about "positive"). The verbal arm is structured (the default): its requests carry the
+verbal JSON schema, whose phrase is an enum of the lexicon's English phrases, and
+llama.cpp's constrained decoding makes SmolLM2 answer one of them, so every verbal reply
+maps to a probability (free text, SmolLM2's phrases are mostly not in the lexicon).
 SmolLM2-135M carries little signal, so this checks the plumbing, not which arm wins.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ pytest.importorskip("openai")
 pytest.importorskip("xllamacpp")
 pytest.importorskip("matplotlib")
 
+from verbcal.bakeoff.formats import lexicon_available, verbal_phrases
 from verbcal.cli import app
 from verbcal.elicit.local import LocalModelError, model_path
 
@@ -43,11 +46,13 @@ REVIEWS = [
 ]
 
 
-def test_bakeoff_numeric_vs_top_label_on_llama_cpp(tmp_path: Path) -> None:
+def test_bakeoff_numeric_vs_verbal_on_llama_cpp(tmp_path: Path) -> None:
     try:
         model_path()
     except LocalModelError as exc:
         pytest.skip(str(exc))
+    if not lexicon_available():
+        pytest.skip("this build has no lexicon to read verbal replies")
     (tmp_path / "task.yaml").write_text(
         "name: sentiment\ninstruction: Classify the sentiment of the movie review.\n"
         "labels: [positive, negative]\nlabel_field: label\n"
@@ -63,7 +68,7 @@ def test_bakeoff_numeric_vs_top_label_on_llama_cpp(tmp_path: Path) -> None:
         "method": "temperature",
         "arms": [
             {"name": "numbers", "reply": "numeric", **common},
-            {"name": "top-label", "reply": "top-label", **common},
+            {"name": "words", "reply": "verbal", **common},
         ],
     }
     path = tmp_path / "bakeoff.yaml"
@@ -74,7 +79,7 @@ def test_bakeoff_numeric_vs_top_label_on_llama_cpp(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     rows = {row["arm"]: row for row in doc["arms"]}
-    assert set(rows) == {"numbers", "top-label"}
+    assert set(rows) == {"numbers", "words"}
     assert doc["recommended"] in rows and doc["reason"]
     for row in rows.values():
         assert row["requests"] == len(REVIEWS)
@@ -83,7 +88,15 @@ def test_bakeoff_numeric_vs_top_label_on_llama_cpp(tmp_path: Path) -> None:
         assert row["latency_p50"] > 0
         assert row["n"] + row["n_dropped"] == len(REVIEWS)
         assert 0.0 <= row["accuracy"] <= 1.0
-    assert rows["top-label"]["format"] == "top-label"
+    assert rows["words"]["format"] == "verbal"
+    # constrained decoding: every verbal reply is a lexicon phrase, so none fails to parse
+    assert rows["words"]["failed_replies"] == 0
+    with sqlite3.connect(out / "bakeoff.store.sqlite") as db:
+        stored = db.execute("SELECT raw, mode FROM replies WHERE status != 'error'").fetchall()
+    verbal = [(json.loads(raw), mode) for raw, mode in stored if '"likelihood"' in raw]
+    assert len(verbal) == len(REVIEWS)
+    phrases = set(verbal_phrases())
+    assert all(mode == "json_schema" and reply["likelihood"] in phrases for reply, mode in verbal)
     assert (out / "report.html").exists()
     assert (out / "calibrators" / "numbers.json").exists()
     # resume: a second run finds every reply in the store and sends nothing
