@@ -48,6 +48,7 @@ def describe_arm(arm: Arm) -> dict[str, Any]:
         "samples": arm.samples,
         "llm_temperature": arm.temperature,
         "custom_prompt": arm.prompt is not None,
+        "batch": arm.batch,
     }
 
 

@@ -46,9 +46,17 @@ from verbcal.bakeoff.formats import (
     verbal_schema,
 )
 from verbcal.elicit.backends import DEFAULT_MODELS, Request
+from verbcal.elicit.batch.options import BatchOptions
 from verbcal.elicit.engine import Engine, EngineStats, Job, estimate_tokens
-from verbcal.elicit.job import ElicitOptions, ElicitStopped, _endpoint
-from verbcal.elicit.pricing import Price, load_prices, lookup
+from verbcal.elicit.job import (
+    ElicitError,
+    ElicitOptions,
+    ElicitStopped,
+    _endpoint,
+    elicit,
+    plan_requests,
+)
+from verbcal.elicit.pricing import Price, batch_price, load_prices, lookup
 from verbcal.elicit.store import Row, Store, request_key
 from verbcal.parse import parse_reply
 from verbcal.task import Task, read_items
@@ -82,6 +90,8 @@ class ArmReplies:
     issues: Counter[str] = field(default_factory=Counter)
     recorded: bool = False
     sent: int = 0
+    cost_sent: float = 0.0
+    """USD of the requests sent in this run (what counts against ``--max-cost``)."""
 
     @property
     def usable(self) -> NDArray[np.bool_]:
@@ -162,9 +172,15 @@ def arm_options(arm: Arm, prices: str | None) -> ElicitOptions:
 def plan_arm(
     config: BakeoffConfig, arm: Arm, items: Sequence[dict[str, Any]], prices: dict[str, Price]
 ) -> ArmPlan:
-    """Every request of a live arm, keyed as the store keys it."""
+    """Every request of a live arm, keyed as the store keys it.
+
+    An arm run by ``verbcal elicit`` (:attr:`Arm.via_elicit`: batch, decision model) gets
+    elicit's own plan (:func:`verbcal.elicit.job.plan_requests`), so its keys are those
+    ``verbcal elicit`` stores."""
     opts = arm_options(arm, None)
     model = arm.model or DEFAULT_MODELS[opts.backend]
+    if arm.via_elicit:
+        return _elicit_plan(config, arm, items, prices)
     task = arm_task(config.task, arm, config.about(arm))
     temp = arm.temperature
     params: dict[str, Any] = {
@@ -192,9 +208,29 @@ def plan_arm(
             jobs.setdefault(key, Job(key, str(item["id"]), sample, request))
             item_keys.append(key)
         keys.append(tuple(item_keys))
-    price = arm.price
-    if price is None:
-        price = (0.0, 0.0) if opts.backend == "local" else lookup(model, prices)
+    return ArmPlan(arm, model, keys, jobs, _arm_price(arm, opts.backend, model, prices))
+
+
+def _arm_price(arm: Arm, backend: str, model: str, prices: dict[str, Price]) -> Price | None:
+    if arm.price is not None:
+        return arm.price
+    return (0.0, 0.0) if backend == "local" else lookup(model, prices)
+
+
+def _elicit_plan(
+    config: BakeoffConfig, arm: Arm, items: Sequence[dict[str, Any]], prices: dict[str, Price]
+) -> ArmPlan:
+    opts = arm_options(arm, None)
+    model = arm.model or DEFAULT_MODELS[opts.backend]
+    task = arm_task(config.task, arm, config.about(arm))
+    try:
+        item_plans, jobs = plan_requests(task, items, opts, model)
+    except ElicitError as exc:
+        raise BakeoffError(f"{config.source}, arm {arm.name!r}: {exc}") from None
+    keys = [plan.keys for plan in item_plans]
+    price = _arm_price(arm, opts.backend, model, prices)
+    if arm.batch:  # the provider's batch API charges a share of the live price
+        price = batch_price(price)
     return ArmPlan(arm, model, keys, jobs, price)
 
 
@@ -315,6 +351,11 @@ def collect(
                 continue
             plan = plans[arm.name]
             budget = None if max_cost is None else max(max_cost - spent, 0.0)
+            if arm.via_elicit:
+                replies = _run_elicited(config, plan, items, Path(out), store_path, budget, db)
+                spent += replies.cost_sent
+                result[arm.name] = replies
+                continue
             stats = _run_arm(plan, db, store_path, budget, console)
             spent += stats.cost
             replies = _replies(config, plan, items, db, parser)
@@ -364,6 +405,88 @@ def _run_arm(
         unsent = sum(1 for key in plan.jobs if key not in stored)
         raise ElicitStopped(engine.stop, opts.backend, store_path, stats.requests, unsent)
     return stats
+
+
+def _run_elicited(
+    config: BakeoffConfig,
+    plan: ArmPlan,
+    items: Sequence[dict[str, Any]],
+    out: Path,
+    store_path: Path,
+    budget: float | None,
+    db: Store,
+) -> ArmReplies:
+    """A batch or decision-model arm: ``verbcal elicit`` (with the bakeoff's store and what
+    is left of the budget) writes ``<out>/arms/<name>.jsonl``, read here as a recorded arm
+    is; tokens, cost and latency come from the store, as for the other live arms."""
+    arm = plan.arm
+    folder = out / "arms"
+    folder.mkdir(parents=True, exist_ok=True)
+    prices = config.path(config.doc.prices) if config.doc.prices else None
+    if arm.price is not None:  # the arm's own price, for elicit's budget and cost
+        own = folder / f"{arm.name}.prices.json"
+        entry = {"input": arm.price[0], "output": arm.price[1]}
+        own.write_text(json.dumps({plan.model: entry}), encoding="utf-8")
+        prices = str(own)
+    opts = dataclasses.replace(
+        arm_options(arm, prices),
+        store=store_path,
+        max_cost=None if budget is None else max(budget, 1e-12),
+        batch=BatchOptions() if arm.batch else None,
+    )
+    task = arm_task(config.task, arm, config.about(arm))
+    path = folder / f"{arm.name}.jsonl"
+    try:
+        done = elicit(task, list(items), path, opts, progress=False)
+    except ElicitError as exc:
+        raise BakeoffError(f"{config.source}, arm {arm.name!r}: {exc}") from None
+    records = {str(r["id"]): r for r in _read_jsonl(path)}
+    labels = config.labels
+    probs = np.full((len(items), len(labels)), np.nan)
+    status: list[str] = []
+    issues: Counter[str] = Counter()
+    for i, item in enumerate(items):
+        record = records.get(str(item["id"]), {})
+        issues.update(str(issue).split(":")[0] for issue in record.get("issues") or ())
+        row = record.get("probs")
+        usable = record.get("status") not in (None, "error", "failed", "refused")
+        if not usable or not isinstance(row, dict):
+            status.append("failed")
+            continue
+        values = np.asarray([float(row.get(label, 0.0) or 0.0) for label in labels])
+        if values.sum() <= 0:
+            status.append("failed")
+            continue
+        probs[i] = values / values.sum()
+        status.append(str(record["status"]))
+    used = list(db.usage(plan.jobs).values())
+    tokens_in = sum(u.input_tokens for u in used)
+    tokens_out = sum(u.output_tokens for u in used)
+    cost = None
+    if plan.price is not None:
+        cost = (tokens_in * plan.price[0] + tokens_out * plan.price[1]) / 1e6
+    return ArmReplies(
+        name=arm.name,
+        labels=labels,
+        ids=[str(item["id"]) for item in items],
+        probs=probs,
+        y=np.asarray([labels.index(item["label"]) for item in items], dtype=np.int64),
+        status=status,
+        latencies=[s for u in used if u.status != "error" and (s := u.seconds) is not None],
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        n_requests=len(used),
+        cost=cost,
+        price=plan.price,
+        issues=issues,
+        sent=done.stats.requests,
+        cost_sent=done.cost or 0.0,
+    )
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def _parse(config: BakeoffConfig, arm: Arm, row: Row, parser: VerbalParser | None) -> Parsed:

@@ -18,6 +18,12 @@ already collected, read from a file). Example::
         reply: numeric         # numeric | verbal | top-label
         samples: 3             # k replies at llm_temperature, averaged (spread kept)
         llm_temperature: 0.7
+      - name: mini-batch       # the same requests through the provider's batch API
+        backend: openai
+        model: gpt-4o-mini
+        batch: true            # numeric only; run by verbcal elicit --batch
+      - name: decision-model   # a decision model (verbcal elicit's decision backends)
+        backend: openai-decisions
       - name: recorded-words
         recorded: judge.jsonl  # a JSONL file with id, label and probs / verbal
         source: verbal
@@ -92,6 +98,9 @@ class Arm(_Strict):
     price_per_1m_output: Annotated[float, Field(ge=0)] | None = None
     recorded: str | None = None
     source: Literal["probs", "verbal"] | None = None
+    batch: bool = False
+    """Live numeric arms on ``openai``/``anthropic``: send the requests through the
+    provider's batch API (``verbcal elicit --batch``) instead of live calls."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Arm:
@@ -104,6 +113,8 @@ class Arm(_Strict):
                 )
             if self.source is None:
                 raise ValueError("a recorded arm needs 'source: probs' or 'source: verbal'")
+            if self.batch:
+                raise ValueError("a recorded arm takes no 'batch': remove it")
         else:
             if self.backend is None:
                 raise ValueError(
@@ -118,11 +129,46 @@ class Arm(_Strict):
                 raise ValueError(
                     f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}"
                 )
+            self._check_elicited()
         if (self.price_per_1m_input is None) != (self.price_per_1m_output is None):
             raise ValueError("give both price_per_1m_input and price_per_1m_output, or neither")
         if self.prompt is not None and "{text}" not in self.prompt:
             raise ValueError("the prompt template does not contain {text}: add it where it goes")
         return self
+
+    def _check_elicited(self) -> None:
+        """What a batch arm or a decision-model arm (run by ``verbcal elicit``) cannot take."""
+        from verbcal.elicit.batch.options import BatchOptions
+        from verbcal.elicit.decisions_backend import DECISION_BACKENDS
+
+        if self.backend in DECISION_BACKENDS:
+            if self.batch:
+                raise ValueError(f"backend {self.backend!r} has no batch API: remove 'batch'")
+            if self.reply != "numeric" or self.prompt is not None:
+                raise ValueError(
+                    f"backend {self.backend!r} answers a distribution to the task's question,"
+                    " with no prompt or reply format: remove 'reply' and 'prompt'"
+                )
+        if self.batch:
+            if BatchOptions().problem(str(self.backend)) is not None:
+                raise ValueError(
+                    "'batch: true' needs a provider batch API ('backend: openai' or"
+                    f" 'backend: anthropic'), not {self.backend!r}: change the backend or"
+                    " remove 'batch'"
+                )
+            if self.reply != "numeric":
+                raise ValueError(
+                    "'batch: true' sends the task's numeric requests (as verbcal elicit"
+                    " --batch): use 'reply: numeric', or remove 'batch'"
+                )
+
+    @property
+    def via_elicit(self) -> bool:
+        """True for an arm elicited by ``verbcal elicit`` itself (a batch arm, or a
+        decision-model backend), rather than by the bakeoff's own requests."""
+        from verbcal.elicit.decisions_backend import DECISION_BACKENDS
+
+        return not self.is_recorded and (self.batch or self.backend in DECISION_BACKENDS)
 
     @property
     def is_recorded(self) -> bool:
