@@ -168,6 +168,7 @@ def test_the_budget_covers_the_elicited_arms(
         ({"backend": "openai", "batch": True, "reply": "verbal"}, "use 'reply: numeric'"),
         ({"backend": "openai-decisions", "reply": "top-label"}, "remove 'reply' and 'prompt'"),
         ({"backend": "openai-decisions", "batch": True}, "has no batch API"),
+        ({"backend": "openai-decisions", "samples": 3}, "use 'samples: 1'"),
         ({"recorded": "x.jsonl", "source": "probs", "batch": True}, "takes no 'batch'"),
     ],
 )
@@ -177,3 +178,26 @@ def test_what_an_elicited_arm_cannot_take_is_named(
     path = write_setup(tmp_path, [{"name": "a", "backend": "openai"}, {"name": "b", **arm}])
     with pytest.raises(BakeoffError, match=message):
         BakeoffConfig.load(path)
+
+
+def test_the_cli_dry_run_plans_the_elicited_arms_at_their_price(
+    servers: tuple[BatchServer, DecisionServer], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from verbcal.cli import app
+
+    batch, decisions = servers
+    path = write_setup(tmp_path, arms(batch, decisions), tag="dry")
+    sent = (len(batch.bodies), batch.creates, sum(decisions.counts.values()))
+    args = ["bakeoff", "--config", str(path), "--out", str(tmp_path / "out"), "--dry-run"]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["arm"]: row for row in json.loads(result.stdout)["dry_run"]}
+    assert {name: row["n_requests"] for name, row in rows.items()} == dict.fromkeys(
+        ("live", "batched", "decider"), N_ITEMS
+    )
+    # the same prompts and token estimates: the batch arm's input costs half the live one's
+    assert rows["batched"]["input_tokens"] == rows["live"]["input_tokens"]
+    assert rows["batched"]["cost_input"] == pytest.approx(0.5 * rows["live"]["cost_input"])
+    assert (len(batch.bodies), batch.creates, sum(decisions.counts.values())) == sent

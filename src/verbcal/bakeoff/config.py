@@ -144,6 +144,11 @@ class Arm(_Strict):
         if self.backend in DECISION_BACKENDS:
             if self.batch:
                 raise ValueError(f"backend {self.backend!r} has no batch API: remove 'batch'")
+            if self.samples != 1:
+                raise ValueError(
+                    f"backend {self.backend!r} reads probabilities from the model's scores,"
+                    " one answer per item: use 'samples: 1'"
+                )
             if self.reply != "numeric" or self.prompt is not None:
                 raise ValueError(
                     f"backend {self.backend!r} answers a distribution to the task's question,"
