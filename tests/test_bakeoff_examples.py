@@ -91,17 +91,6 @@ def test_example_runs_on_the_recorded_replies(path: Path, tmp_path: Path) -> Non
     assert "no arm has a known cost" in html.lower()
 
 
-def test_recorded_verbal_arms_need_the_lexicon(tmp_path: Path) -> None:
-    if lexicon_available():
-        pytest.skip("this build ships the lexicon")
-    source = judge_file("halueval")
-    data = yaml.safe_load(EXAMPLES[0].read_text())
-    for arm in data["arms"]:
-        arm["recorded"] = str(source)
-    with pytest.raises(BakeoffError, match="require the lexicon"):
-        run_bakeoff(BakeoffConfig.from_dict(data), tmp_path, repeats=1)
-
-
 def test_recorded_errors_name_the_file_line_and_field(tmp_path: Path) -> None:
     bad = tmp_path / "r.jsonl"
     bad.write_text('{"id": "a", "label": "yes", "probs": {"yes": 0.9, "no": 0.1}}\n{"id": "b"}\n')
