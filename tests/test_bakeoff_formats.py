@@ -7,7 +7,6 @@ import pytest
 from verbcal.bakeoff.config import BakeoffError
 from verbcal.bakeoff.formats import (
     default_verbal_parser,
-    lexicon_available,
     parse_top_label,
     parse_verbal,
     spread,
@@ -80,8 +79,6 @@ def test_verbal_goes_through_the_parser_and_never_guesses() -> None:
 
 
 def test_verbal_schema_offers_only_phrases_the_lexicon_maps() -> None:
-    if not lexicon_available():
-        pytest.skip("this build has no lexicon")
     phrases = verbal_phrases()
     schema = verbal_schema(phrases)
     assert schema["required"] == ["likelihood"] and schema["additionalProperties"] is False

@@ -24,7 +24,7 @@ pytest.importorskip("openai")
 pytest.importorskip("xllamacpp")
 pytest.importorskip("matplotlib")
 
-from verbcal.bakeoff.formats import lexicon_available, verbal_phrases
+from verbcal.bakeoff.formats import verbal_phrases
 from verbcal.cli import app
 from verbcal.elicit.local import LocalModelError, model_path
 
@@ -51,8 +51,6 @@ def test_bakeoff_numeric_vs_verbal_on_llama_cpp(tmp_path: Path) -> None:
         model_path()
     except LocalModelError as exc:
         pytest.skip(str(exc))
-    if not lexicon_available():
-        pytest.skip("this build has no lexicon to read verbal replies")
     (tmp_path / "task.yaml").write_text(
         "name: sentiment\ninstruction: Classify the sentiment of the movie review.\n"
         "labels: [positive, negative]\nlabel_field: label\n"

@@ -21,59 +21,34 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from verbcal import lexicon
 from verbcal.bakeoff.config import BakeoffError
 
 VerbalParser = Callable[[str], float | None]
 """Maps a phrase (as the model wrote it) to the probability of the label it speaks of, or
 None when it cannot. The lexicon of verbcal's judge work provides one."""
 
-LEXICON_MISSING = (
-    "verbal replies require the lexicon (verbcal's words-to-probability table, from the"
-    " LLM-judge work), which this build of verbcal does not include; pass a parser"
-    " (run_bakeoff(..., verbal_parser=...)) or drop the verbal arms"
-)
-
-
-def _lexicon_module() -> Any:
-    """The judge work's ``verbcal.lexicon`` module, or None in a build without it."""
-    try:
-        return importlib.import_module("verbcal.lexicon")
-    except ImportError:
-        return None
-
-
-def lexicon_available() -> bool:
-    """True when this build ships the lexicon that reads verbal replies."""
-    return _lexicon_module() is not None
-
 
 class LexiconParser:
     """The bundled lexicon as a :data:`VerbalParser`; it also sees ``about`` and the labels,
     so a verdict naming the other label flips the reading (see ``verbcal.lexicon``)."""
 
-    def __init__(self, module: Any) -> None:
-        self._module = module
-
     def __call__(
         self, phrase: str, about: str | None = None, labels: Sequence[str] = ()
     ) -> float | None:
-        reply = self._module.parse_verbal(phrase, None, about, tuple(labels))
+        reply = lexicon.parse_verbal(phrase, None, about, tuple(labels))
         return None if reply.p is None else float(reply.p)
 
 
 def default_verbal_parser() -> VerbalParser:
-    """The lexicon's parser, where this build has one; else :class:`BakeoffError`."""
-    module = _lexicon_module()
-    if module is None or not hasattr(module, "parse_verbal"):
-        raise BakeoffError(LEXICON_MISSING)
-    return LexiconParser(module)
+    """The bundled lexicon's parser."""
+    return LexiconParser()
 
 
 @dataclass(frozen=True)
@@ -133,26 +108,11 @@ or "almost impossible"}."""
 VERBAL_FIELD = "likelihood"
 """The key of the phrase in a structured verbal reply (:func:`verbal_schema`)."""
 
-VERBAL_EXAMPLES = (
-    "almost certain",
-    "very likely",
-    "probably",
-    "about even",
-    "probably not",
-    "very unlikely",
-    "almost impossible",
-)
-"""The phrases the verbal prompts name as examples (the enum when there is no lexicon)."""
-
 
 def verbal_phrases() -> list[str]:
     """The phrases a structured verbal reply may use: the bundled lexicon's English phrases,
-    from the most to the least probable (every one maps to a probability); without the
-    lexicon, :data:`VERBAL_EXAMPLES`."""
-    module = _lexicon_module()
-    if module is None or not hasattr(module, "default_lexicon"):
-        return list(VERBAL_EXAMPLES)
-    return [phrase for phrase in module.default_lexicon().phrases() if phrase.isascii()]
+    from the most to the least probable (every one maps to a probability)."""
+    return [phrase for phrase in lexicon.default_lexicon().phrases() if phrase.isascii()]
 
 
 def verbal_schema(phrases: Sequence[str]) -> dict[str, Any]:
@@ -304,9 +264,7 @@ def parse_verbal(text: str, labels: Sequence[str], about: str, parser: VerbalPar
 
 
 __all__ = [
-    "LEXICON_MISSING",
     "TOP_LABEL_TEMPLATE",
-    "VERBAL_EXAMPLES",
     "VERBAL_FIELD",
     "VERBAL_JSON_TEMPLATE",
     "VERBAL_TEMPLATE",
@@ -314,7 +272,6 @@ __all__ = [
     "Parsed",
     "VerbalParser",
     "default_verbal_parser",
-    "lexicon_available",
     "parse_top_label",
     "parse_verbal",
     "spread",
