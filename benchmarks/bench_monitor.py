@@ -56,6 +56,10 @@ Array = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 WINDOW, N_WINDOWS, CHANGE = 500, 20, 10
 OTHER = {"tweets": "drug-reviews", "drug-reviews": "tweets"}
+INPUT_FIELDS = ("text", "source", "translation", "query", "response")
+"""The fields holding what the model read; an item's kind is their total length."""
+KIND_SHARE = 0.8
+"""After the change, the over-represented kind's share of every window (naturally 0.5)."""
 ESTIMATES = ("cbpe", "cbpe_plain", "atc", "bbse")
 
 
@@ -63,6 +67,8 @@ ESTIMATES = ("cbpe", "cbpe_plain", "atc", "bbse")
 class Part:
     probs: Array
     y: IntArray
+    kind: IntArray | None = None
+    """Per item: 1 when its input is longer than the set's median input, else 0."""
 
 
 @dataclass
@@ -85,16 +91,27 @@ class Tally:
     alarmed: list[bool] = field(default_factory=list)
     delays: list[int | None] = field(default_factory=list)
     drops: list[float] = field(default_factory=list)
+    signals: dict[str, int] = field(default_factory=dict)
+    """How many streams each signal alarmed (after the change where there is one)."""
 
-    def add(self, name: str, error: float, covered: bool | None = None) -> None:
+    def add(self, name: str, error: float, covered: bool | None = None, where: str = "") -> None:
         self.errors.setdefault(name, []).append(error)
         if covered is not None:
             self.covered.setdefault(name, []).append(covered)
+        if where:  # the same again, per bundled set
+            self.add(f"{name}@{where}", error, covered)
+
+
+def input_length(record: dict[str, Any]) -> int:
+    """Characters of what the model read (the record's :data:`INPUT_FIELDS`)."""
+    return sum(len(str(record[f])) for f in INPUT_FIELDS if isinstance(record.get(f), str))
 
 
 def load(name: str) -> Part:
     data = datasets.load(f"recorded:{name}").labelled()
-    return Part(data.probs, data.y)
+    length = np.array([input_length(r) for r in data.records], dtype=np.float64)
+    kind = np.asarray(length > np.median(length), dtype=np.int64)
+    return Part(data.probs, data.y, kind)
 
 
 def split(part: Part, rng: np.random.Generator) -> tuple[Part, Part]:
@@ -104,7 +121,21 @@ def split(part: Part, rng: np.random.Generator) -> tuple[Part, Part]:
         ref.append(idx[: len(idx) // 2])
         test.append(idx[len(idx) // 2 :])
     r, t = np.concatenate(ref), np.concatenate(test)
-    return Part(part.probs[r], part.y[r]), Part(part.probs[t], part.y[t])
+    kind = part.kind
+    return (
+        Part(part.probs[r], part.y[r], None if kind is None else kind[r]),
+        Part(part.probs[t], part.y[t], None if kind is None else kind[t]),
+    )
+
+
+def kind_weights(test: Part, kind: int, share: float = KIND_SHARE) -> Array | None:
+    """Per-item sampling weights making items of ``kind`` a ``share`` of the draws (the
+    label never enters; None when the test part lacks either kind)."""
+    assert test.kind is not None
+    mine = test.kind == kind
+    if mine.all() or not mine.any():
+        return None
+    return np.where(mine, share / mine.sum(), (1 - share) / (~mine).sum())
 
 
 def reshape(probs: Array, power: float) -> Array:
@@ -152,6 +183,12 @@ def build(scenario: str, name: str, seed: int) -> Stream | None:
         idx = draw(test, after_n, rng, weights)
         after, after_y, after_g = test.probs[idx], test.y[idx], idx
     elif scenario == "covariate":
+        weights = kind_weights(test, kind=1 - seed % 2)  # even seeds: long items, odd: short
+        if weights is None:
+            return None
+        idx = draw(test, after_n, rng, weights)
+        after, after_y, after_g = test.probs[idx], test.y[idx], idx
+    elif scenario == "other_set":
         other = load(OTHER[name])
         mine, theirs = draw(test, after_n // 2, rng), draw(other, after_n // 2, rng)
         after = np.concatenate([test.probs[mine], other.probs[theirs]])
@@ -181,11 +218,13 @@ def nannyml_estimates(stream: Stream, q_ref: Array, q: Array) -> list[float] | N
     k = q.shape[1]
     cols = {str(c): f"p{c}" for c in range(k)}
 
+    binary = k == 2  # NannyML's binary CBPE: the score of label 1, labels as 0/1
+
     def frame(raw: Array, pred: IntArray, y: IntArray | None) -> Any:
         df = pd.DataFrame({f"p{c}": raw[:, c] for c in range(k)})
-        df["y_pred"] = [str(v) for v in pred]
+        df["y_pred"] = pred if binary else [str(v) for v in pred]
         if y is not None:
-            df["y_true"] = [str(v) for v in y]
+            df["y_true"] = y if binary else [str(v) for v in y]
         return df
 
     ref = frame(stream.reference.probs, q_ref.argmax(axis=1), stream.reference.y)
@@ -193,12 +232,12 @@ def nannyml_estimates(stream: Stream, q_ref: Array, q: Array) -> list[float] | N
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est = nml.CBPE(
-            y_pred_proba=cols,
+            y_pred_proba="p1" if binary else cols,
             y_pred="y_pred",
             y_true="y_true",
             metrics=["accuracy"],
             chunk_size=WINDOW,
-            problem_type="classification_multiclass",
+            problem_type="classification_binary" if binary else "classification_multiclass",
         )
         est.fit(ref)
         out = est.estimate(ana).to_df()
@@ -223,6 +262,7 @@ def run_stream(stream: Stream, tally: Tally, with_nannyml: bool) -> None:
             "cbpe",
             abs(row["est_accuracy"] - truth),
             row["est_accuracy_low"] <= truth <= row["est_accuracy_high"],
+            where=stream.dataset,
         )
         tally.add("cbpe_plain", abs(row["est_accuracy_cbpe_plain"] - truth))
         tally.add(
@@ -236,8 +276,11 @@ def run_stream(stream: Stream, tally: Tally, with_nannyml: bool) -> None:
             row["est_accuracy_bbse_low"] <= truth <= row["est_accuracy_bbse_high"],
         )
         if nanny is not None:
-            tally.add("nannyml", abs(nanny[i] - truth))
-            tally.add("cbpe_same", abs(row["est_accuracy"] - truth))
+            tally.add("nannyml", abs(nanny[i] - truth), where=stream.dataset)
+            tally.add("cbpe_same", abs(row["est_accuracy"] - truth), where=stream.dataset)
+    scored = rows[CHANGE:] if stream.changed else rows
+    for name in sorted({n for r in scored if r["signal"] for n in r["signal"].split(",")}):
+        tally.signals[name] = tally.signals.get(name, 0) + 1
     tally.alarmed.append(any(r["alarm"] for r in rows))
     if stream.changed:
         tally.alarmed[-1] = any(r["alarm"] for r in rows[CHANGE:])
@@ -255,20 +298,25 @@ def summarise(name: str, tally: Tally) -> dict[str, Any]:
     for est, cov in tally.covered.items():
         out[f"coverage_{est}"] = float(np.mean(cov))
     out["alarm_rate"] = float(np.mean(tally.alarmed))
+    out["alarms"] = int(np.sum(tally.alarmed))
+    out["signals"] = dict(sorted(tally.signals.items()))
     if tally.delays:
         found = [d for d in tally.delays if d is not None]
         out["alarmed_within_2"] = float(np.mean([d is not None and d <= 1 for d in tally.delays]))
+        out["n_within_2"] = int(sum(d is not None and d <= 1 for d in tally.delays))
         out["median_delay"] = float(np.median(found)) if found else None
         out["mean_realised_drop"] = float(np.mean(tally.drops))
     return out
 
 
+ALL_SETS = ("tweets", "drug-reviews", "bbc-news", "mt-quality", "halueval")
 SCENARIOS: dict[str, tuple[str, ...]] = {
-    "stationary": ("tweets", "drug-reviews", "bbc-news"),
-    "label_shift": ("tweets", "drug-reviews", "bbc-news"),
-    "covariate": ("tweets", "drug-reviews"),
-    "model_flat": ("tweets", "drug-reviews", "bbc-news"),
-    "model_sharp": ("tweets", "drug-reviews", "bbc-news"),
+    "stationary": ALL_SETS,
+    "covariate": ALL_SETS,
+    "label_shift": ALL_SETS,
+    "other_set": ("tweets", "drug-reviews"),
+    "model_flat": ALL_SETS,
+    "model_sharp": ALL_SETS,
 }
 
 
@@ -303,6 +351,20 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{r['mae_bbse']:.3f} | {nanny} | {r['coverage_cbpe']:.3f} / {r['coverage_atc']:.3f} / {r['coverage_bbse']:.3f} | "
             f"{r['alarm_rate']:.3f} | {r.get('alarmed_within_2', '–') if 'alarmed_within_2' not in r else format(r['alarmed_within_2'], '.2f')} |"
         )
+    lines += ["", "| scenario | set | MAE cbpe | coverage cbpe | MAE nannyml (cbpe on its windows) |"]
+    lines.append("|" + "---|" * 5)
+    for r in results:
+        for key in sorted(k for k in r if k.startswith("mae_cbpe@")):
+            where = key.split("@", 1)[1]
+            nanny = "–"
+            if f"mae_nannyml@{where}" in r:
+                nanny = f"{r[f'mae_nannyml@{where}']:.3f} ({r[f'mae_cbpe_same@{where}']:.3f})"
+            lines.append(
+                f"| {r['scenario']} | {where} | {r[key]:.3f} | "
+                f"{r[f'coverage_cbpe@{where}']:.3f} | {nanny} |"
+            )
+    lines += ["", "signals that alarmed (streams; after the change where there is one):"]
+    lines += [f"- {r['scenario']}: {r['signals'] or 'none'}" for r in results]
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ def load_bench() -> ModuleType:
 
 def test_streams_and_scores() -> None:
     bench = load_bench()
-    stream = bench.build("covariate", "tweets", 1)
+    stream = bench.build("other_set", "tweets", 1)
     assert stream.probs.shape == (10_000, 3) and stream.changed
     assert (
         np.all(stream.groups[:5000] < 100_000) and np.mean(stream.groups[5000:] >= 100_000) == 0.5
@@ -38,3 +38,31 @@ def test_streams_and_scores() -> None:
     summary = bench.summarise("stationary", tally)
     assert summary["n_cbpe"] == 20 and 0 <= summary["mae_cbpe"] < 0.2
     assert 0 <= summary["coverage_cbpe"] <= 1 and summary["alarm_rate"] in (0.0, 1.0)
+
+
+def test_covariate_stream_over_represents_one_kind_by_input_length_only() -> None:
+    bench = load_bench()
+    assert set(bench.SCENARIOS) >= {"stationary", "covariate", "other_set", "label_shift"}
+    assert bench.SCENARIOS["covariate"] == bench.ALL_SETS
+    for name in bench.ALL_SETS:
+        part = bench.load(name)
+        assert part.kind is not None and 0.4 <= part.kind.mean() <= 0.5  # above the median
+    rng = np.random.default_rng(0)
+    _, test = bench.split(bench.load("bbc-news"), rng)
+    for kind in (0, 1):
+        w = bench.kind_weights(test, kind)
+        assert w is not None
+        assert abs(w[test.kind == kind].sum() - bench.KIND_SHARE) < 1e-12
+        # the weight depends on the kind alone: equal within a kind, whatever the label
+        assert np.ptp(w[test.kind == kind]) == 0 and np.ptp(w[test.kind != kind]) == 0
+    long_first = bench.build("covariate", "tweets", 2)  # even seed: long inputs over-represented
+    short_first = bench.build("covariate", "tweets", 3)
+    data = bench.load("tweets")
+    for stream, kind in ((long_first, 1), (short_first, 0)):
+        assert stream is not None and stream.changed
+        # the stream's rows come from the test part; its kinds are read back by row identity
+        ref, test = bench.split(data, np.random.default_rng(2 if kind else 3))
+        after = test.kind[stream.groups[5000:]]
+        before = test.kind[stream.groups[:5000]]
+        assert abs(after.mean() - (bench.KIND_SHARE if kind else 1 - bench.KIND_SHARE)) < 0.03
+        assert abs(before.mean() - test.kind.mean()) < 0.03

@@ -27,6 +27,26 @@ on ``z = Φ⁻¹(1 - p)`` of the homogeneity test of each window against the poo
 ``baseline`` windows (counted by their effective sizes); all three share the threshold
 set by simulation so that a stationary stream crosses it with
 probability alpha / signals within the horizon.
+
+The ``*_vs_past`` signals test each window against *all* earlier windows of the stream
+pooled (since the start, or since that signal last fired: the window that fired starts
+its new pool), so their power grows as the stream goes on, and the reference's finite size
+(shared by every window) cancels out of them:
+
+* ``confidence_vs_past``, ``label_mix_vs_past``: chi-square homogeneity of the window's
+  confidence-group / predicted-label counts against the pooled counts;
+* ``accuracy_vs_past``: one-sided Welch z-test that the window's mean CBPE item estimate
+  (:func:`verbcal.monitor.estimate.cbpe_items`) is below the pooled mean;
+* ``label_shift_vs_past``: one-sided z-test that the accuracy label shift implies fell:
+  under label shift the accuracy is ``sum_j w_j C_jj`` with BBSE's ``w = C^-1 mu``, a
+  linear contrast ``b . mu`` of the predicted-label mix (``b = C^-T diag C``, from the
+  reference and fixed), so the change is ``b . (mu_window - mu_past)`` with multinomial
+  variances (:func:`bbse_accuracy_contrast`).
+
+They count every row as an independent draw from the stream's distribution (a popular item
+recurring is a frequent value, not a repeat of evidence), which holds for resampled or
+fresh streams but not for bursts of one item within a window (retries: deduplicate those
+first). Each fires at p < alpha / (signals x horizon), as the reference-based ones.
 """
 
 from __future__ import annotations
@@ -50,8 +70,14 @@ SIGNALS = (
     "confidence_change",
     "label_mix_change",
     "labelled_accuracy_drop",
+    "confidence_vs_past",
+    "label_mix_vs_past",
+    "accuracy_vs_past",
+    "label_shift_vs_past",
 )
 """Every signal that can raise an alarm, in the order an alarm lists them."""
+PAST_SIGNALS = SIGNALS[-4:]
+"""The signals that test each window against the stream's own pooled earlier windows."""
 
 
 def confidence_groups(reference: Array, min_count: int = 0) -> Array:
@@ -158,6 +184,47 @@ def labelled_drop(reference_correct: float, n_ref: int, correct: float, n: int) 
     return float(stats.norm.sf((reference_correct / n_ref - correct / n) / se))
 
 
+def bbse_accuracy_contrast(confusion: Array) -> Array:
+    """``b`` with BBSE's label-shift accuracy ``sum_j w_j C_jj = b . mu`` for ``w = C^-1 mu``
+    (pseudo-inverse; the clipping of :func:`~verbcal.monitor.estimate.bbse_weights` left
+    out, so the map is linear): ``b = C^-T diag(C)``."""
+    c = np.asarray(confusion, dtype=np.float64)
+    return np.asarray(np.linalg.pinv(c).T @ np.diag(c), dtype=np.float64)
+
+
+def mean_below_past(past: Array, window: Array) -> float:
+    """One-sided Welch z p-value that the window's mean is below the past's; each argument
+    is ``[n, sum, sum of squares]`` (1.0 when either is empty or both are constant)."""
+    n0, s0, ss0 = (float(v) for v in past)
+    n1, s1, ss1 = (float(v) for v in window)
+    if n0 < 2 or n1 < 2:
+        return 1.0
+    m0, m1 = s0 / n0, s1 / n1
+    v0 = max(ss0 / n0 - m0 * m0, 0.0) * n0 / (n0 - 1)
+    v1 = max(ss1 / n1 - m1 * m1, 0.0) * n1 / (n1 - 1)
+    se = float(np.sqrt(v0 / n0 + v1 / n1))
+    if se <= 0:
+        return 1.0 if m1 >= m0 else 0.0
+    return float(stats.norm.sf((m0 - m1) / se))
+
+
+def contrast_below_past(b: Array, past: Array, window: Array) -> float:
+    """One-sided z p-value that ``b . mu`` fell from the past's predicted-label mix to the
+    window's (counts; multinomial variances of both mixes)."""
+    n0, n1 = float(past.sum()), float(window.sum())
+    if n0 == 0 or n1 == 0:
+        return 1.0
+    mu0, mu1 = past / n0, window / n1
+    centred = b - np.mean(b)  # mixes sum to 1: a constant part of b never moves b . mu
+    cov = (np.diag(mu0) - np.outer(mu0, mu0)) / n0 + (np.diag(mu1) - np.outer(mu1, mu1)) / n1
+    var = float(centred @ cov @ centred)
+    diff = float(centred @ (mu0 - mu1))
+    flat = float(np.max(np.abs(centred))) <= 1e-9 * max(float(np.max(np.abs(b))), 1.0)
+    if flat or var <= 0 or abs(diff) < 1e-12:
+        return 1.0  # b . mu is (numerically) constant on the labels seen: nothing to test
+    return float(stats.norm.sf(diff / np.sqrt(var)))
+
+
 @lru_cache(maxsize=64)
 def cusum_threshold(
     horizon: int, baseline: int, alpha: float, k: float = 0.5, sims: int = 20000
@@ -190,6 +257,8 @@ class AlarmPolicy:
     _s: float = field(default=0.0, repr=False)
     _counts: dict[str, list[Array]] = field(default_factory=dict, repr=False)
     _cs: dict[str, float] = field(default_factory=dict, repr=False)
+    _past: dict[str, Array] = field(default_factory=dict, repr=False)
+    _pending: dict[str, Array] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -234,6 +303,42 @@ class AlarmPolicy:
         z = float(np.clip(stats.norm.isf(max(p, 1e-300)), -8.0, 8.0))
         self._cs[name] = max(0.0, self._cs.get(name, 0.0) + z - self.k)
         return self._cs[name]
+
+    def versus_past(
+        self, conf_counts: Array, pred_counts: Array, items: Array, contrast: Array
+    ) -> dict[str, float | None]:
+        """p-values of the ``*_vs_past`` signals for one window (None for a signal with no
+        earlier window pooled yet): ``conf_counts`` per confidence group, ``pred_counts`` per
+        label, ``items`` the CBPE item estimates, ``contrast`` from
+        :func:`bbse_accuracy_contrast`. Call :meth:`pool` with what fired afterwards."""
+        it = np.asarray(items, dtype=np.float64)
+        now = {
+            "confidence_vs_past": np.asarray(conf_counts, dtype=np.float64),
+            "label_mix_vs_past": np.asarray(pred_counts, dtype=np.float64),
+            "accuracy_vs_past": np.array([len(it), it.sum(), np.sum(it * it)]),
+            "label_shift_vs_past": np.asarray(pred_counts, dtype=np.float64),
+        }
+        out: dict[str, float | None] = {}
+        for name, value in now.items():
+            past = self._past.get(name)
+            if past is None:
+                out[name] = None
+            elif name == "accuracy_vs_past":
+                out[name] = mean_below_past(past, value)
+            elif name == "label_shift_vs_past":
+                out[name] = contrast_below_past(contrast, past, value)
+            else:
+                out[name] = _homogeneity(past, value, cap=False)
+        self._pending = now
+        return out
+
+    def pool(self, fired: list[str]) -> None:
+        """Add the last window to each ``*_vs_past`` pool; a signal that fired restarts its
+        pool with that window (so a lasting change alarms once, not every window)."""
+        for name, value in self._pending.items():
+            past = self._past.get(name)
+            self._past[name] = value if past is None or name in fired else past + value
+        self._pending = {}
 
     def fired(
         self,

@@ -35,6 +35,7 @@ from verbcal.monitor.estimate import (
 from verbcal.monitor.shift import (
     AlarmPolicy,
     accuracy_drop,
+    bbse_accuracy_contrast,
     confidence_groups,
     confidence_shift,
     label_mix_shift,
@@ -162,6 +163,8 @@ def monitor(
     if k != reference.q.shape[1]:
         raise MonitorError(f"stream has {k} labels, the reference {reference.q.shape[1]}")
     rows = []
+    contrast = bbse_accuracy_contrast(reference.confusion)
+    edges = confidence_groups(reference.conf)
     for window in windows:
         qw = qa[window.index]
         if len(qw) == 0:
@@ -241,18 +244,19 @@ def monitor(
                     real.accuracy.value * real.n,
                     real.n,
                 )
-        edges = confidence_groups(reference.conf)
+        conf_counts = np.bincount(
+            np.searchsorted(edges, conf, side="left"), minlength=len(edges) + 1
+        ).astype(np.float64)
+        pred_counts = np.bincount(pred, minlength=k).astype(np.float64)
+        p_values.update(policy.versus_past(conf_counts, pred_counts, items, contrast))
         changes = {
-            "confidence_change": policy.change(
-                "confidence_change",
-                np.bincount(np.searchsorted(edges, conf, side="left"), minlength=len(edges) + 1),
-                n_eff,
-            ),
+            "confidence_change": policy.change("confidence_change", conf_counts, n_eff),
             "label_mix_change": policy.change(
                 "label_mix_change", np.bincount(pred, minlength=k), n_eff
             ),
         }
         fired = policy.fired(p_values, stat, changes)
+        policy.pool(fired)
         row["cusum"] = _r(stat)
         row["cusum_confidence"] = _r(changes["confidence_change"])
         row["cusum_label_mix"] = _r(changes["label_mix_change"])
