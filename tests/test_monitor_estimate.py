@@ -99,3 +99,17 @@ def test_reference_errors_name_the_problem() -> None:
         Reference.build(np.full((5, 2), 0.5), np.zeros(5))
     with pytest.raises(MonitorError, match="rows but"):
         Reference.build(np.full((30, 2), 0.5), np.zeros(29))
+
+
+def test_atc_and_confidence_groups_tie_float_noise_as_metrics_does() -> None:
+    from verbcal.monitor import atc_scores, confidence_group, confidence_groups
+
+    noisy = 0.1 * 6  # 0.6000000000000001: float noise on a verbalized 0.6
+    assert noisy != 0.6
+    conf = np.array([0.6] * 5 + [noisy] * 5 + [0.9] * 10)
+    t, phi = atc_fit(conf, 0.75)  # 10 of 20 above 0.6; 5 of the 10 at 0.6 make 0.75
+    assert t == pytest.approx(0.6) and phi == pytest.approx(0.5)
+    credit = atc_scores(conf, t, phi)
+    assert credit[:10].tolist() == [0.5] * 10 and credit.mean() == pytest.approx(0.75)
+    edges = confidence_groups(conf, min_count=5)
+    assert len(np.unique(confidence_group(edges, conf[:10]))) == 1  # one tied value, one group

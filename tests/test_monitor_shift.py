@@ -71,3 +71,69 @@ def test_label_mix_change_cusum_fires_on_a_new_mix_and_not_on_the_same_one() -> 
     assert max(stat_same[5:]) < same.threshold  # type: ignore[type-var]
     assert stat_moved[6] > moved.threshold  # type: ignore[operator]
     assert moved.fired({}, None, {"label_mix_change": stat_moved[6]}) == ["label_mix_change"]
+
+
+def test_bbse_contrast_is_the_label_shift_accuracy_of_bbse_weights() -> None:
+    from verbcal.monitor import bbse_accuracy_contrast, bbse_weights
+
+    conf = np.array([[0.30, 0.05, 0.02], [0.03, 0.20, 0.08], [0.02, 0.05, 0.25]])
+    b = bbse_accuracy_contrast(conf)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        w_true = rng.uniform(0.5, 1.5, 3)
+        w_true /= w_true @ conf.sum(axis=0)  # a label shift of the reference prior
+        mu = conf @ w_true  # the predicted-label mix it implies
+        w = bbse_weights(conf, mu)
+        assert np.allclose(w, w_true)
+        assert b @ mu == pytest.approx(float(np.sum(w * np.diag(conf))))
+
+
+def test_contrast_and_mean_tests_hold_alpha_and_see_a_drop() -> None:
+    from verbcal.monitor.shift import contrast_below_past, mean_below_past
+
+    rng = np.random.default_rng(11)
+    b = np.array([1.2, 0.4, 0.9])
+    mix = np.array([0.5, 0.2, 0.3])
+    p_same = [
+        contrast_below_past(b, rng.multinomial(4000, mix), rng.multinomial(500, mix))
+        for _ in range(2000)
+    ]
+    assert np.mean(np.array(p_same) < 0.05) == pytest.approx(0.05, abs=0.015)
+    moved = np.array([0.4, 0.35, 0.25])  # towards the label b counts least
+    assert contrast_below_past(b, rng.multinomial(4000, mix), rng.multinomial(500, moved)) < 1e-4
+    # a constant b (every label as accurate) has nothing to test
+    assert contrast_below_past(np.ones(3), np.array([10.0, 5, 5]), np.array([1.0, 8, 1])) == 1.0
+
+    def summary(x: np.ndarray) -> np.ndarray:
+        return np.array([len(x), x.sum(), np.sum(x * x)])
+
+    p_mean = [
+        mean_below_past(summary(rng.beta(8, 2, 4000)), summary(rng.beta(8, 2, 500)))
+        for _ in range(2000)
+    ]
+    assert np.mean(np.array(p_mean) < 0.05) == pytest.approx(0.05, abs=0.015)
+    assert mean_below_past(summary(rng.beta(8, 2, 4000)), summary(rng.beta(7, 3, 500))) < 1e-6
+    assert mean_below_past(summary(rng.beta(7, 3, 4000)), summary(rng.beta(8, 2, 500))) > 0.99
+
+
+def test_versus_past_pools_earlier_windows_and_restarts_on_firing() -> None:
+    policy = AlarmPolicy(alpha=0.05, horizon=20)
+    b = np.array([1.0, 0.5])
+    conf, items = np.array([50.0, 50.0]), np.full(100, 0.8)
+    first = policy.versus_past(conf, np.array([60.0, 40.0]), items, b)
+    assert set(first) == {"confidence_vs_past", "label_mix_vs_past", "accuracy_vs_past",
+                          "label_shift_vs_past"}
+    assert all(p is None for p in first.values())  # nothing pooled before the first window
+    policy.pool([])
+    policy.versus_past(conf, np.array([60.0, 40.0]), items, b)
+    policy.pool([])
+    assert policy._past["label_mix_vs_past"].tolist() == [120.0, 40.0 * 2]
+    moved = policy.versus_past(conf, np.array([20.0, 80.0]), items, b)
+    assert moved["label_mix_vs_past"] < 1e-6 and moved["label_shift_vs_past"] < 1e-6  # type: ignore[operator]
+    fired = policy.fired(moved, None)
+    assert fired == ["label_mix_vs_past", "label_shift_vs_past"]
+    policy.pool(fired)  # the fired signals start a new pool with this window
+    assert policy._past["label_mix_vs_past"].tolist() == [20.0, 80.0]
+    assert policy._past["confidence_vs_past"].tolist() == [150.0, 150.0]
+    again = policy.versus_past(conf, np.array([20.0, 80.0]), items, b)
+    assert again["label_mix_vs_past"] == pytest.approx(1.0)  # the new regime is the baseline

@@ -82,3 +82,25 @@ def test_label_shift_towards_errors_raises_a_named_alarm() -> None:
     assert rows[5]["alarm"] and "accuracy_change" in rows[5]["signal"]
     assert rows[5]["est_accuracy"] < rows[0]["est_accuracy"]
     assert "labelled_accuracy_drop" not in (rows[5]["signal"] or "")  # no labels given
+
+
+def test_signals_against_the_streams_own_past_are_named_and_quiet_when_stationary() -> None:
+    ref, cal, probs, y = _setup(4)
+    q = cal.predict_proba(probs)
+    wrong = np.flatnonzero(q.argmax(axis=1) != y)
+    rng = np.random.default_rng(5)
+    quiet = rng.choice(len(y), 500 * 20)
+    rows = monitor(ref, q[quiet], count_windows(len(quiet), 500))
+    assert not any(r["alarm"] for r in rows)
+    assert rows[0]["p_values"]["label_mix_vs_past"] is None  # nothing earlier to pool
+    assert all(r["p_values"]["accuracy_vs_past"] is not None for r in rows[1:])
+    # from window 11, one row in six is an item the model gets wrong (a drop of ~5 points)
+    after = np.where(
+        rng.random(500 * 10) < 1 / 6, rng.choice(wrong, 500 * 10), rng.choice(len(y), 500 * 10)
+    )
+    idx = np.concatenate([quiet[: 500 * 10], after])
+    rows = monitor(ref, q[idx], count_windows(len(idx), 500))
+    assert not any(r["alarm"] for r in rows[:10])
+    first = next(i for i, r in enumerate(rows) if r["alarm"])
+    assert first in (10, 11)
+    assert any(s.endswith("_vs_past") for s in rows[first]["signal"].split(","))

@@ -16,14 +16,18 @@ from verbcal.monitor.estimate import (
     Reference,
     atc,
     atc_fit,
+    atc_scores,
     bbse,
     bbse_weights,
     cbpe,
     labelled,
 )
 from verbcal.monitor.shift import (
+    PAST_SIGNALS,
     SIGNALS,
     AlarmPolicy,
+    bbse_accuracy_contrast,
+    confidence_group,
     confidence_groups,
     confidence_shift,
     cusum_threshold,
@@ -39,6 +43,7 @@ from verbcal.monitor.stream import (
 )
 
 __all__ = [
+    "PAST_SIGNALS",
     "SIGNALS",
     "AlarmPolicy",
     "Estimate",
@@ -48,9 +53,12 @@ __all__ = [
     "Window",
     "atc",
     "atc_fit",
+    "atc_scores",
     "bbse",
+    "bbse_accuracy_contrast",
     "bbse_weights",
     "cbpe",
+    "confidence_group",
     "confidence_groups",
     "confidence_shift",
     "count_windows",

@@ -28,6 +28,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from verbcal.metrics import tie_scores
+
 Array = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
@@ -223,9 +225,11 @@ def atc_fit(score: Array, accuracy: float) -> tuple[float, float]:
     """Threshold ``t`` and tie fraction ``phi`` with ``P(s > t) + phi P(s = t) = accuracy``.
 
     Scores tie heavily for verbalized probabilities, so a plain threshold cannot hit the
-    accuracy; ``phi`` counts that share of the rows at exactly ``t`` as "above".
+    accuracy; ``phi`` counts that share of the rows at exactly ``t`` as "above". Ties are
+    :func:`verbcal.metrics.tie_scores`'s (equal after rounding to 12 decimals), so float
+    noise from normalising a row never splits a tied value.
     """
-    values, counts = np.unique(score, return_counts=True)
+    values, counts = np.unique(tie_scores(score), return_counts=True)
     n = float(len(score))
     above = (n - np.cumsum(counts)) / n  # share strictly above each distinct value
     target = accuracy
@@ -237,8 +241,10 @@ def atc_fit(score: Array, accuracy: float) -> tuple[float, float]:
 
 
 def atc_scores(conf: Array, threshold: float, phi: float) -> Array:
-    """Each row's ATC credit: 1 above the threshold, ``phi`` at it, 0 below."""
-    return np.where(conf > threshold, 1.0, np.where(conf == threshold, phi, 0.0))
+    """Each row's ATC credit: 1 above the threshold, ``phi`` at it, 0 below (ties as
+    :func:`verbcal.metrics.tie_scores`)."""
+    c, t = tie_scores(conf), float(tie_scores(threshold))
+    return np.where(c > t, 1.0, np.where(c == t, phi, 0.0))
 
 
 def atc(

@@ -59,6 +59,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
+from verbcal.metrics import tie_scores
+
 Array = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
@@ -83,8 +85,9 @@ PAST_SIGNALS = SIGNALS[-4:]
 def confidence_groups(reference: Array, min_count: int = 0) -> Array:
     """Upper edges of groups of consecutive distinct reference confidences, each group
     holding at least ``min_count`` reference rows (default max(5, n / 10)); the last
-    group takes the remainder. Ties never straddle a group edge."""
-    values, counts = np.unique(reference, return_counts=True)
+    group takes the remainder. Ties (:func:`verbcal.metrics.tie_scores`) never straddle a
+    group edge."""
+    values, counts = np.unique(tie_scores(reference), return_counts=True)
     need = min_count or max(5, len(reference) // 10)
     edges, held = [], 0
     for value, count in zip(values, counts, strict=True):
@@ -95,6 +98,12 @@ def confidence_groups(reference: Array, min_count: int = 0) -> Array:
     if held and edges:
         edges.pop()  # the remainder joins the last full group
     return np.asarray(edges[:-1] if edges else [], dtype=np.float64)
+
+
+def confidence_group(edges: Array, conf: Array) -> IntArray:
+    """Group index of each confidence for :func:`confidence_groups`'s ``edges`` (a value
+    equal to an edge, after :func:`verbcal.metrics.tie_scores`, belongs to its group)."""
+    return np.asarray(np.searchsorted(edges, tie_scores(conf), side="left"), dtype=np.int64)
 
 
 def confidence_shift(reference: Array, window: Array, n_eff: float | None = None) -> float:
@@ -108,8 +117,8 @@ def confidence_shift(reference: Array, window: Array, n_eff: float | None = None
     if len(edges) == 0:
         return 1.0
     groups = len(edges) + 1
-    ref_counts = np.bincount(np.searchsorted(edges, reference, side="left"), minlength=groups)
-    win_counts = np.bincount(np.searchsorted(edges, window, side="left"), minlength=groups)
+    ref_counts = np.bincount(confidence_group(edges, reference), minlength=groups)
+    win_counts = np.bincount(confidence_group(edges, window), minlength=groups)
     return _homogeneity(ref_counts, win_counts, n_eff)
 
 
@@ -159,8 +168,8 @@ def label_shift_fit(
     item_w = weights[ref_y]
     if item_w.sum() <= 0:
         return 0.0
-    ref_cell = ref_pred * groups + np.searchsorted(edges, ref_conf, side="left")
-    win_cell = pred * groups + np.searchsorted(edges, conf, side="left")
+    ref_cell = ref_pred * groups + confidence_group(edges, ref_conf)
+    win_cell = pred * groups + confidence_group(edges, conf)
     ess = float(item_w.sum() ** 2 / np.sum(item_w**2))
     expected = np.bincount(ref_cell, weights=item_w, minlength=k * groups)
     expected *= ess / expected.sum()

@@ -36,6 +36,7 @@ from verbcal.monitor.shift import (
     AlarmPolicy,
     accuracy_drop,
     bbse_accuracy_contrast,
+    confidence_group,
     confidence_groups,
     confidence_shift,
     label_mix_shift,
@@ -245,7 +246,7 @@ def monitor(
                     real.n,
                 )
         conf_counts = np.bincount(
-            np.searchsorted(edges, conf, side="left"), minlength=len(edges) + 1
+            confidence_group(edges, conf), minlength=len(edges) + 1
         ).astype(np.float64)
         pred_counts = np.bincount(pred, minlength=k).astype(np.float64)
         p_values.update(policy.versus_past(conf_counts, pred_counts, items, contrast))
