@@ -211,3 +211,46 @@ def test_classify_with_the_embedded_llama_cpp_model(task_and_calibrator: tuple[P
             assert sum(item["probs"].values()) == pytest.approx(1)
             assert item["label"] in ("positive", "negative")
     assert any(item["probs"] is not None for item in response.json()["items"])
+
+
+def test_classify_predictions_are_logged_and_take_feedback(
+    task_and_calibrator: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import dataclasses
+    import json
+    import sqlite3
+
+    task, cal = task_and_calibrator
+    log = tmp_path / "predictions.sqlite"
+    texts = ["A wonderful film.", "Dull. @pct", "@refuse this one"]
+    items = [{"id": "c0", "text": texts[0]}, {"text": texts[1]}, {"id": "c2", "text": texts[2]}]
+    with FakeServer() as llm:
+        config = dataclasses.replace(
+            make_config(task, cal, llm.url + "/v1"), log_predictions=str(log)
+        )
+        with ServerThread(create_app(config)) as api:
+            response = httpx.post(
+                api.url + "/v1/classify", json={"items": items}, headers=AUTH, timeout=60
+            )
+            assert response.status_code == 200, response.text
+            ok, pct, refused = response.json()["items"]
+            assert ok["id"] == "c0" and pct["id"].startswith("srv-") and refused["id"] == "c2"
+            feedback = httpx.post(
+                api.url + "/v1/feedback",
+                json={"items": [{"id": "c0", "label": "positive"}]},
+                headers=AUTH,
+            )
+            assert feedback.status_code == 200 and feedback.json() == {"labelled": 1}
+            unknown = httpx.post(
+                api.url + "/v1/feedback",
+                json={"items": [{"id": "c2", "label": "positive"}]},  # no reply: not logged
+                headers=AUTH,
+            )
+            assert unknown.status_code == 404
+    with sqlite3.connect(log) as db:
+        rows = db.execute("SELECT id, model, raw, calibrated FROM predictions ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == ["c0", pct["id"]]
+    assert all(r[1] == "sentiment" for r in rows)
+    assert json.loads(rows[0][2]) == pytest.approx([0.7, 0.3])
+    assert json.loads(rows[0][3]) == pytest.approx(list(ok["probs"].values()), abs=1e-12)
+    assert json.loads(rows[1][3]) == pytest.approx(list(pct["probs"].values()), abs=1e-12)

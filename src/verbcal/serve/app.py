@@ -342,6 +342,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
                 metrics.classify_status.labels(status).inc(count)
             metrics.llm_errors.inc(statuses.get("error", 0))
             metrics.count_items(served.name, sum(1 for r in out if r["probs"] is not None))
+            client_ids = [item.id for item in body.items]
+            monitoring.log_classified(service, served, client_ids, out)
             return JSONBytes({"model": served.name, "method": served.method, "items": out})
 
     @app.post(

@@ -36,7 +36,7 @@ from fastapi.responses import Response
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from verbcal.serve.calibrate import InputError, field_error
+from verbcal.serve.calibrate import InputError, checked_rows, field_error
 from verbcal.serve.registry import Served
 from verbcal.serve.schemas import JSONBytes
 
@@ -443,3 +443,24 @@ def log_served(
         served, service.version_of(served), [str(i) for i in filled], raw, [r.probs for r in rows]
     )
     return list(filled)
+
+
+def log_classified(
+    service: Service, served: Served, client_ids: Sequence[str | None], out: list[dict[str, Any]]
+) -> None:
+    """Log the ``/v1/classify`` items that got a calibrated row (an item with no usable
+    reply is no prediction) when logging is on; an item the client sent without an id gets
+    a ``srv-<hex>`` id, in the log and in the answer (``out`` is updated in place)."""
+    if service.monitoring is None:
+        return
+    usable = [i for i, item in enumerate(out) if item["probs"] is not None]
+    if not usable:
+        return
+    for i in usable:
+        if client_ids[i] is None:
+            out[i]["id"] = new_id()
+    raw = checked_rows(served, [out[i]["verbalized_probs"] for i in usable])
+    calibrated = [[float(out[i]["probs"][label]) for label in served.labels] for i in usable]
+    service.monitoring.log.log(
+        served, service.version_of(served), [str(out[i]["id"]) for i in usable], raw, calibrated
+    )
