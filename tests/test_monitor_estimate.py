@@ -12,6 +12,7 @@ from verbcal.monitor import (
     Reference,
     atc,
     atc_fit,
+    atc_scores,
     bbse,
     bbse_weights,
     cbpe,
@@ -102,7 +103,7 @@ def test_reference_errors_name_the_problem() -> None:
 
 
 def test_atc_and_confidence_groups_tie_float_noise_as_metrics_does() -> None:
-    from verbcal.monitor import atc_scores, confidence_group, confidence_groups
+    from verbcal.monitor import confidence_group, confidence_groups
 
     noisy = 0.1 * 6  # 0.6000000000000001: float noise on a verbalized 0.6
     assert noisy != 0.6
@@ -113,3 +114,20 @@ def test_atc_and_confidence_groups_tie_float_noise_as_metrics_does() -> None:
     assert credit[:10].tolist() == [0.5] * 10 and credit.mean() == pytest.approx(0.75)
     edges = confidence_groups(conf, min_count=5)
     assert len(np.unique(confidence_group(edges, conf[:10]))) == 1  # one tied value, one group
+
+
+def test_atc_interval_counts_the_small_references_threshold_fit() -> None:
+    rng = np.random.default_rng(7)
+    prior = np.array([0.5, 0.3, 0.2])
+    covered, window_only = 0, 0
+    for _ in range(150):
+        ref = Reference.build(*calibrated_sample(rng, 60, prior))  # a small reference
+        q, y = calibrated_sample(rng, 500, prior)
+        est = atc(q, ref)
+        truth = metrics.accuracy(q, y)
+        covered += est.covers(truth)
+        d = ref.correct - atc_scores(ref.conf, ref.atc_threshold, ref.atc_tie_fraction)
+        half = 1.96 * float(np.std(d)) / np.sqrt(500)  # the window's part alone
+        window_only += abs(est.value - truth) <= half
+    assert covered / 150 >= 0.9
+    assert window_only / 150 < 0.8  # without the reference's part it would not cover

@@ -125,6 +125,9 @@ class Reference:
     """Per confidence bin: the variance of that shrunk gap."""
     atc_threshold: float
     atc_tie_fraction: float
+    atc_boot: Array
+    """(BOOTSTRAP, 2): the ATC threshold and tie fraction refitted on seeded resamples of
+    the reference, for the reference's share of the ATC interval."""
     confusion: Array
     """``C[i, j]``: the reference share predicted ``i`` with gold ``j``."""
 
@@ -152,6 +155,13 @@ class Reference:
         gap = resid / (n_b + SHRINK)
         gap_var = var_i / (n_b + SHRINK) ** 2
         threshold, phi = atc_fit(conf, float(correct.mean()))
+        rng = np.random.default_rng(0)
+        boot = np.array(
+            [
+                atc_fit(conf[idx], float(correct[idx].mean()))
+                for idx in rng.integers(0, len(ya), (BOOTSTRAP, len(ya)))
+            ]
+        )
         confusion = np.zeros((k, k))
         np.add.at(confusion, (pred, ya), 1.0)
         return cls(
@@ -166,6 +176,7 @@ class Reference:
             gap_var=gap_var,
             atc_threshold=threshold,
             atc_tie_fraction=phi,
+            atc_boot=boot,
             confusion=confusion / len(ya),
         )
 
@@ -252,8 +263,11 @@ def atc(
 ) -> Estimate:
     """ATC estimate: the window's share of confidences above the reference threshold.
 
-    Its error against the realised accuracy is estimated on the reference: the variance of
-    ``correct - credit`` there, for the window (1/m) and for the threshold fit (1/n_ref).
+    Its error against the realised accuracy has two parts: the window's own, the variance of
+    ``correct - credit`` on the reference over the window's effective size; and the
+    threshold fit's, the spread of the window's estimate under the thresholds refitted on
+    bootstrap resamples of the reference (:attr:`Reference.atc_boot`), so ties and the
+    discrete threshold count as they are.
     """
     qa = check_q(q)
     _, conf = top_label(qa)
@@ -261,7 +275,8 @@ def atc(
     ref_credit = atc_scores(ref.conf, ref.atc_threshold, ref.atc_tie_fraction)
     d = ref.correct - ref_credit
     var_d = float(np.mean((d - d.mean()) ** 2))
-    var = var_d * (1 / effective_size(multiplicity(groups, len(conf))) + 1 / ref.n)
+    boot = [float(np.mean(atc_scores(conf, t, phi))) for t, phi in ref.atc_boot]
+    var = var_d / effective_size(multiplicity(groups, len(conf))) + float(np.var(boot))
     return _interval(float(np.mean(credit)), float(np.sqrt(var)), level)
 
 
