@@ -51,6 +51,7 @@ os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")  # NannyML phones home o
 from verbcal import datasets
 from verbcal.calibration import make_calibrator
 from verbcal.monitor import AlarmPolicy, Reference, count_windows, monitor
+from verbcal.monitor.estimate import cbpe_items, multiplicity
 
 Array = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -245,6 +246,16 @@ def nannyml_estimates(stream: Stream, q_ref: Array, q: Array) -> list[float] | N
     return [float(v) for v in values[:N_WINDOWS]]
 
 
+def oracle_error(q: Array, ref: Reference, groups: IntArray) -> float:
+    """Expected absolute error of an oracle that knows every row's probability of being
+    right, taken as its CBPE item estimate: the realised accuracy still scatters around
+    the mean of those by the window's Poisson-binomial noise (repeats share an outcome), so
+    ``E|N(0, sd)| = sqrt(2 / pi) sd`` is what no label-free estimate can beat on average."""
+    p = cbpe_items(q, ref)
+    sd = float(np.sqrt(np.sum(multiplicity(groups, len(p)) * p * (1 - p)))) / len(p)
+    return float(np.sqrt(2 / np.pi) * sd)
+
+
 def run_stream(stream: Stream, tally: Tally, with_nannyml: bool) -> None:
     cal = make_calibrator("temperature").fit(stream.reference.probs, stream.reference.y)
     q_ref = cal.predict_proba(stream.reference.probs)
@@ -264,6 +275,9 @@ def run_stream(stream: Stream, tally: Tally, with_nannyml: bool) -> None:
             row["est_accuracy_low"] <= truth <= row["est_accuracy_high"],
             where=stream.dataset,
         )
+        rows_i = windows[i].index
+        floor = oracle_error(q[rows_i], ref, stream.groups[rows_i])
+        tally.add("floor", floor, where=stream.dataset)
         tally.add("cbpe_plain", abs(row["est_accuracy_cbpe_plain"] - truth))
         tally.add(
             "atc",
@@ -340,19 +354,22 @@ def run(
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = "| scenario | streams | MAE cbpe | MAE plain | MAE atc | MAE bbse | MAE nannyml (same streams: cbpe) | coverage cbpe / atc / bbse | alarm rate | within 2 |"
-    lines = [head, "|" + "---|" * 10]
+    head = "| scenario | streams | MAE cbpe | MAE floor | MAE plain | MAE atc | MAE bbse | MAE nannyml (same streams: cbpe) | coverage cbpe / atc / bbse | alarm rate | within 2 |"
+    lines = [head, "|" + "---|" * 11]
     for r in results:
         nanny = "–"
         if "mae_nannyml" in r:
             nanny = f"{r['mae_nannyml']:.3f} ({r['mae_cbpe_same']:.3f}, {r['n_nannyml']} windows)"
         lines.append(
-            f"| {r['scenario']} | {r['streams']} | {r['mae_cbpe']:.3f} | {r['mae_cbpe_plain']:.3f} | {r['mae_atc']:.3f} | "
+            f"| {r['scenario']} | {r['streams']} | {r['mae_cbpe']:.3f} | {r['mae_floor']:.3f} | {r['mae_cbpe_plain']:.3f} | {r['mae_atc']:.3f} | "
             f"{r['mae_bbse']:.3f} | {nanny} | {r['coverage_cbpe']:.3f} / {r['coverage_atc']:.3f} / {r['coverage_bbse']:.3f} | "
             f"{r['alarm_rate']:.3f} | {r.get('alarmed_within_2', '–') if 'alarmed_within_2' not in r else format(r['alarmed_within_2'], '.2f')} |"
         )
-    lines += ["", "| scenario | set | MAE cbpe | coverage cbpe | MAE nannyml (cbpe on its windows) |"]
-    lines.append("|" + "---|" * 5)
+    lines += [
+        "",
+        "| scenario | set | MAE cbpe | MAE floor | coverage cbpe | MAE nannyml (cbpe on its windows) |",
+    ]
+    lines.append("|" + "---|" * 6)
     for r in results:
         for key in sorted(k for k in r if k.startswith("mae_cbpe@")):
             where = key.split("@", 1)[1]
@@ -360,7 +377,7 @@ def table(results: list[dict[str, Any]]) -> str:
             if f"mae_nannyml@{where}" in r:
                 nanny = f"{r[f'mae_nannyml@{where}']:.3f} ({r[f'mae_cbpe_same@{where}']:.3f})"
             lines.append(
-                f"| {r['scenario']} | {where} | {r[key]:.3f} | "
+                f"| {r['scenario']} | {where} | {r[key]:.3f} | {r[f'mae_floor@{where}']:.3f} | "
                 f"{r[f'coverage_cbpe@{where}']:.3f} | {nanny} |"
             )
     lines += ["", "signals that alarmed (streams; after the change where there is one):"]

@@ -38,6 +38,10 @@ def test_streams_and_scores() -> None:
     summary = bench.summarise("stationary", tally)
     assert summary["n_cbpe"] == 20 and 0 <= summary["mae_cbpe"] < 0.2
     assert 0 <= summary["coverage_cbpe"] <= 1 and summary["alarm_rate"] in (0.0, 1.0)
+    assert summary["n_floor"] == 20 and 0 < summary["mae_floor"] < 0.1
+    assert summary["mae_cbpe@tweets"] == summary["mae_cbpe"]  # one stream, one set
+    assert isinstance(summary["signals"], dict) and summary["alarms"] in (0, 1)
+    assert "| stationary | tweets |" in bench.table([summary])
 
 
 def test_covariate_stream_over_represents_one_kind_by_input_length_only() -> None:

@@ -180,7 +180,9 @@ def render(result: dict[str, Any]) -> str:
         f"windows, split over {len(policy['signals'])} signals; reference-based tests fire at "
         f"p &lt; {policy['per_test']:.2g} (Bonferroni), the CUSUMs of the estimate, the "
         f"confidence distribution and the label mix against the first {policy['baseline']} "
-        f"windows at {policy['cusum_threshold']:.2f}. The headline estimate is CBPE (mean "
+        f"windows at {policy['cusum_threshold']:.2f}; the *_vs_past tests of each window "
+        "against all earlier windows pooled fire at the same Bonferroni p. The headline "
+        "estimate is CBPE (mean "
         "calibrated confidence plus the reference's per-bin gap); BBSE's label-shift-corrected "
         "estimate is in its own column.</p>"
     )

@@ -149,6 +149,15 @@ def monitor_command(
     Writes DIR/monitor.json (one row per window under "windows") and DIR/report.html.
     Exit status 0 whether or not an alarm fired; alarms are in the table and the files.
 
+    Alarms hold --alpha per stream of --horizon windows, split over the signals, and each
+    alarm names what fired: tests against the reference (confidence_shift, label_mix_shift,
+    accuracy_drop, labelled_accuracy_drop), CUSUMs against the stream's first 5 windows
+    (accuracy_change, confidence_change, label_mix_change), and tests of each window against
+    all earlier windows pooled since the start or that signal's last alarm
+    (confidence_vs_past, label_mix_vs_past, accuracy_vs_past, and label_shift_vs_past: the
+    accuracy BBSE's label-shift weights imply). The *_vs_past tests count rows as independent
+    draws: deduplicate retries of one item first.
+
     Example: verbcal monitor --calibrator ts.json --reference ref.jsonl --data live.jsonl --out mon/
     """
     from verbcal.monitor import MonitorError

@@ -64,7 +64,8 @@ def serve_command(
     log_predictions: Annotated[
         Path | None,
         typer.Option(
-            help="SQLite file logging every served prediction (fsynced before the answer); "
+            help="SQLite file logging every prediction served by /v1/calibrate and "
+            "/v1/classify (fsynced before the answer); "
             "enables POST /v1/feedback, GET /v1/monitor/{model} and monitoring gauges."
         ),
     ] = None,
