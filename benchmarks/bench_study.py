@@ -13,7 +13,7 @@ and its worker processes): on a shared machine the wall time depends on the load
 CPU time much less. It also checks that both versions give the same numbers: the SHA-256
 of every tidy row and every threshold row, written with ``repr`` of each float (bit-exact).
 
-Usage: python benchmarks/bench_study.py [--repeats R] [--workers W] [--old REV | --old-src DIR] [--json]
+Usage: python benchmarks/bench_study.py [--repeats R] [--workers W] [--datasets a,b] [--old REV | --old-src DIR] [--json]
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ RUNNER = r"""
 import hashlib, json, resource, sys, time
 from verbcal.study import StudyConfig, run_study
 
-repeats, workers = int(sys.argv[1]), int(sys.argv[2])
+repeats, workers, names = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 config = StudyConfig() if repeats <= 0 else StudyConfig(repeats=repeats)
+if names:
+    config.datasets = {n: config.datasets[n] for n in names.split(",")}
 start = time.perf_counter()
 result = run_study(config, workers=workers)
 wall = time.perf_counter() - start
@@ -71,7 +73,7 @@ def export_revision(revision: str, target: Path) -> Path:
     return target / "src"
 
 
-def run_version(src: Path, repeats: int, workers: int) -> dict[str, Any]:
+def run_version(src: Path, repeats: int, workers: int, datasets: str = "") -> dict[str, Any]:
     """One grid in a fresh interpreter importing verbcal from ``src``."""
     env = {
         **os.environ,
@@ -81,7 +83,7 @@ def run_version(src: Path, repeats: int, workers: int) -> dict[str, Any]:
         "MKL_NUM_THREADS": "1",
     }
     done = subprocess.run(
-        [sys.executable, "-c", RUNNER, str(repeats), str(workers)],
+        [sys.executable, "-c", RUNNER, str(repeats), str(workers), datasets],
         env=env,
         capture_output=True,
         text=True,
@@ -99,12 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--old", default=DEFAULT_OLD, help="git revision of the old version")
     parser.add_argument("--old-src", type=Path, help="a saved src folder of the old version")
+    parser.add_argument(
+        "--datasets",
+        default="",
+        help="comma-separated names of the default grid's datasets (default: all of them)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-study-") as tmp:
         old_src = args.old_src or export_revision(args.old, Path(tmp))
-        old = run_version(old_src, args.repeats, args.workers)
-        new = run_version(ROOT / "src", args.repeats, args.workers)
+        old = run_version(old_src, args.repeats, args.workers, args.datasets)
+        new = run_version(ROOT / "src", args.repeats, args.workers, args.datasets)
     same = all(old[k] == new[k] for k in ("tidy_sha256", "thresholds_sha256"))
     report = {
         "old": {**old, "source": str(args.old_src or args.old)},

@@ -49,7 +49,7 @@ CASES: list[tuple[Calibrator, str, str]] = [
     (
         TemperatureScaling(floor_mode="soft"),  # type: ignore[arg-type]
         "temperature[mode=soft]",
-        "temperature: floor_mode must be one of 'clip', 'mix', got 'soft'",
+        "temperature: floor_mode must be one of 'clip', 'mix', got 'soft'",  # spec: mode
     ),
     (TemperatureScaling(prior_sd=0), "temperature[prior=0]", "prior_sd must be None or a number"),
     (
@@ -79,11 +79,17 @@ def test_object_spec_and_cli_give_the_same_error(
     from_object = error_of(lambda: calibrator.fit(P, Y))
     from_spec = error_of(lambda: parse_spec(spec))
     assert message in from_object
-    assert from_object == from_spec
+    # one check, one message; a spec's error names the option as the spec wrote it
+    written = {"floor_mode": "mode", "prior_sd": "prior"}
+    expected = from_object
+    for argument, key in written.items():
+        if f"[{key}=" in spec:
+            expected = expected.replace(f": {argument} must", f": {key} must")
+    assert from_spec == expected
     code, line = cli_error(
         "fit", "--method", spec, "--data", "recorded:tweets", "--out", tmp_path / "c.json"
     )
-    assert code == 2 and line == f"error: {from_object}"
+    assert code == 2 and line == f"error: {from_spec}"
     assert not (tmp_path / "c.json").exists()
 
 

@@ -149,3 +149,21 @@ def test_paired_bootstrap_matches_a_direct_loop_over_the_same_resamples() -> Non
     assert result.share_positive == pytest.approx(np.mean(direct > 0))
     same = paired_bootstrap(a, a, y_test, "ece", n_boot=50)
     assert same.mean == same.lo == same.hi == 0.0
+
+
+def test_auto_weighs_words_on_verbal_replies_unless_its_candidates_are_given() -> None:
+    """As ``make_calibrator(..., reply="verbal")`` and ``verbcal fit --source verbal`` do."""
+    from verbcal import datasets
+    from verbcal.calibration import DEFAULT_CANDIDATES, VERBAL_CANDIDATES
+
+    words = datasets.load("recorded:mt-quality#verbal").labelled()
+    assert words.reply == "verbal"
+    fitted = fit_methods(
+        ["auto", "auto[candidates=temperature]"], words.probs, words.y, reply=words.reply
+    )
+    assert list(fitted["auto"].candidates) == list(VERBAL_CANDIDATES)  # type: ignore[attr-defined]
+    assert "words" in {row["method"] for row in fitted["auto"].cv_}  # type: ignore[attr-defined]
+    assert list(fitted["auto[candidates=temperature]"].candidates) == ["temperature"]  # type: ignore[attr-defined]
+    numbers = fit_methods(["auto"], words.probs, words.y)
+    assert numbers["auto"].candidates is None  # type: ignore[attr-defined]
+    assert {row["method"] for row in numbers["auto"].cv_} == set(DEFAULT_CANDIDATES)  # type: ignore[attr-defined]

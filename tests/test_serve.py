@@ -128,6 +128,21 @@ def test_decisions_threshold_and_prediction_set(server: str) -> None:
     assert "decision" not in plain["items"][0] and "prediction_set" not in plain["items"][0]
 
 
+def test_accept_threshold_is_applied_by_the_one_tie_rule(server: str) -> None:
+    """A threshold that differs from a confidence by float noise only accepts it, as
+    ``verbcal threshold --test`` and ``decide.apply_threshold`` do (a bare >= would not)."""
+    url = server + "/v1/calibrate"
+    confidence = post(url, {"model": "tweets", "items": [{"probs": TWEET}]}).json()["items"][0][
+        "confidence"
+    ]
+    noisy = confidence + 4 * np.spacing(confidence)
+    assert not confidence >= noisy
+    body = {"model": "tweets", "items": [{"probs": TWEET}], "accept_threshold": noisy}
+    assert post(url, body).json()["items"][0]["decision"] == "accept"
+    body["accept_threshold"] = confidence + 1e-6
+    assert post(url, body).json()["items"][0]["decision"] == "abstain"
+
+
 def test_api_keys_bearer_header_sha256_and_health(server: str) -> None:
     url = server + "/v1/calibrate"
     body = {"model": "tweets", "items": [{"probs": TWEET}]}

@@ -297,3 +297,19 @@ def test_rows_are_named(synth_result: study.StudyResult) -> None:
     assert row.dataset == row[0] and row.value == row[5]
     assert all(isinstance(r, study.ThresholdRow) for r in synth_result.thresholds)
     assert study.ThresholdRow._fields == study.THRESHOLD_COLUMNS
+
+
+def test_auto_weighs_words_on_a_verbal_dataset_and_not_on_numbers() -> None:
+    cfg = StudyConfig(
+        datasets={"words": "recorded:mt-quality#verbal", "numbers": "recorded:mt-quality"},
+        methods=["auto"],
+        sizes=[50],
+        repeats=2,
+        threshold_methods=[],
+    )
+    result = study.run_study(cfg, workers=1)
+    assert result.info["words"].reply == "verbal" and result.info["numbers"].reply == "probs"
+    weights = {(r.dataset, r.metric) for r in result.rows if r.metric.startswith("weight_")}
+    assert ("words", "weight_words") in weights
+    assert ("numbers", "weight_words") not in weights
+    assert ("numbers", "weight_temperature") in weights

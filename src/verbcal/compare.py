@@ -70,10 +70,12 @@ def compare(
     n_bins: int = DEFAULT_BINS,
     options: dict[str, dict[str, Any]] | None = None,
     on_repeat: Callable[[int], None] | None = None,
+    reply: str = "probs",
 ) -> list[SplitResult]:
     """Every method scored on ``repeats`` random stratified splits (seeded).
 
-    ``options`` holds constructor options per method name (e.g. a fixed floor).
+    ``options`` holds constructor options per method name (e.g. a fixed floor); ``reply``
+    says which reply the rows were read from (``verbal``: ``auto`` also weighs ``words``).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
@@ -88,6 +90,7 @@ def compare(
         n_bins=n_bins,
         options=options,
         on_split=None if on_repeat is None else lambda split, _: on_repeat(split.repeat),
+        reply=reply,
     )
     return [
         SplitResult(s.method, s.repeat, s.metrics, s.fitted, s.warnings) for s in evaluation.scores

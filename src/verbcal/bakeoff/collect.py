@@ -459,29 +459,9 @@ def _run_elicited(
             continue
         probs[i] = values / values.sum()
         status.append(str(record["status"]))
-    used = list(db.usage(plan.jobs).values())
-    tokens_in = sum(u.input_tokens for u in used)
-    tokens_out = sum(u.output_tokens for u in used)
-    cost = None
-    if plan.price is not None:
-        cost = (tokens_in * plan.price[0] + tokens_out * plan.price[1]) / 1e6
-    return ArmReplies(
-        name=arm.name,
-        labels=labels,
-        ids=[str(item["id"]) for item in items],
-        probs=probs,
-        y=np.asarray([labels.index(item["label"]) for item in items], dtype=np.int64),
-        status=status,
-        latencies=[s for u in used if u.status != "error" and (s := u.seconds) is not None],
-        input_tokens=tokens_in,
-        output_tokens=tokens_out,
-        n_requests=len(used),
-        cost=cost,
-        price=plan.price,
-        issues=issues,
-        sent=done.stats.requests,
-        cost_sent=done.cost or 0.0,
-    )
+    replies = _live_replies(config, plan, items, probs, status, issues, db)
+    replies.sent, replies.cost_sent = done.stats.requests, done.cost or 0.0
+    return replies
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -512,7 +492,6 @@ def _replies(
 ) -> ArmReplies:
     labels = config.labels
     rows = db.get_many(plan.jobs)
-    usage = db.usage(plan.jobs)
     k = len(labels)
     probs = np.full((len(items), k), np.nan)
     spreads = np.full(len(items), np.nan) if plan.arm.samples > 1 else None
@@ -540,7 +519,23 @@ def _replies(
         if spreads is not None:
             spreads[i] = float(np.std(matrix[:, int(np.argmax(mean))]))
         status.append("ok" if len(samples) == len(keys) else "partial")
-    used = [u for u in usage.values()]
+    replies = _live_replies(config, plan, items, probs, status, issues, db)
+    replies.spread = spreads
+    return replies
+
+
+def _live_replies(
+    config: BakeoffConfig,
+    plan: ArmPlan,
+    items: Sequence[dict[str, Any]],
+    probs: FloatArray,
+    status: list[str],
+    issues: Counter[str],
+    db: Store,
+) -> ArmReplies:
+    """A live arm's replies with what its stored requests cost (tokens, USD, latencies)."""
+    labels = config.labels
+    used = list(db.usage(plan.jobs).values())
     tokens_in = sum(u.input_tokens for u in used)
     tokens_out = sum(u.output_tokens for u in used)
     cost = None
@@ -553,7 +548,6 @@ def _replies(
         probs=probs,
         y=np.asarray([labels.index(item["label"]) for item in items], dtype=np.int64),
         status=status,
-        spread=spreads,
         latencies=[s for u in used if u.status != "error" and (s := u.seconds) is not None],
         input_tokens=tokens_in,
         output_tokens=tokens_out,

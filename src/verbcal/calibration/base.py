@@ -16,6 +16,7 @@ probabilities, never as logits.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -51,6 +52,7 @@ from verbcal.calibration.rows import (
     Array,
     CalibratorError,
     Counts,
+    FloorLogits,
     FloorMode,
     apply_floor,
     check_probs,
@@ -112,12 +114,7 @@ class Calibrator(ABC):
 
     @classmethod
     def _get_param_names(cls) -> list[str]:
-        signature = inspect.signature(cls.__init__)
-        return [
-            name
-            for name, p in signature.parameters.items()
-            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        ]
+        return list(_param_names(cls))
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """Constructor arguments as given (scikit-learn's estimator protocol)."""
@@ -177,9 +174,13 @@ class Calibrator(ABC):
         p, gold, weight = self._prepare(X, y, sample_weight, labels)
         data = count_rows(p, gold, weight)
         self.warnings_: list[str] = []
-        self.floor_: float | None = self._choose_floor(data)
-        self._fit(data)
-        self.fit_info_: dict[str, float] = self._describe_fit(data)
+        self._floor_logits = FloorLogits(data.rows) if self.uses_floor else None
+        try:
+            self.floor_: float | None = self._choose_floor(data)
+            self._fit(data)
+            self.fit_info_: dict[str, float] = self._describe_fit(data)
+        finally:
+            self._floor_logits = None
         self.warnings_.extend(self._support_warnings(data))
         return self
 
@@ -499,6 +500,9 @@ class Calibrator(ABC):
     def logits(self, rows: Array) -> Array:
         """Estimated logits of normalised rows under the fitted floor."""
         floor = self.floor_ if self.floor_ is not None else SMALLEST_FLOOR
+        table = getattr(self, "_floor_logits", None)  # set while fitting: the fit's rows
+        if table is not None and table.rows is rows:
+            return table(floor, self.floor_mode_name)
         return _logits(rows, floor, self.floor_mode_name)
 
     def _describe_fit(self, data: Counts) -> dict[str, float]:
@@ -559,6 +563,17 @@ def _loaded_floor(calibrator: Calibrator, floor: Any) -> float | None:
     if calibrator.uses_floor and given != "fit" and float(given) != value:
         raise CalibratorError(f"floor.value {value!r} differs from params.floor {given!r}")
     return value
+
+
+@functools.cache
+def _param_names(cls: type) -> tuple[str, ...]:
+    """A class's constructor argument names (read once per class: ``inspect`` is slow)."""
+    signature = inspect.signature(cls.__init__)  # type: ignore[misc]
+    return tuple(
+        name
+        for name, p in signature.parameters.items()
+        if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    )
 
 
 def _logits(rows: Array, floor: float, mode: FloorMode) -> Array:

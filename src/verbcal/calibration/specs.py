@@ -92,6 +92,7 @@ def parse_spec(spec: str) -> Variant:
     method, body = match.group(1), match.group(2)
     params = METHODS[method]._get_param_names()
     options: dict[str, Any] = {}
+    written: dict[str, str] = {}
     for item in split_specs(body or ""):
         key, sep, value = (s.strip() for s in item.partition("="))
         argument = ALIASES.get(key, key)
@@ -101,18 +102,26 @@ def parse_spec(spec: str) -> Variant:
                 f"bad option {item!r} in {spec!r}; {method} takes {', '.join(takes) or 'none'}"
             )
         options[argument] = convert_option(argument, value)
-    check_options(method, options)
+        written[argument] = key
+    check_options(method, options, written)
     defaults = {k: v for k, v in _defaults(METHODS[method]).items() if k in ("floor", "floor_mode")}
     return Variant(text, method, tuple({**defaults, **options}.items()), tuple(options))
 
 
-def check_options(method: str, options: dict[str, Any]) -> None:
+def check_options(
+    method: str, options: dict[str, Any], written: dict[str, str] | None = None
+) -> None:
     """Validate constructor options of ``method`` by its declared constraints: the same
-    check, and the same message, as the calibrator's own at ``fit``."""
+    check, and the same message, as the calibrator's own at ``fit``. ``written`` maps an
+    argument to the name the spec wrote (``prior`` for ``prior_sd``): the message uses it."""
     try:
         validate_params(options, METHODS[method]._parameter_constraints, where=method)
     except ParameterError as exc:
-        raise MethodError(str(exc)) from exc
+        message = str(exc)
+        for argument, key in (written or {}).items():
+            if key != argument:
+                message = message.replace(f"{method}: {argument} ", f"{method}: {key} ", 1)
+        raise MethodError(message) from exc
 
 
 def convert_option(argument: str, text: str) -> Any:

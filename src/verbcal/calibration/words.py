@@ -34,6 +34,11 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import optimize
 
+try:  # scipy's PAVA routine behind optimize.isotonic_regression (see _isotonic)
+    from scipy.optimize._pava_pybind import pava as _pava
+except ImportError:  # pragma: no cover (a scipy without it: the public function runs)
+    _pava = None
+
 from verbcal.calibration.base import register
 from verbcal.calibration.constraints import (
     Interval,
@@ -69,15 +74,34 @@ def _sigmoid(z: Array) -> Array:
 def fit_levels(v: Array, k: Array, n: Array, m: float) -> Array:
     """Pooled posterior means per level (``v`` sorted ascending, every n + m > 0)."""
     post = (k + m * v) / np.maximum(n + m, _EPS)
-    return np.asarray(optimize.isotonic_regression(post, weights=n + m).x, dtype=np.float64)
+    return _isotonic(post, n + m)
+
+
+def _isotonic(y: Array, w: Array) -> Array:
+    """``scipy.optimize.isotonic_regression(y, weights=w).x``: scipy's own PAVA routine on
+    the arrays that function gives it (so bit-equal), without its checks and result object,
+    which cost more than PAVA on a few levels (leave-one-out runs it thousands of times)."""
+    if _pava is None or not np.all(w > 0):  # scipy's function itself (it raises on w <= 0)
+        return np.asarray(optimize.isotonic_regression(y, weights=w).x, dtype=np.float64)
+    x = np.array(y, order="C", dtype=np.float64, copy=True)
+    wx = np.array(w, order="C", dtype=np.float64, copy=True)
+    blocks = np.full(len(x) + 1, -1, dtype=np.intp)
+    return np.asarray(_pava(x, wx, blocks)[0], dtype=np.float64)
 
 
 def _monotone_map(v: Array, q: Array, w: Array) -> tuple[float, float]:
     """(slope, intercept) of logit q = a logit v + b, weighted least squares, a >= 0."""
-    x, y = _logit(v), _logit(q)
-    if len(v) < 2 or np.ptp(x) < 1e-12:
-        return 1.0, float(np.average(y - x, weights=w))
-    xm, ym = np.average(x, weights=w), np.average(y, weights=w)
+    return _line(_logit(v), _logit(q), w)
+
+
+def _line(x: Array, y: Array, w: Array) -> tuple[float, float]:
+    """:func:`_monotone_map` on logits (weighted means written as ``np.average`` computes them)."""
+    total = w.sum()
+    if total == 0:
+        raise ZeroDivisionError("Weights sum to zero, can't be normalized")
+    if len(x) < 2 or np.ptp(x) < 1e-12:
+        return 1.0, float(((y - x) * w).sum() / total)
+    xm, ym = (x * w).sum() / total, (y * w).sum() / total
     a = float(np.sum(w * (x - xm) * (y - ym)) / np.sum(w * (x - xm) ** 2))
     a = max(a, 0.0)
     return a, float(ym - a * xm)
@@ -88,9 +112,16 @@ def predict_levels(
 ) -> Array:
     """P(class) for lexicon values ``value``: a fitted level's estimate where it was seen,
     else logit interpolation between neighbours, else the bounded logistic map."""
-    x = np.asarray(value, dtype=np.float64)
     fv, fq = np.asarray(fitted_v, dtype=np.float64), np.asarray(fitted_q, dtype=np.float64)
-    lx, lv, lq = _logit(x), _logit(fv), _logit(fq)
+    return _predict(value, fv, fq, _logit(fv), _logit(fq), slope, intercept)
+
+
+def _predict(
+    value: Array, fv: Array, fq: Array, lv: Array, lq: Array, slope: float, intercept: float
+) -> Array:
+    """:func:`predict_levels` with the fitted levels' logits ``lv``, ``lq`` given."""
+    x = np.asarray(value, dtype=np.float64)
+    lx = _logit(x)
     out = _sigmoid(np.interp(lx, lv, lq))
     mapped = _sigmoid(slope * lx + intercept)
     above, below = x > fv[-1], x < fv[0]
@@ -229,9 +260,11 @@ def _loo_loss(v: Array, k: Array, n: Array, m: float) -> float:
             elif not seen.any():
                 q = v[level]
             else:  # the level's only item left: predicted as an unseen phrase would be
-                qs = fit_levels(v[seen], k2[seen], n2[seen], m)
-                a, b = _monotone_map(v[seen], qs, n2[seen] + m)
-                q = predict_levels(np.array([v[level]]), v[seen], qs, a, b)[0]
+                vs = v[seen]
+                qs = fit_levels(vs, k2[seen], n2[seen], m)
+                lv, lq = _logit(vs), _logit(qs)
+                a, b = _line(lv, lq, n2[seen] + m)
+                q = _predict(np.array([v[level]]), vs, qs, lv, lq, a, b)[0]
             q = min(max(float(q), OUTPUT_FLOOR), 1 - OUTPUT_FLOOR)
             total -= count * math.log(q if positive else 1 - q)
     return total / max(float(n.sum()), _EPS)

@@ -546,6 +546,7 @@ def compare(
                 n_bins=bins,
                 options=options,
                 on_repeat=lambda _: progress.advance(task),
+                reply=predictions.reply,
             )
     rows = summarise(results)
     warn(fit_warnings(results), "fit warning")

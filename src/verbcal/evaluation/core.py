@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from verbcal.calibration import AutoCalibrator, Calibrator
+from verbcal.calibration import AutoCalibrator, Calibrator, candidates_for
 from verbcal.calibration.specs import Variant, parse_spec
 from verbcal.evaluation.results import Evaluation, MethodScore, PairedDifference
 from verbcal.evaluation.splits import Split
@@ -26,15 +26,34 @@ Options = Mapping[str, Mapping[str, Any]]
 """Constructor options per method spec, overriding the spec's own (e.g. a fixed floor)."""
 
 
-def variants(methods: Sequence[str], options: Options | None = None) -> list[Variant]:
-    """The methods as variants, ``options`` merged into each spec's options."""
+def variants(
+    methods: Sequence[str] | Sequence[Variant],
+    options: Options | None = None,
+    reply: str = "probs",
+) -> list[Variant]:
+    """The methods as variants, ``options`` merged into each spec's options.
+
+    ``reply="verbal"`` (confidence read from words) gives ``auto`` the candidates
+    :func:`~verbcal.calibration.candidates_for` names (with ``words``) unless its spec or
+    ``options`` name their own, as :func:`~verbcal.calibration.make_calibrator` does.
+    """
     out = []
     for method in methods:
-        variant = parse_spec(method)
-        extra = dict((options or {}).get(method, {}))
+        variant = method if isinstance(method, Variant) else parse_spec(method)
+        extra = dict((options or {}).get(variant.name, {}))
+        if (
+            variant.method == "auto"
+            and reply != "probs"
+            and "candidates" not in variant.kwargs
+            and "candidates" not in extra
+        ):
+            extra["candidates"] = list(candidates_for(reply))
         if extra:
             variant = Variant(
-                variant.name, variant.method, tuple({**variant.kwargs, **extra}.items())
+                variant.name,
+                variant.method,
+                tuple({**variant.kwargs, **extra}.items()),
+                variant.given,
             )
         out.append(variant)
     return out
@@ -48,8 +67,11 @@ def fit_methods(
     labels: Sequence[str] | None = None,
     options: Options | None = None,
     prefitted: Mapping[str, Calibrator] | None = None,
+    reply: str = "probs",
 ) -> dict[str, Calibrator]:
     """Every method fitted on ``(probs, y)``, by name; ``prefitted`` ones are used as given.
+    ``reply``: ``probs`` or ``verbal``, which reply the rows were read from (see
+    :func:`variants`).
 
     The floor fitted jointly with T depends only on the data, the floor mode and the
     prior on T, so it is fitted once per such key and handed to every other temperature
@@ -57,7 +79,7 @@ def fit_methods(
     calibrator still reports its floor as fitted). ``auto`` takes the methods fitted
     before it as members where they match its candidates, instead of refitting them.
     """
-    chosen = [m if isinstance(m, Variant) else variants([m], options)[0] for m in methods]
+    chosen = variants(methods, options, reply)
     floors: dict[tuple[Any, ...], float] = {}
     fitted: dict[str, Calibrator] = {}
     for variant in chosen:
@@ -90,6 +112,7 @@ def evaluate_split(
     prefitted: Mapping[str, Calibrator] | None = None,
     n_boot: int = 0,
     seed: int = 0,
+    reply: str = "probs",
 ) -> list[MethodScore]:
     """Every method fitted on the calibration part of ``split`` and scored on its test part.
 
@@ -102,6 +125,7 @@ def evaluate_split(
         labels=labels,
         options=options,
         prefitted=prefitted,
+        reply=reply,
     )
     p_test, y_test = probs[split.test], y[split.test]
     scores = []
@@ -126,13 +150,14 @@ def evaluate_splits(
     n_boot: int = 0,
     seed: int = 0,
     on_split: Callable[[Split, list[MethodScore]], None] | None = None,
+    reply: str = "probs",
 ) -> Evaluation:
     """Every method on every split (see :func:`evaluate_split`), as one :class:`Evaluation`.
 
     ``methods`` are method specs (:mod:`verbcal.calibration.specs`), validated before any
     fit; ``on_split`` is called after each split with its scores.
     """
-    chosen = variants(methods, options)
+    chosen = variants(methods, options, reply)
     scores: list[MethodScore] = []
     for split in splits:
         mine = evaluate_split(

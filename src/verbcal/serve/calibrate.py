@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 from pydantic_core import to_json
 
 from verbcal.calibration import CalibratorError
+from verbcal.decide import apply_threshold
 from verbcal.serve.cache import Row, as_matrix
 from verbcal.serve.registry import Served
 
@@ -148,9 +149,10 @@ def add_decisions(
     set_mass: float | None,
 ) -> None:
     """Add to each item the decisions the request asked for (threshold, prediction set)."""
-    if accept_threshold is not None:
-        for item in items:
-            item["decision"] = "accept" if item["confidence"] >= accept_threshold else "abstain"
+    if accept_threshold is not None:  # the one rule that applies a threshold (ties at 1e-12)
+        accepted = apply_threshold([item["confidence"] for item in items], accept_threshold)
+        for item, accept in zip(items, accepted.tolist(), strict=True):
+            item["decision"] = "accept" if accept else "abstain"
     if set_mass is not None:
         q = as_matrix(rows)
         order = np.argsort(-q, axis=1, kind="stable")

@@ -57,6 +57,8 @@ class _Shared:
     """What every worker needs: the data and the grid's fixed settings."""
 
     data: dict[str, tuple[FloatArray, IntArray]]
+    replies: dict[str, str]
+    """Which reply each dataset was read from (``verbal``: ``auto`` also weighs ``words``)."""
     variants: tuple[Variant, ...]
     seed: int
     bins: int
@@ -88,7 +90,10 @@ def _run_task(task: Task) -> tuple[Task, list[MetricRow], list[ThresholdRow]]:
     for repeat in task.repeats:
         split = keyed_split(y, task.size, shared.seed, task.dataset, repeat)
         calib = split.calib
-        for score in evaluate_split(probs, y, split, shared.variants, n_bins=shared.bins):
+        scores = evaluate_split(
+            probs, y, split, shared.variants, n_bins=shared.bins, reply=shared.replies[task.dataset]
+        )
+        for score in scores:
             calibrator = score.calibrator
             floor = calibrator.floor_
             params = {
@@ -173,9 +178,10 @@ def cross_fit(
     probs, y = result.data[dataset]
     split = keyed_split(y, size, result.config.seed, dataset, 0)
     variants = [parse_variant(m) for m in methods]
+    reply = result.info[dataset].reply
     out = {m: np.empty_like(probs) for m in methods}
     for fit_idx, predict_idx in ((split.calib, split.test), (split.test, split.calib)):
-        fitted = fit_methods(variants, probs[fit_idx], y[fit_idx])
+        fitted = fit_methods(variants, probs[fit_idx], y[fit_idx], reply=reply)
         for m in methods:
             out[m][predict_idx] = fitted[m].predict_proba(probs[predict_idx])
     return out
@@ -193,6 +199,8 @@ class DatasetInfo:
     sizes: list[int]
     notes: list[str]
     wellformed: dict[str, Any]
+    reply: str = "probs"
+    """Which reply the rows were read from (``probs`` or ``verbal``)."""
 
 
 @dataclass
@@ -222,7 +230,14 @@ def load_datasets(config: StudyConfig) -> tuple[dict[str, DatasetInfo], dict[str
                 f"sizes: none of {config.sizes} fits {name} ({len(predictions)} items)"
             )
         info[name] = DatasetInfo(
-            name, spec, predictions.labels, len(predictions), sizes, notes, wellformedness(full)
+            name,
+            spec,
+            predictions.labels,
+            len(predictions),
+            sizes,
+            notes,
+            wellformedness(full),
+            predictions.reply,
         )
         loaded[name] = predictions
     return info, loaded
@@ -246,6 +261,7 @@ def run_study(
     data = {name: (p.probs, p.y) for name, p in loaded.items()}
     shared = _Shared(
         data,
+        {name: i.reply for name, i in info.items()},
         variants,
         config.seed,
         config.bins,
