@@ -65,7 +65,7 @@ def test_covariate_stream_over_represents_one_kind_by_input_length_only() -> Non
     for stream, kind in ((long_first, 1), (short_first, 0)):
         assert stream is not None and stream.changed
         # the stream's rows come from the test part; its kinds are read back by row identity
-        ref, test = bench.split(data, np.random.default_rng(2 if kind else 3))
+        _, test = bench.split(data, np.random.default_rng(2 if kind else 3))
         after = test.kind[stream.groups[5000:]]
         before = test.kind[stream.groups[:5000]]
         assert abs(after.mean() - (bench.KIND_SHARE if kind else 1 - bench.KIND_SHARE)) < 0.03

@@ -121,8 +121,12 @@ def test_versus_past_pools_earlier_windows_and_restarts_on_firing() -> None:
     b = np.array([1.0, 0.5])
     conf, items = np.array([50.0, 50.0]), np.full(100, 0.8)
     first = policy.versus_past(conf, np.array([60.0, 40.0]), items, b)
-    assert set(first) == {"confidence_vs_past", "label_mix_vs_past", "accuracy_vs_past",
-                          "label_shift_vs_past"}
+    assert set(first) == {
+        "confidence_vs_past",
+        "label_mix_vs_past",
+        "accuracy_vs_past",
+        "label_shift_vs_past",
+    }
     assert all(p is None for p in first.values())  # nothing pooled before the first window
     policy.pool([])
     policy.versus_past(conf, np.array([60.0, 40.0]), items, b)

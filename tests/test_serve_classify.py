@@ -248,7 +248,9 @@ def test_classify_predictions_are_logged_and_take_feedback(
             )
             assert unknown.status_code == 404
     with sqlite3.connect(log) as db:
-        rows = db.execute("SELECT id, model, raw, calibrated FROM predictions ORDER BY id").fetchall()
+        rows = db.execute(
+            "SELECT id, model, raw, calibrated FROM predictions ORDER BY id"
+        ).fetchall()
     assert [r[0] for r in rows] == ["c0", pct["id"]]
     assert all(r[1] == "sentiment" for r in rows)
     assert json.loads(rows[0][2]) == pytest.approx([0.7, 0.3])

@@ -245,9 +245,9 @@ def monitor(
                     real.accuracy.value * real.n,
                     real.n,
                 )
-        conf_counts = np.bincount(
-            confidence_group(edges, conf), minlength=len(edges) + 1
-        ).astype(np.float64)
+        conf_counts = np.bincount(confidence_group(edges, conf), minlength=len(edges) + 1).astype(
+            np.float64
+        )
         pred_counts = np.bincount(pred, minlength=k).astype(np.float64)
         p_values.update(policy.versus_past(conf_counts, pred_counts, items, contrast))
         changes = {
