@@ -98,6 +98,9 @@ class Stream:
     changed: bool
     groups: IntArray
     """Item identity per row (a test-part index; other-set items offset by 100000)."""
+    oracle_power: float | None = None
+    """Label shift: the power of the best label-free test that knows the change (see
+    :func:`oracle_power`)."""
 
 
 @dataclass
@@ -107,6 +110,7 @@ class Tally:
     alarmed: list[bool] = field(default_factory=list)
     delays: list[int | None] = field(default_factory=list)
     drops: list[float] = field(default_factory=list)
+    oracle: list[float] = field(default_factory=list)
     signals: dict[str, int] = field(default_factory=dict)
     """How many streams each signal alarmed (after the change where there is one)."""
 
@@ -182,8 +186,30 @@ def label_shift_weights(test: Part, predicted: IntArray, drop: float) -> Array |
     return np.asarray(target[test.y] / prior[test.y], dtype=np.float64)
 
 
+def oracle_power(
+    test: Part, weights: Array, seed: int, n: int = 2 * WINDOW, alpha: float = 0.05
+) -> float:
+    """Power of the Neyman-Pearson test of "no change" against the exact change, on the
+    ``n`` rows of the two windows after it, at level ``alpha`` (seeded Monte Carlo, 4000
+    draws each way). It sees what any label-free monitor sees, the reply (rows with the same
+    verbalized reply are one value), and knows the pre- and post-change distributions of
+    replies exactly. A monitor whose false-alarm rate over a stream is <= alpha raises an
+    alarm by the second window after the change with at most this probability: "alarm by
+    then" is itself a level-alpha test of those windows, and no such test beats this one."""
+    rng = np.random.default_rng([seed, 1])
+    _, reply = np.unique(np.round(test.probs, 9), axis=0, return_inverse=True)
+    reply = reply.reshape(-1)
+    p0 = np.bincount(reply) / len(reply)  # before: the test part uniformly
+    p1 = np.bincount(reply, weights=weights) / weights.sum()  # after: the weighted draw
+    llr = np.log(np.maximum(p1, 1e-300) / p0)
+    null = rng.multinomial(n, p0, size=4000) @ llr
+    alt = rng.multinomial(n, p1, size=4000) @ llr
+    return float(np.mean(alt > np.quantile(null, 1 - alpha)))
+
+
 def build(scenario: str, name: str, seed: int) -> Stream | None:
     rng = np.random.default_rng(seed)
+    power = None
     ref, test = split(load(name), rng)
     idx = draw(test, WINDOW * CHANGE, rng)
     before, ys, gs = [test.probs[idx]], [test.y[idx]], [idx]
@@ -198,6 +224,7 @@ def build(scenario: str, name: str, seed: int) -> Stream | None:
             return None
         idx = draw(test, after_n, rng, weights)
         after, after_y, after_g = test.probs[idx], test.y[idx], idx
+        power = oracle_power(test, weights, seed)
     elif scenario == "covariate":
         weights = kind_weights(test, kind=1 - seed % 2)  # even seeds: long items, odd: short
         if weights is None:
@@ -221,7 +248,7 @@ def build(scenario: str, name: str, seed: int) -> Stream | None:
     probs = np.concatenate([*before, after])
     y = np.concatenate([*ys, after_y])
     groups = np.concatenate([*gs, after_g])
-    return Stream(name, ref, probs, y, scenario != "stationary", groups)
+    return Stream(name, ref, probs, y, scenario != "stationary", groups, power)
 
 
 def nannyml_estimates(stream: Stream, q_ref: Array, q: Array) -> list[float] | None:
@@ -317,6 +344,8 @@ def run_stream(stream: Stream, tally: Tally, with_nannyml: bool) -> None:
         pre = any(r["alarm"] for r in rows[:CHANGE])
         tally.delays.append(None if pre else first)
         tally.drops.append(float(np.mean(realised[:CHANGE]) - np.mean(realised[CHANGE:])))
+        if stream.oracle_power is not None:
+            tally.oracle.append(stream.oracle_power)
 
 
 def summarise(name: str, tally: Tally) -> dict[str, Any]:
@@ -335,6 +364,9 @@ def summarise(name: str, tally: Tally) -> dict[str, Any]:
         out["n_within_2"] = int(sum(d is not None and d <= 1 for d in tally.delays))
         out["median_delay"] = float(np.median(found)) if found else None
         out["mean_realised_drop"] = float(np.mean(tally.drops))
+    if tally.oracle:
+        out["oracle_within_2"] = float(np.mean(tally.oracle))
+        out["oracle_below_half"] = int(np.sum(np.array(tally.oracle) < 0.5))
     return out
 
 
@@ -395,6 +427,15 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"| {r['scenario']} | {where} | {r[key]:.3f} | {r[f'mae_floor@{where}']:.3f} | "
                 f"{r[f'coverage_cbpe@{where}']:.3f} | {nanny} |"
             )
+    for r in results:
+        if "oracle_within_2" in r:
+            lines += [
+                "",
+                f"{r['scenario']}: alarmed within 2 windows {r['alarmed_within_2']:.2f}; the "
+                f"best label-free test that knows the change (NP, level 0.05) "
+                f"{r['oracle_within_2']:.2f} on average, below 0.5 in {r['oracle_below_half']} "
+                f"of {r['streams']} streams",
+            ]
     lines += ["", "signals that alarmed (streams; after the change where there is one):"]
     lines += [f"- {r['scenario']}: {r['signals'] or 'none'}" for r in results]
     return "\n".join(lines)

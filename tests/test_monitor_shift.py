@@ -141,3 +141,20 @@ def test_versus_past_pools_earlier_windows_and_restarts_on_firing() -> None:
     assert policy._past["confidence_vs_past"].tolist() == [150.0, 150.0]
     again = policy.versus_past(conf, np.array([20.0, 80.0]), items, b)
     assert again["label_mix_vs_past"] == pytest.approx(1.0)  # the new regime is the baseline
+
+
+def test_reply_vs_past_sees_a_change_of_the_joint_cells_the_marginals_miss() -> None:
+    policy = AlarmPolicy(alpha=0.05, horizon=20)
+    b = np.array([1.0, 1.0])
+    items = np.full(500, 0.8)
+    # cells: (label 0, low), (label 0, high), (label 1, low), (label 1, high)
+    before, after = np.array([50.0, 200, 200, 50]), np.array([200.0, 50, 50, 200])
+    conf_of = lambda cells: np.array([cells[0] + cells[2], cells[1] + cells[3]])  # noqa: E731
+    pred_of = lambda cells: np.array([cells[0] + cells[1], cells[2] + cells[3]])  # noqa: E731
+    for _ in range(3):
+        policy.versus_past(conf_of(before), pred_of(before), items, b, before)
+        policy.pool([])
+    p = policy.versus_past(conf_of(after), pred_of(after), items, b, after)
+    assert p["confidence_vs_past"] == pytest.approx(1.0)  # same marginals
+    assert p["label_mix_vs_past"] == pytest.approx(1.0)
+    assert policy.fired(p, None) == ["reply_vs_past"]

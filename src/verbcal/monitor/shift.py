@@ -33,8 +33,11 @@ pooled (since the start, or since that signal last fired: the window that fired 
 its new pool), so their power grows as the stream goes on, and the reference's finite size
 (shared by every window) cancels out of them:
 
-* ``confidence_vs_past``, ``label_mix_vs_past``: chi-square homogeneity of the window's
-  confidence-group / predicted-label counts against the pooled counts;
+* ``confidence_vs_past``, ``label_mix_vs_past``, ``reply_vs_past``: chi-square
+  homogeneity of the window's counts against the pooled counts, over confidence groups,
+  predicted labels, and their joint cells (predicted label x confidence group: the reply
+  as finely as a bounded number of cells allows, so a change that moves both a little,
+  such as label shift, adds up);
 * ``accuracy_vs_past``: one-sided Welch z-test that the window's mean CBPE item estimate
   (:func:`verbcal.monitor.estimate.cbpe_items`) is below the pooled mean;
 * ``label_shift_vs_past``: one-sided z-test that the accuracy label shift implies fell:
@@ -74,11 +77,12 @@ SIGNALS = (
     "labelled_accuracy_drop",
     "confidence_vs_past",
     "label_mix_vs_past",
+    "reply_vs_past",
     "accuracy_vs_past",
     "label_shift_vs_past",
 )
 """Every signal that can raise an alarm, in the order an alarm lists them."""
-PAST_SIGNALS = SIGNALS[-4:]
+PAST_SIGNALS = SIGNALS[-5:]
 """The signals that test each window against the stream's own pooled earlier windows."""
 
 
@@ -314,12 +318,19 @@ class AlarmPolicy:
         return self._cs[name]
 
     def versus_past(
-        self, conf_counts: Array, pred_counts: Array, items: Array, contrast: Array
+        self,
+        conf_counts: Array,
+        pred_counts: Array,
+        items: Array,
+        contrast: Array,
+        cell_counts: Array | None = None,
     ) -> dict[str, float | None]:
         """p-values of the ``*_vs_past`` signals for one window (None for a signal with no
         earlier window pooled yet): ``conf_counts`` per confidence group, ``pred_counts`` per
         label, ``items`` the CBPE item estimates, ``contrast`` from
-        :func:`bbse_accuracy_contrast`. Call :meth:`pool` with what fired afterwards."""
+        :func:`bbse_accuracy_contrast`, ``cell_counts`` per (label, confidence group) cell
+        (None: ``reply_vs_past`` is not tested). Call :meth:`pool` with what fired
+        afterwards."""
         it = np.asarray(items, dtype=np.float64)
         now = {
             "confidence_vs_past": np.asarray(conf_counts, dtype=np.float64),
@@ -327,6 +338,8 @@ class AlarmPolicy:
             "accuracy_vs_past": np.array([len(it), it.sum(), np.sum(it * it)]),
             "label_shift_vs_past": np.asarray(pred_counts, dtype=np.float64),
         }
+        if cell_counts is not None:
+            now["reply_vs_past"] = np.asarray(cell_counts, dtype=np.float64)
         out: dict[str, float | None] = {}
         for name, value in now.items():
             past = self._past.get(name)
