@@ -33,7 +33,10 @@ probability of being right (taken as its CBPE item estimate) would still make on
 ``sqrt(2/pi)`` times the window's Poisson-binomial SD (:func:`oracle_error`). Per stream:
 any alarm (false alarm on ``stationary``), the signals that fired, and for changed streams
 the detection delay (windows after the change until the first alarm; "within 2" =
-alarmed at window 11 or 12). Every number is also given per bundled set.
+alarmed at window 11 or 12), and for ``label_shift`` the power of the best label-free
+test that knows the change (:func:`oracle_power`: an upper bound on the chance that any
+monitor holding a 5 % false-alarm rate alarms within 2 windows). Every number is also
+given per bundled set.
 
 Estimates: ``cbpe`` (verbcal's headline: mean calibrated confidence + the reference's per-bin
 gap, or the BBSE-corrected one when the predicted-label mix shifted), ``cbpe_plain`` (mean

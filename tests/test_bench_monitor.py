@@ -70,3 +70,14 @@ def test_covariate_stream_over_represents_one_kind_by_input_length_only() -> Non
         before = test.kind[stream.groups[:5000]]
         assert abs(after.mean() - (bench.KIND_SHARE if kind else 1 - bench.KIND_SHARE)) < 0.03
         assert abs(before.mean() - test.kind.mean()) < 0.03
+
+
+def test_oracle_power_holds_its_level_and_sees_a_label_shift() -> None:
+    bench = load_bench()
+    _, test = bench.split(bench.load("drug-reviews"), np.random.default_rng(1001))
+    same = bench.oracle_power(test, np.ones(len(test.y)), seed=1)
+    assert same <= 0.1  # no change: an alarm only at its level
+    stream = bench.build("label_shift", "drug-reviews", 1001)
+    assert stream is not None and stream.oracle_power is not None
+    assert stream.oracle_power > 0.5
+    assert bench.build("stationary", "drug-reviews", 1001).oracle_power is None

@@ -154,8 +154,9 @@ def monitor_command(
     accuracy_drop, labelled_accuracy_drop), CUSUMs against the stream's first 5 windows
     (accuracy_change, confidence_change, label_mix_change), and tests of each window against
     all earlier windows pooled since the start or that signal's last alarm
-    (confidence_vs_past, label_mix_vs_past, accuracy_vs_past, and label_shift_vs_past: the
-    accuracy BBSE's label-shift weights imply). The *_vs_past tests count rows as independent
+    (confidence_vs_past, label_mix_vs_past, reply_vs_past: the predicted label x confidence
+    cells, accuracy_vs_past, and label_shift_vs_past: the accuracy BBSE's label-shift
+    weights imply). The *_vs_past tests count rows as independent
     draws: deduplicate retries of one item first.
 
     Example: verbcal monitor --calibrator ts.json --reference ref.jsonl --data live.jsonl --out mon/
