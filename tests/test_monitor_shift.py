@@ -158,3 +158,26 @@ def test_reply_vs_past_sees_a_change_of_the_joint_cells_the_marginals_miss() -> 
     assert p["confidence_vs_past"] == pytest.approx(1.0)  # same marginals
     assert p["label_mix_vs_past"] == pytest.approx(1.0)
     assert policy.fired(p, None) == ["reply_vs_past"]
+
+
+def test_vs_past_chi_square_merges_rare_cells_and_skips_tiny_windows() -> None:
+    from verbcal.monitor.shift import PAST_MIN_ROWS, _homogeneity, homogeneity_vs_past
+
+    rng = np.random.default_rng(8)
+    mix = np.array([0.6, 0.3, 0.099, 0.001])  # a cell the past holds a few rows of
+    past = rng.multinomial(5000, mix).astype(float)
+    windows = rng.multinomial(40, mix, size=4000).astype(float)
+    merged = np.array([homogeneity_vs_past(past, w) for w in windows])
+    raw = np.array([_homogeneity(past, w, cap=False) for w in windows])
+    assert np.mean(merged < 1e-3) <= 0.003  # holds its level
+    assert np.mean(raw < 1e-3) > 0.005  # unmerged: 5x its level and more (one rare row)
+    assert homogeneity_vs_past(past, np.array([5.0, 35, 0, 0])) < 1e-4  # a real shift
+
+    policy = AlarmPolicy(horizon=20)
+    b, items = np.array([1.0, 0.5]), np.full(PAST_MIN_ROWS, 0.8)
+    policy.versus_past(np.array([20.0, 10]), np.array([20.0, 10]), items, b)
+    policy.pool([])
+    tiny = policy.versus_past(np.array([0.0, 5]), np.array([0.0, 5]), items[:5], b)
+    assert all(p is None for p in tiny.values())  # 5 rows: pooled, not tested
+    policy.pool([])
+    assert policy._past["label_mix_vs_past"].tolist() == [20.0, 15.0]

@@ -49,7 +49,9 @@ its new pool), so their power grows as the stream goes on, and the reference's f
 They count every row as an independent draw from the stream's distribution (a popular item
 recurring is a frequent value, not a repeat of evidence), which holds for resampled or
 fresh streams but not for bursts of one item within a window (retries: deduplicate those
-first). Each fires at p < alpha / (signals x horizon), as the reference-based ones.
+first). Chi-square cells expected to hold fewer than 5 window rows are merged (Cochran), the
+mean test is Welch's t, and a window of fewer than :data:`PAST_MIN_ROWS` rows is pooled but
+not tested. Each fires at p < alpha / (signals x horizon), as the reference-based ones.
 """
 
 from __future__ import annotations
@@ -84,6 +86,11 @@ SIGNALS = (
 """Every signal that can raise an alarm, in the order an alarm lists them."""
 PAST_SIGNALS = SIGNALS[-5:]
 """The signals that test each window against the stream's own pooled earlier windows."""
+PAST_MIN_ROWS = 30
+"""A window with fewer rows is pooled but not tested by the ``*_vs_past`` signals (their
+normal and chi-square approximations need some rows; a sparse time bucket is no evidence)."""
+MIN_EXPECTED = 5.0
+"""Cochran's rule: cells expected to hold fewer window rows are merged before a chi-square."""
 
 
 def confidence_groups(reference: Array, min_count: int = 0) -> Array:
@@ -205,9 +212,34 @@ def bbse_accuracy_contrast(confusion: Array) -> Array:
     return np.asarray(np.linalg.pinv(c).T @ np.diag(c), dtype=np.float64)
 
 
+def homogeneity_vs_past(past: Array, window: Array) -> float:
+    """Chi-square homogeneity p-value of the window's counts against the pooled past's,
+    every row counted, after merging the cells expected to hold fewer than
+    :data:`MIN_EXPECTED` window rows into one (folded into the smallest other cell if it is
+    still that small), so a rare cell cannot make a few rows look like a shift."""
+    past, window = np.asarray(past, dtype=np.float64), np.asarray(window, dtype=np.float64)
+    n0, n1 = float(past.sum()), float(window.sum())
+    if n0 == 0 or n1 == 0:
+        return 1.0
+    expected = past / n0 * n1
+    small = expected < MIN_EXPECTED
+    if small.any():
+        keep = np.flatnonzero(~small)
+        past = np.append(past[keep], past[small].sum())
+        window = np.append(window[keep], window[small].sum())
+        expected = np.append(expected[keep], expected[small].sum())
+        if expected[-1] < MIN_EXPECTED and len(keep):
+            target = int(np.argmin(expected[:-1]))
+            past[target] += past[-1]
+            window[target] += window[-1]
+            past, window = past[:-1], window[:-1]
+    return _homogeneity(past, window, cap=False)
+
+
 def mean_below_past(past: Array, window: Array) -> float:
-    """One-sided Welch z p-value that the window's mean is below the past's; each argument
-    is ``[n, sum, sum of squares]`` (1.0 when either is empty or both are constant)."""
+    """One-sided Welch t p-value (Welch-Satterthwaite degrees of freedom) that the window's
+    mean is below the past's; each argument is ``[n, sum, sum of squares]`` (1.0 when either
+    holds fewer than 2 rows or both are constant)."""
     n0, s0, ss0 = (float(v) for v in past)
     n1, s1, ss1 = (float(v) for v in window)
     if n0 < 2 or n1 < 2:
@@ -215,10 +247,12 @@ def mean_below_past(past: Array, window: Array) -> float:
     m0, m1 = s0 / n0, s1 / n1
     v0 = max(ss0 / n0 - m0 * m0, 0.0) * n0 / (n0 - 1)
     v1 = max(ss1 / n1 - m1 * m1, 0.0) * n1 / (n1 - 1)
-    se = float(np.sqrt(v0 / n0 + v1 / n1))
+    a0, a1 = v0 / n0, v1 / n1
+    se = float(np.sqrt(a0 + a1))
     if se <= 0:
         return 1.0 if m1 >= m0 else 0.0
-    return float(stats.norm.sf((m0 - m1) / se))
+    df = (a0 + a1) ** 2 / (a0**2 / (n0 - 1) + a1**2 / (n1 - 1))
+    return float(stats.t.sf((m0 - m1) / se, df))
 
 
 def contrast_below_past(b: Array, past: Array, window: Array) -> float:
@@ -350,7 +384,9 @@ class AlarmPolicy:
             elif name == "label_shift_vs_past":
                 out[name] = contrast_below_past(contrast, past, value)
             else:
-                out[name] = _homogeneity(past, value, cap=False)
+                out[name] = homogeneity_vs_past(past, value)
+        if float(np.asarray(pred_counts).sum()) < PAST_MIN_ROWS:
+            out = dict.fromkeys(out)  # too few rows to test: pooled only
         self._pending = now
         return out
 
