@@ -161,17 +161,25 @@ def test_reply_vs_past_sees_a_change_of_the_joint_cells_the_marginals_miss() -> 
 
 
 def test_vs_past_chi_square_merges_rare_cells_and_skips_tiny_windows() -> None:
-    from verbcal.monitor.shift import PAST_MIN_ROWS, _homogeneity, homogeneity_vs_past
+    from verbcal.monitor.shift import PAST_MIN_ROWS, homogeneity_vs_past
+
+    def unmerged(past: np.ndarray, window: np.ndarray) -> float:
+        table = np.vstack([past, window])
+        return float(stats.chi2_contingency(table[:, table.sum(axis=0) > 0], correction=False)[1])
 
     rng = np.random.default_rng(8)
     mix = np.array([0.6, 0.3, 0.099, 0.001])  # a cell the past holds a few rows of
     past = rng.multinomial(5000, mix).astype(float)
     windows = rng.multinomial(40, mix, size=4000).astype(float)
     merged = np.array([homogeneity_vs_past(past, w) for w in windows])
-    raw = np.array([_homogeneity(past, w, cap=False) for w in windows])
+    raw = np.array([unmerged(past, w) for w in windows])
     assert np.mean(merged < 1e-3) <= 0.003  # holds its level
     assert np.mean(raw < 1e-3) > 0.005  # unmerged: 5x its level and more (one rare row)
     assert homogeneity_vs_past(past, np.array([5.0, 35, 0, 0])) < 1e-4  # a real shift
+    # the reference-based label-mix test merges the same way: one row of a label the
+    # reference predicted twice in 100 is no shift
+    ref_pred = np.array([0] * 60 + [1] * 38 + [2] * 2)
+    assert label_mix_shift(ref_pred, np.array([2]), 3) > 0.05
 
     policy = AlarmPolicy(horizon=20)
     b, items = np.array([1.0, 0.5]), np.full(PAST_MIN_ROWS, 0.8)

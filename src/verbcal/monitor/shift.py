@@ -90,7 +90,7 @@ PAST_MIN_ROWS = 30
 """A window with fewer rows is pooled but not tested by the ``*_vs_past`` signals (their
 normal and chi-square approximations need some rows; a sparse time bucket is no evidence)."""
 MIN_EXPECTED = 5.0
-"""Cochran's rule: cells expected to hold fewer window rows are merged before a chi-square."""
+"""Cochran's rule: cells expected to hold fewer counts are merged before any chi-square."""
 
 
 def confidence_groups(reference: Array, min_count: int = 0) -> Array:
@@ -144,11 +144,28 @@ def _homogeneity(
     limit = min(n_eff or n_win, n_ref) if cap else (n_eff or n_win)
     scaled = window * min(1.0, limit / n_win)
     table = np.vstack([reference.astype(np.float64), scaled])
-    table = table[:, table.sum(axis=0) > 0]
+    table = merge_sparse(table[:, table.sum(axis=0) > 0])
     if table.shape[1] < 2:
         return 1.0
     _, p, _, _ = stats.chi2_contingency(table, correction=False)
     return float(p)
+
+
+def merge_sparse(table: Array) -> Array:
+    """Cochran's rule for a 2 x C table: the columns where a cell is expected to hold fewer
+    than :data:`MIN_EXPECTED` counts are merged into one, and that one is folded into the
+    column with the fewest counts if it is still that small (a rare category then cannot
+    make one row look like a shift)."""
+    rows, cols = table.sum(axis=1), table.sum(axis=0)
+    small = rows.min() * cols / table.sum() < MIN_EXPECTED
+    if not small.any():
+        return table
+    keep = table[:, ~small].copy()
+    merged = table[:, small].sum(axis=1)
+    if rows.min() * merged.sum() / table.sum() < MIN_EXPECTED and keep.shape[1]:
+        keep[:, int(np.argmin(keep.sum(axis=0)))] += merged
+        return keep
+    return np.column_stack([keep, merged])
 
 
 def label_mix_shift(
@@ -214,26 +231,8 @@ def bbse_accuracy_contrast(confusion: Array) -> Array:
 
 def homogeneity_vs_past(past: Array, window: Array) -> float:
     """Chi-square homogeneity p-value of the window's counts against the pooled past's,
-    every row counted, after merging the cells expected to hold fewer than
-    :data:`MIN_EXPECTED` window rows into one (folded into the smallest other cell if it is
-    still that small), so a rare cell cannot make a few rows look like a shift."""
-    past, window = np.asarray(past, dtype=np.float64), np.asarray(window, dtype=np.float64)
-    n0, n1 = float(past.sum()), float(window.sum())
-    if n0 == 0 or n1 == 0:
-        return 1.0
-    expected = past / n0 * n1
-    small = expected < MIN_EXPECTED
-    if small.any():
-        keep = np.flatnonzero(~small)
-        past = np.append(past[keep], past[small].sum())
-        window = np.append(window[keep], window[small].sum())
-        expected = np.append(expected[keep], expected[small].sum())
-        if expected[-1] < MIN_EXPECTED and len(keep):
-            target = int(np.argmin(expected[:-1]))
-            past[target] += past[-1]
-            window[target] += window[-1]
-            past, window = past[:-1], window[:-1]
-    return _homogeneity(past, window, cap=False)
+    every row counted (sparse cells merged: :func:`merge_sparse`)."""
+    return _homogeneity(np.asarray(past), np.asarray(window), cap=False)
 
 
 def mean_below_past(past: Array, window: Array) -> float:
