@@ -38,7 +38,7 @@ its new pool), so their power grows as the stream goes on, and the reference's f
   predicted labels, and their joint cells (predicted label x confidence group: the reply
   as finely as a bounded number of cells allows, so a change that moves both a little,
   such as label shift, adds up);
-* ``accuracy_vs_past``: one-sided Welch z-test that the window's mean CBPE item estimate
+* ``accuracy_vs_past``: one-sided Welch t-test that the window's mean CBPE item estimate
   (:func:`verbcal.monitor.estimate.cbpe_items`) is below the pooled mean;
 * ``label_shift_vs_past``: one-sided z-test that the accuracy label shift implies fell:
   under label shift the accuracy is ``sum_j w_j C_jj`` with BBSE's ``w = C^-1 mu``, a
