@@ -14,10 +14,8 @@ model, so a test can price them independently.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import threading
 import time
 import zlib
 from collections import Counter, defaultdict
@@ -25,40 +23,24 @@ from typing import Any
 
 from aiohttp import web
 
+from loopback import LoopbackServer
+
 COMPLETION_TOKENS = 12
 
 
-class ScriptedServer:
-    """Run the app on 127.0.0.1 in a background thread."""
+class ScriptedServer(LoopbackServer):
+    """The scripted chat server on 127.0.0.1 (see the module)."""
+
+    url_path = "/v1"
 
     def __init__(self, gold: dict[str, str], labels: tuple[str, ...]) -> None:
+        super().__init__()
         self.gold, self.labels = gold, labels
         self.requests: Counter[str] = Counter()
         self.usage: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
 
-    def __enter__(self) -> ScriptedServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    async def _start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1"
 
     def believed(self, model: str, item: str, seed: int | None = None) -> tuple[str, float]:
         """The label the model favours for an item and the probability it gives it (coin

@@ -61,10 +61,10 @@ class BatchServer(FakeServer):
         self._polls: Counter[str] = Counter()
         self._rng = random.Random(0)
 
-    async def _start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/chat/completions", self._openai)
-        app.router.add_post("/v1/messages", self._anthropic)
+    client_max_size = 64 * 1024 * 1024
+
+    def routes(self, app: web.Application) -> None:
+        super().routes(app)  # the live endpoints
         app.router.add_post("/v1/files", self._upload)
         app.router.add_get("/v1/files/{id}/content", self._content)
         app.router.add_post("/v1/batches", self._oa_create)
@@ -76,11 +76,6 @@ class BatchServer(FakeServer):
         app.router.add_get("/v1/messages/batches/{id}", self._an_get)
         app.router.add_post("/v1/messages/batches/{id}/cancel", self._an_cancel)
         app.router.add_get("/v1/messages/batches/{id}/results", self._an_results)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
 
     @staticmethod
     def reply_text(prompt: str, labels: tuple[str, ...], seed: int | None) -> str:

@@ -13,9 +13,7 @@ label and spreads the rest evenly; ``@refuse`` answers with a refusal (System On
 
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
 from collections import Counter
 from typing import Any
 
@@ -24,43 +22,26 @@ from openai.types.decision import Decision
 from openai.types.decision_create_params import DecisionCreateParams
 from pydantic import TypeAdapter
 
+from loopback import LoopbackServer
+
 _PARAMS = TypeAdapter(DecisionCreateParams)
 _LEAN = re.compile(r"lean:(\S+)")
 
 
-class DecisionServer:
-    """Run the app in a background thread; count attempts per item text; keep the bodies."""
+class DecisionServer(LoopbackServer):
+    """Count attempts per item text; keep the bodies."""
+
+    url_path = "/v1"
 
     def __init__(self, lean: float = 0.9, retry_after: float = 0.05, api_key: str | None = None):
+        super().__init__()
         self.lean, self.retry_after, self.api_key = lean, retry_after, api_key
         self.counts: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
-        self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
 
-    def __enter__(self) -> DecisionServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    async def _start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/decisions", self._decisions)
         app.router.add_post("/v1/systemone", self._systemone)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/v1"
 
     # ------------------------------------------------------------------ scripting
 

@@ -21,19 +21,20 @@ import asyncio
 import json
 import logging
 import re
-import threading
 import time
 from collections import Counter
 from typing import Any
 
 from aiohttp import web
 
+from loopback import LoopbackServer
+
 LABELS = ("positive", "negative")
 logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # dropped connections on purpose
 
 
-class FakeServer:
-    """Run the app on 127.0.0.1 in a background thread; count every request per prompt."""
+class FakeServer(LoopbackServer):
+    """Count every request per prompt."""
 
     def __init__(
         self,
@@ -45,39 +46,18 @@ class FakeServer:
         models: set[str] | None = None,
         reject_tools: bool = False,
     ) -> None:
+        super().__init__()
         self.latency, self.slow_seconds, self.retry_after = latency, slow_seconds, retry_after
         self.reject_schema, self.reject_tools = reject_schema, reject_tools
         self.api_key, self.models = api_key, models
         self.bodies: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()
         self.log: list[dict[str, Any]] = []
-        self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
 
-    def __enter__(self) -> FakeServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    async def _start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_post("/model/{model_id}/converse", self._bedrock)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
 
     # -- behaviour ---------------------------------------------------------------------------
     async def _fault(

@@ -146,7 +146,7 @@ class Task:
         return "\n".join(lines)
 
 
-_DEFAULT_TEMPLATE = """{instruction}
+PROMPT_HEADER = """{instruction}
 
 Labels:
 {labels}
@@ -154,28 +154,26 @@ Labels:
 Text:
 \"\"\"
 {text}
-\"\"\"
+\"\"\""""
+"""What every built-in prompt starts with: the instruction, the labels and the text."""
 
-For every label, give the probability that it is the correct label for the text. \
+
+def prompt_template(question: str) -> str:
+    """A prompt template: :data:`PROMPT_HEADER`, a blank line, then ``question`` (what to
+    answer and in which form)."""
+    return f"{PROMPT_HEADER}\n\n{question}"
+
+
+_DEFAULT_TEMPLATE = prompt_template("""For every label, give the probability that it is the correct label for the text. \
 The probabilities must sum to 1. Reply with exactly one JSON object and nothing else: \
 its keys are the label names {label_names}, each written exactly as shown, and each value \
-is a number between 0 and 1."""
+is a number between 0 and 1.""")
 
 
-_VERBAL_TEMPLATE = """{instruction}
-
-Labels:
-{labels}
-
-Text:
-\"\"\"
-{text}
-\"\"\"
-
-How likely is it that the correct label is {about}? Reply with only a short phrase that says \
+_VERBAL_TEMPLATE = prompt_template("""How likely is it that the correct label is {about}? Reply with only a short phrase that says \
 in words how likely you think it is (for example: "almost certain", "very likely", \
 "probably", "about even", "probably not", "very unlikely", "almost impossible"), in your \
-own words. Do not give a number."""
+own words. Do not give a number.""")
 
 
 # --- loading a task --------------------------------------------------------------------

@@ -47,13 +47,14 @@ from verbcal.bakeoff.formats import (
 )
 from verbcal.elicit.backends import DEFAULT_MODELS, Request
 from verbcal.elicit.batch.options import BatchOptions
-from verbcal.elicit.engine import Engine, EngineStats, Job, estimate_tokens
+from verbcal.elicit.engine import Engine, EngineStats, Job
 from verbcal.elicit.job import (
     ElicitError,
     ElicitOptions,
     ElicitStopped,
     _endpoint,
     elicit,
+    pending_requests,
     plan_requests,
 )
 from verbcal.elicit.pricing import Price, batch_price, load_prices, lookup
@@ -275,17 +276,7 @@ def dry_run(
             rows.append(DryRunArm(arm.name, "recorded", True, 0, 0, 0, 0, 0, 0.0, 0.0))
             continue
         plan = plan_arm(config, arm, items, prices)
-        done: set[str] = set()
-        if store_path.exists():
-            with Store(store_path) as db:
-                done = {k for k, r in db.get_many(plan.jobs).items() if r.status != "error"}
-        todo = [job.request for key, job in plan.jobs.items() if key not in done]
-        tokens_in = sum(estimate_tokens(r) - r.max_tokens for r in todo)
-        tokens_out = sum(r.max_tokens for r in todo)
-        cost_in = cost_max = None
-        if plan.price is not None:
-            cost_in = tokens_in * plan.price[0] / 1e6
-            cost_max = cost_in + tokens_out * plan.price[1] / 1e6
+        pending = pending_requests(plan.jobs, store_path, plan.price)
         rows.append(
             DryRunArm(
                 arm.name,
@@ -293,11 +284,11 @@ def dry_run(
                 False,
                 len(items),
                 len(plan.jobs),
-                len(done),
-                tokens_in,
-                tokens_out,
-                cost_in,
-                cost_max,
+                pending.n_from_store,
+                pending.input_tokens,
+                pending.output_tokens_max,
+                pending.cost_input,
+                pending.cost_max,
             )
         )
     return rows

@@ -29,6 +29,7 @@ from typing import Any
 
 from verbcal import lexicon
 from verbcal.bakeoff.config import BakeoffError
+from verbcal.task import prompt_template
 
 VerbalParser = Callable[[str], float | None]
 """Maps a phrase (as the model wrote it) to the probability of the label it speaks of, or
@@ -60,50 +61,20 @@ class Parsed:
     issues: tuple[str, ...] = ()
 
 
-TOP_LABEL_TEMPLATE = """{instruction}
-
-Labels:
-{labels}
-
-Text:
-\"\"\"
-{text}
-\"\"\"
-
-Answer with the most likely label and your confidence that it is correct. Reply with \
+TOP_LABEL_TEMPLATE = prompt_template("""Answer with the most likely label and your confidence that it is correct. Reply with \
 exactly one JSON object and nothing else: {"answer": one of {label_names}, written \
-exactly as shown, "confidence": a number between 0 and 1}."""
+exactly as shown, "confidence": a number between 0 and 1}.""")
 
-VERBAL_TEMPLATE = """{instruction}
-
-Labels:
-{labels}
-
-Text:
-\"\"\"
-{text}
-\"\"\"
-
-How likely is it that the correct label is "{about}"? Reply with only a short phrase that \
+VERBAL_TEMPLATE = prompt_template("""How likely is it that the correct label is "{about}"? Reply with only a short phrase that \
 says in words how likely you think it is (for example: "almost certain", "very likely", \
 "probably", "about even", "probably not", "very unlikely", "almost impossible"). Do not \
-give a number."""
+give a number.""")
 
 
-VERBAL_JSON_TEMPLATE = """{instruction}
-
-Labels:
-{labels}
-
-Text:
-\"\"\"
-{text}
-\"\"\"
-
-How likely is it that the correct label is "{about}"? Say it in words, not as a number. \
+VERBAL_JSON_TEMPLATE = prompt_template("""How likely is it that the correct label is "{about}"? Say it in words, not as a number. \
 Reply with exactly one JSON object and nothing else: {"likelihood": a short phrase such as \
 "almost certain", "very likely", "probably", "about even", "probably not", "very unlikely" \
-or "almost impossible"}."""
+or "almost impossible"}.""")
 
 VERBAL_FIELD = "likelihood"
 """The key of the phrase in a structured verbal reply (:func:`verbal_schema`)."""

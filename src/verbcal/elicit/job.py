@@ -8,7 +8,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -442,6 +442,38 @@ class DryRun:
         return self.n_requests - self.n_from_store
 
 
+@dataclass(frozen=True)
+class Pending:
+    """The planned requests a store does not hold yet, with estimated tokens and cost
+    (what a dry run reports)."""
+
+    todo: list[Request]
+    n_from_store: int
+    input_tokens: int
+    """Estimated (4 characters a token)."""
+    output_tokens_max: int
+    """The reply budgets (``max_tokens``) summed: an upper bound."""
+    cost_input: float | None
+    cost_max: float | None
+    """USD for the input tokens, and at most for input plus every reply's full budget."""
+
+
+def pending_requests(jobs: Mapping[str, Job], store_path: Path, price: Price | None) -> Pending:
+    """Which of ``jobs`` the store at ``store_path`` (if it exists) still lacks, and their cost."""
+    done: set[str] = set()
+    if store_path.exists():
+        with Store(store_path) as store:
+            done = {k for k, r in store.get_many(jobs).items() if r.status != "error"}
+    todo = [job.request for key, job in jobs.items() if key not in done]
+    tokens_in = sum(estimate_tokens(r) - r.max_tokens for r in todo)
+    tokens_out = sum(r.max_tokens for r in todo)
+    cost_in = cost_max = None
+    if price is not None:
+        cost_in = tokens_in * price[0] / 1e6
+        cost_max = cost_in + tokens_out * price[1] / 1e6
+    return Pending(todo, len(done), tokens_in, tokens_out, cost_in, cost_max)
+
+
 def dry_run(
     task: Task | str | Path,
     items: str | Path | Sequence[dict[str, Any]],
@@ -455,18 +487,8 @@ def dry_run(
     model = opts.model or DEFAULT_MODELS[opts.backend]
     _, jobs = plan_requests(task, _items(task, items, opts), opts, model)
     store_path = Path(opts.store) if opts.store else default_store(out)
-    done: set[str] = set()
-    if store_path.exists():
-        with Store(store_path) as store:
-            done = {k for k, r in store.get_many(jobs).items() if r.status != "error"}
-    todo = [job.request for key, job in jobs.items() if key not in done]
-    tokens_in = sum(estimate_tokens(r) - r.max_tokens for r in todo)
-    tokens_out = sum(r.max_tokens for r in todo)
-    price = _price(opts, model, load_prices(opts.prices))
-    cost_in = cost_max = None
-    if price is not None:
-        cost_in = tokens_in * price[0] / 1e6
-        cost_max = cost_in + tokens_out * price[1] / 1e6
+    pending = pending_requests(jobs, store_path, _price(opts, model, load_prices(opts.prices)))
+    todo = pending.todo
     mode = "plain prompts"
     if opts.backend in DECISION_BACKENDS:
         mode = f"decision question: {todo[0].question.kind if todo else 'none to send'}"
@@ -481,11 +503,11 @@ def dry_run(
         store=store_path,
         n_items=len({job.item_id for job in jobs.values()}),
         n_requests=len(jobs),
-        n_from_store=len(done),
-        input_tokens=tokens_in,
-        output_tokens_max=tokens_out,
-        cost_input=cost_in,
-        cost_max=cost_max,
+        n_from_store=pending.n_from_store,
+        input_tokens=pending.input_tokens,
+        output_tokens_max=pending.output_tokens_max,
+        cost_input=pending.cost_input,
+        cost_max=pending.cost_max,
         example_prompt=_example(todo[0]) if todo else None,
         mode=mode,
     )
