@@ -252,9 +252,7 @@ def monitor(
         groups_n = len(edges) + 1
         cell = pred * groups_n + confidence_group(edges, conf)
         cell_counts = np.bincount(cell, minlength=k * groups_n).astype(np.float64)
-        p_values.update(
-            policy.versus_past(conf_counts, pred_counts, items, contrast, cell_counts)
-        )
+        p_values.update(policy.versus_past(conf_counts, pred_counts, items, contrast, cell_counts))
         changes = {
             "confidence_change": policy.change("confidence_change", conf_counts, n_eff),
             "label_mix_change": policy.change(
