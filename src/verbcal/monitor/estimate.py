@@ -275,7 +275,9 @@ def atc(
     ref_credit = atc_scores(ref.conf, ref.atc_threshold, ref.atc_tie_fraction)
     d = ref.correct - ref_credit
     var_d = float(np.mean((d - d.mean()) ** 2))
-    boot = [float(np.mean(atc_scores(conf, t, phi))) for t, phi in ref.atc_boot]
+    c = tie_scores(conf)[None, :]
+    t, phi = tie_scores(ref.atc_boot[:, 0])[:, None], ref.atc_boot[:, 1][:, None]
+    boot = np.where(c > t, 1.0, np.where(c == t, phi, 0.0)).mean(axis=1)  # atc_scores, each
     var = var_d / effective_size(multiplicity(groups, len(conf))) + float(np.var(boot))
     return _interval(float(np.mean(credit)), float(np.sqrt(var)), level)
 
