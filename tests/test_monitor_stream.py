@@ -104,3 +104,23 @@ def test_signals_against_the_streams_own_past_are_named_and_quiet_when_stationar
     first = next(i for i, r in enumerate(rows) if r["alarm"])
     assert first in (10, 11)
     assert any(s.endswith("_vs_past") for s in rows[first]["signal"].split(","))
+
+
+def test_rows_name_the_estimates_whose_interval_misses_the_headlines() -> None:
+    ref, cal, probs, y = _setup(0)
+    rng = np.random.default_rng(6)
+    idx = rng.choice(len(y), 500 * 3)
+    q = cal.predict_proba(probs[idx])
+    rows = monitor(ref, q, count_windows(len(idx), 500))
+    assert all(r["estimates_disagree"] == [] for r in rows)  # one distribution, one story
+    # a model that got much less confident (same predictions): CBPE follows the confidence
+    # down, ATC finds next to no row over its threshold, and the two intervals part
+    flat = q**0.3 / np.sum(q**0.3, axis=1, keepdims=True)
+    rows = monitor(ref, flat, count_windows(len(idx), 500))
+    for row in rows:
+        apart = (
+            row["est_accuracy_atc_high"] < row["est_accuracy_low"]
+            or row["est_accuracy_atc_low"] > row["est_accuracy_high"]
+        )
+        assert ("atc" in row["estimates_disagree"]) == apart
+    assert any("atc" in r["estimates_disagree"] for r in rows)

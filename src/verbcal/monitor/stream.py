@@ -216,6 +216,11 @@ def monitor(
             "label_mix_p": _r(p_mix),
             "shift_p": _r(min(1.0, 2 * min(p_conf, p_mix))),
             "label_shift_fit_p": _r(p_fit),
+            "estimates_disagree": [
+                name
+                for name, other in (("atc", est_atc), ("bbse", est_bbse))
+                if other.high < headline.low or other.low > headline.high
+            ],
             "n_effective": _r(n_eff),
             "mean_confidence": _r(float(conf.mean())),
             "confidence_hist": _hist(conf),
