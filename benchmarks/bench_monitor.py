@@ -114,6 +114,8 @@ class Tally:
     delays: list[int | None] = field(default_factory=list)
     drops: list[float] = field(default_factory=list)
     oracle: list[float] = field(default_factory=list)
+    disagree: list[bool] = field(default_factory=list)
+    """Per scored window: whether ATC's or BBSE's CI missed the headline's."""
     signals: dict[str, int] = field(default_factory=dict)
     """How many streams each signal alarmed (after the change where there is one)."""
 
@@ -320,6 +322,7 @@ def run_stream(stream: Stream, tally: Tally, with_nannyml: bool) -> None:
             row["est_accuracy_low"] <= truth <= row["est_accuracy_high"],
             where=stream.dataset,
         )
+        tally.disagree.append(bool(row["estimates_disagree"]))
         rows_i = windows[i].index
         floor = oracle_error(q[rows_i], ref, stream.groups[rows_i])
         tally.add("floor", floor, where=stream.dataset)
@@ -359,6 +362,7 @@ def summarise(name: str, tally: Tally) -> dict[str, Any]:
     for est, cov in tally.covered.items():
         out[f"coverage_{est}"] = float(np.mean(cov))
     out["alarm_rate"] = float(np.mean(tally.alarmed))
+    out["disagree_share"] = float(np.mean(tally.disagree)) if tally.disagree else 0.0
     out["alarms"] = int(np.sum(tally.alarmed))
     out["signals"] = dict(sorted(tally.signals.items()))
     if tally.delays:
@@ -439,6 +443,8 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"{r['oracle_within_2']:.2f} on average, below 0.5 in {r['oracle_below_half']} "
                 f"of {r['streams']} streams",
             ]
+    lines += ["", "windows whose ATC or BBSE interval misses the headline's:"]
+    lines += [f"- {r['scenario']}: {r['disagree_share']:.2f}" for r in results]
     lines += ["", "signals that alarmed (streams; after the change where there is one):"]
     lines += [f"- {r['scenario']}: {r['signals'] or 'none'}" for r in results]
     return "\n".join(lines)

@@ -41,6 +41,7 @@ def test_streams_and_scores() -> None:
     assert summary["n_floor"] == 20 and 0 < summary["mae_floor"] < 0.1
     assert summary["mae_cbpe@tweets"] == summary["mae_cbpe"]  # one stream, one set
     assert isinstance(summary["signals"], dict) and summary["alarms"] in (0, 1)
+    assert 0 <= summary["disagree_share"] <= 1
     assert "| stationary | tweets |" in bench.table([summary])
 
 
