@@ -179,8 +179,8 @@ class Calibrator(ABC):
             self.floor_: float | None = self._choose_floor(data)
             self._fit(data)
             self.fit_info_: dict[str, float] = self._describe_fit(data)
-        finally:
-            self._floor_logits = None
+        finally:  # a cache of this fit only: not part of the fitted state
+            del self._floor_logits
         self.warnings_.extend(self._support_warnings(data))
         return self
 
