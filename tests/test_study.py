@@ -313,3 +313,11 @@ def test_auto_weighs_words_on_a_verbal_dataset_and_not_on_numbers() -> None:
     assert ("words", "weight_words") in weights
     assert ("numbers", "weight_words") not in weights
     assert ("numbers", "weight_temperature") in weights
+    from verbcal.study.report import findings_markdown
+    from verbcal.study.summary import summarise
+
+    page = findings_markdown(result, summarise(result.rows))
+    auto_table = page.split("## What `auto` built")[1].split("\n## ")[0]
+    assert "nan" not in auto_table
+    numbers_row = next(line for line in auto_table.splitlines() if line.startswith("| numbers"))
+    assert "–" in numbers_row  # words: not a candidate on numbers

@@ -514,8 +514,8 @@ def _auto_section(
     for dataset, info in result.info.items():
         for size in info.sizes:
             scores = {m: mean(dataset, size, m) for m in fixed}
-            best = min(scores, key=lambda m: (math.isnan(scores[m]), scores[m]))
-            shares = [f"{mean(dataset, size, 'auto', p):.0%}" for p in picked]
+            best = min(scores, key=lambda m: (math.isnan(scores[m]), scores[m]), default=None)
+            shares = [_share(mean(dataset, size, "auto", p)) for p in picked]
             tag = " (n // 2)" if size == _full_size(result, dataset) else ""
             body.append(
                 [
@@ -524,7 +524,7 @@ def _auto_section(
                     *shares,
                     _fmt(mean(dataset, size, "auto")),
                     _fmt(mean(dataset, size, "uncalibrated")),
-                    f"{best} {_fmt(scores[best])}",
+                    "–" if best is None else f"{best} {_fmt(scores[best])}",
                 ]
             )
     return "\n".join(
@@ -533,12 +533,18 @@ def _auto_section(
             "`auto` is built on the calibration part only, from 5-fold cross-validated "
             "predictions (2 shufflings): by default a mixture of the candidates weighted to "
             "maximise the out-of-fold log score (stacking); a weight is a candidate's share of "
-            "the mixture, averaged over the splits. `best fixed` is the variant (any but "
+            "the mixture, averaged over the splits (– where it was not a candidate: `words` "
+            "is one on confidence read from words only). `best fixed` is the variant (any but "
             "`auto` and `uncalibrated`) with the lowest mean test NLL at that size, known "
             "only after the fact.\n",
             _table(["dataset", "size", *names, "auto NLL", "uncalibrated NLL", "best fixed"], body),
         ]
     )
+
+
+def _share(value: float) -> str:
+    """A mean weight as a percentage; – where the candidate was not in the running."""
+    return "–" if math.isnan(value) else f"{value:.0%}"
 
 
 def _floor_section(
