@@ -62,10 +62,10 @@ def make_config(task: Path, cal: Path, url: str, store: Path | None = None) -> S
     return ServeConfig(calibrators={"sentiment": str(cal)}, classify=classify, extra_keys=(KEY,))
 
 
-def classify(url: str, texts: list[str], **extra: Any) -> httpx.Response:
+def classify(url: str, texts: list[str], timeout: float = 60, **extra: Any) -> httpx.Response:
     items = [{"id": f"t{i}", "text": text} for i, text in enumerate(texts)]
     return httpx.post(
-        url + "/v1/classify", json={"items": items, **extra}, headers=AUTH, timeout=60
+        url + "/v1/classify", json={"items": items, **extra}, headers=AUTH, timeout=timeout
     )
 
 
@@ -203,7 +203,10 @@ def test_classify_with_the_embedded_llama_cpp_model(task_and_calibrator: tuple[P
         calibrators={"sentiment": str(cal)}, classify=classify_config, extra_keys=(KEY,)
     )
     with ServerThread(create_app(config)) as api:
-        response = classify(api.url, ["A wonderful, moving film.", "Dull and far too long."])
+        # a 135M model on a loaded 2-core runner: the service's own LLM timeout (120 s) decides
+        response = classify(
+            api.url, ["A wonderful, moving film.", "Dull and far too long."], timeout=300
+        )
     assert response.status_code == 200, response.text
     for item in response.json()["items"]:
         assert item["status"] in ("ok", "repaired", "failed"), item
