@@ -5,7 +5,9 @@ All servers run in their own process, one uvicorn worker each, with the same set
 command users start (API keys on, rate limit off, a JSON log line per request to /dev/null),
 serving one temperature-scaling calibrator per bundled recorded set (tweets, drug reviews,
 BBC news); a second ``verbcal serve`` runs with the row cache off (``--cache-rows 0``) for the
-worst case. The bare app has one POST route that reads the body and returns a constant
+worst case, and a third logs every served prediction (``--log-predictions``: SQLite in WAL
+mode, committed and fsynced before each answer) for what durable monitoring costs; after the
+run the log's rows are counted (at least every timed item must be there). The bare app has one POST route that reads the body and returns a constant
 response: verbcal's own answer to a request of the same kind and model, so the same size.
 
 Requests are built from the recorded replies: each names one model (the sets take turns) and
@@ -20,7 +22,7 @@ with other jobs it moves less than requests/s do.
 Goal: >= 0.8 of the bare app's requests/s, zero errors.
 
 Usage: python benchmarks/bench_serve.py [--json] [--seconds S] [--rounds R] [--concurrency C]
-       [--no-uncached]
+       [--no-uncached] [--no-logged]
 """
 
 from __future__ import annotations
@@ -187,7 +189,35 @@ async def drive(
         "errors": errors,
         "requests": len(latencies),
         "cpu_us": 1e6 * cpu / max(1, len(latencies)),
+        "sent": turn,
     }
+
+
+def count_rows(log: Path) -> int:
+    """Predictions in a ``--log-predictions`` file (read after its server stopped)."""
+    import sqlite3
+
+    with sqlite3.connect(log) as db:
+        return int(db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
+
+
+def _p99(med: dict[str, dict[str, float]], key: str) -> float | None:
+    return round(med[key]["p99_ms"], 2) if key in med else None
+
+
+def _logged_pairs(
+    results: dict[str, list[dict[str, Any]]], payloads: dict[str, list[bytes]]
+) -> int:
+    """Distinct (model, item id) pairs the logging server was sent: the log keeps one row per
+    pair (a prediction served again replaces its row). Each measurement sends the bodies of its
+    kind in order from the first, so those sent are a prefix of them."""
+    pairs = set()
+    for kind, bodies in payloads.items():
+        sent = max(r["sent"] for r in results[f"verbcal_logged_{kind}"])
+        for body in bodies[: min(sent, len(bodies))]:
+            request = json.loads(body)
+            pairs.update((request["model"], item["id"]) for item in request["items"])
+    return len(pairs)
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -227,7 +257,12 @@ def cache_counts(port: int) -> tuple[float, float] | None:
 
 
 def run(
-    seconds: float, rounds: int, concurrency: int, uncached: bool = True, seed: int = 0
+    seconds: float,
+    rounds: int,
+    concurrency: int,
+    uncached: bool = True,
+    seed: int = 0,
+    logged: bool = True,
 ) -> dict[str, Any]:
     workload = Workload.recorded(seed)
     payloads = {"single": workload.bodies(1, 3000), "batch": workload.bodies(100, 300)}
@@ -238,15 +273,22 @@ def run(
         ports: dict[str, int] = {}
         pids: dict[str, int] = {}
         try:
-            for side, cache in (("verbcal", None), ("verbcal_nocache", "0")):
-                if side == "verbcal_nocache" and not uncached:
+            log = Path(tmp) / "predictions.sqlite"
+            for side, extra in (
+                ("verbcal", []),
+                ("verbcal_nocache", ["--cache-rows", "0"]),
+                ("verbcal_logged", ["--log-predictions", str(log)]),
+            ):
+                if (side == "verbcal_nocache" and not uncached) or (
+                    side == "verbcal_logged" and not logged
+                ):
                     continue
                 ports[side] = free_port()
                 command = [sys.executable, "-c", "from verbcal.cli import main; main()", "serve"]
                 for name, path in paths.items():
                     command += ["--calibrator", f"{name}={path}"]
                 command += ["--port", str(ports[side]), "--rate-limit", "", "--max-items", "1000"]
-                command += ["--cache-rows", cache] if cache is not None else []
+                command += extra
                 process = subprocess.Popen(
                     command, env=env_keys, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
                 )
@@ -275,7 +317,7 @@ def run(
             counts: dict[str, list[float]] = {}
             for _ in range(rounds):
                 for kind, bodies in payloads.items():
-                    for side in ("bare", "verbcal", "verbcal_nocache"):
+                    for side in ("bare", "verbcal", "verbcal_nocache", "verbcal_logged"):
                         if side not in ports:
                             continue
                         before = cache_counts(ports[side]) if side == "verbcal" else None
@@ -291,6 +333,7 @@ def run(
             for process in processes:
                 process.terminate()
                 process.wait(10)
+        logged_rows = count_rows(log) if logged else None
     med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}
     errors = sum(r["errors"] for v in results.values() for r in v)
 
@@ -309,6 +352,11 @@ def run(
         "ratio_batch100_vs_bare": ratio("verbcal", "batch"),
         "ratio_single_nocache_vs_bare": ratio("verbcal_nocache", "single"),
         "ratio_batch100_nocache_vs_bare": ratio("verbcal_nocache", "batch"),
+        "ratio_single_logged_vs_bare": ratio("verbcal_logged", "single"),
+        "ratio_batch100_logged_vs_bare": ratio("verbcal_logged", "batch"),
+        "p99_ms_single_logged": _p99(med, "verbcal_logged_single"),
+        "logged_rows": logged_rows,
+        "logged_expected": _logged_pairs(results, payloads) if logged else None,
         "cache_hit_rate_single": hit_rate("single"),
         "cache_hit_rate_batch100": hit_rate("batch"),
         "rps_single": round(med["verbcal_single"]["rps"], 1),
@@ -347,8 +395,19 @@ def main() -> None:
         action="store_true",
         help="skip the server with the row cache off (--cache-rows 0), e.g. for older versions",
     )
+    parser.add_argument(
+        "--no-logged",
+        action="store_true",
+        help="skip the server logging every prediction (--log-predictions)",
+    )
     args = parser.parse_args()
-    numbers = run(args.seconds, args.rounds, args.concurrency, uncached=not args.no_uncached)
+    numbers = run(
+        args.seconds,
+        args.rounds,
+        args.concurrency,
+        uncached=not args.no_uncached,
+        logged=not args.no_logged,
+    )
     if args.json:
         print(json.dumps(numbers))
         return
@@ -372,6 +431,17 @@ def main() -> None:
                 f" {numbers[f'ratio_{name}_nocache_vs_bare']:.3f}; cache hit rate with it on:"
                 f" {numbers[f'cache_hit_rate_{name}']}"
             )
+    for name, label in (("single", "1 item"), ("batch100", "100 items")):
+        if numbers[f"ratio_{name}_logged_vs_bare"] is not None:
+            print(
+                f"{label:>9}: every prediction logged (--log-predictions, fsynced): ratio"
+                f" {numbers[f'ratio_{name}_logged_vs_bare']:.3f} (row cache on)"
+            )
+    if numbers["logged_rows"] is not None:
+        print(
+            f"log: {numbers['logged_rows']} rows, one per (model, item id) sent:"
+            f" {numbers['logged_expected']}"
+        )
     print(f"errors: {numbers['errors']} of {numbers['requests']} requests")
     print(
         f"machine: {numbers['cores']} cores, 1-min load average {numbers['load_1min_at_end']:.2f}"

@@ -30,6 +30,8 @@ def test_bench_serve_short_run() -> None:
     assert set(numbers) == {
         *(f"ratio_{k}_vs_bare" for k in sides),
         *(f"ratio_{k}_nocache_vs_bare" for k in sides),
+        *(f"ratio_{k}_logged_vs_bare" for k in sides),
+        "p99_ms_single_logged", "logged_rows", "logged_expected",
         *(f"cache_hit_rate_{k}" for k in sides),
         *(f"rps_{k}{bare}" for k in sides for bare in ("", "_bare")),
         *(f"p99_ms_{k}{bare}" for k in sides for bare in ("", "_bare")),
@@ -53,6 +55,7 @@ def test_bench_serve_short_run() -> None:
         assert rate > 0 and bare > 0
         assert numbers[f"ratio_{kind}_vs_bare"] == pytest.approx(rate / bare, rel=0.01, abs=0.002)
         assert numbers[f"ratio_{kind}_nocache_vs_bare"] > 0
+        assert numbers[f"ratio_{kind}_logged_vs_bare"] > 0
         assert 0 < numbers[f"cache_hit_rate_{kind}"] <= 1
         for prefix in ("p99_ms", "server_cpu_us"):
             assert numbers[f"{prefix}_{kind}"] > 0 and numbers[f"{prefix}_{kind}_bare"] > 0
@@ -62,3 +65,6 @@ def test_bench_serve_short_run() -> None:
         100 * numbers["rps_batch100"], rel=0.002
     )
     assert 0 < numbers["p50_ms_single"] <= numbers["p99_ms_single"]
+    # the logging server kept a row for every (model, item id) it was sent
+    assert numbers["p99_ms_single_logged"] > 0
+    assert numbers["logged_rows"] == numbers["logged_expected"] > 0
