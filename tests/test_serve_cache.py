@@ -297,7 +297,7 @@ def _outcome(service: Any, raw: bytes) -> bytes | None:
     from verbcal.serve.schemas import CalibrateRequest
 
     try:
-        return bytes(service.calibrate(CalibrateRequest.model_validate_json(raw)))
+        return bytes(asyncio.run(service.calibrate(CalibrateRequest.model_validate_json(raw))))
     except (ValidationError, InputError):
         return None
 

@@ -163,3 +163,37 @@ def test_monitor_reference_needs_the_log(tmp_path: Path) -> None:
             log_predictions="l.sqlite",
             monitor_references={"bbc": "r.jsonl"},
         )
+
+
+def test_log_groups_waiting_writes_in_one_commit_and_answers_only_after_it(
+    tmp_path: Path,
+) -> None:
+    """Group commit: writes queued while one commit runs share the next; none is reported
+    done before its transaction is committed; a failed write is reported to its own caller
+    only, and the writer keeps going."""
+    from verbcal.serve.monitoring import PredictionLog
+    from verbcal.serve.registry import load_one
+
+    data = datasets.load("recorded:tweets").labelled()
+    served = load_one("tweets", str(fit_file(tmp_path / "ts.json")))
+    q = served.calibrator.predict_proba(data.probs)
+    log = PredictionLog(tmp_path / "log.sqlite")
+    with log._lock:  # hold the writer at its first commit
+        futures = [
+            log.submit(served, "v1", [data.ids[i]], data.probs[i : i + 1], q[i : i + 1].tolist())
+            for i in range(20)
+        ]
+        assert not any(f.done() for f in futures)  # nothing is reported before it is on disk
+    for f in futures:
+        f.result(timeout=10)
+    assert log.changes == 20 and log.commits <= 2
+    bad = log.submit(served, "v1", [None], data.probs[:1], q[:1].tolist())  # type: ignore[list-item]
+    with pytest.raises(sqlite3.IntegrityError):
+        bad.result(timeout=10)
+    log.log(served, "v1", [data.ids[20]], data.probs[20:21], q[20:21].tolist())
+    log.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        log.log(served, "v1", ["late"], data.probs[:1], q[:1].tolist())
+    with sqlite3.connect(tmp_path / "log.sqlite") as db:
+        ids = [row[0] for row in db.execute("SELECT id FROM predictions ORDER BY seq")]
+    assert ids == list(data.ids[:21])

@@ -120,14 +120,14 @@ class Service:
             for name, stats in self.registry.cache_stats.items()
         ]
 
-    def calibrate(self, body: CalibrateRequest) -> bytes:
+    async def calibrate(self, body: CalibrateRequest) -> bytes:
         """The ``/v1/calibrate`` answer (JSON) for a validated body (raises InputError)."""
         self.check_count(len(body.items))
         served = pick_model(self.registry.models, body.model)
         matrix = checked_rows(served, item_rows(served, body.items))
         rows = calibrated(served, matrix)
         ids = [item.id for item in body.items]
-        ids = monitoring.log_served(self, served, ids, matrix, rows)
+        ids = await monitoring.log_served(self, served, ids, matrix, rows)
         return self.answer(served, ids, rows, body.accept_threshold, body.set_mass)
 
     async def fast_calibrate(self, raw: bytes) -> bytes | None:
@@ -145,7 +145,7 @@ class Service:
             return None
         ids = [item.id for item in body.items]
         if self.monitoring is not None:
-            ids = monitoring.log_served(self, served, ids, served.read_rows(texts), rows)
+            ids = await monitoring.log_served(self, served, ids, served.read_rows(texts), rows)
         return self.answer(served, ids, rows, body.accept_threshold, body.set_mass)
 
     def answer(
@@ -309,7 +309,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     )
     async def calibrate(request: Request) -> Response:
         """Calibrate verbalized distributions with a fitted calibrator (as `verbcal apply` does)."""
-        answer = service.calibrate(await parse_body(request, CalibrateRequest))
+        answer = await service.calibrate(await parse_body(request, CalibrateRequest))
         return Response(answer, media_type="application/json")
 
     if service.classifier is not None:
@@ -343,7 +343,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             metrics.llm_errors.inc(statuses.get("error", 0))
             metrics.count_items(served.name, sum(1 for r in out if r["probs"] is not None))
             client_ids = [item.id for item in body.items]
-            monitoring.log_classified(service, served, client_ids, out)
+            await monitoring.log_classified(service, served, client_ids, out)
             return JSONBytes({"model": served.name, "method": served.method, "items": out})
 
     @app.post(

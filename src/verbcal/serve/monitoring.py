@@ -2,7 +2,10 @@
 per-model monitoring (``/v1/feedback``, ``/v1/monitor/{model}``, gauges on ``/metrics``).
 
 The log (``verbcal serve --log-predictions PATH``) is SQLite in WAL mode with
-``synchronous=FULL``: a prediction is on disk (fsynced) before its answer is sent. One row
+``synchronous=FULL``: a prediction is on disk (fsynced) before its answer is sent. Writes go
+through one writer thread that commits whatever requests are waiting in one transaction
+(group commit): each answer still waits for the fsync of its own rows, but concurrent
+requests share fsyncs and the event loop never blocks on the disk. One row
 per served item: id (the client's, or ``srv-<hex>`` when it sent none; the answer carries
 it), model, calibrator version (sha256 of the calibrator file, 12 hex digits), time (epoch
 seconds), the verbalized row and the calibrated row (JSON lists in the model's label
@@ -22,11 +25,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import queue
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +80,23 @@ def new_id() -> str:
     return "srv-" + uuid.uuid4().hex
 
 
+@dataclass(frozen=True)
+class _Write:
+    """One request's served items, waiting for the log's writer."""
+
+    model: str
+    version: str
+    time: float
+    ids: list[str]
+    raw: list[list[float]]
+    calibrated: Sequence[Sequence[float]]
+    done: Future[None]
+
+    def rows(self) -> Iterator[tuple[str, str, str, float, str, str]]:
+        for i, r, c in zip(self.ids, self.raw, self.calibrated, strict=True):
+            yield (i, self.model, self.version, self.time, json.dumps(r), json.dumps(list(c)))
+
+
 class PredictionLog:
     """The durable SQLite log of served predictions (thread-safe; one connection)."""
 
@@ -90,10 +113,40 @@ class PredictionLog:
         self._lock = threading.Lock()
         self.changes = 0
         """Bumped on every write: monitoring results are cached against it."""
+        self.commits = 0
+        """Transactions committed by the writer (fewer than writes when they were grouped)."""
+        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="prediction-log", daemon=True)
+        self._writer.start()
 
     def close(self) -> None:
+        """Commit what is queued, stop the writer and close the file."""
+        if self._writer.is_alive():
+            self._queue.put(None)
+            self._writer.join()
         with self._lock:
             self._db.close()
+
+    def submit(
+        self,
+        served: Served,
+        version: str,
+        ids: Sequence[str],
+        raw: Any,
+        calibrated: Sequence[Sequence[float]],
+    ) -> Future[None]:
+        """Queue the served items for the writer; the future is done once they are committed
+        and fsynced (or holds the error that stopped them)."""
+        raw_rows = np.asarray(raw, dtype=np.float64).tolist()
+        if len(raw_rows) != len(ids) or len(calibrated) != len(ids):
+            raise ValueError(f"{len(ids)} ids, {len(raw_rows)} rows, {len(calibrated)} calibrated")
+        done: Future[None] = Future()
+        write = _Write(served.name, version, time.time(), list(ids), raw_rows, calibrated, done)
+        if not self._writer.is_alive():
+            done.set_exception(RuntimeError(f"the prediction log {self.path} is closed"))
+        else:
+            self._queue.put(write)
+        return done
 
     def log(
         self,
@@ -104,19 +157,56 @@ class PredictionLog:
         calibrated: Sequence[Sequence[float]],
     ) -> None:
         """Store the served items (committed and fsynced before returning)."""
-        now = time.time()
-        raw_rows = np.asarray(raw, dtype=np.float64).tolist()
-        rows = [
-            (i, served.name, version, now, json.dumps(r), json.dumps(list(c)))
-            for i, r, c in zip(ids, raw_rows, calibrated, strict=True)
-        ]
-        with self._lock, self._db:
-            self._db.executemany(
-                "INSERT INTO predictions (id, model, calibrator_version, time, raw, calibrated)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            self.changes += 1
+        self.submit(served, version, ids, raw, calibrated).result()
+
+    async def log_async(
+        self,
+        served: Served,
+        version: str,
+        ids: Sequence[str],
+        raw: Any,
+        calibrated: Sequence[Sequence[float]],
+    ) -> None:
+        """:meth:`log` for the event loop: it waits for the commit without blocking."""
+        await asyncio.wrap_future(self.submit(served, version, ids, raw, calibrated))
+
+    def _write_loop(self) -> None:
+        """Commit every write waiting in the queue in one transaction, until ``None``."""
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, stop = [first], False
+            while True:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Write]) -> None:
+        rows = [row for write in batch for row in write.rows()]
+        try:
+            with self._lock, self._db:
+                self._db.executemany(
+                    "INSERT INTO predictions (id, model, calibrator_version, time, raw, calibrated)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self.changes += len(batch)
+                self.commits += 1
+        except Exception as exc:  # every waiting request hears why (the writer keeps going)
+            for write in batch:
+                write.done.set_exception(exc)
+            return
+        for write in batch:
+            write.done.set_result(None)
 
     def models_of(self, ids: Sequence[str]) -> dict[str, list[str]]:
         """For each id, the models it was logged under."""
@@ -431,21 +521,22 @@ def add_routes(app: FastAPI, service: Service) -> None:
         return JSONBytes(summary)
 
 
-def log_served(
+async def log_served(
     service: Service, served: Served, ids: list[str | None], raw: Any, rows: Sequence[Any]
 ) -> list[str | None]:
-    """Log served items when logging is on; ids the client left out are filled in."""
+    """Log served items when logging is on (returns once they are on disk); ids the
+    client left out are filled in."""
     monitoring = service.monitoring
     if monitoring is None:
         return ids
     filled = [i if i is not None else new_id() for i in ids]
-    monitoring.log.log(
+    await monitoring.log.log_async(
         served, service.version_of(served), [str(i) for i in filled], raw, [r.probs for r in rows]
     )
     return list(filled)
 
 
-def log_classified(
+async def log_classified(
     service: Service, served: Served, client_ids: Sequence[str | None], out: list[dict[str, Any]]
 ) -> None:
     """Log the ``/v1/classify`` items that got a calibrated row (an item with no usable
@@ -461,6 +552,6 @@ def log_classified(
             out[i]["id"] = new_id()
     raw = checked_rows(served, [out[i]["verbalized_probs"] for i in usable])
     calibrated = [[float(out[i]["probs"][label]) for label in served.labels] for i in usable]
-    service.monitoring.log.log(
+    await service.monitoring.log.log_async(
         served, service.version_of(served), [str(out[i]["id"]) for i in usable], raw, calibrated
     )
