@@ -62,6 +62,7 @@ paired differences, threshold summaries), :mod:`~verbcal.study.report` (plots an
 """
 
 from verbcal.calibration.specs import UNCALIBRATED, Variant
+from verbcal.evaluation import percentile_interval as interval
 from verbcal.evaluation import split_rng
 from verbcal.metrics import METRICS
 from verbcal.study.config import (
@@ -101,7 +102,6 @@ from verbcal.study.rows import (
 )
 from verbcal.study.summary import (
     by_key,
-    interval,
     paired,
     summarise,
     summary_json,

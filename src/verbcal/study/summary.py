@@ -9,12 +9,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
+from verbcal.evaluation.results import paired_over_splits, percentile_interval
 from verbcal.jsonio import json_ready
 from verbcal.study.rows import MetricRow, ThresholdRow
-
-FloatArray = NDArray[np.float64]
 
 
 def by_key(rows: Sequence[MetricRow]) -> dict[tuple[str, str, int, str], dict[int, float]]:
@@ -25,21 +23,11 @@ def by_key(rows: Sequence[MetricRow]) -> dict[tuple[str, str, int, str], dict[in
     return out
 
 
-def interval(values: Sequence[float] | FloatArray) -> tuple[float, float, float]:
-    """Mean and the 2.5th / 97.5th percentiles (nan for no values)."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[~np.isnan(v)]
-    if not len(v):
-        return math.nan, math.nan, math.nan
-    lo, hi = np.percentile(v, [2.5, 97.5])
-    return float(v.mean()), float(lo), float(hi)
-
-
 def summarise(rows: Sequence[MetricRow]) -> list[dict[str, Any]]:
     """One row per (dataset, method, size, metric): mean, lo, hi over repeats, and n."""
     out = []
     for (dataset, method, size, metric), values in by_key(rows).items():
-        mean, lo, hi = interval(list(values.values()))
+        mean, lo, hi = percentile_interval(list(values.values()))
         out.append(
             {
                 "dataset": dataset,
@@ -64,15 +52,16 @@ def paired(
     b: str,
 ) -> dict[str, float]:
     """Paired difference a − b over the repeats both have: mean, percentile interval, share a > b."""
-    left, right = (
-        table.get((dataset, a, size, metric), {}),
-        table.get((dataset, b, size, metric), {}),
+    difference = paired_over_splits(
+        table.get((dataset, a, size, metric), {}), table.get((dataset, b, size, metric), {})
     )
-    common = sorted(set(left) & set(right))
-    diff = np.array([left[r] - right[r] for r in common])
-    mean, lo, hi = interval(diff)
-    share = float(np.mean(diff > 0)) if len(diff) else math.nan
-    return {"mean": mean, "lo": lo, "hi": hi, "share_positive": share, "n": len(diff)}
+    return {
+        "mean": difference.mean,
+        "lo": difference.lo,
+        "hi": difference.hi,
+        "share_positive": difference.share_positive,
+        "n": difference.n,
+    }
 
 
 def threshold_summary(rows: Sequence[ThresholdRow]) -> list[dict[str, Any]]:
