@@ -15,6 +15,7 @@ temperature scaling ``softmax(z / T)``. Modules, one per concern:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from verbcal.calibration.auto import (
@@ -101,14 +102,21 @@ def make_calibrator(method: str, reply: str = "probs", **options: Any) -> Calibr
     the spec's. ``reply="verbal"`` (data read from confidence in words) gives ``auto`` the
     candidates :data:`VERBAL_CANDIDATES` (with ``words``) unless the spec names its own."""
     variant = parse_spec(method)
+    return variant.make(**options, **reply_options(variant, reply, options))
+
+
+def reply_options(variant: Variant, reply: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options data read from ``reply`` add to ``variant``: on ``verbal`` replies,
+    ``auto`` gets :func:`candidates_for`'s candidates (with ``words``) unless its spec or
+    ``options`` name their own; nothing otherwise."""
     if (
         reply == "verbal"
         and variant.method == "auto"
         and "candidates" not in options
         and "candidates" not in variant.kwargs
     ):
-        options["candidates"] = list(candidates_for(reply))
-    return variant.make(**options)
+        return {"candidates": list(candidates_for(reply))}
+    return {}
 
 
 def clone(calibrator: Calibrator) -> Calibrator:
@@ -159,6 +167,7 @@ __all__ = [
     "parse_floor",
     "parse_spec",
     "parse_specs",
+    "reply_options",
     "softmax",
     "split_specs",
     "uncalibrated",

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from verbcal.calibration import AutoCalibrator, Calibrator, candidates_for
+from verbcal.calibration import AutoCalibrator, Calibrator, reply_options
 from verbcal.calibration.specs import Variant, parse_spec
 from verbcal.evaluation.results import Evaluation, MethodScore, PairedDifference
 from verbcal.evaluation.splits import Split
@@ -33,21 +33,15 @@ def variants(
 ) -> list[Variant]:
     """The methods as variants, ``options`` merged into each spec's options.
 
-    ``reply="verbal"`` (confidence read from words) gives ``auto`` the candidates
-    :func:`~verbcal.calibration.candidates_for` names (with ``words``) unless its spec or
-    ``options`` name their own, as :func:`~verbcal.calibration.make_calibrator` does.
+    ``reply="verbal"`` (confidence read from words) adds
+    :func:`~verbcal.calibration.reply_options` (``auto`` weighs ``words`` unless its spec or
+    ``options`` name candidates), as :func:`~verbcal.calibration.make_calibrator` does.
     """
     out = []
     for method in methods:
         variant = method if isinstance(method, Variant) else parse_spec(method)
         extra = dict((options or {}).get(variant.name, {}))
-        if (
-            variant.method == "auto"
-            and reply != "probs"
-            and "candidates" not in variant.kwargs
-            and "candidates" not in extra
-        ):
-            extra["candidates"] = list(candidates_for(reply))
+        extra |= reply_options(variant, reply, extra)
         if extra:
             variant = Variant(
                 variant.name,
