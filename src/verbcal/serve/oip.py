@@ -122,15 +122,17 @@ def input_tensors(
         raise _bad("inputs", f"expected the input 'probs' and optionally 'id', got {names}")
     values = _tail_values(request.inputs, binary)
     position = names.index("probs")
-    matrix = _probs(served, request.inputs[position], values[position], max_rows)
+    matrix = _probs(served, request.inputs[position], values[position], max_rows, position)
     if "id" not in names:
         return matrix, [None] * len(matrix)
     position = names.index("id")
     return matrix, _ids(request.inputs[position], values[position], len(matrix), position)
 
 
-def _probs(served: Served, tensor: InferInput, flat: list[Any], max_rows: int) -> np.ndarray:
-    k, where = len(served.labels), f"inputs[{tensor.name}]"
+def _probs(
+    served: Served, tensor: InferInput, flat: list[Any], max_rows: int, position: int
+) -> np.ndarray:
+    k, where = len(served.labels), f"inputs[{position}]"
     if tensor.datatype not in FLOAT_TYPES:
         raise _bad(f"{where}.datatype", f"{tensor.datatype!r}: send FP64 (or FP32)")
     if len(tensor.shape) != 2 or tensor.shape[1] != k or tensor.shape[0] < 1:
