@@ -30,6 +30,7 @@ def monitor_result(
 ) -> dict[str, Any]:
     """Everything ``monitor.json`` holds: inputs, reference facts, policy, one row per window."""
     from verbcal.monitor import (
+        P_SIGNALS,
         SIGNALS,
         AlarmPolicy,
         MonitorError,
@@ -91,6 +92,14 @@ def monitor_result(
             "baseline": policy.baseline,
             "signals": list(SIGNALS),
             "per_test": policy.per_test,
+            "p_rule": policy.rule_used,
+            "p_signals": list(P_SIGNALS),
+            "p_share": policy.p_share,
+            "bonferroni_per_test": policy.bonferroni,
+            "p_rule_reason": policy.cutoff.reason if policy.cutoff else "",
+            "p_simulations": policy.cutoff.sims if policy.cutoff else 0,
+            "p_simulation_seconds": policy.cutoff.seconds if policy.cutoff else 0.0,
+            "cusum_share": policy.alpha - policy.p_share,
             "cusum_k": policy.k,
             "cusum_threshold": policy.threshold,
         },
