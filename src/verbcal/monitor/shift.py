@@ -17,9 +17,16 @@ guards against repeats that carry fresh ids). The price is power against small s
 large windows.
 
 Alarms (:class:`AlarmPolicy`) hold a false-alarm rate ``alpha`` per stream of ``horizon``
-windows. ``alpha`` is split evenly over the signals; the reference-based signals
-(``confidence_shift``, ``label_mix_shift``, ``accuracy_drop``, ``labelled_accuracy_drop``)
-use Bonferroni over the horizon (p < alpha / (signals x horizon)); ``accuracy_change`` is a
+windows, split between two families by the union bound: the three CUSUMs
+(:data:`CUSUM_SIGNALS`) hold ``alpha / 12`` each (``alpha / 4`` together), the nine p-value
+signals (:data:`P_SIGNALS`: the reference-based ``confidence_shift``, ``label_mix_shift``,
+``accuracy_drop``, ``labelled_accuracy_drop`` and the five ``*_vs_past``) hold the other
+``3 alpha / 4`` as one family with one common cutoff (:class:`Cutoff`): by default the
+Westfall-Young min-p cutoff simulated from the reference
+(:mod:`verbcal.monitor.familywise`: P(the smallest p over the signals and the horizon's
+windows < cutoff) = 3 alpha / 4 on stationary streams drawn like the reference), where no
+simulation can stand in for the stream (a reference under 30 rows) Bonferroni's
+``alpha / (12 x horizon)``; the cutoff says which. ``accuracy_change`` is a
 one-sided CUSUM of the estimated accuracy against the stream's own first ``baseline``
 windows (allowance ``k`` = 2 standard errors per window: tuned to catch abrupt drops in
 one or two windows), and ``confidence_change`` / ``label_mix_change`` are the same CUSUM
@@ -51,7 +58,7 @@ recurring is a frequent value, not a repeat of evidence), which holds for resamp
 fresh streams but not for bursts of one item within a window (retries: deduplicate those
 first). Chi-square cells expected to hold fewer than 5 window rows are merged (Cochran), the
 mean test is Welch's t, and a window of fewer than :data:`PAST_MIN_ROWS` rows is pooled but
-not tested. Each fires at p < alpha / (signals x horizon), as the reference-based ones.
+not tested. Each fires below the family's common cutoff, as the reference-based ones.
 """
 
 from __future__ import annotations
