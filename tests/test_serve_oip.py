@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +13,9 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("tritonclient.http")
 pytest.importorskip("tritonclient.utils")
+pytest.importorskip("httpx")
 
+import httpx
 import tritonclient.http as httpclient
 import tritonclient.utils as utils
 
@@ -51,12 +55,16 @@ def test_health_metadata_and_infer(served: tuple[str, Path]) -> None:
         assert client.is_server_live() and client.is_server_ready()
         assert client.is_model_ready("tweets", headers=dict(AUTH))
         meta = client.get_model_metadata("tweets", headers=dict(AUTH))
-        assert meta["inputs"] == [{"name": "probs", "datatype": "FP64", "shape": [-1, 3]}]
-        assert [o["name"] for o in meta["outputs"]] == ["probs", "label"]
+        assert meta["inputs"] == [
+            {"name": "probs", "datatype": "FP64", "shape": [-1, 3]},
+            {"name": "id", "datatype": "BYTES", "shape": [-1]},
+        ]
+        assert [o["name"] for o in meta["outputs"]] == ["probs", "label", "id"]
         assert meta["outputs"][1]["datatype"] == "BYTES"
         assert meta["parameters"] == {
             "labels": ["negative", "neutral", "positive"],
             "method": "temperature",
+            "optional_inputs": ["id"],
         }
         rng = np.random.default_rng(0)
         probs = rng.dirichlet(np.ones(3), size=40)
@@ -89,5 +97,80 @@ def test_errors_reach_the_client_with_a_message(served: tuple[str, Path]) -> Non
         assert not client.is_model_ready("nope", headers=dict(AUTH))
         with pytest.raises(utils.InferenceServerException, match="missing API key"):
             client.get_model_metadata("tweets")
+        with pytest.raises(utils.InferenceServerException, match="no ids to return"):
+            client.infer(  # nothing is logged and no ids were sent
+                "tweets",
+                [_probs_input(np.full((2, 3), 1 / 3))],
+                outputs=[httpclient.InferRequestedOutput("id", binary_data=False)],
+                headers=dict(AUTH),
+            )
+        bad_ids = _ids_input(["a", ""])
+        with pytest.raises(utils.InferenceServerException, match=r"data\[1\]"):
+            client.infer(
+                "tweets", [_probs_input(np.full((2, 3), 1 / 3)), bad_ids], headers=dict(AUTH)
+            )
     finally:
         client.close()
+
+
+def _probs_input(probs: np.ndarray, binary: bool = False) -> httpclient.InferInput:
+    tensor = httpclient.InferInput("probs", list(probs.shape), "FP64")
+    tensor.set_data_from_numpy(probs, binary_data=binary)
+    return tensor
+
+
+def _ids_input(ids: list[str], binary: bool = False) -> httpclient.InferInput:
+    tensor = httpclient.InferInput("id", [len(ids)], "BYTES")
+    tensor.set_data_from_numpy(np.array(ids, dtype=object), binary_data=binary)
+    return tensor
+
+
+def _text(values: np.ndarray) -> list[str]:
+    return [x.decode() if isinstance(x, bytes) else str(x) for x in values]
+
+
+def test_logged_rows_carry_ids_that_feedback_labels(tmp_path: Path) -> None:
+    """With --log-predictions every OIP row is logged under the client's id (the ``id``
+    input, JSON or binary) or a server id the ``id`` output returns; feedback labels both."""
+    path = fit_file(tmp_path / "ts.json")
+    log = tmp_path / "log.sqlite"
+    config = ServeConfig(
+        calibrators={"tweets": str(path)}, extra_keys=(KEY,), log_predictions=str(log)
+    )
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(3), size=6)
+    with ServerThread(create_app(config)) as running:
+        client = httpclient.InferenceServerClient(url=f"127.0.0.1:{running.port}")
+        try:
+            mine = ["a-0", "a-1", "a-2"]
+            named = client.infer(
+                "tweets",
+                [_probs_input(probs[:3], binary=True), _ids_input(mine, binary=True)],
+                headers=dict(AUTH),
+            )
+            assert _text(named.as_numpy("id")) == mine
+            json_ids = client.infer(
+                "tweets", [_probs_input(probs[3:4]), _ids_input(["b-0"])], headers=dict(AUTH)
+            )
+            assert _text(json_ids.as_numpy("id")) == ["b-0"]
+            anonymous = client.infer("tweets", [_probs_input(probs[4:])], headers=dict(AUTH))
+            server_ids = _text(anonymous.as_numpy("id"))
+            assert len(server_ids) == 2 and all(i.startswith("srv-") for i in server_ids)
+            expected = Calibrator.load(path).predict_proba(probs)
+            assert np.max(np.abs(anonymous.as_numpy("probs") - expected[4:])) <= 1e-12
+        finally:
+            client.close()
+        ids = [*mine, "b-0", *server_ids]
+        feedback = httpx.post(
+            f"{running.url}/v1/feedback",
+            json={"items": [{"id": i, "label": "neutral"} for i in ids]},
+            headers=AUTH,
+        )
+        assert feedback.status_code == 200 and feedback.json() == {"labelled": 6}
+    with sqlite3.connect(log) as db:
+        rows = db.execute(
+            "SELECT id, raw, calibrated, label FROM predictions ORDER BY seq"
+        ).fetchall()
+    assert [r[0] for r in rows] == ids and {r[3] for r in rows} == {"neutral"}
+    assert np.allclose([json.loads(r[1]) for r in rows], probs, rtol=0, atol=1e-15)
+    assert np.max(np.abs(np.array([json.loads(r[2]) for r in rows]) - expected)) <= 1e-12

@@ -17,9 +17,11 @@ from verbcal.cli import serve as _serve  # noqa: F401
 from verbcal.cli import split as _split  # noqa: F401
 from verbcal.cli import study as _study  # noqa: F401
 from verbcal.cli.app import app
+from verbcal.cli.helptext import reflow_help
 from verbcal.cli.reading import add_reading_options
 
 add_reading_options(app)
+reflow_help(app)
 
 
 def main() -> None:

@@ -1,7 +1,16 @@
 """The Open Inference Protocol (KServe V2; also spoken by Triton and Seldon clients), JSON tensors.
 
-A calibrator is a model with one input ``probs`` (FP64, ``[-1, K]``, columns in the model's
-label order) and two outputs: ``probs`` (FP64, ``[-1, K]``) and ``label`` (BYTES, ``[-1]``).
+A calibrator is a model with the input ``probs`` (FP64, ``[-1, K]``, columns in the model's
+label order), an optional input ``id`` (BYTES, ``[-1]``: the items' ids, as ``/v1`` items'
+``id``), and the outputs ``probs`` (FP64, ``[-1, K]``), ``label`` (BYTES, ``[-1]``) and
+``id`` (BYTES, ``[-1]``). Inputs may come as JSON ``data`` or in the binary tail (the binary
+tensor extension: each input's ``binary_data_size`` bytes, in the order of ``inputs``;
+BYTES elements as a 4-byte little-endian length and the UTF-8 bytes).
+
+With ``--log-predictions`` every served row is logged like a ``/v1/calibrate`` item: under
+the client's id, or a ``srv-<hex>`` id the ``id`` output returns, so that ``/v1/feedback``
+can label it later. The ``id`` output is returned by default when the request sent ids or
+the server logs; asked for otherwise (no ids to give) it is a 400.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from pydantic import ValidationError
 
 import verbcal
 from verbcal.serve.calibrate import InputError, calibrated, field_error, refused_rows
+from verbcal.serve.monitoring import log_served
 from verbcal.serve.registry import Served
 from verbcal.serve.schemas import (
     InferInput,
@@ -34,7 +44,8 @@ from verbcal.serve.schemas import (
 if TYPE_CHECKING:
     from verbcal.serve.app import Service
 
-OUTPUTS = ("probs", "label")
+OUTPUTS = ("probs", "label", "id")
+INPUTS = ("probs", "id")
 FLOAT_TYPES = ("FP64", "FP32", "FP16")
 V2_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": V2Error, "description": "Bad tensors: the message names input and position."},
@@ -52,12 +63,20 @@ def metadata(served: Served) -> ModelMetadata:
         name=served.name,
         versions=["1"],
         platform="verbcal",
-        inputs=[TensorMetadata(name="probs", datatype="FP64", shape=[-1, k])],
+        inputs=[
+            TensorMetadata(name="probs", datatype="FP64", shape=[-1, k]),
+            TensorMetadata(name="id", datatype="BYTES", shape=[-1]),
+        ],
         outputs=[
             TensorMetadata(name="probs", datatype="FP64", shape=[-1, k]),
             TensorMetadata(name="label", datatype="BYTES", shape=[-1]),
+            TensorMetadata(name="id", datatype="BYTES", shape=[-1]),
         ],
-        parameters={"labels": list(served.labels), "method": served.method},
+        parameters={
+            "labels": list(served.labels),
+            "method": served.method,
+            "optional_inputs": ["id"],
+        },
     )
 
 
@@ -93,13 +112,25 @@ def parse_request(raw: bytes, header_length: str | None) -> tuple[InferRequest, 
     return request, raw[split:]
 
 
-def input_matrix(served: Served, request: InferRequest, binary: bytes, max_rows: int) -> np.ndarray:
-    """The ``probs`` input as an (n, K) matrix; errors name the input, row and column."""
+def input_tensors(
+    served: Served, request: InferRequest, binary: bytes, max_rows: int
+) -> tuple[np.ndarray, list[str | None]]:
+    """The ``probs`` input as an (n, K) matrix and the items' ids (the ``id`` input, else
+    None each); errors name the input, row and column."""
     names = [t.name for t in request.inputs]
-    if names != ["probs"]:
-        raise _bad("inputs", f"expected exactly one input named 'probs', got {names}")
-    tensor, k = request.inputs[0], len(served.labels)
-    where = "inputs[0]"
+    if "probs" not in names or len(set(names)) != len(names) or set(names) - set(INPUTS):
+        raise _bad("inputs", f"expected the input 'probs' and optionally 'id', got {names}")
+    values = _tail_values(request.inputs, binary)
+    position = names.index("probs")
+    matrix = _probs(served, request.inputs[position], values[position], max_rows)
+    if "id" not in names:
+        return matrix, [None] * len(matrix)
+    position = names.index("id")
+    return matrix, _ids(request.inputs[position], values[position], len(matrix), position)
+
+
+def _probs(served: Served, tensor: InferInput, flat: list[Any], max_rows: int) -> np.ndarray:
+    k, where = len(served.labels), f"inputs[{tensor.name}]"
     if tensor.datatype not in FLOAT_TYPES:
         raise _bad(f"{where}.datatype", f"{tensor.datatype!r}: send FP64 (or FP32)")
     if len(tensor.shape) != 2 or tensor.shape[1] != k or tensor.shape[0] < 1:
@@ -109,7 +140,6 @@ def input_matrix(served: Served, request: InferRequest, binary: bytes, max_rows:
     n = tensor.shape[0]
     if n > max_rows:
         raise _bad(f"{where}.shape", f"{n} rows, more than the limit of {max_rows} (--max-items)")
-    flat = _values(tensor, binary, where)
     if len(flat) != n * k:
         raise _bad(f"{where}.data", f"{len(flat)} values for shape {tensor.shape} ({n * k} needed)")
     for position, value in enumerate(flat):
@@ -127,22 +157,66 @@ def input_matrix(served: Served, request: InferRequest, binary: bytes, max_rows:
     return matrix
 
 
-def _values(tensor: InferInput, binary: bytes, where: str) -> list[Any]:
-    """The tensor's values: JSON ``data`` (flat or nested), or little-endian bytes from the tail."""
-    size = (tensor.parameters or {}).get("binary_data_size")
-    if size is None:
-        if tensor.data is None:
-            raise _bad(f"{where}.data", "missing: send the values as JSON data or binary")
-        return _flatten(tensor.data)
-    width = {"FP64": 8, "FP32": 4, "FP16": 2}[tensor.datatype]
-    if not isinstance(size, int) or size != len(binary) or size % width:
+def _ids(tensor: InferInput, flat: list[Any], n: int, position: int) -> list[str | None]:
+    where = f"inputs[{position}]"
+    if tensor.datatype != "BYTES" or tensor.shape != [n]:
+        raise _bad(where, f"{tensor.datatype} {tensor.shape}: expected BYTES [{n}], one id per row")
+    ids = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in flat]
+    for row, value in enumerate(ids):
+        if not isinstance(value, str) or not value:
+            raise _bad(f"{where}.data[{row}]", f"{value!r} is not an id (a non-empty string)")
+    return list(ids)
+
+
+def _tail_values(tensors: list[InferInput], binary: bytes) -> list[list[Any]]:
+    """Each input's values: its JSON ``data`` (flat or nested), or its slice of the binary
+    tail (the slices in input order, each ``binary_data_size`` bytes)."""
+    out, offset = [], 0
+    for position, tensor in enumerate(tensors):
+        where = f"inputs[{position}]"
+        size = (tensor.parameters or {}).get("binary_data_size")
+        if size is None:
+            if tensor.data is None:
+                raise _bad(f"{where}.data", "missing: send the values as JSON data or binary")
+            out.append(_flatten(tensor.data))
+            continue
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise _bad(f"{where}.parameters.binary_data_size", f"{size!r} is not a byte count")
+        chunk, offset = binary[offset : offset + size], offset + size
+        if len(chunk) != size:
+            raise _bad(
+                f"{where}.parameters.binary_data_size",
+                f"{size} bytes announced, {len(chunk)} left in the {len(binary)} bytes sent",
+            )
+        out.append(_decode(tensor, chunk, where))
+    if offset != len(binary):
+        raise _bad("inputs", f"{len(binary) - offset} bytes of binary data belong to no input")
+    return out
+
+
+def _decode(tensor: InferInput, chunk: bytes, where: str) -> list[Any]:
+    """Binary tensor values: little-endian numbers, or length-prefixed BYTES elements."""
+    if tensor.datatype == "BYTES":
+        values: list[Any] = []
+        offset = 0
+        while offset < len(chunk):
+            if offset + 4 > len(chunk):
+                raise _bad(f"{where}.data", "a BYTES element's 4-byte length is cut off")
+            length = int.from_bytes(chunk[offset : offset + 4], "little")
+            start, offset = offset + 4, offset + 4 + length
+            if offset > len(chunk):
+                raise _bad(f"{where}.data", f"a BYTES element of {length} bytes is cut off")
+            values.append(chunk[start:offset])
+        return values
+    widths = {"FP64": 8, "FP32": 4, "FP16": 2}
+    if tensor.datatype not in widths or len(chunk) % widths[tensor.datatype]:
         raise _bad(
             f"{where}.parameters.binary_data_size",
-            f"{size!r} does not match the {len(binary)} bytes sent",
+            f"{len(chunk)} bytes are no whole number of {tensor.datatype} values",
         )
     dtype = {"FP64": "<f8", "FP32": "<f4", "FP16": "<f2"}[tensor.datatype]
-    values: list[Any] = np.frombuffer(binary, dtype=dtype).astype(np.float64).tolist()
-    return values
+    numbers: list[Any] = np.frombuffer(chunk, dtype=dtype).astype(np.float64).tolist()
+    return numbers
 
 
 def add_routes(app: FastAPI, service: Service) -> None:
@@ -212,12 +286,16 @@ def add_routes(app: FastAPI, service: Service) -> None:
         model = served(name)
         raw = await request.body()
         body, binary = parse_request(raw, request.headers.get("inference-header-content-length"))
-        matrix = input_matrix(model, body, binary, service.config.max_items)
-        wanted = [o.name for o in body.outputs] if body.outputs else list(OUTPUTS)
+        matrix, ids = input_tensors(model, body, binary, service.config.max_items)
+        known = service.monitoring is not None or any(i is not None for i in ids)
+        wanted = [o.name for o in body.outputs] if body.outputs else list(OUTPUTS[: 2 + known])
         unknown = [o for o in wanted if o not in OUTPUTS]
         if unknown:
             raise _bad("outputs", f"unknown output {unknown[0]!r}; this model has {list(OUTPUTS)}")
+        if "id" in wanted and not known:
+            raise _bad("outputs", "no ids to return: send the 'id' input, or log predictions")
         rows = calibrated(model, matrix)
+        ids = await log_served(service, model, ids, matrix, rows)
         tensors = {
             "probs": {
                 "name": "probs",
@@ -231,6 +309,7 @@ def add_routes(app: FastAPI, service: Service) -> None:
                 "datatype": "BYTES",
                 "data": [model.labels[row.top] for row in rows],
             },
+            "id": {"name": "id", "shape": [len(rows)], "datatype": "BYTES", "data": ids},
         }
         service.metrics.count_items(model.name, len(rows))
         content = {
