@@ -46,7 +46,8 @@ predictions as ``y_pred``; its own isotonic calibration; chunk size 500).
 
 NannyML's binary CBPE is used for the two-label sets (the raw score of the second label).
 
-    python benchmarks/bench_monitor.py [--streams 40] [--nannyml-streams 10] [--only S,..] [--json]
+    python benchmarks/bench_monitor.py [--streams 40] [--nannyml-streams 10] [--only S,..]
+        [--rule min-p|bonferroni] [--json]
 """
 
 from __future__ import annotations
@@ -118,6 +119,10 @@ class Tally:
     """Per scored window: whether ATC's or BBSE's CI missed the headline's."""
     signals: dict[str, int] = field(default_factory=dict)
     """How many streams each signal alarmed (after the change where there is one)."""
+    cutoffs: list[tuple[float, float, str]] = field(default_factory=list)
+    """Per stream: the p-value signals' cutoff, Bonferroni's, and the rule used."""
+    seconds: list[float] = field(default_factory=list)
+    """Per stream: the seconds ``monitor`` took (the simulation included)."""
 
     def add(self, name: str, error: float, covered: bool | None = None, where: str = "") -> None:
         self.errors.setdefault(name, []).append(error)
@@ -303,14 +308,17 @@ def oracle_error(q: Array, ref: Reference, groups: IntArray) -> float:
     return float(np.sqrt(2 / np.pi) * sd)
 
 
-def run_stream(stream: Stream, tally: Tally, with_nannyml: bool) -> None:
+def run_stream(stream: Stream, tally: Tally, with_nannyml: bool, rule: str = "min-p") -> None:
     cal = make_calibrator("temperature").fit(stream.reference.probs, stream.reference.y)
     q_ref = cal.predict_proba(stream.reference.probs)
     ref = Reference.build(q_ref, stream.reference.y)
     q = cal.predict_proba(stream.probs)
     windows = count_windows(len(q), WINDOW)
-    policy = AlarmPolicy(alpha=0.05, horizon=N_WINDOWS)
+    policy = AlarmPolicy(alpha=0.05, horizon=N_WINDOWS, rule=rule)
+    start = time.perf_counter()
     rows = monitor(ref, q, windows, policy=policy, groups=stream.groups.tolist())
+    tally.seconds.append(time.perf_counter() - start)
+    tally.cutoffs.append((policy.per_test, policy.bonferroni, policy.rule_used))
     realised = [float(np.mean(q[w.index].argmax(axis=1) == stream.y[w.index])) for w in windows]
     nanny = nannyml_estimates(stream, q_ref, q) if with_nannyml else None
     for i, (row, truth) in enumerate(zip(rows, realised, strict=True)):
@@ -365,6 +373,16 @@ def summarise(name: str, tally: Tally) -> dict[str, Any]:
     out["disagree_share"] = float(np.mean(tally.disagree)) if tally.disagree else 0.0
     out["alarms"] = int(np.sum(tally.alarmed))
     out["signals"] = dict(sorted(tally.signals.items()))
+    cut = np.array([c for c, _, _ in tally.cutoffs])
+    bonf = np.array([b for _, b, _ in tally.cutoffs])
+    out["cutoff_min"], out["cutoff_median"], out["cutoff_max"] = (
+        float(np.min(cut)),
+        float(np.median(cut)),
+        float(np.max(cut)),
+    )
+    out["cutoff_below_bonferroni"] = int(np.sum(cut < bonf))
+    out["rules"] = sorted({r for _, _, r in tally.cutoffs})
+    out["monitor_seconds_median"] = float(np.median(tally.seconds))
     if tally.delays:
         found = [d for d in tally.delays if d is not None]
         out["alarmed_within_2"] = float(np.mean([d is not None and d <= 1 for d in tally.delays]))
@@ -389,7 +407,10 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
 
 
 def run(
-    streams: int, nannyml_streams: int, scenarios: Callable[[str], bool] = lambda s: True
+    streams: int,
+    nannyml_streams: int,
+    scenarios: Callable[[str], bool] = lambda s: True,
+    rule: str = "min-p",
 ) -> list[dict[str, Any]]:
     results = []
     for scenario, names in SCENARIOS.items():
@@ -402,7 +423,7 @@ def run(
             stream = build(scenario, name, 1000 + s)
             if stream is None:
                 continue
-            run_stream(stream, tally, s < nannyml_streams)
+            run_stream(stream, tally, s < nannyml_streams, rule)
         results.append(summarise(scenario, tally))
     return results
 
@@ -447,6 +468,16 @@ def table(results: list[dict[str, Any]]) -> str:
     lines += [f"- {r['scenario']}: {r['disagree_share']:.2f}" for r in results]
     lines += ["", "signals that alarmed (streams; after the change where there is one):"]
     lines += [f"- {r['scenario']}: {r['signals'] or 'none'}" for r in results]
+    lines += [
+        "",
+        "p-value cutoff per stream (min / median / max; below Bonferroni's), rule, monitor s:",
+    ]
+    lines += [
+        f"- {r['scenario']}: {r['cutoff_min']:.2g} / {r['cutoff_median']:.2g} / "
+        f"{r['cutoff_max']:.2g} ({r['cutoff_below_bonferroni']} of {r['streams']} below), "
+        f"{', '.join(r['rules'])}, median {r['monitor_seconds_median']:.1f} s"
+        for r in results
+    ]
     return "\n".join(lines)
 
 
@@ -459,11 +490,17 @@ def main(argv: list[str] | None = None) -> int:
         "--nannyml-streams", type=int, default=10, help="streams also run through NannyML"
     )
     parser.add_argument("--only", default="", help="comma-separated scenarios")
+    parser.add_argument(
+        "--rule",
+        default="min-p",
+        choices=("min-p", "bonferroni"),
+        help="the p-value signals' family-wise rule (AlarmPolicy.rule)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     only = {s for s in args.only.split(",") if s}
     start = time.perf_counter()
-    results = run(args.streams, args.nannyml_streams, lambda s: not only or s in only)
+    results = run(args.streams, args.nannyml_streams, lambda s: not only or s in only, args.rule)
     try:
         import nannyml
 

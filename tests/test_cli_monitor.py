@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from verbcal import datasets
@@ -59,8 +60,20 @@ def test_monitor_by_time_writes_json_and_report(tmp_path: Path) -> None:
         assert all(r[key] is not None for r in rows)
     assert all(r["n_labelled"] in (166, 167) for r in rows)
     assert not any(r["alarm"] for r in rows)
+    policy = data["policy"]  # the p-value family's rule and cutoff are stated
+    assert policy["p_rule"] == "min-p" and policy["p_simulations"] == 300
+    assert policy["p_share"] + policy["cusum_share"] == pytest.approx(0.05)
+    assert all(r["p_cutoff"] == policy["per_test"] and r["p_rule"] == "min-p" for r in rows)
     html = (out / "report.html").read_text()
     assert "<svg" in html and "Accuracy over time" in html
+    assert "min-p" in html and "Bonferroni&#x27;s would be" in html
+    bonf = runner.invoke(
+        app,
+        [*args, "--out", str(out), "--time-field", "ts", "--every", "1d", "--p-rule", "bonferroni"],
+    )
+    assert bonf.exit_code == 0, bonf.output
+    policy = json.loads((out / "monitor.json").read_text())["policy"]
+    assert policy["p_rule"] == "bonferroni" and policy["per_test"] == pytest.approx(0.05 / 240)
 
 
 def test_monitor_by_count_alarms_on_a_label_shift_and_prints_json(tmp_path: Path) -> None:

@@ -189,3 +189,31 @@ def test_vs_past_chi_square_merges_rare_cells_and_skips_tiny_windows() -> None:
     assert all(p is None for p in tiny.values())  # 5 rows: pooled, not tested
     policy.pool([])
     assert policy._past["label_mix_vs_past"].tolist() == [20.0, 15.0]
+
+
+def test_chi2_homogeneity_is_scipys_chi_square() -> None:
+    from verbcal.monitor.shift import chi2_homogeneity
+
+    rng = np.random.default_rng(21)
+    for _ in range(50):
+        table = rng.integers(1, 60, (2, int(rng.integers(2, 9)))).astype(float)
+        expected = stats.chi2_contingency(table, correction=False)[1]
+        assert chi2_homogeneity(table) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+
+
+def test_policy_splits_alpha_between_the_cusums_and_the_p_value_family() -> None:
+    from verbcal.monitor import CUSUM_SIGNALS, P_SIGNALS, Cutoff
+
+    assert set(P_SIGNALS) | set(CUSUM_SIGNALS) == set(SIGNALS)
+    assert not set(P_SIGNALS) & set(CUSUM_SIGNALS)
+    policy = AlarmPolicy(alpha=0.05, horizon=20)
+    assert policy.p_share == pytest.approx(0.05 * 9 / 12)
+    assert policy.bonferroni == pytest.approx(0.05 / (12 * 20))  # as before the split
+    assert policy.rule_used == "bonferroni"  # no cutoff given yet
+    policy.use(Cutoff(1e-3, "min-p", policy.p_share, policy.bonferroni, sims=300))
+    assert policy.per_test == 1e-3 and policy.rule_used == "min-p"
+    assert policy.fired({"accuracy_drop": 5e-4, "confidence_vs_past": 2e-3}, None) == [
+        "accuracy_drop"
+    ]
+    # the CUSUM family keeps its own threshold, set for alpha / 12 per CUSUM
+    assert policy.threshold == pytest.approx(cusum_threshold(20, 5, 0.05 / 12, 2.0))

@@ -117,6 +117,30 @@ def histogram_strip(rows: list[dict[str, Any]], reference_hist: list[int]) -> st
     return "".join(parts)
 
 
+def _share(policy: dict[str, Any]) -> str:
+    """How alpha is split (older monitor.json files lack the split: said so)."""
+    if "p_share" not in policy:
+        return f"split over {len(policy['signals'])} signals"
+    return (
+        f"{policy['p_share']:.3g} to the p-value signals as one family, "
+        f"{policy['cusum_share']:.3g} to the CUSUMs"
+    )
+
+
+def _rule(policy: dict[str, Any]) -> str:
+    """The p-value family's rule, as monitor.json states it."""
+    rule = policy.get("p_rule", "bonferroni")
+    if rule == "min-p":
+        return (
+            f"min-p: P(smallest p over the signals and windows below it) = "
+            f"{policy['p_share']:.3g} on {policy['p_simulations']} stationary streams "
+            f"simulated from the reference; Bonferroni's would be "
+            f"{policy['bonferroni_per_test']:.2g}"
+        )
+    reason = policy.get("p_rule_reason")
+    return f"Bonferroni: {reason}" if reason else "Bonferroni"
+
+
 def render(result: dict[str, Any]) -> str:
     """The report page for what ``verbcal monitor`` writes to monitor.json."""
     rows, ref, policy = result["windows"], result["reference"], result["policy"]
@@ -177,11 +201,11 @@ def render(result: dict[str, Any]) -> str:
         f"{ref['atc_threshold']:.4f} (ties counted {ref['atc_tie_fraction']:.2f}). Data "
         f"{_e(result['data'])}, windows {_e(result['windows_by'])}.</p>"
         f"<p>Alarms: false-alarm rate {policy['alpha']} per stream of {policy['horizon']} "
-        f"windows, split over {len(policy['signals'])} signals; reference-based tests fire at "
-        f"p &lt; {policy['per_test']:.2g} (Bonferroni), the CUSUMs of the estimate, the "
-        f"confidence distribution and the label mix against the first {policy['baseline']} "
-        f"windows at {policy['cusum_threshold']:.2f}; the *_vs_past tests of each window "
-        "against all earlier windows pooled fire at the same Bonferroni p. The headline "
+        f"windows, {_e(_share(policy))}; the p-value signals (tests against the reference, "
+        "and the *_vs_past tests of each window against all earlier windows pooled) fire at "
+        f"p &lt; {policy['per_test']:.2g} ({_e(_rule(policy))}), the CUSUMs of the "
+        "estimate, the confidence distribution and the label mix against the first "
+        f"{policy['baseline']} windows at {policy['cusum_threshold']:.2f}. The headline "
         "estimate is CBPE (mean "
         "calibrated confidence plus the reference's per-bin gap); BBSE's label-shift-corrected "
         "estimate is in its own column.</p>"

@@ -27,9 +27,11 @@ def monitor_result(
     every: str | None,
     alpha: float,
     horizon: int | None,
+    p_rule: str = "min-p",
 ) -> dict[str, Any]:
     """Everything ``monitor.json`` holds: inputs, reference facts, policy, one row per window."""
     from verbcal.monitor import (
+        P_SIGNALS,
         SIGNALS,
         AlarmPolicy,
         MonitorError,
@@ -69,7 +71,7 @@ def monitor_result(
         by = f"{size} items"
     if not windows:
         raise MonitorError(f"{data}: no rows to monitor")
-    policy = AlarmPolicy(alpha=alpha, horizon=horizon or max(20, len(windows)))
+    policy = AlarmPolicy(alpha=alpha, horizon=horizon or max(20, len(windows)), rule=p_rule)
     rows = monitor(ref, q, windows, stream.y, policy, groups=stream.ids)
     return {
         "calibrator": str(calibrator_path),
@@ -91,6 +93,14 @@ def monitor_result(
             "baseline": policy.baseline,
             "signals": list(SIGNALS),
             "per_test": policy.per_test,
+            "p_rule": policy.rule_used,
+            "p_signals": list(P_SIGNALS),
+            "p_share": policy.p_share,
+            "bonferroni_per_test": policy.bonferroni,
+            "p_rule_reason": policy.cutoff.reason if policy.cutoff else "",
+            "p_simulations": policy.cutoff.sims if policy.cutoff else 0,
+            "p_simulation_seconds": policy.cutoff.seconds if policy.cutoff else 0.0,
+            "cusum_share": policy.alpha - policy.p_share,
             "cusum_k": policy.k,
             "cusum_threshold": policy.threshold,
         },
@@ -140,6 +150,13 @@ def monitor_command(
         int | None,
         typer.Option(min=1, help="Windows the false-alarm rate covers (default max(20, windows))."),
     ] = None,
+    p_rule: Annotated[
+        str,
+        typer.Option(
+            help="How the p-value signals share their alpha over the signals and windows: "
+            "min-p (one cutoff simulated from the reference) or bonferroni."
+        ),
+    ] = "min-p",
     json_out: Annotated[
         bool, typer.Option("--json", help="Print monitor.json to stdout only.")
     ] = False,
@@ -149,8 +166,13 @@ def monitor_command(
     Writes DIR/monitor.json (one row per window under "windows") and DIR/report.html.
     Exit status 0 whether or not an alarm fired; alarms are in the table and the files.
 
-    Alarms hold --alpha per stream of --horizon windows, split over the signals, and each
-    alarm names what fired: tests against the reference (confidence_shift, label_mix_shift,
+    Alarms hold --alpha per stream of --horizon windows and each alarm names what fired.
+    The three CUSUMs hold alpha/12 each (simulated thresholds); the nine p-value signals
+    hold the rest as one family, firing below one common cutoff: with --p-rule min-p
+    (default) the cutoff that stationary streams simulated from the reference go below
+    with that probability (Westfall-Young min-p; a reference under 30 rows falls back to
+    Bonferroni), with bonferroni alpha / (12 x horizon). monitor.json states the rule and
+    the cutoff (policy.p_rule, policy.per_test; each row's p_cutoff). The signals: tests against the reference (confidence_shift, label_mix_shift,
     accuracy_drop, labelled_accuracy_drop), CUSUMs against the stream's first 5 windows
     (accuracy_change, confidence_change, label_mix_change), and tests of each window against
     all earlier windows pooled since the start or that signal's last alarm
@@ -167,10 +189,13 @@ def monitor_command(
     if window is not None and time_field is not None:
         err_console.print("[bold red]error:[/] give --window or --time-field/--every, not both")
         raise typer.Exit(2)
+    if p_rule not in ("min-p", "bonferroni"):
+        err_console.print(f"[bold red]error:[/] --p-rule {escape(p_rule)}: min-p or bonferroni")
+        raise typer.Exit(2)
     with friendly_errors():
         try:
             result = monitor_result(
-                calibrator, reference, data, window, time_field, every, alpha, horizon
+                calibrator, reference, data, window, time_field, every, alpha, horizon, p_rule
             )
         except MonitorError as exc:
             raise ValueError(str(exc)) from exc
@@ -216,6 +241,12 @@ def monitor_command(
     console.print(
         f"reference: {ref['n']} items, accuracy {ref['accuracy']:.3f}; "
         f"{alarms} of {len(rows)} windows alarmed (alpha {alpha} per {result['policy']['horizon']} windows)",
+        highlight=False,
+    )
+    policy = result["policy"]
+    console.print(
+        f"p-value signals fire at p < {policy['per_test']:.2g} ({policy['p_rule']}: "
+        f"{policy['p_rule_reason']}; Bonferroni's {policy['bonferroni_per_test']:.2g})",
         highlight=False,
     )
     console.print(f"wrote {out / 'monitor.json'} and {out / 'report.html'}", highlight=False)

@@ -22,10 +22,14 @@ from verbcal.monitor.estimate import (
     cbpe,
     labelled,
 )
+from verbcal.monitor.familywise import calibrate, min_p_cutoff, simulate_min_p
 from verbcal.monitor.shift import (
+    CUSUM_SIGNALS,
+    P_SIGNALS,
     PAST_SIGNALS,
     SIGNALS,
     AlarmPolicy,
+    Cutoff,
     bbse_accuracy_contrast,
     confidence_group,
     confidence_groups,
@@ -43,9 +47,12 @@ from verbcal.monitor.stream import (
 )
 
 __all__ = [
+    "CUSUM_SIGNALS",
     "PAST_SIGNALS",
+    "P_SIGNALS",
     "SIGNALS",
     "AlarmPolicy",
+    "Cutoff",
     "Estimate",
     "Labelled",
     "MonitorError",
@@ -57,6 +64,7 @@ __all__ = [
     "bbse",
     "bbse_accuracy_contrast",
     "bbse_weights",
+    "calibrate",
     "cbpe",
     "confidence_group",
     "confidence_groups",
@@ -65,8 +73,10 @@ __all__ = [
     "cusum_threshold",
     "label_mix_shift",
     "labelled",
+    "min_p_cutoff",
     "monitor",
     "parse_every",
     "parse_time",
+    "simulate_min_p",
     "time_windows",
 ]

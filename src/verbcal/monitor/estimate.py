@@ -23,6 +23,7 @@ finite size (the estimators read thresholds, gaps and confusion rates off it).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -58,6 +59,7 @@ class Estimate:
         return self.low <= truth <= self.high
 
 
+@lru_cache(maxsize=16)
 def _z(level: float) -> float:
     return float(stats.norm.ppf(0.5 + level / 2))
 
@@ -136,7 +138,16 @@ class Reference:
         return len(self.y)
 
     @classmethod
-    def build(cls, q: ArrayLike, y: ArrayLike, labels: tuple[str, ...] | None = None) -> Reference:
+    def build(
+        cls,
+        q: ArrayLike,
+        y: ArrayLike,
+        labels: tuple[str, ...] | None = None,
+        boot: int = BOOTSTRAP,
+    ) -> Reference:
+        """The reference of calibrated rows ``q`` with gold label indices ``y``; ``boot``
+        bootstrap refits of the ATC threshold (0: none, for a reference that never
+        estimates ATC, as the alarm simulation's resampled ones)."""
         qa = check_q(q, "reference")
         ya = np.asarray(y, dtype=np.int64).reshape(-1)
         k = qa.shape[1]
@@ -156,12 +167,12 @@ class Reference:
         gap_var = var_i / (n_b + SHRINK) ** 2
         threshold, phi = atc_fit(conf, float(correct.mean()))
         rng = np.random.default_rng(0)
-        boot = np.array(
+        refits = np.array(
             [
                 atc_fit(conf[idx], float(correct[idx].mean()))
-                for idx in rng.integers(0, len(ya), (BOOTSTRAP, len(ya)))
+                for idx in rng.integers(0, len(ya), (boot, len(ya)))
             ]
-        )
+        ).reshape(boot, 2)
         confusion = np.zeros((k, k))
         np.add.at(confusion, (pred, ya), 1.0)
         return cls(
@@ -176,7 +187,7 @@ class Reference:
             gap_var=gap_var,
             atc_threshold=threshold,
             atc_tie_fraction=phi,
-            atc_boot=boot,
+            atc_boot=refits,
             confusion=confusion / len(ya),
         )
 

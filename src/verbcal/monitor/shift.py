@@ -17,9 +17,16 @@ guards against repeats that carry fresh ids). The price is power against small s
 large windows.
 
 Alarms (:class:`AlarmPolicy`) hold a false-alarm rate ``alpha`` per stream of ``horizon``
-windows. ``alpha`` is split evenly over the signals; the reference-based signals
-(``confidence_shift``, ``label_mix_shift``, ``accuracy_drop``, ``labelled_accuracy_drop``)
-use Bonferroni over the horizon (p < alpha / (signals x horizon)); ``accuracy_change`` is a
+windows, split between two families by the union bound: the three CUSUMs
+(:data:`CUSUM_SIGNALS`) hold ``alpha / 12`` each (``alpha / 4`` together), the nine p-value
+signals (:data:`P_SIGNALS`: the reference-based ``confidence_shift``, ``label_mix_shift``,
+``accuracy_drop``, ``labelled_accuracy_drop`` and the five ``*_vs_past``) hold the other
+``3 alpha / 4`` as one family with one common cutoff (:class:`Cutoff`): by default the
+Westfall-Young min-p cutoff simulated from the reference
+(:mod:`verbcal.monitor.familywise`: P(the smallest p over the signals and the horizon's
+windows < cutoff) = 3 alpha / 4 on stationary streams drawn like the reference), where no
+simulation can stand in for the stream (a reference under 30 rows) Bonferroni's
+``alpha / (12 x horizon)``; the cutoff says which. ``accuracy_change`` is a
 one-sided CUSUM of the estimated accuracy against the stream's own first ``baseline``
 windows (allowance ``k`` = 2 standard errors per window: tuned to catch abrupt drops in
 one or two windows), and ``confidence_change`` / ``label_mix_change`` are the same CUSUM
@@ -51,7 +58,7 @@ recurring is a frequent value, not a repeat of evidence), which holds for resamp
 fresh streams but not for bursts of one item within a window (retries: deduplicate those
 first). Chi-square cells expected to hold fewer than 5 window rows are merged (Cochran), the
 mean test is Welch's t, and a window of fewer than :data:`PAST_MIN_ROWS` rows is pooled but
-not tested. Each fires at p < alpha / (signals x horizon), as the reference-based ones.
+not tested. Each fires below the family's common cutoff, as the reference-based ones.
 """
 
 from __future__ import annotations
@@ -62,7 +69,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
+from scipy import special, stats
 
 from verbcal.metrics import tie_scores
 
@@ -86,6 +93,10 @@ SIGNALS = (
 """Every signal that can raise an alarm, in the order an alarm lists them."""
 PAST_SIGNALS = SIGNALS[-5:]
 """The signals that test each window against the stream's own pooled earlier windows."""
+CUSUM_SIGNALS = ("accuracy_change", "confidence_change", "label_mix_change")
+"""The signals that are CUSUMs, each with its own simulated threshold."""
+P_SIGNALS = tuple(name for name in SIGNALS if name not in CUSUM_SIGNALS)
+"""The signals that are p-values: one family, one common cutoff (:class:`Cutoff`)."""
 PAST_MIN_ROWS = 30
 """A window with fewer rows is pooled but not tested by the ``*_vs_past`` signals (their
 normal and chi-square approximations need some rows; a sparse time bucket is no evidence)."""
@@ -117,14 +128,16 @@ def confidence_group(edges: Array, conf: Array) -> IntArray:
     return np.asarray(np.searchsorted(edges, tie_scores(conf), side="left"), dtype=np.int64)
 
 
-def confidence_shift(reference: Array, window: Array, n_eff: float | None = None) -> float:
+def confidence_shift(
+    reference: Array, window: Array, n_eff: float | None = None, edges: Array | None = None
+) -> float:
     """Chi-square p-value of homogeneity of the confidence distribution (reference vs
-    window) over groups of the reference's distinct values (:func:`confidence_groups`),
-    so ties are kept whole and any change of shape counts, not only of location; 1.0 when
-    the reference fills one group."""
+    window) over groups of the reference's distinct values (:func:`confidence_groups`,
+    or ``edges`` already taken of it), so ties are kept whole and any change of shape
+    counts, not only of location; 1.0 when the reference fills one group."""
     if len(reference) == 0 or len(window) == 0:
         return 1.0
-    edges = confidence_groups(reference)
+    edges = confidence_groups(reference) if edges is None else edges
     if len(edges) == 0:
         return 1.0
     groups = len(edges) + 1
@@ -147,8 +160,16 @@ def _homogeneity(
     table = merge_sparse(table[:, table.sum(axis=0) > 0])
     if table.shape[1] < 2:
         return 1.0
-    _, p, _, _ = stats.chi2_contingency(table, correction=False)
-    return float(p)
+    return chi2_homogeneity(table)
+
+
+def chi2_homogeneity(table: Array) -> float:
+    """Pearson chi-square p-value of a 2 x C table with no empty row or column: the value
+    of ``scipy.stats.chi2_contingency(table, correction=False)``, without its checks (the
+    monitor's simulation calls it thousands of times)."""
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+    stat = float(np.sum((table - expected) ** 2 / expected))
+    return float(special.chdtrc(table.shape[1] - 1, stat))
 
 
 def merge_sparse(table: Array) -> Array:
@@ -209,7 +230,7 @@ def accuracy_drop(reference_accuracy: float, estimate: float, se: float) -> floa
     """One-sided p-value that the accuracy fell below the reference's (normal, ``se`` given)."""
     if se <= 0:
         return 1.0 if estimate >= reference_accuracy else 0.0
-    return float(stats.norm.sf((reference_accuracy - estimate) / se))
+    return float(special.ndtr((estimate - reference_accuracy) / se))
 
 
 def labelled_drop(reference_correct: float, n_ref: int, correct: float, n: int) -> float:
@@ -218,7 +239,7 @@ def labelled_drop(reference_correct: float, n_ref: int, correct: float, n: int) 
     se = float(np.sqrt(pooled * (1 - pooled) * (1 / n_ref + 1 / n)))
     if se == 0:
         return 1.0
-    return float(stats.norm.sf((reference_correct / n_ref - correct / n) / se))
+    return float(special.ndtr((correct / n - reference_correct / n_ref) / se))
 
 
 def bbse_accuracy_contrast(confusion: Array) -> Array:
@@ -251,7 +272,7 @@ def mean_below_past(past: Array, window: Array) -> float:
     if se <= 0:
         return 1.0 if m1 >= m0 else 0.0
     df = (a0 + a1) ** 2 / (a0**2 / (n0 - 1) + a1**2 / (n1 - 1))
-    return float(stats.t.sf((m0 - m1) / se, df))
+    return float(special.stdtr(df, (m1 - m0) / se))
 
 
 def contrast_below_past(b: Array, past: Array, window: Array) -> float:
@@ -268,7 +289,7 @@ def contrast_below_past(b: Array, past: Array, window: Array) -> float:
     flat = float(np.max(np.abs(centred))) <= 1e-9 * max(float(np.max(np.abs(b))), 1.0)
     if flat or var <= 0 or abs(diff) < 1e-12:
         return 1.0  # b . mu is (numerically) constant on the labels seen: nothing to test
-    return float(stats.norm.sf(diff / np.sqrt(var)))
+    return float(special.ndtr(-diff / np.sqrt(var)))
 
 
 @lru_cache(maxsize=64)
@@ -290,14 +311,43 @@ def cusum_threshold(
     return float(np.quantile(peak, 1 - alpha))
 
 
+@dataclass(frozen=True)
+class Cutoff:
+    """The p-value under which every signal of :data:`P_SIGNALS` fires, and how it was set."""
+
+    value: float
+    """A p-value signal fires when its p < value."""
+    rule: str
+    """``min-p`` (simulated: :mod:`verbcal.monitor.familywise`) or ``bonferroni``."""
+    share: float
+    """The false-alarm rate per stream of ``horizon`` windows the family holds."""
+    bonferroni: float
+    """``share / (len(P_SIGNALS) x horizon)``, for comparison."""
+    sims: int = 0
+    """Simulated stationary streams behind a ``min-p`` cutoff (0 for Bonferroni)."""
+    reason: str = ""
+    """Why this rule (for Bonferroni: why no simulation)."""
+    seconds: float = 0.0
+    """What the simulation took."""
+
+
 @dataclass
 class AlarmPolicy:
-    """Alarm rule for a stream; see the module docstring for the false-alarm control."""
+    """Alarm rule for a stream; see the module docstring for the false-alarm control.
+
+    ``rule`` asks for the p-value family's cutoff: ``min-p`` (simulated by
+    :func:`verbcal.monitor.stream.monitor` from the reference, ``sims`` streams, ``seed``)
+    or ``bonferroni``; until :meth:`use` is given a :class:`Cutoff` the policy applies
+    Bonferroni."""
 
     alpha: float = 0.05
     horizon: int = 20
     baseline: int = 5
     k: float = 2.0
+    rule: str = "min-p"
+    sims: int = 300
+    seed: int = 0
+    cutoff: Cutoff | None = None
     _base: list[float] = field(default_factory=list, repr=False)
     _se: list[float] = field(default_factory=list, repr=False)
     _s: float = field(default=0.0, repr=False)
@@ -311,11 +361,32 @@ class AlarmPolicy:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
         if self.horizon < 1 or self.baseline < 1:
             raise ValueError("horizon and baseline must be at least 1 window")
+        if self.rule not in ("min-p", "bonferroni"):
+            raise ValueError(f"rule must be 'min-p' or 'bonferroni', got {self.rule!r}")
+
+    @property
+    def p_share(self) -> float:
+        """The p-value family's share of alpha: one ``alpha / len(SIGNALS)`` per signal."""
+        return self.alpha * len(P_SIGNALS) / len(SIGNALS)
+
+    @property
+    def bonferroni(self) -> float:
+        """Bonferroni's cutoff, ``alpha / (len(SIGNALS) x horizon)``."""
+        return self.p_share / (len(P_SIGNALS) * self.horizon)
 
     @property
     def per_test(self) -> float:
-        """The p-value under which a reference-based signal fires (Bonferroni)."""
-        return self.alpha / (len(SIGNALS) * self.horizon)
+        """The p-value under which a p-value signal fires: the :class:`Cutoff` given to
+        :meth:`use`, else Bonferroni's."""
+        return self.cutoff.value if self.cutoff is not None else self.bonferroni
+
+    @property
+    def rule_used(self) -> str:
+        return self.cutoff.rule if self.cutoff is not None else "bonferroni"
+
+    def use(self, cutoff: Cutoff) -> None:
+        """Apply ``cutoff`` to the p-value signals from now on."""
+        self.cutoff = cutoff
 
     @property
     def threshold(self) -> float:

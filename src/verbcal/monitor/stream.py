@@ -32,16 +32,13 @@ from verbcal.monitor.estimate import (
     multiplicity,
     top_label,
 )
+from verbcal.monitor.familywise import calibrate, p_value_signals, window_counts
 from verbcal.monitor.shift import (
     AlarmPolicy,
-    accuracy_drop,
     bbse_accuracy_contrast,
-    confidence_group,
     confidence_groups,
-    confidence_shift,
     label_mix_shift,
     label_shift_fit,
-    labelled_drop,
 )
 
 Array = NDArray[np.float64]
@@ -157,12 +154,31 @@ def monitor(
     pure label shift explains the window (:func:`verbcal.monitor.shift.label_shift_fit`,
     p >= 0.01); off by default, because on the bundled benchmark the switch made the
     estimate worse under covariate shift and no better under label shift (BBSE needs a
-    larger reference than 100 items)."""
+    larger reference than 100 items).
+
+    The p-value signals' common cutoff is the policy's :class:`~verbcal.monitor.shift.Cutoff`
+    if it has one, else set here (:func:`verbcal.monitor.familywise.calibrate`: min-p from
+    streams simulated with these windows' sizes, ids if ``groups``, labels if ``y`` has
+    any; Bonferroni with ``label_shift_headline``, whose estimate it does not simulate).
+    Each row names it (``p_cutoff``, ``p_rule``)."""
     qa = check_q(q, "stream")
     policy = policy or AlarmPolicy(horizon=max(20, len(windows)))
     k = qa.shape[1]
     if k != reference.q.shape[1]:
         raise MonitorError(f"stream has {k} labels, the reference {reference.q.shape[1]}")
+    if policy.cutoff is None:
+        has_labels = y is not None and bool(np.any(np.asarray(y) >= 0))
+        policy.use(
+            calibrate(
+                reference,
+                [len(w.index) for w in windows if len(w.index)],
+                policy,
+                grouped=groups is not None,
+                labelled=has_labels,
+                simulate=not label_shift_headline,
+                why_not="the label-shift headline is not simulated" if label_shift_headline else "",
+            )
+        )
     rows = []
     contrast = bbse_accuracy_contrast(reference.confusion)
     edges = confidence_groups(reference.conf)
@@ -177,19 +193,22 @@ def monitor(
         plain = cbpe(qw, reference, level, corrected=False, groups=gw)
         est_atc = atc(qw, reference, level, groups=gw)
         est_bbse, w = bbse(qw, reference, level, groups=gw)
-        p_conf = confidence_shift(reference.conf, conf, n_eff)
-        p_mix = label_mix_shift(reference.pred, pred, k, n_eff)
         p_fit = label_shift_fit(reference.pred, reference.conf, reference.y, w, pred, conf, n_eff)
+        p_mix = label_mix_shift(reference.pred, pred, k, n_eff)
         use_bbse = label_shift_headline and p_mix < LABEL_SHIFT_P and p_fit >= LABEL_SHIFT_P
         headline = est_bbse if use_bbse else est
         items = cbpe_items(qw, reference)
         sampling = float(np.std(items) / np.sqrt(n_eff))
         stat = policy.cusum(headline.value, sampling)
-        p_values: dict[str, float | None] = {
-            "confidence_shift": p_conf,
-            "label_mix_shift": p_mix,
-            "accuracy_drop": accuracy_drop(reference.accuracy, headline.value, headline.se),
-        }
+        yw = None if y is None else np.asarray(y, dtype=np.int64)[window.index]
+        known = None if yw is None else yw >= 0
+        lab = None
+        if known is not None and known.any():
+            lab = (float(np.sum(pred[known] == yw[known])), int(known.sum()))  # type: ignore[index]
+        p_values = p_value_signals(
+            reference, contrast, edges, pred, conf, n_eff, headline, items, lab, policy
+        )
+        p_conf = float(p_values["confidence_shift"])  # type: ignore[arg-type]
         row: dict[str, Any] = {
             "window": window.name,
             "start": window.start,
@@ -227,9 +246,7 @@ def monitor(
             "n_labelled": 0,
             "accuracy": None,
         }
-        if y is not None:
-            yw = np.asarray(y, dtype=np.int64)[window.index]
-            known = yw >= 0
+        if yw is not None and known is not None:
             row["n_labelled"] = int(known.sum())
             if known.any():
                 real = labelled(qw[known], yw[known], level)
@@ -244,20 +261,7 @@ def monitor(
                     nll_low=_r(real.nll.low),
                     nll_high=_r(real.nll.high),
                 )
-                p_values["labelled_accuracy_drop"] = labelled_drop(
-                    float(reference.correct.sum()),
-                    reference.n,
-                    real.accuracy.value * real.n,
-                    real.n,
-                )
-        conf_counts = np.bincount(confidence_group(edges, conf), minlength=len(edges) + 1).astype(
-            np.float64
-        )
-        pred_counts = np.bincount(pred, minlength=k).astype(np.float64)
-        groups_n = len(edges) + 1
-        cell = pred * groups_n + confidence_group(edges, conf)
-        cell_counts = np.bincount(cell, minlength=k * groups_n).astype(np.float64)
-        p_values.update(policy.versus_past(conf_counts, pred_counts, items, contrast, cell_counts))
+        conf_counts, _, _ = window_counts(edges, pred, conf, k)
         changes = {
             "confidence_change": policy.change("confidence_change", conf_counts, n_eff),
             "label_mix_change": policy.change(
@@ -270,6 +274,8 @@ def monitor(
         row["cusum_confidence"] = _r(changes["confidence_change"])
         row["cusum_label_mix"] = _r(changes["label_mix_change"])
         row["p_values"] = {name: _r(p) for name, p in p_values.items()}
+        row["p_cutoff"] = policy.per_test
+        row["p_rule"] = policy.rule_used
         row["alarm"] = bool(fired)
         row["signal"] = ",".join(fired) if fired else None
         rows.append(row)

@@ -297,6 +297,7 @@ class Monitoring:
 
     def _compute(self, served: Served) -> dict[str, Any]:
         from verbcal.monitor import AlarmPolicy, Window, cbpe, labelled, monitor
+        from verbcal.monitor.familywise import calibrate
 
         logged, n_labelled = self.log.counts(served.name)
         out: dict[str, Any] = {
@@ -324,6 +325,9 @@ class Monitoring:
             ref = self.reference(served)
             if ref is not None:
                 policy = AlarmPolicy(alpha=self.alpha, horizon=self.horizon)
+                # full windows, labels possible: one simulation per reference (cached), not
+                # one per size of the growing last window
+                policy.use(calibrate(ref, [self.window], policy, grouped=False, labelled=True))
                 current = monitor(ref, q, windows, y, policy)[-1]
             else:
                 last = q[windows[-1].index]
