@@ -76,16 +76,16 @@ def test_about_and_a_user_lexicon_from_the_command_line(tmp_path: Path) -> None:
     rows = [
         {"id": f"r{i}", "verbal": phrase, "label": gold, "probs": {"yes": 0.5, "no": 0.5}}
         for i, (phrase, gold) in enumerate(
-            [("very likely", "yes"), ("pretty likely", "yes"), ("unlikely", "no")] * 4
+            [("very likely", "yes"), ("in all likelihood", "yes"), ("unlikely", "no")] * 4
         )
     ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     code, _, err = invoke("evaluate", "--data", data, "--source", "verbal")
     assert code != 0 and "--about" in err
     code, _, err = invoke("evaluate", "--data", data, "--source", "verbal", "--about", "yes")
-    assert code == 0 and "'pretty likely' (4)" in err
+    assert code == 0 and "'in all likelihood' (4)" in err
     lexicon = tmp_path / "lex.yaml"
-    lexicon.write_text("phrases:\n  pretty likely: 0.8\n", encoding="utf-8")
+    lexicon.write_text("phrases:\n  in all likelihood: 0.8\n", encoding="utf-8")
     code, out, err = invoke(
         "evaluate", "--data", data, "--source", "verbal", "--about", "yes",
         "--lexicon", lexicon, "--json",

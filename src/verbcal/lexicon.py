@@ -16,13 +16,28 @@ What it accepts (the issue codes it adds to a ``repaired`` reply):
   task flips the reading (``"unacceptable, almost certain"`` about ``acceptable`` gives
   1 - p(almost certain)) and adds ``verdict_flips:<label>``;
 * ``"not <phrase>"`` / ``不<phrase>`` where the whole is not listed: 1 - p(phrase)
-  (``negated``).
+  (``negated``);
+* a phrase the lexicon composes from its parts (``composed``), where the whole is not
+  listed: a *modifier* before a listed phrase or level scales its log-odds,
+  ``p = σ(m · logit p(phrase))`` (``"moderately likely"``, ``"very probable"``,
+  ``"quite unlikely"``); a *level* alone or before a chance noun (``"low"``,
+  ``"a high likelihood"``, ``"very good odds"``); ``"not <intensifier> <phrase>"``, a
+  weaker denial than ``"not <phrase>"``: ``σ(-logit p(phrase) / m)`` (``"not very likely"``);
+* a listed phrase followed by a restatement of the question (``"unlikely to contain a
+  hallucination"``, ``"very likely that the translation is acceptable"``): the clause after
+  ``to``/``that``/``it``... is dropped (``restated``) unless it negates (then ``failed``);
+  naming the other label of a binary task flips the reading (``verdict_flips:<label>``);
+* a number where words were asked for (``"about 80%"``, ``"0.8"``, ``"80 percent"``):
+  read as the probability (``number``);
+* ``"probably no"``: a ``no`` verdict after a phrase above even odds is what the phrase
+  is about, so the reading flips (``verdict_flips:no``); ``"no, very unlikely"`` does not.
 
 Only numpy-free standard library and PyYAML: importable from core modules.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -90,6 +105,10 @@ class Lexicon:
     entries: Mapping[str, Entry]
     sources: Mapping[str, str] = field(default_factory=dict)
     path: str = "<memory>"
+    modifiers: Mapping[str, Entry] = field(default_factory=dict)
+    """Modifier word -> its log-odds multiplier (``Entry.p`` holds the multiplier)."""
+    levels: Mapping[str, Entry] = field(default_factory=dict)
+    """Level word ("low", "high" ...) -> probability, alone or before a chance noun."""
 
     def get(self, phrase: str) -> Entry | None:
         """The entry of ``phrase`` (matched after :func:`normalise`), or None."""
@@ -107,7 +126,11 @@ class Lexicon:
     def extended(self, other: Lexicon) -> Lexicon:
         """This lexicon with ``other``'s phrases added (``other`` wins where both list one)."""
         return Lexicon(
-            {**self.entries, **other.entries}, {**self.sources, **other.sources}, other.path
+            {**self.entries, **other.entries},
+            {**self.sources, **other.sources},
+            other.path,
+            {**self.modifiers, **other.modifiers},
+            {**self.levels, **other.levels},
         )
 
 
@@ -119,18 +142,129 @@ def normalise(text: str) -> str:
     return text.strip(_STRIP)
 
 
+CHANCE_NOUNS = ("chance", "chances", "likelihood", "probability", "odds", "possibility")
+"""Nouns a level may stand before: "a high likelihood", "low odds"."""
+_NUMBER = re.compile(
+    r"^(?:about|around|roughly|approximately|approx\.?|~|maybe|probably)?\s*"
+    r"(\d+(?:\.\d+)?|\.\d+)\s*(%|percent|per cent)?"
+    r"(?:\s+(?:likely|likelihood|chance|chances|probability|probable|sure|confident|confidence))?$"
+)
+_NEGATIONS = frozenset({"not", "no", "never", "nor", "cannot", "isn't", "aren't", "doesn't"})
+_RESTATE = ("to", "that", "it", "this", "the", "there", "for")
+
+
 def _lookup(lexicon: Lexicon, key: str) -> tuple[float, str, list[str]] | None:
-    """(probability, phrase, issues) of a normalised key, trying a negated reading last."""
+    """(probability, phrase, issues) of a normalised key: listed, composed, then negated."""
     entry = lexicon.entries.get(key)
     if entry is not None:
         return entry.p, entry.phrase, []
+    composed = _compose(lexicon, key)
+    if composed is not None:
+        return composed[0], key, [composed[1]]
     for prefix in ("not ", "不"):
         rest = key[len(prefix) :].strip() if key.startswith(prefix) else ""
+        if not rest:
+            continue
+        weakened = _weak_denial(lexicon, rest)  # "not very likely" is no 1 - p(very likely)
+        if weakened is not None:
+            return weakened, key, ["negated", "composed"]
         if rest.startswith(("very ", "so ", "too ", "很", "太")):
-            return None  # "not very likely" is not 1 - p(very likely)
+            return None
         inner = lexicon.entries.get(rest)
         if inner is not None:
             return _complement(inner.p), key, ["negated"]
+    return None
+
+
+def _compose(lexicon: Lexicon, key: str) -> tuple[float, str] | None:
+    """(P, issue code) of a phrase the lexicon composes or a number (see the module doc)."""
+    level = _level(lexicon, key)
+    if level is not None:
+        return level, "composed"
+    number = _NUMBER.match(key)
+    if number is not None:
+        value = float(number.group(1))
+        value = value / 100 if number.group(2) or value > 1 else value
+        return (value, "number") if 0 <= value <= 1 else None
+    for modifier, m in _modifiers(lexicon):
+        rest = key[len(modifier) + 1 :] if key.startswith(modifier + " ") else ""
+        base = _base(lexicon, rest) if rest else None
+        if base is not None:
+            return _scaled(base, m), "composed"
+    return None
+
+
+def _weak_denial(lexicon: Lexicon, rest: str) -> float | None:
+    """``not <intensifier> <phrase>``: σ(-logit p(phrase) / m), for multipliers m > 1."""
+    for modifier, m in _modifiers(lexicon):
+        if m > 1 and rest.startswith(modifier + " "):
+            base = _base(lexicon, rest[len(modifier) + 1 :])
+            if base is not None:
+                return _scaled(_complement(base), 1.0 / m)
+    if rest.startswith("too ") and "very" in lexicon.modifiers:  # "not too likely"
+        base = _base(lexicon, rest[4:])
+        if base is not None:
+            return _scaled(_complement(base), 1.0 / lexicon.modifiers["very"].p)
+    return None
+
+
+def _base(lexicon: Lexicon, key: str) -> float | None:
+    """P of a listed phrase or a level: what a modifier may stand before."""
+    entry = lexicon.entries.get(key)
+    return entry.p if entry is not None else _level(lexicon, key)
+
+
+def _level(lexicon: Lexicon, key: str) -> float | None:
+    """P of ``<level>``, ``<level> <noun>`` or ``a <level> <noun>`` (nouns: :data:`CHANCE_NOUNS`)."""
+    words = key.split()
+    if words[:1] in (["a"], ["an"]):
+        words = words[1:]
+    if len(words) >= 2 and words[-1] in CHANCE_NOUNS:
+        words = words[:-1]
+    entry = lexicon.levels.get(" ".join(words))
+    return entry.p if entry is not None else None
+
+
+def _modifiers(lexicon: Lexicon) -> list[tuple[str, float]]:
+    """(modifier, multiplier), longest first ("a little" before "a")."""
+    return sorted(((k, e.p) for k, e in lexicon.modifiers.items()), key=lambda kv: -len(kv[0]))
+
+
+def _scaled(p: float, m: float) -> float:
+    """σ(m · logit p), rounded to 12 decimals; 0 and 1 stay where they are."""
+    if p <= 0.0 or p >= 1.0:
+        return p
+    return round(1.0 / (1.0 + math.exp(-m * math.log(p / (1.0 - p)))), 12)
+
+
+def _restated(
+    lexicon: Lexicon, key: str, labels: Mapping[str, str], about: str | None
+) -> tuple[float, str, list[str]] | None:
+    """A listed or composed phrase followed by a restatement of the question, e.g.
+    ``"unlikely to contain a hallucination"``; None when the clause negates, or names both
+    labels."""
+    words = key.split()
+    for cut in range(len(words) - 1, 0, -1):
+        clause = words[cut:]
+        if clause[0] not in _RESTATE:
+            continue
+        head = " ".join(words[:cut])
+        found = _lookup(lexicon, head)
+        if found is None:
+            continue
+        tokens = set(re.findall(r"[\w']+", " ".join(clause)))
+        if tokens & _NEGATIONS or any(t.endswith("n't") for t in tokens):
+            return None
+        named = {label for word, label in labels.items() if word in tokens}
+        p, phrase, issues = found
+        issues = [*issues, "restated"]
+        if about is not None and len(labels) == 2 and named:
+            if len(named) > 1:
+                return None
+            other = next(iter(named))
+            if other != about:
+                return _complement(p), phrase, [*issues, f"verdict_flips:{other}"]
+        return p, phrase, issues
     return None
 
 
@@ -216,9 +350,17 @@ def parse_verbal(
             if about is not None and len(labels) == 2 and label in labels and label != about:
                 flip = True
                 issues.append(f"verdict_flips:{label}")
+            elif word == "no" and label not in labels and p > 0.5:  # "probably no"
+                flip = True
+                issues.append("verdict_flips:no")
         if flip:
             p = _complement(p)
         return VerbalReply("repaired", p, phrase, issues or ["trimmed"])
+    label_words = {normalise(label): label for label in labels}
+    restated = _restated(lexicon, stripped, label_words, about) if stripped else None
+    if restated is not None:
+        p, phrase, more = restated
+        return VerbalReply("repaired", p, phrase, issues + more)
     return VerbalReply("failed", None, None, [f"unknown_expression:{stripped or key}"])
 
 
@@ -285,7 +427,36 @@ def read_lexicon(path: str | Path) -> Lexicon:
                 "punctuation are ignored. Keep one"
             )
         entries[key] = entry
-    return Lexicon(entries, {str(k): str(v) for k, v in sources.items()}, str(path))
+    modifiers = _section(path, data, "modifiers", sources, upper=None)
+    levels = _section(path, data, "levels", sources, upper=1.0)
+    return Lexicon(
+        entries, {str(k): str(v) for k, v in sources.items()}, str(path), modifiers, levels
+    )
+
+
+def _section(
+    path: Path, data: Mapping[str, Any], name: str, sources: Mapping[str, Any], upper: float | None
+) -> dict[str, Entry]:
+    """``modifiers`` (word: {m: multiplier > 0, source}) or ``levels`` (word: {p, source})."""
+    raw = data.get(name) or {}
+    if not isinstance(raw, dict):
+        raise LexiconError(f"{path}, field {name!r}: must be a mapping word: {{...}}")
+    out: dict[str, Entry] = {}
+    key_name = "p" if upper is not None else "m"
+    for word, spec in raw.items():
+        where = f"{path}, {name} {word!r}"
+        if not isinstance(word, str) or not normalise(word):
+            raise LexiconError(f"{where}: must be non-empty text")
+        value = spec.get(key_name) if isinstance(spec, dict) else spec
+        source = spec.get("source", "user") if isinstance(spec, dict) else "user"
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not 0 < value < (upper or math.inf):  # type: ignore[operator]
+            bound = "in (0, 1)" if upper is not None else "> 0"
+            raise LexiconError(f"{where}: {key_name} must be a number {bound}, got {value!r}")
+        if sources and source != "user" and source not in sources:
+            raise LexiconError(f"{where}: source {source!r} is not among {sorted(sources)}")
+        out[normalise(word)] = Entry(word, float(value), str(source))  # type: ignore[arg-type]
+    return out
 
 
 def _entry(path: Path, phrase: Any, raw: Any, sources: Mapping[str, Any]) -> Entry:
