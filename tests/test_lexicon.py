@@ -112,6 +112,7 @@ def test_a_verdict_for_the_other_label_flips_the_reading() -> None:
         "likely that it is not acceptable",  # a restatement that negates: no reading
         "very",
         "150%",
+        "very possibly",  # "possibly" (0.4) is too near even odds to be scaled: no misreading
     ],
 )
 def test_unknown_phrases_fail_and_are_never_guessed(reply: str) -> None:
@@ -177,6 +178,8 @@ def _logit(p: float) -> float:
         ("more likely than not", 0.60, []),
         ("toss-up", 0.50, []),
         ("not sure", 0.50, []),
+        ("very likely not", 0.10, ["negated"]),
+        ("certainly not", 0.005, ["negated"]),
     ],
 )
 def test_phrases_composed_from_modifiers_levels_and_numbers(

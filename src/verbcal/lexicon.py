@@ -15,10 +15,11 @@ What it accepts (the issue codes it adds to a ``repaired`` reply):
   the verdict is dropped (``verdict:<word>``); a verdict naming the *other* label of a binary
   task flips the reading (``"unacceptable, almost certain"`` about ``acceptable`` gives
   1 - p(almost certain)) and adds ``verdict_flips:<label>``;
-* ``"not <phrase>"`` / ``不<phrase>`` where the whole is not listed: 1 - p(phrase)
-  (``negated``);
+* ``"not <phrase>"`` / ``不<phrase>`` / ``"<phrase> not"`` where the whole is not listed:
+  1 - p(phrase) (``negated``);
 * a phrase the lexicon composes from its parts (``composed``), where the whole is not
-  listed: a *modifier* before a listed phrase or level scales its log-odds,
+  listed: a *modifier* before a level or a listed phrase at least :data:`MIN_LEAN` from
+  even odds scales its log-odds,
   ``p = σ(m · logit p(phrase))`` (``"moderately likely"``, ``"very probable"``,
   ``"quite unlikely"``); a *level* alone or before a chance noun (``"low"``,
   ``"a high likelihood"``, ``"very good odds"``); ``"not <intensifier> <phrase>"``, a
@@ -150,7 +151,7 @@ _NUMBER = re.compile(
     r"(?:\s+(?:likely|likelihood|chance|chances|probability|probable|sure|confident|confidence))?$"
 )
 _NEGATIONS = frozenset({"not", "no", "never", "nor", "cannot", "isn't", "aren't", "doesn't"})
-_RESTATE = ("to", "that", "it", "this", "the", "there", "for")
+_RESTATE = ("to", "that", "it", "it's", "this", "the", "there", "for")
 
 
 def _lookup(lexicon: Lexicon, key: str) -> tuple[float, str, list[str]] | None:
@@ -161,6 +162,10 @@ def _lookup(lexicon: Lexicon, key: str) -> tuple[float, str, list[str]] | None:
     composed = _compose(lexicon, key)
     if composed is not None:
         return composed[0], key, [composed[1]]
+    if key.endswith(" not"):  # "very likely not", "certainly not": the phrase, denied
+        inner = lexicon.entries.get(key[: -len(" not")])
+        if inner is not None:
+            return _complement(inner.p), key, ["negated"]
     for prefix in ("not ", "不"):
         rest = key[len(prefix) :].strip() if key.startswith(prefix) else ""
         if not rest:
@@ -208,10 +213,19 @@ def _weak_denial(lexicon: Lexicon, rest: str) -> float | None:
     return None
 
 
+MIN_LEAN = 0.15
+"""A modifier scales a listed phrase only if it is this far from even odds: near 0.5 the
+side of the scale a phrase claims is not its value's side ("possibly" is 0.4, yet "very
+possibly" claims more, not less), so such a composition fails rather than misreads."""
+
+
 def _base(lexicon: Lexicon, key: str) -> float | None:
-    """P of a listed phrase or a level: what a modifier may stand before."""
+    """P of a listed phrase clear of even odds (:data:`MIN_LEAN`) or of a level: what a
+    modifier may stand before."""
     entry = lexicon.entries.get(key)
-    return entry.p if entry is not None else _level(lexicon, key)
+    if entry is None:
+        return _level(lexicon, key)
+    return entry.p if abs(entry.p - 0.5) >= MIN_LEAN else None
 
 
 def _level(lexicon: Lexicon, key: str) -> float | None:
