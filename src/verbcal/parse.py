@@ -373,7 +373,8 @@ def _levels(value: Any, labels: tuple[str, ...]) -> Iterator[_Level]:
 
 
 def _key_values(text: str, labels: tuple[str, ...]) -> _Mapping:
-    """``label: number`` (or ``=``) pairs written in plain text; the last one per label wins."""
+    """``label: number`` (or ``=``, ``-``, ``–``, ``label (number)``) pairs written in plain
+    text; the last one per label wins."""
     mapping: _Mapping = {}
     for label in labels:
         words = [re.escape(w) for w in re.split(r"[\s_-]+", label.strip()) if w]
@@ -382,7 +383,7 @@ def _key_values(text: str, labels: tuple[str, ...]) -> _Mapping:
         name = r"[\s_-]+".join(words)
         quote = "[\"'*`]{0,3}"
         key = rf"(?<![\w-])(?:P\(\s?)?{quote}{name}{quote}\)?"
-        pattern = rf"{key}[ \t]{{0,8}}[:=]\s{{0,8}}{quote}({_NUMBER}\s*%?)"
+        pattern = rf"{key}[ \t]{{0,8}}(?:[:=–—(]|-(?!\d))\s{{0,8}}{quote}({_NUMBER}\s*%?)"
         hits = re.findall(pattern, text, re.IGNORECASE)
         if hits:
             mapping[label] = (label, hits[-1])
