@@ -43,6 +43,7 @@ used and why.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -77,6 +78,7 @@ MIN_REFERENCE = 30
 """Below this many reference rows the bootstrap is no stand-in for the stream: Bonferroni."""
 _CACHE: dict[tuple[Any, ...], Cutoff] = {}
 _CACHE_SIZE = 64
+_CACHE_LOCK = threading.Lock()
 
 
 def window_counts(edges: Array, pred: IntArray, conf: Array, k: int) -> tuple[Array, Array, Array]:
@@ -222,13 +224,13 @@ def calibrate(
         return Cutoff(bonf, "bonferroni", share, bonf, reason=reason or "no windows")
     plan = [int(sizes[i % len(sizes)]) for i in range(policy.horizon)]
     key = (_fingerprint(reference), tuple(plan), grouped, labelled, share, policy.sims, policy.seed)
-    if key not in _CACHE:
+    with _CACHE_LOCK:  # the service calibrates from worker threads
+        cached = _CACHE.get(key)
+    if cached is None:
         start = time.perf_counter()
         minima = simulate_min_p(reference, plan, grouped, labelled, policy.sims, policy.seed)
         value = min_p_cutoff(minima, share)
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = Cutoff(
+        cached = Cutoff(
             value,
             "min-p",
             share,
@@ -238,4 +240,8 @@ def calibrate(
             f"{policy.horizon} windows, seed {policy.seed})",
             seconds=time.perf_counter() - start,
         )
-    return _CACHE[key]
+        with _CACHE_LOCK:
+            if len(_CACHE) >= _CACHE_SIZE:
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[key] = cached
+    return cached
