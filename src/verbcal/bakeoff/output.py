@@ -198,6 +198,7 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 
 def rich_table(document: dict[str, Any]) -> Any:
     """A rich Table of the arms (the recommended one marked)."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="bakeoff", title_justify="left", header_style="bold")
@@ -218,7 +219,7 @@ def rich_table(document: dict[str, Any]) -> Any:
     for row in document["arms"]:
         mark = " ★" if row["arm"] == document["recommended"] else ""
         table.add_row(
-            row["arm"] + mark,
+            escape(row["arm"]) + mark,
             str(row.get("format", "")),
             str(row["n"]),
             _fmt(row["accuracy"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="verbcal",
@@ -19,6 +20,14 @@ err_console = Console(stderr=True)
 for _console in (console, err_console):
     if not _console.is_terminal:
         _console.width = max(_console.width, MIN_WIDTH)
+
+
+def print_error(message: str, soft_wrap: bool = False) -> None:
+    """``error: <message>`` on stderr. The message is text, never rich markup: paths, labels
+    and ``verbcal[extra]`` keep their brackets."""
+    err_console.print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=soft_wrap
+    )
 
 
 def _version(value: bool) -> None:

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from verbcal.cli import options as opt
-from verbcal.cli.app import app, console, err_console
+from verbcal.cli.app import app, console, err_console, print_error
 from verbcal.cli.calibrate import friendly_errors
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def bakeoff_command(
             )
         except ElicitStopped as exc:
             message = exc.describe(f"verbcal bakeoff --config {config} --out {out}")
-            err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+            print_error(message, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
     if as_json:
         print(json.dumps(result.document))
@@ -128,11 +128,11 @@ def _dry_table(rows: list[DryRunArm]) -> Table:
 
     for row in rows:
         if row.recorded:
-            table.add_row(row.arm, "recorded", "-", "0", "-", "-", "-", "0", "0")
+            table.add_row(escape(row.arm), "recorded", "-", "0", "-", "-", "-", "0", "0")
             continue
         table.add_row(
-            row.arm,
-            row.model,
+            escape(row.arm),
+            escape(row.model),
             str(row.n_items),
             str(row.n_requests),
             str(row.n_from_store),

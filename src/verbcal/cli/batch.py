@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from verbcal.cli.app import app, console, err_console
+from verbcal.cli.app import app, console, err_console, print_error
 
 if TYPE_CHECKING:
     from verbcal.elicit.batch import BatchOptions
@@ -116,7 +117,7 @@ def _table(rows: list[BatchRow]) -> Table:
         counts = " ".join(f"{k} {v}" for k, v in sorted(row.counts.items()) if v)
         made = datetime.datetime.fromtimestamp(row.created, datetime.UTC)
         table.add_row(
-            row.token[:8], row.provider_id or "-", f"{row.backend} / {row.model}", row.state,
+            row.token[:8], row.provider_id or "-", escape(f"{row.backend} / {row.model}"), row.state,
             row.status or "-", str(row.n), counts or "-", made.strftime("%Y-%m-%d %H:%M:%S"),
         )  # fmt: skip
     return table
@@ -145,10 +146,10 @@ def _run(action: str, store: Path, **kw: object) -> None:
         else:
             rows = admin.status(store, report=_report)
     except BackendError as exc:
-        err_console.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False)
+        print_error(redact(str(exc)))
         raise typer.Exit(2 if exc.fatal else 1) from exc
     except (OSError, ValueError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        print_error(str(exc))
         raise typer.Exit(2) from exc
     console.print(_table(rows))
 

@@ -32,7 +32,7 @@ from verbcal.calibration.specs import (
     parse_specs,
 )
 from verbcal.cli import options as opt
-from verbcal.cli.app import app, console, err_console
+from verbcal.cli.app import app, console, err_console, print_error
 from verbcal.compare import compare as run_compare
 from verbcal.compare import fit_warnings, summarise
 from verbcal.jsonio import print_json
@@ -96,9 +96,7 @@ def friendly_errors() -> Iterator[None]:
     except (PredictionsError, CalibratorError, ValueError, OSError, ImportError) as exc:
         # soft_wrap: the message stays one line however long the path, for logs and grep
         # escape: paths and labels with [brackets] are text, not rich markup
-        err_console.print(
-            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
-        )
+        print_error(str(exc), soft_wrap=True)
         raise typer.Exit(2) from exc
 
 
@@ -593,5 +591,5 @@ def show_compare(
             if r.method == method and "temperature" in r.params
         )
         cells.append(f"{temps[len(temps) // 2]:.3g}" if temps else "")
-        table.add_row(method, *cells)
+        table.add_row(escape(method), *cells)  # specs carry brackets: text, not markup
     console.print(table)

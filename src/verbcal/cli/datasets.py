@@ -11,7 +11,7 @@ from rich.table import Table
 
 from verbcal import datasets
 from verbcal.cli import options as opt
-from verbcal.cli.app import app, console, err_console
+from verbcal.cli.app import app, console, print_error
 from verbcal.predictions import PredictionsError, check_output
 
 datasets_app = typer.Typer(
@@ -78,12 +78,14 @@ def export_command(
             task_out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(ds.task_path(), task_out)
     except (datasets.DatasetError, PredictionsError, OSError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        print_error(str(exc))
         raise typer.Exit(2) from exc
     task = task_out or ds.task_path()
-    console.print(f"wrote {len(items)} items of {name} (seed {seed}) to {out}", highlight=False)
-    console.print(f"licence: {ds.licence}", highlight=False)
-    console.print(f"task: {task}", highlight=False)
+    console.print(
+        f"wrote {len(items)} items of {name} (seed {seed}) to {out}", highlight=False, markup=False
+    )
+    console.print(f"licence: {ds.licence}", highlight=False, markup=False)
+    console.print(f"task: {task}", highlight=False, markup=False)
     console.print(
         f"next: verbcal run --task {task} --input {out} --backend local --out runs/{name}"
         "  (local: the embedded model, no key; or --backend openai --model gpt-4o-mini, ...)",

@@ -195,7 +195,7 @@ def threshold(
         return
     _show_threshold(predictions, q, what, label, result, curve)
     if on_test is not None:
-        console.print(f"on the test data: {_describe_test(on_test)}", highlight=False)
+        console.print(f"on the test data: {_describe_test(on_test)}", highlight=False, markup=False)
 
 
 def _on_test(
@@ -600,7 +600,7 @@ def _show_sets(
             highlight=False,
         )
     if out is not None:
-        console.print(f"sets written to {out}", highlight=False)
+        console.print(f"sets written to {out}", highlight=False, markup=False)
     level = f"{1 - result['alpha']:g}"
     guarantee = (
         "The guarantee holds per label (Mondrian, class-conditional): over new items like "

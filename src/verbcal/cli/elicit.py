@@ -15,7 +15,7 @@ from rich.table import Table
 
 from verbcal.cli import batch as bopt
 from verbcal.cli import options as opt
-from verbcal.cli.app import app, console, err_console
+from verbcal.cli.app import app, console, err_console, print_error
 
 if TYPE_CHECKING:
     from verbcal.elicit import DryRun, ElicitOptions, ElicitResult, ElicitStopped
@@ -103,7 +103,7 @@ def elicit_command(
         from verbcal.elicit.redact import redact
         from verbcal.task import TaskError
     except ImportError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}; run: pip install 'verbcal[elicit]'")
+        print_error(f"{exc}; run: pip install 'verbcal[elicit]'")
         raise typer.Exit(2) from exc
     options = ElicitOptions(
         backend=opt.require_backend(backend),
@@ -173,7 +173,7 @@ def elicit_command(
         RuntimeError,
         ImportError,
     ) as exc:
-        err_console.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False)
+        print_error(redact(str(exc)))
         raise typer.Exit(2) from exc
     except KeyboardInterrupt:
         where = store or out.with_name(out.stem + ".store.sqlite")
@@ -195,7 +195,7 @@ def report_all_failed(result: ElicitResult) -> int:
         f"every request failed ({result.n_items} items; {count} with: {reason}). The errors"
         f" are in {result.store}; fix the cause, then re-run the same command to retry them"
     )
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    print_error(message, soft_wrap=True)
     return 1
 
 
@@ -208,8 +208,7 @@ def report_stop(exc: ElicitStopped) -> int:
     """Print why the run stopped and how to resume; return the exit code."""
     from verbcal.elicit.redact import redact
 
-    message = escape(redact(exc.describe(resume_command())))
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    print_error(redact(exc.describe(resume_command())), soft_wrap=True)
     return exc.exit_code
 
 
@@ -258,7 +257,10 @@ def elicit_to(
 
 def print_summary(result: ElicitResult) -> None:
     """Counts per status, top parse issues, tokens, cost and time."""
-    console.print(f"[bold]verbcal elicit: {result.backend} / {result.model}[/]", highlight=False)
+    console.print(
+        f"[bold]verbcal elicit: {escape(result.backend)} / {escape(result.model)}[/]",
+        highlight=False,
+    )
     table = Table(show_header=True)
     table.add_column("status")
     table.add_column("items", justify="right")

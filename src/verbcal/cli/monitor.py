@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from verbcal.cli import options as opt
-from verbcal.cli.app import app, console, err_console
+from verbcal.cli.app import app, console, print_error
 from verbcal.cli.calibrate import friendly_errors, load_calibrator, read_for
 from verbcal.predictions import atomic_output, field_values
 
@@ -187,10 +187,10 @@ def monitor_command(
     from verbcal.monitor_report import render
 
     if window is not None and time_field is not None:
-        err_console.print("[bold red]error:[/] give --window or --time-field/--every, not both")
+        print_error("give --window or --time-field/--every, not both")
         raise typer.Exit(2)
     if p_rule not in ("min-p", "bonferroni"):
-        err_console.print(f"[bold red]error:[/] --p-rule {escape(p_rule)}: min-p or bonferroni")
+        print_error(f"--p-rule {p_rule}: min-p or bonferroni")
         raise typer.Exit(2)
     with friendly_errors():
         try:
@@ -249,7 +249,9 @@ def monitor_command(
         f"{policy['p_rule_reason']}; Bonferroni's {policy['bonferroni_per_test']:.2g})",
         highlight=False,
     )
-    console.print(f"wrote {out / 'monitor.json'} and {out / 'report.html'}", highlight=False)
+    console.print(
+        f"wrote {out / 'monitor.json'} and {out / 'report.html'}", highlight=False, markup=False
+    )
 
 
 LOG_SUFFIXES = (".sqlite", ".sqlite3", ".db")
@@ -361,6 +363,8 @@ def recalibrate_command(
             with atomic_output(out) as handle:
                 handle.write(json.dumps(decision.new.to_dict(), indent=2) + "\n")
     if decision.better:
-        console.print(f"wrote {out}: {decision.reason}", highlight=False)
+        console.print(f"wrote {out}: {decision.reason}", highlight=False, markup=False)
     else:
-        console.print(f"kept {calibrator}, nothing written: {decision.reason}", highlight=False)
+        console.print(
+            f"kept {calibrator}, nothing written: {decision.reason}", highlight=False, markup=False
+        )

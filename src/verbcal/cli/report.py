@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from verbcal.calibration import CalibratorError
-from verbcal.cli.app import app, console, err_console
+from verbcal.cli.app import app, console, print_error
 from verbcal.predictions import PredictionsError, check_output
 
 
@@ -30,12 +30,9 @@ def report_command(
             check_output(out)
         path = write_report(run_dir, out)
     except ImportError as exc:
-        err_console.print(
-            f"[bold red]error:[/] {exc}. Install matplotlib: pip install 'verbcal[report]'",
-            highlight=False,
-        )
+        print_error(f"{exc}. Install matplotlib: pip install 'verbcal[report]'")
         raise typer.Exit(2) from exc
     except (ReportError, PredictionsError, CalibratorError, KeyError, OSError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        print_error(str(exc))
         raise typer.Exit(2) from exc
-    console.print(f"report: {path}")
+    console.print(f"report: {path}", markup=False)

@@ -13,7 +13,7 @@ from rich.table import Table
 from verbcal.calibration import CalibratorError
 from verbcal.cli import batch as bopt
 from verbcal.cli import options as opt
-from verbcal.cli.app import app, console, err_console
+from verbcal.cli.app import app, console, err_console, print_error
 from verbcal.pipeline import RunError, RunOptions, RunResult, parse_methods
 from verbcal.predictions import PredictionsError
 from verbcal.provenance import describe
@@ -187,13 +187,10 @@ def run_command(
     except (RunError, PredictionsError, CalibratorError, ValueError, OSError, RuntimeError) as exc:
         from verbcal.elicit.redact import redact
 
-        err_console.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False)
+        print_error(redact(str(exc)))
         raise typer.Exit(2) from exc
     except ImportError as exc:
-        err_console.print(
-            f"[bold red]error:[/] {exc}. Install the extras: pip install 'verbcal[elicit,report]'",
-            highlight=False,
-        )
+        print_error(f"{exc}. Install the extras: pip install 'verbcal[elicit,report]'")
         raise typer.Exit(2) from exc
     except KeyboardInterrupt:
         err_console.print(
@@ -329,11 +326,11 @@ def print_run_summary(result: RunResult) -> None:
     sources = metrics.run.get("provenance")
     console.print(f"probabilities: {describe(sources)}", highlight=False, markup=False)
     if metrics.best_alternative:
-        console.print(f"best alternative by CV NLL: {metrics.best_alternative}")
+        console.print(f"best alternative by CV NLL: {metrics.best_alternative}", markup=False)
     if metrics.auto:
         console.print(f"recommended by auto: {escape(metrics.auto['reason'])}", highlight=False)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, markup=False)
-    console.print(f"run directory: {result.out}")
+    console.print(f"run directory: {result.out}", markup=False)
     if result.report is not None:
-        console.print(f"report: {result.report}")
+        console.print(f"report: {result.report}", markup=False)

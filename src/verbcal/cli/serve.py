@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from verbcal.cli import options as opt
-from verbcal.cli.app import app, err_console
+from verbcal.cli.app import app, print_error
 
 
 @app.command("serve")
@@ -101,7 +100,7 @@ def serve_command(
         from verbcal.serve.observe import log_config
         from verbcal.serve.registry import ReloadError
     except ImportError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}; run: pip install 'verbcal[serve]'")
+        print_error(f"{exc}; run: pip install 'verbcal[serve]'")
         raise typer.Exit(2) from exc
     try:
         classify = None
@@ -137,7 +136,7 @@ def serve_command(
         check_exposure(host, len(read_api_keys(config)), no_auth)
         application = create_app(config)  # loads every file now: errors stop here, clearly
     except (ReloadError, ValueError, OSError) as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        print_error(str(exc))
         raise typer.Exit(2) from exc
     logging = log_config(log_level)
     if workers > 1:  # each worker builds its own app from the configuration in the environment

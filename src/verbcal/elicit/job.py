@@ -324,7 +324,11 @@ def _endpoint(opts: ElicitOptions, console: Console | None) -> Iterator[str | No
         url = server.__enter__()
     if console is not None:
         seconds = time.monotonic() - loading
-        console.print(f"Embedded model ready at {url} (loaded in {seconds:.1f} s)", highlight=False)
+        console.print(
+            f"Embedded model ready at {url} (loaded in {seconds:.1f} s)",
+            highlight=False,
+            markup=False,
+        )
     try:
         yield url
     finally:
