@@ -329,8 +329,8 @@ def parse_verbal(
     stripped = _drop_lead_in(key)
     if stripped != key:
         issues.append("lead_in")
-    verdicts = {normalise(label): label for label in labels}
-    verdicts.update({word: word for word in _VERDICT_WORDS})
+    label_words = {normalise(label): label for label in labels}
+    verdicts = {**label_words, **{word: word for word in _VERDICT_WORDS}}
     flip = False
     segments = [s for s in (normalise(part) for part in _SPLIT.split(stripped)) if s]
     candidates = [stripped]
@@ -370,7 +370,6 @@ def parse_verbal(
         if flip:
             p = _complement(p)
         return VerbalReply("repaired", p, phrase, issues or ["trimmed"])
-    label_words = {normalise(label): label for label in labels}
     restated = _restated(lexicon, stripped, label_words, about) if stripped else None
     if restated is not None:
         p, phrase, more = restated
@@ -467,8 +466,7 @@ def _section(
         if not number or not 0 < value < (upper or math.inf):  # type: ignore[operator]
             bound = "in (0, 1)" if upper is not None else "> 0"
             raise LexiconError(f"{where}: {key_name} must be a number {bound}, got {value!r}")
-        if sources and source != "user" and source not in sources:
-            raise LexiconError(f"{where}: source {source!r} is not among {sorted(sources)}")
+        _check_source(where, source, sources)
         out[normalise(word)] = Entry(word, float(value), str(source))  # type: ignore[arg-type]
     return out
 
@@ -483,12 +481,17 @@ def _entry(path: Path, phrase: Any, raw: Any, sources: Mapping[str, Any]) -> Ent
         value, source, note = raw, "user", ""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise LexiconError(f"{where}: p must be a probability in [0, 1], got {value!r}")
+    _check_source(where, source, sources)
+    return Entry(phrase, float(value), str(source), str(note or ""))
+
+
+def _check_source(where: str, source: Any, sources: Mapping[str, Any]) -> None:
+    """A value's ``source`` must be ``user`` or a key of the file's ``sources``."""
     if sources and source != "user" and source not in sources:
         raise LexiconError(
             f"{where}: source {source!r} is not among the sources {sorted(sources)}. "
             "Add it under 'sources'"
         )
-    return Entry(phrase, float(value), str(source), str(note or ""))
 
 
 def load_lexicon(path: str | Path | None = None) -> Lexicon:
