@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 
 OUTPUTS = ("probs", "label", "id")
 INPUTS = ("probs", "id")
-FLOAT_TYPES = ("FP64", "FP32", "FP16")
+FLOAT_DTYPES = {"FP64": "<f8", "FP32": "<f4", "FP16": "<f2"}
+"""Float datatypes the ``probs`` input accepts, and their little-endian numpy dtypes."""
 V2_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": V2Error, "description": "Bad tensors: the message names input and position."},
     401: {"model": V2Error, "description": "Missing or wrong API key."},
@@ -133,7 +134,7 @@ def _probs(
     served: Served, tensor: InferInput, flat: list[Any], max_rows: int, position: int
 ) -> np.ndarray:
     k, where = len(served.labels), f"inputs[{position}]"
-    if tensor.datatype not in FLOAT_TYPES:
+    if tensor.datatype not in FLOAT_DTYPES:
         raise _bad(f"{where}.datatype", f"{tensor.datatype!r}: send FP64 (or FP32)")
     if len(tensor.shape) != 2 or tensor.shape[1] != k or tensor.shape[0] < 1:
         raise _bad(
@@ -167,7 +168,7 @@ def _ids(tensor: InferInput, flat: list[Any], n: int, position: int) -> list[str
     for row, value in enumerate(ids):
         if not isinstance(value, str) or not value:
             raise _bad(f"{where}.data[{row}]", f"{value!r} is not an id (a non-empty string)")
-    return list(ids)
+    return ids
 
 
 def _tail_values(tensors: list[InferInput], binary: bytes) -> list[list[Any]]:
@@ -210,13 +211,12 @@ def _decode(tensor: InferInput, chunk: bytes, where: str) -> list[Any]:
                 raise _bad(f"{where}.data", f"a BYTES element of {length} bytes is cut off")
             values.append(chunk[start:offset])
         return values
-    widths = {"FP64": 8, "FP32": 4, "FP16": 2}
-    if tensor.datatype not in widths or len(chunk) % widths[tensor.datatype]:
+    dtype = FLOAT_DTYPES.get(tensor.datatype)
+    if dtype is None or len(chunk) % np.dtype(dtype).itemsize:
         raise _bad(
             f"{where}.parameters.binary_data_size",
             f"{len(chunk)} bytes are no whole number of {tensor.datatype} values",
         )
-    dtype = {"FP64": "<f8", "FP32": "<f4", "FP16": "<f2"}[tensor.datatype]
     numbers: list[Any] = np.frombuffer(chunk, dtype=dtype).astype(np.float64).tolist()
     return numbers
 
@@ -290,7 +290,8 @@ def add_routes(app: FastAPI, service: Service) -> None:
         body, binary = parse_request(raw, request.headers.get("inference-header-content-length"))
         matrix, ids = input_tensors(model, body, binary, service.config.max_items)
         known = service.monitoring is not None or any(i is not None for i in ids)
-        wanted = [o.name for o in body.outputs] if body.outputs else list(OUTPUTS[: 2 + known])
+        default = [o for o in OUTPUTS if o != "id" or known]
+        wanted = [o.name for o in body.outputs] if body.outputs else default
         unknown = [o for o in wanted if o not in OUTPUTS]
         if unknown:
             raise _bad("outputs", f"unknown output {unknown[0]!r}; this model has {list(OUTPUTS)}")
