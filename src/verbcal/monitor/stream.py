@@ -261,12 +261,10 @@ def monitor(
                     nll_low=_r(real.nll.low),
                     nll_high=_r(real.nll.high),
                 )
-        conf_counts, _, _ = window_counts(edges, pred, conf, k)
+        conf_counts, pred_counts, _ = window_counts(edges, pred, conf, k)
         changes = {
             "confidence_change": policy.change("confidence_change", conf_counts, n_eff),
-            "label_mix_change": policy.change(
-                "label_mix_change", np.bincount(pred, minlength=k), n_eff
-            ),
+            "label_mix_change": policy.change("label_mix_change", pred_counts, n_eff),
         }
         fired = policy.fired(p_values, stat, changes)
         policy.pool(fired)
