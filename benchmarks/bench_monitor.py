@@ -69,7 +69,7 @@ os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")  # NannyML phones home o
 
 from verbcal import datasets
 from verbcal.calibration import make_calibrator
-from verbcal.monitor import AlarmPolicy, Reference, count_windows, monitor
+from verbcal.monitor import P_RULES, AlarmPolicy, Reference, count_windows, monitor
 from verbcal.monitor.estimate import cbpe_items, multiplicity
 
 Array = NDArray[np.float64]
@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rule",
         default="min-p",
-        choices=("min-p", "bonferroni"),
+        choices=P_RULES,
         help="the p-value signals' family-wise rule (AlarmPolicy.rule)",
     )
     parser.add_argument("--json", action="store_true")

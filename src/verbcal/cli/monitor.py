@@ -183,14 +183,14 @@ def monitor_command(
 
     Example: verbcal monitor --calibrator ts.json --reference ref.jsonl --data live.jsonl --out mon/
     """
-    from verbcal.monitor import MonitorError
+    from verbcal.monitor import P_RULES, MonitorError
     from verbcal.monitor_report import render
 
     if window is not None and time_field is not None:
         print_error("give --window or --time-field/--every, not both")
         raise typer.Exit(2)
-    if p_rule not in ("min-p", "bonferroni"):
-        print_error(f"--p-rule {p_rule}: min-p or bonferroni")
+    if p_rule not in P_RULES:
+        print_error(f"--p-rule {p_rule}: {' or '.join(P_RULES)}")
         raise typer.Exit(2)
     with friendly_errors():
         try:

@@ -25,6 +25,7 @@ from verbcal.monitor.estimate import (
 from verbcal.monitor.familywise import calibrate, min_p_cutoff, simulate_min_p
 from verbcal.monitor.shift import (
     CUSUM_SIGNALS,
+    P_RULES,
     P_SIGNALS,
     PAST_SIGNALS,
     SIGNALS,
@@ -49,6 +50,7 @@ from verbcal.monitor.stream import (
 __all__ = [
     "CUSUM_SIGNALS",
     "PAST_SIGNALS",
+    "P_RULES",
     "P_SIGNALS",
     "SIGNALS",
     "AlarmPolicy",

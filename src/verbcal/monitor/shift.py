@@ -97,6 +97,8 @@ CUSUM_SIGNALS = ("accuracy_change", "confidence_change", "label_mix_change")
 """The signals that are CUSUMs, each with its own simulated threshold."""
 P_SIGNALS = tuple(name for name in SIGNALS if name not in CUSUM_SIGNALS)
 """The signals that are p-values: one family, one common cutoff (:class:`Cutoff`)."""
+P_RULES = ("min-p", "bonferroni")
+"""How the p-value family's common cutoff is set (:attr:`AlarmPolicy.rule`)."""
 PAST_MIN_ROWS = 30
 """A window with fewer rows is pooled but not tested by the ``*_vs_past`` signals (their
 normal and chi-square approximations need some rows; a sparse time bucket is no evidence)."""
@@ -361,8 +363,8 @@ class AlarmPolicy:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
         if self.horizon < 1 or self.baseline < 1:
             raise ValueError("horizon and baseline must be at least 1 window")
-        if self.rule not in ("min-p", "bonferroni"):
-            raise ValueError(f"rule must be 'min-p' or 'bonferroni', got {self.rule!r}")
+        if self.rule not in P_RULES:
+            raise ValueError(f"rule must be one of {', '.join(P_RULES)}, got {self.rule!r}")
 
     @property
     def p_share(self) -> float:
