@@ -113,7 +113,13 @@ def apply_ray(
                     refs = [
                         task.remote(shipped, *piece, shard, out_format) for piece, shard in calls
                     ]
-                    return sum(ray.get(refs))
+                    try:
+                        return sum(ray.get(refs))
+                    except Exception:
+                        # ray.get raises at the first failed task while others still write
+                        # into the folder: let every task end before atomic_folder removes it
+                        ray.wait(refs, num_returns=len(refs))
+                        raise
             ahead = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
             submit = (task.remote(shipped, *piece) for piece in pieces)
             return write_ordered(_in_order(ray, submit, ahead), out, kind)
