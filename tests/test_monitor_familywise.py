@@ -149,3 +149,34 @@ def test_a_simulated_cutoff_can_fall_below_bonferroni() -> None:
     ref = Reference.build(cal.predict_proba(stream.reference.probs), stream.reference.y)
     cut = calibrate(ref, [500], AlarmPolicy(alpha=0.05, horizon=20), True, False)
     assert cut.rule == "min-p" and cut.value < cut.bonferroni / 2
+
+
+def test_concurrent_callers_share_one_simulation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service warms the cutoff in a thread while a request may ask for it: the second
+    caller waits for the first's simulation instead of running its own."""
+    import threading
+    import time
+
+    from verbcal.monitor import familywise
+
+    calls: list[int] = []
+
+    def slow(*args: object, **kwargs: object) -> np.ndarray:
+        calls.append(1)
+        time.sleep(0.3)
+        return np.linspace(1e-4, 1, 300)
+
+    monkeypatch.setattr(familywise, "simulate_min_p", slow)
+    ref, policy = _reference(seed=7), AlarmPolicy(alpha=0.05, horizon=20)
+    got: list[Cutoff] = []
+    threads = [
+        threading.Thread(target=lambda: got.append(calibrate(ref, [123], policy, False, True)))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(got) == 3
+    assert got[0] is got[1] is got[2] and got[0].rule == "min-p"
+    assert not familywise._PENDING  # nothing left behind

@@ -131,14 +131,14 @@ def test_versus_past_pools_earlier_windows_and_restarts_on_firing() -> None:
     policy.pool([])
     policy.versus_past(conf, np.array([60.0, 40.0]), items, b)
     policy.pool([])
-    assert policy._past["label_mix_vs_past"].tolist() == [120.0, 40.0 * 2]
+    assert policy.pooled("label_mix_vs_past").tolist() == [120.0, 40.0 * 2]  # type: ignore[union-attr]
     moved = policy.versus_past(conf, np.array([20.0, 80.0]), items, b)
     assert moved["label_mix_vs_past"] < 1e-6 and moved["label_shift_vs_past"] < 1e-6  # type: ignore[operator]
     fired = policy.fired(moved, None)
     assert fired == ["label_mix_vs_past", "label_shift_vs_past"]
     policy.pool(fired)  # the fired signals start a new pool with this window
-    assert policy._past["label_mix_vs_past"].tolist() == [20.0, 80.0]
-    assert policy._past["confidence_vs_past"].tolist() == [150.0, 150.0]
+    assert policy.pooled("label_mix_vs_past").tolist() == [20.0, 80.0]  # type: ignore[union-attr]
+    assert policy.pooled("confidence_vs_past").tolist() == [150.0, 150.0]  # type: ignore[union-attr]
     again = policy.versus_past(conf, np.array([20.0, 80.0]), items, b)
     assert again["label_mix_vs_past"] == pytest.approx(1.0)  # the new regime is the baseline
 
@@ -188,7 +188,7 @@ def test_vs_past_chi_square_merges_rare_cells_and_skips_tiny_windows() -> None:
     tiny = policy.versus_past(np.array([0.0, 5]), np.array([0.0, 5]), items[:5], b)
     assert all(p is None for p in tiny.values())  # 5 rows: pooled, not tested
     policy.pool([])
-    assert policy._past["label_mix_vs_past"].tolist() == [20.0, 15.0]
+    assert policy.pooled("label_mix_vs_past").tolist() == [20.0, 15.0]  # type: ignore[union-attr]
 
 
 def test_chi2_homogeneity_is_scipys_chi_square() -> None:
@@ -217,3 +217,56 @@ def test_policy_splits_alpha_between_the_cusums_and_the_p_value_family() -> None
     ]
     # the CUSUM family keeps its own threshold, set for alpha / 12 per CUSUM
     assert policy.threshold == pytest.approx(cusum_threshold(20, 5, 0.05 / 12, 2.0))
+
+
+def test_reply_cells_split_frequent_replies_and_keep_rare_ones_coarse() -> None:
+    from verbcal.monitor.shift import reply_cells
+
+    edges = np.array([0.7])  # confidence groups (.., 0.7], (0.7, ..)
+    often_a, often_b = [0.8, 0.2], [0.9, 0.1]  # the same coarse cell: label 0, high
+    rare = [[0.75 + i / 1000, 0.25 - i / 1000] for i in range(10)]  # label 0, high too
+    q = np.array([often_a] * 100 + [often_b] * 100 + rare + [[0.35, 0.65]] * 10)
+    cells, n_cells = reply_cells(q, edges, window_rows=50)
+    # expected per window of 50 from 220 rows: 22.7 (own cells), 0.23 each (coarse)
+    assert n_cells == 2 + 2 * 2
+    assert len(set(cells[:100])) == 1 and len(set(cells[100:200])) == 1
+    assert cells[0] != cells[100] and max(cells[0], cells[100]) < 2
+    assert set(cells[200:210]) == {2 + 0 * 2 + 1}  # label 0, group above 0.7
+    assert set(cells[210:]) == {2 + 1 * 2 + 0}  # label 1 at 0.65: group at or below 0.7
+    # a change between the two frequent replies is invisible to the coarse cells only
+    coarse, _ = reply_cells(q, edges, window_rows=1)  # nothing frequent enough
+    assert set(coarse[:200]) == {1}
+    empty, none = reply_cells(np.zeros((0, 2)), edges, 50)
+    assert len(empty) == 0 and none == 0
+
+
+def test_versus_past_pools_the_last_two_windows_against_the_rest() -> None:
+    """A change that began a window ago has two windows of rows by now: the two pooled
+    against the rest find what each alone misses; the p-value pays 2x for the choice."""
+    from verbcal.monitor.shift import homogeneity_vs_past
+
+    b, items = np.array([1.0, 1.0]), np.full(500, 0.8)
+    conf = np.array([250.0, 250.0])
+    before, after = np.array([250.0, 250.0]), np.array([228.0, 272.0])
+    policy = AlarmPolicy(alpha=0.05, horizon=20)
+    for _ in range(8):
+        policy.versus_past(conf, before, items, b)
+        policy.pool([])
+    one = policy.versus_past(conf, after, items, b)
+    policy.pool([])
+    assert one["label_mix_vs_past"] == pytest.approx(
+        2 * min(
+            homogeneity_vs_past(before * 8, after), homogeneity_vs_past(before * 7, before + after)
+        )
+    )
+    two = policy.versus_past(conf, after, items, b)
+    alone = homogeneity_vs_past(before * 8 + after, after)
+    pooled = homogeneity_vs_past(before * 8, after * 2)
+    assert pooled < alone / 5 and pooled < 0.05 < alone
+    assert two["label_mix_vs_past"] == pytest.approx(2 * pooled)
+    # with one window pooled so far there is one span, and no doubling
+    fresh = AlarmPolicy()
+    fresh.versus_past(conf, before, items, b)
+    fresh.pool([])
+    single = fresh.versus_past(conf, after, items, b)
+    assert single["label_mix_vs_past"] == pytest.approx(homogeneity_vs_past(before, after))

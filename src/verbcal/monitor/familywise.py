@@ -70,6 +70,7 @@ from verbcal.monitor.shift import (
     confidence_shift,
     label_mix_shift,
     labelled_drop,
+    reply_cells,
 )
 
 Array = NDArray[np.float64]
@@ -79,17 +80,16 @@ MIN_REFERENCE = 30
 _CACHE: dict[tuple[Any, ...], Cutoff] = {}
 _CACHE_SIZE = 64
 _CACHE_LOCK = threading.Lock()
+_PENDING: dict[tuple[Any, ...], threading.Lock] = {}
 
 
-def window_counts(edges: Array, pred: IntArray, conf: Array, k: int) -> tuple[Array, Array, Array]:
-    """A window's counts per confidence group, per predicted label, and per (label,
-    confidence group) cell, as the ``*_vs_past`` and CUSUM signals take them."""
+def window_counts(edges: Array, pred: IntArray, conf: Array, k: int) -> tuple[Array, Array]:
+    """A window's counts per confidence group and per predicted label, as the
+    ``*_vs_past`` and CUSUM signals take them."""
     group = confidence_group(edges, conf)
-    groups = len(edges) + 1
     return (
-        np.bincount(group, minlength=groups).astype(np.float64),
+        np.bincount(group, minlength=len(edges) + 1).astype(np.float64),
         np.bincount(pred, minlength=k).astype(np.float64),
-        np.bincount(pred * groups + group, minlength=k * groups).astype(np.float64),
     )
 
 
@@ -99,6 +99,7 @@ def p_value_signals(
     edges: Array,
     pred: IntArray,
     conf: Array,
+    cells: tuple[IntArray, int],
     n_eff: float,
     headline: Estimate,
     items: Array,
@@ -106,7 +107,9 @@ def p_value_signals(
     policy: AlarmPolicy,
 ) -> dict[str, float | None]:
     """``edges`` are :func:`~verbcal.monitor.shift.confidence_groups` of the reference's
-    confidences, ``contrast`` its :func:`~verbcal.monitor.shift.bbse_accuracy_contrast`.
+    confidences, ``contrast`` its :func:`~verbcal.monitor.shift.bbse_accuracy_contrast`,
+    ``cells`` the window's rows' reply cells and the stream's number of cells
+    (:func:`~verbcal.monitor.shift.reply_cells`).
     The p-value of each signal of :data:`P_SIGNALS` for one window (None where a
     ``*_vs_past`` signal has no past yet; ``labelled_accuracy_drop`` only with
     ``labelled`` = (correct rows, labelled rows)). Feeds the policy's ``*_vs_past`` pools:
@@ -122,7 +125,8 @@ def p_value_signals(
         out["labelled_accuracy_drop"] = labelled_drop(
             float(reference.correct.sum()), reference.n, correct, n
         )
-    conf_counts, pred_counts, cell_counts = window_counts(edges, pred, conf, k)
+    conf_counts, pred_counts = window_counts(edges, pred, conf, k)
+    cell_counts = np.bincount(cells[0], minlength=cells[1]).astype(np.float64)
     out.update(policy.versus_past(conf_counts, pred_counts, items, contrast, cell_counts))
     return out
 
@@ -141,6 +145,7 @@ def stream_min_p(
     policy = AlarmPolicy(rule="bonferroni")  # holds the *_vs_past pools only
     contrast = bbse_accuracy_contrast(star.confusion)
     edges = confidence_groups(star.conf)
+    cells, n_cells = reply_cells(reference.q, edges, float(np.median(sizes)))
     best = 1.0
     for m in sizes:
         idx = rng.integers(0, reference.n, m)
@@ -154,6 +159,7 @@ def stream_min_p(
             edges,
             reference.pred[idx],
             reference.conf[idx],
+            (cells[idx], n_cells),
             n_eff,
             cbpe(qw, star, groups=groups),
             cbpe_items(qw, star),
@@ -198,6 +204,23 @@ def _fingerprint(reference: Reference) -> str:
     return digest.hexdigest()
 
 
+def _simulate(
+    reference: Reference, plan: list[int], grouped: bool, labelled: bool, policy: AlarmPolicy
+) -> Cutoff:
+    start = time.perf_counter()
+    minima = simulate_min_p(reference, plan, grouped, labelled, policy.sims, policy.seed)
+    return Cutoff(
+        min_p_cutoff(minima, policy.p_share),
+        "min-p",
+        policy.p_share,
+        policy.bonferroni,
+        sims=policy.sims,
+        reason=f"simulated from the reference ({len(P_SIGNALS)} p-value signals x "
+        f"{policy.horizon} windows, seed {policy.seed})",
+        seconds=time.perf_counter() - start,
+    )
+
+
 def calibrate(
     reference: Reference,
     sizes: Sequence[int],
@@ -226,22 +249,18 @@ def calibrate(
     key = (_fingerprint(reference), tuple(plan), grouped, labelled, share, policy.sims, policy.seed)
     with _CACHE_LOCK:  # the service calibrates from worker threads
         cached = _CACHE.get(key)
-    if cached is None:
-        start = time.perf_counter()
-        minima = simulate_min_p(reference, plan, grouped, labelled, policy.sims, policy.seed)
-        value = min_p_cutoff(minima, share)
-        cached = Cutoff(
-            value,
-            "min-p",
-            share,
-            bonf,
-            sims=policy.sims,
-            reason=f"simulated from the reference ({len(P_SIGNALS)} p-value signals x "
-            f"{policy.horizon} windows, seed {policy.seed})",
-            seconds=time.perf_counter() - start,
-        )
+        if cached is not None:
+            return cached
+        pending = _PENDING.setdefault(key, threading.Lock())
+    with pending:  # a second caller for the same key waits for the first's simulation
         with _CACHE_LOCK:
-            if len(_CACHE) >= _CACHE_SIZE:
-                _CACHE.pop(next(iter(_CACHE)))
-            _CACHE[key] = cached
+            cached = _CACHE.get(key)
+        if cached is None:
+            cached = _simulate(reference, plan, grouped, labelled, policy)
+            with _CACHE_LOCK:
+                if len(_CACHE) >= _CACHE_SIZE:
+                    _CACHE.pop(next(iter(_CACHE)))
+                _CACHE[key] = cached
+    with _CACHE_LOCK:
+        _PENDING.pop(key, None)
     return cached

@@ -130,6 +130,29 @@ def confidence_group(edges: Array, conf: Array) -> IntArray:
     return np.asarray(np.searchsorted(edges, tie_scores(conf), side="left"), dtype=np.int64)
 
 
+def reply_cells(q: Array, edges: Array, window_rows: float) -> tuple[IntArray, int]:
+    """Each row's reply cell for ``reply_vs_past``, and the number of cells: a reply (a
+    calibrated row, equal to 12 decimals) frequent enough to expect :data:`MIN_EXPECTED`
+    rows in a window of ``window_rows`` is a cell of its own; the rest fall into their
+    coarse cell, predicted label x confidence group (``edges``:
+    :func:`confidence_groups`). A stream that repeats a few replies (verbalized values on a
+    grid, recurring items) is tested reply by reply; one of ever-new replies by the coarse
+    cells. The rule sees only how often each reply occurs in the whole stream, never
+    where, so it favours no window."""
+    qa = np.asarray(q, dtype=np.float64)
+    if len(qa) == 0:
+        return np.zeros(0, dtype=np.int64), 0
+    _, reply, counts = np.unique(np.round(qa, 12), axis=0, return_inverse=True, return_counts=True)
+    reply = reply.reshape(-1)
+    frequent = counts * window_rows / len(qa) >= MIN_EXPECTED
+    fine = np.cumsum(frequent) - 1
+    groups = len(edges) + 1
+    coarse = qa.argmax(axis=1) * groups + confidence_group(edges, qa.max(axis=1))
+    n_fine = int(frequent.sum())
+    cells = np.where(frequent[reply], fine[reply], n_fine + coarse)
+    return np.asarray(cells, dtype=np.int64), n_fine + qa.shape[1] * groups
+
+
 def confidence_shift(
     reference: Array, window: Array, n_eff: float | None = None, edges: Array | None = None
 ) -> float:
@@ -294,6 +317,13 @@ def contrast_below_past(b: Array, past: Array, window: Array) -> float:
     return float(special.ndtr(-diff / np.sqrt(var)))
 
 
+def _add(a: Array | None, b: Array | None) -> Array | None:
+    """The sum of two pools, either possibly empty (None)."""
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
 @lru_cache(maxsize=64)
 def cusum_threshold(
     horizon: int, baseline: int, alpha: float, k: float = 0.5, sims: int = 20000
@@ -356,6 +386,7 @@ class AlarmPolicy:
     _counts: dict[str, list[Array]] = field(default_factory=dict, repr=False)
     _cs: dict[str, float] = field(default_factory=dict, repr=False)
     _past: dict[str, Array] = field(default_factory=dict, repr=False)
+    _last: dict[str, Array] = field(default_factory=dict, repr=False)
     _pending: dict[str, Array] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -434,8 +465,11 @@ class AlarmPolicy:
         """p-values of the ``*_vs_past`` signals for one window (None for a signal with no
         earlier window pooled yet): ``conf_counts`` per confidence group, ``pred_counts`` per
         label, ``items`` the CBPE item estimates, ``contrast`` from
-        :func:`bbse_accuracy_contrast`, ``cell_counts`` per (label, confidence group) cell
-        (None: ``reply_vs_past`` is not tested). Call :meth:`pool` with what fired
+        :func:`bbse_accuracy_contrast`, ``cell_counts`` per reply cell (:func:`reply_cells`;
+        None: ``reply_vs_past`` is not tested). Each signal tests the window against
+        everything pooled before it and, once there is a window before it and more past,
+        the window and the one before it pooled against the rest; its p-value is twice the
+        smaller (Bonferroni over the two spans). Call :meth:`pool` with what fired
         afterwards."""
         it = np.asarray(items, dtype=np.float64)
         now = {
@@ -448,27 +482,45 @@ class AlarmPolicy:
             now["reply_vs_past"] = np.asarray(cell_counts, dtype=np.float64)
         out: dict[str, float | None] = {}
         for name, value in now.items():
-            past = self._past.get(name)
-            if past is None:
+            past, last = self._past.get(name), self._last.get(name)
+            before = _add(past, last)
+            if before is None:
                 out[name] = None
-            elif name == "accuracy_vs_past":
-                out[name] = mean_below_past(past, value)
-            elif name == "label_shift_vs_past":
-                out[name] = contrast_below_past(contrast, past, value)
-            else:
-                out[name] = homogeneity_vs_past(past, value)
+                continue
+            spans = [(before, value)]  # the window against all before it
+            if past is not None and last is not None:
+                spans.append((past, last + value))  # the last two against the rest
+            ps = [self._versus(name, contrast, before, after) for before, after in spans]
+            out[name] = min(1.0, len(ps) * min(ps))
         if float(np.asarray(pred_counts).sum()) < PAST_MIN_ROWS:
             out = dict.fromkeys(out)  # too few rows to test: pooled only
         self._pending = now
         return out
 
+    @staticmethod
+    def _versus(name: str, contrast: Array, past: Array, window: Array) -> float:
+        if name == "accuracy_vs_past":
+            return mean_below_past(past, window)
+        if name == "label_shift_vs_past":
+            return contrast_below_past(contrast, past, window)
+        return homogeneity_vs_past(past, window)
+
     def pool(self, fired: list[str]) -> None:
         """Add the last window to each ``*_vs_past`` pool; a signal that fired restarts its
         pool with that window (so a lasting change alarms once, not every window)."""
         for name, value in self._pending.items():
-            past = self._past.get(name)
-            self._past[name] = value if past is None or name in fired else past + value
+            if name in fired:
+                self._past.pop(name, None)
+            else:
+                merged = _add(self._past.get(name), self._last.get(name))
+                if merged is not None:
+                    self._past[name] = merged
+            self._last[name] = value
         self._pending = {}
+
+    def pooled(self, name: str) -> Array | None:
+        """Everything the ``*_vs_past`` signal ``name`` has pooled (None: nothing yet)."""
+        return _add(self._past.get(name), self._last.get(name))
 
     def fired(
         self,

@@ -39,6 +39,7 @@ from verbcal.monitor.shift import (
     confidence_groups,
     label_mix_shift,
     label_shift_fit,
+    reply_cells,
 )
 
 Array = NDArray[np.float64]
@@ -182,6 +183,8 @@ def monitor(
     rows = []
     contrast = bbse_accuracy_contrast(reference.confusion)
     edges = confidence_groups(reference.conf)
+    sizes = [len(w.index) for w in windows if len(w.index)]
+    cells, n_cells = reply_cells(qa, edges, float(np.median(sizes)) if sizes else 0.0)
     for window in windows:
         qw = qa[window.index]
         if len(qw) == 0:
@@ -206,7 +209,17 @@ def monitor(
         if known is not None and known.any():
             lab = (float(np.sum(pred[known] == yw[known])), int(known.sum()))  # type: ignore[index]
         p_values = p_value_signals(
-            reference, contrast, edges, pred, conf, n_eff, headline, items, lab, policy
+            reference,
+            contrast,
+            edges,
+            pred,
+            conf,
+            (cells[window.index], n_cells),
+            n_eff,
+            headline,
+            items,
+            lab,
+            policy,
         )
         p_conf = float(p_values["confidence_shift"])  # type: ignore[arg-type]
         row: dict[str, Any] = {
@@ -261,7 +274,7 @@ def monitor(
                     nll_low=_r(real.nll.low),
                     nll_high=_r(real.nll.high),
                 )
-        conf_counts, pred_counts, _ = window_counts(edges, pred, conf, k)
+        conf_counts, pred_counts = window_counts(edges, pred, conf, k)
         changes = {
             "confidence_change": policy.change("confidence_change", conf_counts, n_eff),
             "label_mix_change": policy.change("label_mix_change", pred_counts, n_eff),

@@ -95,6 +95,7 @@ class Service:
             )
             for served in self.registry.models.values():
                 self.monitoring.reference(served)  # a bad reference file stops start-up
+                self.monitoring.warm(served)
             self.metrics.registry.register(monitoring.MonitorCollector(self))
 
     def version_of(self, served: Served) -> str:

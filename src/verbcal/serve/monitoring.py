@@ -47,7 +47,7 @@ from verbcal.serve.registry import Served
 from verbcal.serve.schemas import JSONBytes
 
 if TYPE_CHECKING:
-    from verbcal.monitor import Reference
+    from verbcal.monitor import AlarmPolicy, Reference
     from verbcal.serve.app import Service
 
 SCHEMA = """
@@ -283,6 +283,29 @@ class Monitoring:
             self._refs[key] = Reference.build(q, data.y, served.labels)
         return self._refs[key]
 
+    def policy(self, served: Served) -> tuple[Reference, AlarmPolicy] | None:
+        """The model's reference and alarm policy with its p-value cutoff (None without a
+        reference). The cutoff's simulation (seconds) runs once per reference: full
+        windows, labels possible, not one per size of the growing last window."""
+        from verbcal.monitor import AlarmPolicy
+        from verbcal.monitor.familywise import calibrate
+
+        ref = self.reference(served)
+        if ref is None:
+            return None
+        policy = AlarmPolicy(alpha=self.alpha, horizon=self.horizon)
+        policy.use(calibrate(ref, [self.window], policy, grouped=False, labelled=True))
+        return ref, policy
+
+    def warm(self, served: Served) -> threading.Thread:
+        """Set the model's cutoff in a background thread, so the first ``/v1/monitor`` or
+        ``/metrics`` scrape does not wait for the simulation (it waits for this one)."""
+        thread = threading.Thread(
+            target=self.policy, args=(served,), name=f"monitor-warm-{served.name}", daemon=True
+        )
+        thread.start()
+        return thread
+
     def summary(self, served: Served) -> dict[str, Any]:
         """The model's current window (and the labelled window), as ``/v1/monitor`` answers."""
         key = (self.log.changes, served.loaded_at)
@@ -296,8 +319,7 @@ class Monitoring:
         return result
 
     def _compute(self, served: Served) -> dict[str, Any]:
-        from verbcal.monitor import AlarmPolicy, Window, cbpe, labelled, monitor
-        from verbcal.monitor.familywise import calibrate
+        from verbcal.monitor import Window, cbpe, labelled, monitor
 
         logged, n_labelled = self.log.counts(served.name)
         out: dict[str, Any] = {
@@ -322,13 +344,9 @@ class Monitoring:
                 Window(str(k + 1), np.arange(s, min(s + self.window, len(rows)), dtype=np.int64))
                 for k, s in enumerate(starts)
             ]
-            ref = self.reference(served)
-            if ref is not None:
-                policy = AlarmPolicy(alpha=self.alpha, horizon=self.horizon)
-                # full windows, labels possible: one simulation per reference (cached), not
-                # one per size of the growing last window
-                policy.use(calibrate(ref, [self.window], policy, grouped=False, labelled=True))
-                current = monitor(ref, q, windows, y, policy)[-1]
+            watched = self.policy(served)
+            if watched is not None:
+                current = monitor(watched[0], q, windows, y, watched[1])[-1]
             else:
                 last = q[windows[-1].index]
                 est = cbpe(last, None, corrected=False)
