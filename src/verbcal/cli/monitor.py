@@ -175,9 +175,10 @@ def monitor_command(
     the cutoff (policy.p_rule, policy.per_test; each row's p_cutoff). The signals: tests against the reference (confidence_shift, label_mix_shift,
     accuracy_drop, labelled_accuracy_drop), CUSUMs against the stream's first 5 windows
     (accuracy_change, confidence_change, label_mix_change), and tests of each window against
-    all earlier windows pooled since the start or that signal's last alarm
-    (confidence_vs_past, label_mix_vs_past, reply_vs_past: the predicted label x confidence
-    cells, accuracy_vs_past, and label_shift_vs_past: the accuracy BBSE's label-shift
+    all earlier windows pooled since the start or that signal's last alarm, and of the
+    last two windows pooled against the rest (confidence_vs_past, label_mix_vs_past,
+    reply_vs_past: each recurring reply on its own, the rest by predicted label x
+    confidence, accuracy_vs_past, and label_shift_vs_past: the accuracy BBSE's label-shift
     weights imply). The *_vs_past tests count rows as independent
     draws: deduplicate retries of one item first.
 

@@ -38,13 +38,18 @@ probability alpha / signals within the horizon.
 The ``*_vs_past`` signals test each window against *all* earlier windows of the stream
 pooled (since the start, or since that signal last fired: the window that fired starts
 its new pool), so their power grows as the stream goes on, and the reference's finite size
-(shared by every window) cancels out of them:
+(shared by every window) cancels out of them. A change that began one window ago has two
+windows of rows by the next one, so each also tests the last two windows pooled against
+everything before them, and its p-value is twice the smaller of the two (Bonferroni over
+the two spans; a window-limited scan for the change point):
 
 * ``confidence_vs_past``, ``label_mix_vs_past``, ``reply_vs_past``: chi-square
   homogeneity of the window's counts against the pooled counts, over confidence groups,
-  predicted labels, and their joint cells (predicted label x confidence group: the reply
-  as finely as a bounded number of cells allows, so a change that moves both a little,
-  such as label shift, adds up);
+  predicted labels, and reply cells (:func:`reply_cells`: each reply that recurs often
+  enough, a cell of its own; the rest by predicted label x confidence group). The reply
+  as finely as the counts allow: verbalized replies come on a grid and recur, and a change
+  that moves the frequencies of a few replies (label shift: the items of one class come
+  more often) shows there before it moves either marginal;
 * ``accuracy_vs_past``: one-sided Welch t-test that the window's mean CBPE item estimate
   (:func:`verbcal.monitor.estimate.cbpe_items`) is below the pooled mean;
 * ``label_shift_vs_past``: one-sided z-test that the accuracy label shift implies fell:
