@@ -255,7 +255,8 @@ def test_versus_past_pools_the_last_two_windows_against_the_rest() -> None:
     one = policy.versus_past(conf, after, items, b)
     policy.pool([])
     assert one["label_mix_vs_past"] == pytest.approx(
-        2 * min(
+        2
+        * min(
             homogeneity_vs_past(before * 8, after), homogeneity_vs_past(before * 7, before + after)
         )
     )
