@@ -197,3 +197,45 @@ def test_log_groups_waiting_writes_in_one_commit_and_answers_only_after_it(
     with sqlite3.connect(tmp_path / "log.sqlite") as db:
         ids = [row[0] for row in db.execute("SELECT id FROM predictions ORDER BY seq")]
     assert ids == list(data.ids[:21])
+
+
+def test_monitor_answers_under_bonferroni_while_the_cutoff_is_simulated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No request waits for the min-p simulation (seconds): until the background thread
+    has set the cutoff, Bonferroni's stands in and the summary says so; then it is redone."""
+    import threading
+
+    from verbcal.monitor import familywise
+    from verbcal.serve.monitoring import Monitoring, PredictionLog
+    from verbcal.serve.registry import load_one
+
+    gate = threading.Event()
+    real = familywise.simulate_min_p
+
+    def gated(*args: object, **kwargs: object) -> np.ndarray:
+        assert gate.wait(60)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(familywise, "simulate_min_p", gated)
+    data = datasets.load("recorded:tweets").labelled()
+    served = load_one("tweets", str(fit_file(tmp_path / "ts.json")))
+    q = served.calibrator.predict_proba(data.probs[:120])
+    log = PredictionLog(tmp_path / "log.sqlite")
+    log.log(served, "v1", data.ids[:120], data.probs[:120], q.tolist())
+    # horizon 7: a key no other test has simulated (the cutoff cache is per process)
+    monitoring = Monitoring(log, {"tweets": "recorded:tweets"}, window=50, horizon=7)
+    try:
+        first = monitoring.summary(served)["window"]
+        assert first["p_rule"] == "bonferroni" and "being simulated" in first["p_rule_reason"]
+        thread = monitoring.warm(served)
+        assert monitoring.warm(served) is thread  # one simulation per model and calibrator
+        gate.set()
+        thread.join(60)
+        assert not thread.is_alive()
+        second = monitoring.summary(served)["window"]
+        assert second["p_rule"] == "min-p" and second["p_rule_reason"].startswith("simulated")
+        assert second["p_cutoff"] != first["p_cutoff"]
+    finally:
+        gate.set()
+        log.close()

@@ -204,6 +204,30 @@ def _fingerprint(reference: Reference) -> str:
     return digest.hexdigest()
 
 
+def _plan(sizes: Sequence[int], policy: AlarmPolicy) -> list[int]:
+    return [int(sizes[i % len(sizes)]) for i in range(policy.horizon)]
+
+
+def _key(
+    reference: Reference, plan: list[int], grouped: bool, labelled: bool, policy: AlarmPolicy
+) -> tuple[Any, ...]:
+    return (
+        _fingerprint(reference),
+        tuple(plan),
+        grouped,
+        labelled,
+        policy.p_share,
+        policy.sims,
+        policy.seed,
+    )
+
+
+def bonferroni_cutoff(policy: AlarmPolicy, reason: str) -> Cutoff:
+    """Bonferroni's cutoff for ``policy``, with the reason it is the rule."""
+    bonf = policy.bonferroni
+    return Cutoff(bonf, "bonferroni", policy.p_share, bonf, reason=reason)
+
+
 def _simulate(
     reference: Reference, plan: list[int], grouped: bool, labelled: bool, policy: AlarmPolicy
 ) -> Cutoff:
@@ -235,7 +259,7 @@ def calibrate(
     the policy asks for it and the simulation can stand in for the stream, else Bonferroni
     (``simulate=False`` with ``why_not`` says the caller knows it cannot). Cached per
     reference and inputs."""
-    share, bonf = policy.p_share, policy.bonferroni
+    share = policy.p_share
     reason = why_not
     if policy.rule != "min-p":
         reason = "asked for (rule 'bonferroni')"
@@ -244,9 +268,9 @@ def calibrate(
     elif share * policy.sims < 1:
         reason = f"{policy.sims} simulations hold no alarm at share {share:.3g}"
     if reason or not simulate or not sizes:
-        return Cutoff(bonf, "bonferroni", share, bonf, reason=reason or "no windows")
-    plan = [int(sizes[i % len(sizes)]) for i in range(policy.horizon)]
-    key = (_fingerprint(reference), tuple(plan), grouped, labelled, share, policy.sims, policy.seed)
+        return bonferroni_cutoff(policy, reason or "no windows")
+    plan = _plan(sizes, policy)
+    key = _key(reference, plan, grouped, labelled, policy)
     with _CACHE_LOCK:  # the service calibrates from worker threads
         cached = _CACHE.get(key)
         if cached is not None:

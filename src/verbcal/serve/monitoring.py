@@ -47,7 +47,7 @@ from verbcal.serve.registry import Served
 from verbcal.serve.schemas import JSONBytes
 
 if TYPE_CHECKING:
-    from verbcal.monitor import AlarmPolicy, Reference
+    from verbcal.monitor import AlarmPolicy, Cutoff, Reference
     from verbcal.serve.app import Service
 
 SCHEMA = """
@@ -265,7 +265,9 @@ class Monitoring:
         self.log, self.references = log, dict(references)
         self.window, self.horizon, self.alpha = window, horizon, alpha
         self._refs: dict[tuple[str, float], Reference] = {}
-        self._cache: dict[str, tuple[tuple[int, float], dict[str, Any]]] = {}
+        self._cache: dict[str, tuple[tuple[int, float, bool], dict[str, Any]]] = {}
+        self._cutoffs: dict[tuple[str, float], Cutoff] = {}
+        self._warming: dict[tuple[str, float], threading.Thread] = {}
         self._lock = threading.Lock()
 
     def reference(self, served: Served) -> Reference | None:
@@ -284,31 +286,59 @@ class Monitoring:
         return self._refs[key]
 
     def policy(self, served: Served) -> tuple[Reference, AlarmPolicy] | None:
-        """The model's reference and alarm policy with its p-value cutoff (None without a
-        reference). The cutoff's simulation (seconds) runs once per reference: full
-        windows, labels possible, not one per size of the growing last window."""
+        """The model's reference and alarm policy (None without a reference). The policy's
+        p-value cutoff is simulated once per reference (seconds; full windows, labels
+        possible, not once per size of the growing last window) in a background thread:
+        until it is set, Bonferroni's stands in and the policy says so, so no request
+        waits for the simulation."""
         from verbcal.monitor import AlarmPolicy
-        from verbcal.monitor.familywise import calibrate
+        from verbcal.monitor.familywise import bonferroni_cutoff
 
         ref = self.reference(served)
         if ref is None:
             return None
         policy = AlarmPolicy(alpha=self.alpha, horizon=self.horizon)
-        policy.use(calibrate(ref, [self.window], policy, grouped=False, labelled=True))
+        cutoff = self._cutoffs.get((served.name, served.loaded_at))
+        if cutoff is None:
+            self.warm(served)
+            cutoff = bonferroni_cutoff(
+                policy, "the min-p cutoff is being simulated from the reference; until then"
+            )
+        policy.use(cutoff)
         return ref, policy
 
     def warm(self, served: Served) -> threading.Thread:
-        """Set the model's cutoff in a background thread, so the first ``/v1/monitor`` or
-        ``/metrics`` scrape does not wait for the simulation (it waits for this one)."""
-        thread = threading.Thread(
-            target=self.policy, args=(served,), name=f"monitor-warm-{served.name}", daemon=True
-        )
-        thread.start()
+        """Start (once per model and calibrator) the background thread that sets the
+        model's p-value cutoff; the running or finished thread."""
+        key = (served.name, served.loaded_at)
+        with self._lock:
+            thread = self._warming.get(key)
+            if thread is None:
+                thread = threading.Thread(
+                    target=self._set_cutoff,
+                    args=(served, key),
+                    name=f"monitor-cutoff-{served.name}",
+                    daemon=True,
+                )
+                self._warming[key] = thread
+                thread.start()
         return thread
+
+    def _set_cutoff(self, served: Served, key: tuple[str, float]) -> None:
+        from verbcal.monitor import AlarmPolicy
+        from verbcal.monitor.familywise import calibrate
+
+        ref = self.reference(served)
+        if ref is not None:
+            policy = AlarmPolicy(alpha=self.alpha, horizon=self.horizon)
+            cutoff = calibrate(ref, [self.window], policy, grouped=False, labelled=True)
+            self._cutoffs[key] = cutoff
 
     def summary(self, served: Served) -> dict[str, Any]:
         """The model's current window (and the labelled window), as ``/v1/monitor`` answers."""
-        key = (self.log.changes, served.loaded_at)
+        # a summary made under the stand-in cutoff is redone once the simulated one is set
+        ready = (served.name, served.loaded_at) in self._cutoffs
+        key = (self.log.changes, served.loaded_at, ready)
         with self._lock:
             cached = self._cache.get(served.name)
             if cached is not None and cached[0] == key:
@@ -347,6 +377,7 @@ class Monitoring:
             watched = self.policy(served)
             if watched is not None:
                 current = monitor(watched[0], q, windows, y, watched[1])[-1]
+                current["p_rule_reason"] = watched[1].cutoff.reason if watched[1].cutoff else ""
             else:
                 last = q[windows[-1].index]
                 est = cbpe(last, None, corrected=False)
