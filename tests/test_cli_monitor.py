@@ -32,6 +32,7 @@ def _files(tmp_path: Path, shifted: bool = False) -> tuple[Path, Path, Path]:
         for i in range(3000):
             pool = hard if shifted and i >= 1500 else test
             record = dict(pool[int(rng.integers(len(pool)))])
+            record["item"] = record["id"]  # 101 items, each seen again and again
             record["id"] = f"s{i}"
             record["ts"] = f"2026-01-{1 + i // 500:02d}T{(i % 500) * 24 // 500:02d}:00:00Z"
             if i % 3:
@@ -99,3 +100,27 @@ def test_monitor_errors_name_what_to_fix(tmp_path: Path) -> None:
         app, [*args, "--out", str(tmp_path / "o"), "--time-field", "when", "--every", "1d"]
     )
     assert result.exit_code == 2 and "'when'" in result.output
+
+
+def test_monitor_counts_repeated_items_by_item_field(tmp_path: Path) -> None:
+    """Row ids are unique (as in every predictions file); --item-field says which rows are
+    one item seen again, and the windows count distinct items."""
+    cal, ref, live = _files(tmp_path)
+    args = ["monitor", "--calibrator", str(cal), "--reference", str(ref), "--data", str(live)]
+    args += ["--out", str(tmp_path / "o"), "--window", "500", "--json"]
+    fresh = json.loads(runner.invoke(app, args).output)
+    assert fresh["item_field"] is None
+    assert all(r["n_effective"] == pytest.approx(500) for r in fresh["windows"])
+    repeated = runner.invoke(app, [*args, "--item-field", "item"])
+    assert repeated.exit_code == 0, repeated.output
+    result = json.loads(repeated.output)
+    assert result["item_field"] == "item"
+    # 500 draws from 101 items: Kish's effective size is about 500 / (1 + 500 / 101)
+    assert all(60 < r["n_effective"] < 100 for r in result["windows"])
+    assert all(  # fewer distinct items: wider intervals
+        r["est_accuracy_high"] - r["est_accuracy_low"]
+        > f["est_accuracy_high"] - f["est_accuracy_low"]
+        for r, f in zip(result["windows"], fresh["windows"], strict=True)
+    )
+    missing = runner.invoke(app, [*args, "--item-field", "prompt"])
+    assert missing.exit_code == 2 and "'prompt'" in missing.output and "item" in missing.output

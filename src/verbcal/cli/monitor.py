@@ -28,6 +28,7 @@ def monitor_result(
     alpha: float,
     horizon: int | None,
     p_rule: str = "min-p",
+    item_field: str | None = None,
 ) -> dict[str, Any]:
     """Everything ``monitor.json`` holds: inputs, reference facts, policy, one row per window."""
     from verbcal.monitor import (
@@ -72,11 +73,12 @@ def monitor_result(
     if not windows:
         raise MonitorError(f"{data}: no rows to monitor")
     policy = AlarmPolicy(alpha=alpha, horizon=horizon or max(20, len(windows)), rule=p_rule)
-    rows = monitor(ref, q, windows, stream.y, policy, groups=stream.ids)
+    rows = monitor(ref, q, windows, stream.y, policy, groups=_items(stream, item_field))
     return {
         "calibrator": str(calibrator_path),
         "data": data,
         "windows_by": by,
+        "item_field": item_field,
         "reference": {
             "source": reference,
             "n": ref.n,
@@ -106,6 +108,15 @@ def monitor_result(
         },
         "windows": rows,
     }
+
+
+def _items(stream: Any, item_field: str | None) -> list[Any] | None:
+    """The item each row is about, from ``item_field`` (a record without it is an item of
+    its own); None without the option: every row its own item."""
+    if item_field is None:
+        return None
+    values = field_values(stream, item_field)
+    return [f"row {i}" if v is None else f"item {json.dumps(v)}" for i, v in enumerate(values)]
 
 
 def _f(value: Any, digits: int = 3) -> str:
@@ -157,6 +168,14 @@ def monitor_command(
             "min-p (one cutoff simulated from the reference) or bonferroni."
         ),
     ] = "min-p",
+    item_field: Annotated[
+        str | None,
+        typer.Option(
+            help="Record field naming the item a row is about: rows with the same value are "
+            "one item seen again, and estimates and tests count distinct items (default: "
+            "every row its own item)."
+        ),
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print monitor.json to stdout only.")
     ] = False,
@@ -196,7 +215,16 @@ def monitor_command(
     with friendly_errors():
         try:
             result = monitor_result(
-                calibrator, reference, data, window, time_field, every, alpha, horizon, p_rule
+                calibrator,
+                reference,
+                data,
+                window,
+                time_field,
+                every,
+                alpha,
+                horizon,
+                p_rule,
+                item_field,
             )
         except MonitorError as exc:
             raise ValueError(str(exc)) from exc
