@@ -94,8 +94,8 @@ class Service:
                 log, config.monitor_references, window=config.monitor_window
             )
             for served in self.registry.models.values():
-                self.monitoring.reference(served)  # a bad reference file stops start-up
-                self.monitoring.warm(served)
+                if self.monitoring.reference(served) is not None:  # a bad file stops start-up
+                    self.monitoring.warm(served)
             self.metrics.registry.register(monitoring.MonitorCollector(self))
 
     def version_of(self, served: Served) -> str:
