@@ -239,3 +239,32 @@ def test_monitor_answers_under_bonferroni_while_the_cutoff_is_simulated(
     finally:
         gate.set()
         log.close()
+
+
+def test_a_failed_simulation_leaves_bonferroni_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from verbcal.monitor import familywise
+    from verbcal.serve.monitoring import Monitoring, PredictionLog
+    from verbcal.serve.registry import load_one
+
+    def broken(*args: object, **kwargs: object) -> np.ndarray:
+        raise MemoryError("no room for 300 streams")
+
+    monkeypatch.setattr(familywise, "simulate_min_p", broken)
+    data = datasets.load("recorded:tweets").labelled()
+    served = load_one("tweets", str(fit_file(tmp_path / "ts.json")))
+    q = served.calibrator.predict_proba(data.probs[:60])
+    log = PredictionLog(tmp_path / "log.sqlite")
+    log.log(served, "v1", data.ids[:60], data.probs[:60], q.tolist())
+    monitoring = Monitoring(log, {"tweets": "recorded:tweets"}, window=50, horizon=9)
+    try:
+        monitoring.warm(served).join(60)
+        window = monitoring.summary(served)["window"]
+        assert window["p_rule"] == "bonferroni"
+        assert (
+            "simulation failed" in window["p_rule_reason"] and "no room" in window["p_rule_reason"]
+        )
+        assert "min-p simulation failed" in caplog.text
+    finally:
+        log.close()

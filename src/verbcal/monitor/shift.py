@@ -495,7 +495,7 @@ class AlarmPolicy:
             spans = [(before, value)]  # the window against all before it
             if past is not None and last is not None:
                 spans.append((past, last + value))  # the last two against the rest
-            ps = [self._versus(name, contrast, before, after) for before, after in spans]
+            ps = [self._versus(name, contrast, older, newer) for older, newer in spans]
             out[name] = min(1.0, len(ps) * min(ps))
         if float(np.asarray(pred_counts).sum()) < PAST_MIN_ROWS:
             out = dict.fromkeys(out)  # too few rows to test: pooled only

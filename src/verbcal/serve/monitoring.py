@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -43,8 +44,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from verbcal.serve.calibrate import InputError, checked_rows, field_error
+from verbcal.serve.observe import LOGGER as LOGGER_NAME
 from verbcal.serve.registry import Served
 from verbcal.serve.schemas import JSONBytes
+
+LOGGER = logging.getLogger(LOGGER_NAME)
 
 if TYPE_CHECKING:
     from verbcal.monitor import AlarmPolicy, Cutoff, Reference
@@ -302,7 +306,7 @@ class Monitoring:
         if cutoff is None:
             self.warm(served)
             cutoff = bonferroni_cutoff(
-                policy, "the min-p cutoff is being simulated from the reference; until then"
+                policy, "until the min-p cutoff, being simulated from the reference, is set"
             )
         policy.use(cutoff)
         return ref, policy
@@ -326,13 +330,18 @@ class Monitoring:
 
     def _set_cutoff(self, served: Served, key: tuple[str, float]) -> None:
         from verbcal.monitor import AlarmPolicy
-        from verbcal.monitor.familywise import calibrate
+        from verbcal.monitor.familywise import bonferroni_cutoff, calibrate
 
         ref = self.reference(served)
-        if ref is not None:
-            policy = AlarmPolicy(alpha=self.alpha, horizon=self.horizon)
+        if ref is None:
+            return
+        policy = AlarmPolicy(alpha=self.alpha, horizon=self.horizon)
+        try:
             cutoff = calibrate(ref, [self.window], policy, grouped=False, labelled=True)
-            self._cutoffs[key] = cutoff
+        except Exception as exc:  # the service keeps alarming under Bonferroni and says why
+            LOGGER.exception("min-p simulation failed", extra={"model": served.name})
+            cutoff = bonferroni_cutoff(policy, f"the min-p simulation failed: {exc!r}")
+        self._cutoffs[key] = cutoff
 
     def summary(self, served: Served) -> dict[str, Any]:
         """The model's current window (and the labelled window), as ``/v1/monitor`` answers."""
