@@ -83,13 +83,18 @@ _CACHE_LOCK = threading.Lock()
 _PENDING: dict[tuple[Any, ...], threading.Lock] = {}
 
 
-def window_counts(edges: Array, pred: IntArray, conf: Array, k: int) -> tuple[Array, Array]:
-    """A window's counts per confidence group and per predicted label, as the
-    ``*_vs_past`` and CUSUM signals take them."""
+def window_counts(
+    edges: Array, pred: IntArray, conf: Array, k: int, cells: tuple[IntArray, int]
+) -> tuple[Array, Array, Array]:
+    """A window's counts per confidence group, per predicted label and per reply cell
+    (``cells``: the window's rows' cells and the stream's number of cells,
+    :func:`~verbcal.monitor.shift.reply_cells`), as the ``*_vs_past`` and CUSUM signals
+    take them."""
     group = confidence_group(edges, conf)
     return (
         np.bincount(group, minlength=len(edges) + 1).astype(np.float64),
         np.bincount(pred, minlength=k).astype(np.float64),
+        np.bincount(cells[0], minlength=cells[1]).astype(np.float64),
     )
 
 
@@ -99,7 +104,7 @@ def p_value_signals(
     edges: Array,
     pred: IntArray,
     conf: Array,
-    cells: tuple[IntArray, int],
+    counts: tuple[Array, Array, Array],
     n_eff: float,
     headline: Estimate,
     items: Array,
@@ -108,8 +113,7 @@ def p_value_signals(
 ) -> dict[str, float | None]:
     """``edges`` are :func:`~verbcal.monitor.shift.confidence_groups` of the reference's
     confidences, ``contrast`` its :func:`~verbcal.monitor.shift.bbse_accuracy_contrast`,
-    ``cells`` the window's rows' reply cells and the stream's number of cells
-    (:func:`~verbcal.monitor.shift.reply_cells`).
+    ``counts`` the window's :func:`window_counts`.
     The p-value of each signal of :data:`P_SIGNALS` for one window (None where a
     ``*_vs_past`` signal has no past yet; ``labelled_accuracy_drop`` only with
     ``labelled`` = (correct rows, labelled rows)). Feeds the policy's ``*_vs_past`` pools:
@@ -125,9 +129,7 @@ def p_value_signals(
         out["labelled_accuracy_drop"] = labelled_drop(
             float(reference.correct.sum()), reference.n, correct, n
         )
-    conf_counts, pred_counts = window_counts(edges, pred, conf, k)
-    cell_counts = np.bincount(cells[0], minlength=cells[1]).astype(np.float64)
-    out.update(policy.versus_past(conf_counts, pred_counts, items, contrast, cell_counts))
+    out.update(policy.versus_past(*counts[:2], items, contrast, counts[2]))
     return out
 
 
@@ -146,6 +148,7 @@ def stream_min_p(
     contrast = bbse_accuracy_contrast(star.confusion)
     edges = confidence_groups(star.conf)
     cells, n_cells = reply_cells(reference.q, edges, float(np.median(sizes)))
+    k = reference.q.shape[1]
     best = 1.0
     for m in sizes:
         idx = rng.integers(0, reference.n, m)
@@ -153,13 +156,14 @@ def stream_min_p(
         qw = reference.q[idx]
         n_eff = effective_size(multiplicity(groups, m))
         lab = (float(reference.correct[idx].sum()), m) if labelled else None
+        pred, conf = reference.pred[idx], reference.conf[idx]
         p = p_value_signals(
             star,
             contrast,
             edges,
-            reference.pred[idx],
-            reference.conf[idx],
-            (cells[idx], n_cells),
+            pred,
+            conf,
+            window_counts(edges, pred, conf, k, (cells[idx], n_cells)),
             n_eff,
             cbpe(qw, star, groups=groups),
             cbpe_items(qw, star),
@@ -202,24 +206,6 @@ def _fingerprint(reference: Reference) -> str:
     digest = hashlib.sha256(reference.q.tobytes())
     digest.update(reference.y.tobytes())
     return digest.hexdigest()
-
-
-def _plan(sizes: Sequence[int], policy: AlarmPolicy) -> list[int]:
-    return [int(sizes[i % len(sizes)]) for i in range(policy.horizon)]
-
-
-def _key(
-    reference: Reference, plan: list[int], grouped: bool, labelled: bool, policy: AlarmPolicy
-) -> tuple[Any, ...]:
-    return (
-        _fingerprint(reference),
-        tuple(plan),
-        grouped,
-        labelled,
-        policy.p_share,
-        policy.sims,
-        policy.seed,
-    )
 
 
 def bonferroni_cutoff(policy: AlarmPolicy, reason: str) -> Cutoff:
@@ -269,8 +255,8 @@ def calibrate(
         reason = f"{policy.sims} simulations hold no alarm at share {share:.3g}"
     if reason or not simulate or not sizes:
         return bonferroni_cutoff(policy, reason or "no windows")
-    plan = _plan(sizes, policy)
-    key = _key(reference, plan, grouped, labelled, policy)
+    plan = [int(sizes[i % len(sizes)]) for i in range(policy.horizon)]
+    key = (_fingerprint(reference), tuple(plan), grouped, labelled, share, policy.sims, policy.seed)
     with _CACHE_LOCK:  # the service calibrates from worker threads
         cached = _CACHE.get(key)
         if cached is not None:

@@ -487,12 +487,12 @@ class AlarmPolicy:
             now["reply_vs_past"] = np.asarray(cell_counts, dtype=np.float64)
         out: dict[str, float | None] = {}
         for name, value in now.items():
-            past, last = self._past.get(name), self._last.get(name)
-            before = _add(past, last)
+            before = self.pooled(name)
             if before is None:
                 out[name] = None
                 continue
             spans = [(before, value)]  # the window against all before it
+            past, last = self._past.get(name), self._last.get(name)
             if past is not None and last is not None:
                 spans.append((past, last + value))  # the last two against the rest
             ps = [self._versus(name, contrast, older, newer) for older, newer in spans]
@@ -517,7 +517,7 @@ class AlarmPolicy:
             if name in fired:
                 self._past.pop(name, None)
             else:
-                merged = _add(self._past.get(name), self._last.get(name))
+                merged = self.pooled(name)
                 if merged is not None:
                     self._past[name] = merged
             self._last[name] = value

@@ -167,12 +167,13 @@ def monitor(
     k = qa.shape[1]
     if k != reference.q.shape[1]:
         raise MonitorError(f"stream has {k} labels, the reference {reference.q.shape[1]}")
+    sizes = [len(w.index) for w in windows if len(w.index)]
     if policy.cutoff is None:
         has_labels = y is not None and bool(np.any(np.asarray(y) >= 0))
         policy.use(
             calibrate(
                 reference,
-                [len(w.index) for w in windows if len(w.index)],
+                sizes,
                 policy,
                 grouped=groups is not None,
                 labelled=has_labels,
@@ -183,7 +184,6 @@ def monitor(
     rows = []
     contrast = bbse_accuracy_contrast(reference.confusion)
     edges = confidence_groups(reference.conf)
-    sizes = [len(w.index) for w in windows if len(w.index)]
     cells, n_cells = reply_cells(qa, edges, float(np.median(sizes)) if sizes else 0.0)
     for window in windows:
         qw = qa[window.index]
@@ -208,13 +208,14 @@ def monitor(
         lab = None
         if known is not None and known.any():
             lab = (float(np.sum(pred[known] == yw[known])), int(known.sum()))  # type: ignore[index]
+        counts = window_counts(edges, pred, conf, k, (cells[window.index], n_cells))
         p_values = p_value_signals(
             reference,
             contrast,
             edges,
             pred,
             conf,
-            (cells[window.index], n_cells),
+            counts,
             n_eff,
             headline,
             items,
@@ -274,10 +275,9 @@ def monitor(
                     nll_low=_r(real.nll.low),
                     nll_high=_r(real.nll.high),
                 )
-        conf_counts, pred_counts = window_counts(edges, pred, conf, k)
         changes = {
-            "confidence_change": policy.change("confidence_change", conf_counts, n_eff),
-            "label_mix_change": policy.change("label_mix_change", pred_counts, n_eff),
+            "confidence_change": policy.change("confidence_change", counts[0], n_eff),
+            "label_mix_change": policy.change("label_mix_change", counts[1], n_eff),
         }
         fired = policy.fired(p_values, stat, changes)
         policy.pool(fired)
