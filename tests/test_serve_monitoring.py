@@ -6,6 +6,7 @@ import hashlib
 import json
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -20,6 +21,10 @@ from verbcal import datasets, metrics
 from verbcal.calibration import Calibrator
 from verbcal.serve import ServeConfig, create_app
 from verbcal.serve.config import ServeConfigError
+
+if TYPE_CHECKING:
+    from verbcal.serve.monitoring import Monitoring, PredictionLog
+    from verbcal.serve.registry import Served
 
 pytestmark = pytest.mark.server
 KEY = "vk-monitor-0123456789abcdef"
@@ -199,6 +204,23 @@ def test_log_groups_waiting_writes_in_one_commit_and_answers_only_after_it(
     assert ids == list(data.ids[:21])
 
 
+def _logged_monitoring(
+    tmp_path: Path, rows: int, horizon: int
+) -> tuple[Served, PredictionLog, Monitoring]:
+    """(served model, prediction log holding its first ``rows`` tweets, Monitoring over it);
+    ``horizon`` keeps the cutoff's cache key apart from other tests' (one cache per process)."""
+    from verbcal.serve.monitoring import Monitoring, PredictionLog
+    from verbcal.serve.registry import load_one
+
+    data = datasets.load("recorded:tweets").labelled()
+    served = load_one("tweets", str(fit_file(tmp_path / "ts.json")))
+    q = served.calibrator.predict_proba(data.probs[:rows])
+    log = PredictionLog(tmp_path / "log.sqlite")
+    log.log(served, "v1", data.ids[:rows], data.probs[:rows], q.tolist())
+    monitoring = Monitoring(log, {"tweets": "recorded:tweets"}, window=50, horizon=horizon)
+    return served, log, monitoring
+
+
 def test_monitor_answers_under_bonferroni_while_the_cutoff_is_simulated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -207,8 +229,6 @@ def test_monitor_answers_under_bonferroni_while_the_cutoff_is_simulated(
     import threading
 
     from verbcal.monitor import familywise
-    from verbcal.serve.monitoring import Monitoring, PredictionLog
-    from verbcal.serve.registry import load_one
 
     gate = threading.Event()
     real = familywise.simulate_min_p
@@ -218,13 +238,7 @@ def test_monitor_answers_under_bonferroni_while_the_cutoff_is_simulated(
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(familywise, "simulate_min_p", gated)
-    data = datasets.load("recorded:tweets").labelled()
-    served = load_one("tweets", str(fit_file(tmp_path / "ts.json")))
-    q = served.calibrator.predict_proba(data.probs[:120])
-    log = PredictionLog(tmp_path / "log.sqlite")
-    log.log(served, "v1", data.ids[:120], data.probs[:120], q.tolist())
-    # horizon 7: a key no other test has simulated (the cutoff cache is per process)
-    monitoring = Monitoring(log, {"tweets": "recorded:tweets"}, window=50, horizon=7)
+    served, log, monitoring = _logged_monitoring(tmp_path, rows=120, horizon=7)
     try:
         first = monitoring.summary(served)["window"]
         assert first["p_rule"] == "bonferroni" and "being simulated" in first["p_rule_reason"]
@@ -245,19 +259,12 @@ def test_a_failed_simulation_leaves_bonferroni_and_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from verbcal.monitor import familywise
-    from verbcal.serve.monitoring import Monitoring, PredictionLog
-    from verbcal.serve.registry import load_one
 
     def broken(*args: object, **kwargs: object) -> np.ndarray:
         raise MemoryError("no room for 300 streams")
 
     monkeypatch.setattr(familywise, "simulate_min_p", broken)
-    data = datasets.load("recorded:tweets").labelled()
-    served = load_one("tweets", str(fit_file(tmp_path / "ts.json")))
-    q = served.calibrator.predict_proba(data.probs[:60])
-    log = PredictionLog(tmp_path / "log.sqlite")
-    log.log(served, "v1", data.ids[:60], data.probs[:60], q.tolist())
-    monitoring = Monitoring(log, {"tweets": "recorded:tweets"}, window=50, horizon=9)
+    served, log, monitoring = _logged_monitoring(tmp_path, rows=60, horizon=9)
     try:
         monitoring.warm(served).join(60)
         window = monitoring.summary(served)["window"]
